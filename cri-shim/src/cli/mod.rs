@@ -1,0 +1,244 @@
+//! The crictl-compatible client commands of the `podbay` binary.
+
+pub mod podconfig;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where the CLI connects: `--endpoint`, else `PODBAY_ENDPOINT`, else the default socket.
+pub fn endpoint_path(flag: Option<&str>) -> PathBuf {
+    let raw = flag
+        .map(str::to_owned)
+        .or_else(|| std::env::var("PODBAY_ENDPOINT").ok())
+        .unwrap_or_else(|| "/run/podbay/podbay.sock".into());
+    PathBuf::from(raw.strip_prefix("unix://").unwrap_or(&raw))
+}
+
+pub async fn connect(path: &Path) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+    let path = path.to_path_buf();
+    let shown = path.display().to_string();
+    // The URI is required by tonic but unused: the connector dials the socket.
+    let channel = Endpoint::try_from("http://podbay.invalid")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| format!("connect to podbay at {shown}"))?;
+    Ok(RuntimeServiceClient::new(channel))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+pub struct PodsQuery {
+    pub id: Option<String>,
+    pub state: Option<String>,
+    pub labels: Vec<String>,
+    pub name: Option<String>,
+    pub quiet: bool,
+    pub output: Output,
+}
+
+fn status_msg(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", code_name(e.code()), e.message())
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        InvalidArgument => "InvalidArgument",
+        FailedPrecondition => "FailedPrecondition",
+        ResourceExhausted => "ResourceExhausted",
+        Unavailable => "Unavailable",
+        Unimplemented => "Unimplemented",
+        _ => "Error",
+    }
+}
+
+pub async fn runp(ep: &Path, file: &Path) -> anyhow::Result<()> {
+    let config = podconfig::read(file)?;
+    let mut c = connect(ep).await?;
+    let resp = c
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), ..Default::default() })
+        .await
+        .map_err(status_msg)?;
+    println!("{}", resp.into_inner().pod_sandbox_id);
+    Ok(())
+}
+
+pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
+    let mut c = connect(ep).await?;
+    let state = match q.state.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("ready" | "sandbox_ready") => Some(cri::PodSandboxState::SandboxReady),
+        Some("notready" | "sandbox_notready") => Some(cri::PodSandboxState::SandboxNotready),
+        Some(other) => bail!("--state: {other:?} is not ready or notready"),
+    };
+    let mut labels = std::collections::HashMap::new();
+    for l in &q.labels {
+        let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected key=value"))?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let filter = cri::PodSandboxFilter {
+        id: q.id.clone().unwrap_or_default(),
+        state: state.map(|s| cri::PodSandboxStateValue { state: s as i32 }),
+        label_selector: labels,
+    };
+    let resp = c
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+        .await
+        .map_err(status_msg)?;
+    let mut items = resp.into_inner().items;
+    if let Some(name) = &q.name {
+        items.retain(|p| p.metadata.as_ref().is_some_and(|m| m.name.contains(name.as_str())));
+    }
+    items.reverse(); // newest first, as crictl shows them
+    if q.quiet {
+        for p in &items {
+            println!("{}", p.id);
+        }
+        return Ok(());
+    }
+    match q.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?),
+        Output::Yaml => print!("{}", serde_norway::to_string(&serde_json::json!({ "items": items }))?),
+        Output::Table => {
+            println!(
+                "{:<13}  {:<20}  {:<8}  {:<30}  {:<15}  {:<7}  RUNTIME",
+                "POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT"
+            );
+            for p in &items {
+                let m = p.metadata.clone().unwrap_or_default();
+                let state = if p.state == cri::PodSandboxState::SandboxReady as i32 {
+                    "Ready"
+                } else {
+                    "NotReady"
+                };
+                println!(
+                    "{:<13}  {:<20}  {:<8}  {:<30}  {:<15}  {:<7}  {}",
+                    &p.id[..13.min(p.id.len())],
+                    ago(p.created_at),
+                    state,
+                    m.name,
+                    m.namespace,
+                    m.attempt,
+                    if p.runtime_handler.is_empty() { "(default)" } else { &p.runtime_handler }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ago(created_ns: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let s = (now - created_ns).max(0) / 1_000_000_000;
+    match s {
+        0..=59 => format!("{s} seconds ago"),
+        60..=3599 => format!("{} minutes ago", s / 60),
+        3600..=86399 => format!("{} hours ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}
+
+pub async fn inspectp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
+    let mut c = connect(ep).await?;
+    for id in ids {
+        let resp = c
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .map_err(status_msg)?
+            .into_inner();
+        let mut status = serde_json::to_value(&resp.status)?;
+        if let Some(state) = status.get_mut("state") {
+            let ready = state.as_i64() == Some(cri::PodSandboxState::SandboxReady as i64);
+            *state = if ready { "SANDBOX_READY" } else { "SANDBOX_NOTREADY" }.into();
+        }
+        let info = resp
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+            .unwrap_or_default();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "status": status, "info": info }))?);
+    }
+    Ok(())
+}
+
+pub async fn stopp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
+    let mut c = connect(ep).await?;
+    for id in ids {
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() })
+            .await
+            .map_err(|e| status_msg(e).context(format!("stop pod {id}")))?;
+        println!("Stopped sandbox {id}");
+    }
+    Ok(())
+}
+
+pub async fn rmp(ep: &Path, ids: &[String], all: bool) -> anyhow::Result<()> {
+    let mut c = connect(ep).await?;
+    let mut ids = ids.to_vec();
+    if all {
+        let items = c
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(status_msg)?
+            .into_inner()
+            .items;
+        ids.extend(items.into_iter().map(|p| p.id));
+    } else if ids.is_empty() {
+        bail!("give pod ids, or --all");
+    }
+    for id in ids {
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() })
+            .await
+            .map_err(|e| status_msg(e).context(format!("remove pod {id}")))?;
+        println!("Removed sandbox {id}");
+    }
+    Ok(())
+}
+
+pub async fn version(ep: &Path) -> anyhow::Result<()> {
+    let mut c = connect(ep).await?;
+    let v = c.version(cri::VersionRequest::default()).await.map_err(status_msg)?.into_inner();
+    println!("Version:  {}", v.version);
+    println!("RuntimeName:  {}", v.runtime_name);
+    println!("RuntimeVersion:  {}", v.runtime_version);
+    println!("RuntimeApiVersion:  {}", v.runtime_api_version);
+    Ok(())
+}
+
+pub async fn info(ep: &Path) -> anyhow::Result<()> {
+    let mut c = connect(ep).await?;
+    let s = c
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .map_err(status_msg)?
+        .into_inner();
+    let info = s
+        .info
+        .get("info")
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        .unwrap_or_default();
+    let out = serde_json::json!({ "status": s.status, "info": info });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `podbay`: the daemon (`podbay serve`) and a crictl-compatible client in one binary.
+
+mod cli;
+mod config;
+mod server;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::cli::{Output, PodsQuery};
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "podbay", version, about = "A small, fast Kubernetes container runtime with pod networking built in")]
+struct Cli {
+    /// CRI endpoint for client commands (a socket path or unix:// URL) [env: PODBAY_ENDPOINT]
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: the CRI server on a Unix socket.
+    Serve {
+        /// Config file [default: /etc/podbay/config.toml if present]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// error, warn, info, debug, trace (or a tracing filter)
+        #[arg(long)]
+        log_level: Option<String>,
+        /// text or json
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run a pod sandbox from a crictl PodSandboxConfig file (JSON or YAML).
+    Runp { file: PathBuf },
+    /// List pod sandboxes.
+    Pods {
+        #[arg(long)]
+        id: Option<String>,
+        /// ready or notready
+        #[arg(long)]
+        state: Option<String>,
+        /// key=value; repeat to require several
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Only pods whose name contains this
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show the status of pod sandboxes (ids or unique prefixes).
+    Inspectp {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop pod sandboxes.
+    Stopp {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove pod sandboxes (stopping them first).
+    Rmp {
+        ids: Vec<String>,
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Show the runtime's version.
+    Version,
+    /// Show the runtime's status and configuration.
+    Info,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the full default configuration as TOML.
+    Default,
+}
+
+fn init_logging(cfg: &Config) {
+    // A plain level applies to podbay's own crates; libraries (h2, tonic) stay at warn.
+    let level = &cfg.log.level;
+    let directives = if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+        format!("warn,podbay={level},podbay_runtime={level},podbay_netplug={level}")
+    } else {
+        level.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log.format == "json" { builder.json().init() } else { builder.init() }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let ep = cli::endpoint_path(cli.endpoint.as_deref());
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio")
+    };
+    match cli.command {
+        Command::Serve { config, root, run_dir, socket, log_level, log_format } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            cfg.root = root.unwrap_or(cfg.root);
+            cfg.run_dir = run_dir.unwrap_or(cfg.run_dir);
+            cfg.socket = socket.unwrap_or(cfg.socket);
+            cfg.log.level = log_level.unwrap_or(cfg.log.level);
+            cfg.log.format = log_format.unwrap_or(cfg.log.format);
+            cfg.validate()?;
+            init_logging(&cfg);
+            rt()?.block_on(server::serve(cfg))
+        }
+        Command::Config { command: ConfigCommand::Default } => {
+            print!("{}", Config::default_toml());
+            Ok(())
+        }
+        Command::Runp { file } => rt()?.block_on(cli::runp(&ep, &file)),
+        Command::Pods { id, state, labels, name, quiet, output } => rt()?.block_on(cli::pods(
+            &ep,
+            PodsQuery { id, state, labels, name, quiet, output },
+        )),
+        Command::Inspectp { ids } => rt()?.block_on(cli::inspectp(&ep, &ids)),
+        Command::Stopp { ids } => rt()?.block_on(cli::stopp(&ep, &ids)),
+        Command::Rmp { ids, all } => rt()?.block_on(cli::rmp(&ep, &ids, all)),
+        Command::Version => rt()?.block_on(cli::version(&ep)),
+        Command::Info => rt()?.block_on(cli::info(&ep)),
+    }
+}

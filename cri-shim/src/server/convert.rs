@@ -1,0 +1,369 @@
+//! CRI ⇄ runtime conversion, and validation of everything kubelet or crictl sends.
+//! Bad input becomes InvalidArgument naming the field, before anything is created.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use podbay_runtime::sandbox::{
+    DnsSpec, NamespaceMode, NamespaceSpec, PodMetadata, SandboxFilter, SandboxRecord, SandboxSpec,
+    SandboxState,
+};
+use tonic::Status;
+
+/// Longest hostname Linux accepts (HOST_NAME_MAX).
+const HOSTNAME_MAX: usize = 64;
+/// Longest name, namespace or uid podbay accepts (a DNS subdomain's limit).
+const NAME_MAX: usize = 253;
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {reason}"))
+}
+
+pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Status> {
+    let config = req.config.ok_or_else(|| invalid("config", "is required"))?;
+    let meta = config.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
+    for (field, value) in [
+        ("config.metadata.name", &meta.name),
+        ("config.metadata.namespace", &meta.namespace),
+        ("config.metadata.uid", &meta.uid),
+    ] {
+        check_name(field, value)?;
+    }
+    let hostname = if config.hostname.is_empty() {
+        default_hostname(&meta.name)
+    } else {
+        check_hostname("config.hostname", &config.hostname)?;
+        config.hostname
+    };
+    let log_directory = match config.log_directory.as_str() {
+        "" => None,
+        d if d.starts_with('/') && !d.contains('\0') => Some(PathBuf::from(d)),
+        d => return Err(invalid("config.log_directory", format!("{d:?} is not an absolute path"))),
+    };
+    let dns = config.dns_config.map(dns_spec).transpose()?;
+    let linux = config.linux.unwrap_or_default();
+    let ns = linux.security_context.unwrap_or_default().namespace_options.unwrap_or_default();
+    let namespaces = namespace_spec(&ns)?;
+    let cgroup_parent = Some(linux.cgroup_parent).filter(|c| !c.is_empty());
+    Ok(SandboxSpec {
+        metadata: PodMetadata {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            attempt: meta.attempt,
+        },
+        hostname,
+        log_directory,
+        dns,
+        labels: sorted(config.labels),
+        annotations: sorted(config.annotations),
+        namespaces,
+        cgroup_parent,
+        runtime_handler: req.runtime_handler,
+    })
+}
+
+fn sorted(m: HashMap<String, String>) -> BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > NAME_MAX {
+        return Err(invalid(field, format!("is {} bytes long; at most {NAME_MAX}", value.len())));
+    }
+    if value.contains('/') {
+        return Err(invalid(field, format!("{value:?} must not contain '/'")));
+    }
+    if value.contains('\0') {
+        return Err(invalid(field, "must not contain a NUL byte"));
+    }
+    Ok(())
+}
+
+/// RFC 1123 hostname: dot-separated labels of letters, digits and '-', no label starting
+/// or ending with '-', each at most 63 bytes, the whole at most 64 bytes.
+fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
+    if h.len() > HOSTNAME_MAX {
+        return Err(invalid(field, format!("{h:?} is longer than {HOSTNAME_MAX} bytes")));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !h.split('.').all(label_ok) {
+        return Err(invalid(field, format!("{h:?} is not a valid hostname (RFC 1123)")));
+    }
+    Ok(())
+}
+
+/// The pod name made into a hostname, when kubelet gives none.
+fn default_hostname(name: &str) -> String {
+    let mut h: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(63)
+        .collect();
+    h = h.trim_matches('-').to_owned();
+    if h.is_empty() { "pod".into() } else { h }
+}
+
+fn dns_spec(dns: cri::DnsConfig) -> Result<DnsSpec, Status> {
+    for (i, s) in dns.servers.iter().enumerate() {
+        if s.parse::<IpAddr>().is_err() {
+            return Err(invalid(
+                &format!("config.dns_config.servers[{i}]"),
+                format!("{s:?} is not an IP address"),
+            ));
+        }
+    }
+    for (i, s) in dns.searches.iter().enumerate() {
+        if s.is_empty() || s.len() > NAME_MAX || s.chars().any(|c| c.is_whitespace() || c == '\0')
+        {
+            return Err(invalid(
+                &format!("config.dns_config.searches[{i}]"),
+                format!("{s:?} is not a search domain"),
+            ));
+        }
+    }
+    for (i, o) in dns.options.iter().enumerate() {
+        if !dns_option_ok(o) {
+            return Err(invalid(
+                &format!("config.dns_config.options[{i}]"),
+                format!("{o:?} is not a resolv.conf option (name or name:value)"),
+            ));
+        }
+    }
+    Ok(DnsSpec { servers: dns.servers, searches: dns.searches, options: dns.options })
+}
+
+fn dns_option_ok(o: &str) -> bool {
+    let (name, value) = match o.split_once(':') {
+        Some((n, v)) => (n, Some(v)),
+        None => (o, None),
+    };
+    let word = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    word(name) && value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+fn namespace_spec(ns: &cri::NamespaceOption) -> Result<NamespaceSpec, Status> {
+    use cri::NamespaceMode as M;
+    let field = "config.linux.security_context.namespace_options";
+    let shared = |name: &str, raw: i32| match M::try_from(raw) {
+        Ok(M::Pod | M::Container) => Ok(NamespaceMode::Pod),
+        Ok(M::Node) => Ok(NamespaceMode::Node),
+        Ok(M::Target) => Err(invalid(&format!("{field}.{name}"), "TARGET is not valid for a pod")),
+        Err(_) => Err(invalid(&format!("{field}.{name}"), format!("unknown mode {raw}"))),
+    };
+    let pid = match M::try_from(ns.pid) {
+        Ok(M::Pod) => NamespaceMode::Pod,
+        Ok(M::Container) => NamespaceMode::Container,
+        Ok(M::Node) => NamespaceMode::Node,
+        Ok(M::Target) => return Err(invalid(&format!("{field}.pid"), "TARGET is not valid for a pod")),
+        Err(_) => return Err(invalid(&format!("{field}.pid"), format!("unknown mode {}", ns.pid))),
+    };
+    Ok(NamespaceSpec { network: shared("network", ns.network)?, ipc: shared("ipc", ns.ipc)?, pid })
+}
+
+fn cri_mode(m: NamespaceMode) -> i32 {
+    match m {
+        NamespaceMode::Pod => cri::NamespaceMode::Pod as i32,
+        NamespaceMode::Container => cri::NamespaceMode::Container as i32,
+        NamespaceMode::Node => cri::NamespaceMode::Node as i32,
+    }
+}
+
+fn cri_state(s: SandboxState) -> i32 {
+    match s {
+        SandboxState::Ready => cri::PodSandboxState::SandboxReady as i32,
+        SandboxState::NotReady | SandboxState::Unknown => cri::PodSandboxState::SandboxNotready as i32,
+    }
+}
+
+fn cri_metadata(m: &PodMetadata) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata {
+        name: m.name.clone(),
+        uid: m.uid.clone(),
+        namespace: m.namespace.clone(),
+        attempt: m.attempt,
+    }
+}
+
+fn unsorted(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub fn sandbox_status(rec: &SandboxRecord, verbose: bool) -> cri::PodSandboxStatusResponse {
+    let ns = &rec.spec.namespaces;
+    let status = cri::PodSandboxStatus {
+        id: rec.id.to_string(),
+        metadata: Some(cri_metadata(&rec.spec.metadata)),
+        state: cri_state(rec.state),
+        created_at: rec.created_at,
+        network: Some(cri::PodSandboxNetworkStatus::default()),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: cri_mode(ns.network),
+                    pid: cri_mode(ns.pid),
+                    ipc: cri_mode(ns.ipc),
+                    ..Default::default()
+                }),
+            }),
+        }),
+        labels: unsorted(&rec.spec.labels),
+        annotations: unsorted(&rec.spec.annotations),
+        runtime_handler: rec.spec.runtime_handler.clone(),
+    };
+    let mut info = HashMap::new();
+    if verbose {
+        info.insert("info".to_owned(), sandbox_info(rec).to_string());
+    }
+    cri::PodSandboxStatusResponse { status: Some(status), info, ..Default::default() }
+}
+
+/// The verbose JSON info of a sandbox: processes, namespaces and files on the node.
+pub fn sandbox_info(rec: &SandboxRecord) -> serde_json::Value {
+    serde_json::json!({
+        "state": rec.state.as_str(),
+        "pid": rec.supervisor.map(|s| s.pid),
+        "supervisor": rec.supervisor,
+        "podInit": rec.pod_init,
+        "podDir": rec.pod_dir,
+        "namespaces": rec.namespaces,
+        "shm": rec.shm,
+        "hostname": rec.spec.hostname,
+        "config": rec.spec,
+    })
+}
+
+pub fn sandbox_summary(rec: &SandboxRecord) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: rec.id.to_string(),
+        metadata: Some(cri_metadata(&rec.spec.metadata)),
+        state: cri_state(rec.state),
+        created_at: rec.created_at,
+        labels: unsorted(&rec.spec.labels),
+        annotations: unsorted(&rec.spec.annotations),
+        runtime_handler: rec.spec.runtime_handler.clone(),
+    }
+}
+
+pub fn sandbox_filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
+    let Some(f) = f else { return SandboxFilter::default() };
+    SandboxFilter {
+        id: Some(f.id).filter(|id| !id.is_empty()),
+        ready: f.state.map(|s| s.state == cri::PodSandboxState::SandboxReady as i32),
+        labels: sorted(f.label_selector),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(f: impl FnOnce(&mut cri::PodSandboxConfig)) -> cri::RunPodSandboxRequest {
+        let mut config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "web".into(),
+                uid: "u1".into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: "web-1".into(),
+            ..Default::default()
+        };
+        f(&mut config);
+        cri::RunPodSandboxRequest { config: Some(config), ..Default::default() }
+    }
+
+    fn err(f: impl FnOnce(&mut cri::PodSandboxConfig)) -> String {
+        let e = sandbox_spec(request(f)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        e.message().to_owned()
+    }
+
+    #[test]
+    fn valid_config_converts() {
+        let spec = sandbox_spec(request(|_| {})).unwrap();
+        assert_eq!(spec.hostname, "web-1");
+        assert_eq!(spec.namespaces, NamespaceSpec::default());
+        assert!(spec.dns.is_none());
+    }
+
+    #[test]
+    fn bad_metadata_names_the_field() {
+        assert!(err(|c| c.metadata = None).starts_with("config.metadata:"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().name.clear()).starts_with("config.metadata.name"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().namespace.clear()).contains("namespace"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().uid = "a/b".into()).contains("uid"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().name = "a\0b".into()).contains("NUL"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().name = "x".repeat(254)).contains("253"));
+        let e = sandbox_spec(cri::RunPodSandboxRequest::default()).unwrap_err();
+        assert!(e.message().starts_with("config:"));
+    }
+
+    #[test]
+    fn bad_hostname_and_dns_name_the_field() {
+        for h in ["-bad", "a..b", "under_score", &"h".repeat(65), "bad-"] {
+            assert!(err(|c| c.hostname = h.into()).starts_with("config.hostname"), "{h}");
+        }
+        let dns = |servers: &[&str], options: &[&str]| cri::DnsConfig {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            searches: vec![],
+            options: options.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(err(|c| c.dns_config = Some(dns(&["nope"], &[]))).contains("servers[0]"));
+        for bad in ["ndots:", "a b", "", ":5", "x:y z"] {
+            let e = err(|c| c.dns_config = Some(dns(&["1.1.1.1"], &["ndots:5", bad])));
+            assert!(e.contains("options[1]"), "{bad}: {e}");
+        }
+        sandbox_spec(request(|c| c.dns_config = Some(dns(&["::1"], &["ndots:5", "edns0"])))).unwrap();
+    }
+
+    #[test]
+    fn default_hostname_from_name() {
+        assert_eq!(default_hostname("My_Pod.v1"), "my-pod-v1");
+        assert_eq!(default_hostname("___"), "pod");
+    }
+
+    #[test]
+    fn namespace_modes() {
+        let spec = sandbox_spec(request(|c| {
+            c.linux = Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Node as i32,
+                        pid: cri::NamespaceMode::Container as i32,
+                        ipc: cri::NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        }))
+        .unwrap();
+        assert_eq!(spec.namespaces.network, NamespaceMode::Node);
+        assert_eq!(spec.namespaces.pid, NamespaceMode::Container);
+        let e = err(|c| {
+            c.linux = Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption { pid: 3, ..Default::default() }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        });
+        assert!(e.contains("namespace_options.pid"), "{e}");
+    }
+}

@@ -1,0 +1,90 @@
+//! `podbay serve`: the CRI gRPC server on a Unix socket.
+
+pub mod convert;
+pub mod runtime_service;
+pub mod status;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use podbay_runtime::failpoint::Failpoints;
+use podbay_runtime::{Runtime, RuntimeOptions};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::info;
+
+use crate::config::Config;
+
+/// Environment variable naming steps at which to inject failures (tests only).
+pub const FAILPOINTS_ENV: &str = "PODBAY_FAILPOINTS";
+
+/// The `podbay-supervisor` executable: configured, or beside the running `podbay`.
+fn supervisor_exe(cfg: &Config) -> anyhow::Result<PathBuf> {
+    if !cfg.supervisor_path.as_os_str().is_empty() {
+        return Ok(cfg.supervisor_path.clone());
+    }
+    let me = std::env::current_exe().context("locate the podbay executable")?;
+    Ok(me.with_file_name("podbay-supervisor"))
+}
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let supervisor_exe = supervisor_exe(&cfg)?;
+    if !supervisor_exe.is_file() {
+        bail!(
+            "pod supervisor {} not found (set supervisor_path in the config)",
+            supervisor_exe.display()
+        );
+    }
+    let opts = RuntimeOptions {
+        root: cfg.root.clone(),
+        run: cfg.run_dir.clone(),
+        supervisor_exe,
+        stop_grace: Duration::from_secs(cfg.sandbox.stop_grace_seconds),
+        shm_size: cfg.sandbox.shm_size_bytes,
+        host_etc: "/etc".into(),
+    };
+    let failpoints = Failpoints::parse(&std::env::var(FAILPOINTS_ENV).unwrap_or_default());
+    let runtime = Runtime::open(opts, failpoints).await?;
+    let listener = bind(&cfg.socket)?;
+    info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "podbay serving CRI");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("shutting down; pods keep running");
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(runtime_service::CriService { runtime }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    result.context("CRI server")
+}
+
+/// Binds the CRI socket (mode 0660). A stale socket file is replaced; a socket another
+/// live process still answers on is refused.
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("socket {} is in use by another running daemon", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("bind socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}

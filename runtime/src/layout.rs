@@ -1,0 +1,128 @@
+//! Every on-disk path podbay uses, built in one place.
+//!
+//! ```text
+//! <root>/                      persistent (default /var/lib/podbay)
+//!   podbay.lock                held (flock) by the one daemon that owns this root
+//!   state.redb                 the state database
+//! <run>/                       volatile (default /run/podbay), empty after a reboot
+//!   pods/<sandbox id>/
+//!     shim.sock                the supervisor's podbay.shim.v1 socket
+//!     supervisor.log           the supervisor's stderr
+//!     hostname hosts resolv.conf
+//!     shm/                     the pod's /dev/shm (tmpfs), unless IPC is the node's
+//!     ns/{net,ipc,uts,pid}     namespaces pinned by bind mounts
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::ids::SandboxId;
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+    run: PathBuf,
+}
+
+/// A namespace kind that a pod can own and podbay pins.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NsKind {
+    Net,
+    Ipc,
+    Uts,
+    Pid,
+}
+
+impl NsKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NsKind::Net => "net",
+            NsKind::Ipc => "ipc",
+            NsKind::Uts => "uts",
+            NsKind::Pid => "pid",
+        }
+    }
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>, run: impl Into<PathBuf>) -> Self {
+        Self { root: root.into(), run: run.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn run(&self) -> &Path {
+        &self.run
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("podbay.lock")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.root.join("state.redb")
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.run.join("pods")
+    }
+
+    pub fn pod(&self, id: &SandboxId) -> PodLayout {
+        PodLayout { dir: self.pods_dir().join(id.as_str()) }
+    }
+}
+
+/// Paths inside one pod's run directory.
+#[derive(Debug, Clone)]
+pub struct PodLayout {
+    dir: PathBuf,
+}
+
+impl PodLayout {
+    pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// File name of the supervisor socket inside the pod dir (kept short: sun_path is 108 bytes).
+    pub const SOCKET_NAME: &'static str = "shim.sock";
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join(Self::SOCKET_NAME)
+    }
+
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+
+    pub fn hostname(&self) -> PathBuf {
+        self.dir.join("hostname")
+    }
+
+    pub fn hosts(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+
+    pub fn shm(&self) -> PathBuf {
+        self.dir.join("shm")
+    }
+
+    pub fn ns_dir(&self) -> PathBuf {
+        self.dir.join("ns")
+    }
+
+    pub fn ns(&self, kind: NsKind) -> PathBuf {
+        self.ns_dir().join(kind.name())
+    }
+}

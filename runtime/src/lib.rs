@@ -1,0 +1,157 @@
+//! podbay's runtime: pod sandboxes (and, with later issues, containers and images) over
+//! a pod supervisor per pod, with state in an embedded transactional database.
+//!
+//! No gRPC here: the CRI edge (`cri-shim`) converts requests into the types of this crate.
+
+pub mod failpoint;
+pub mod ids;
+pub mod layout;
+pub mod sandbox;
+pub mod store;
+pub mod supervisor;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::failpoint::Failpoints;
+use crate::ids::SandboxId;
+use crate::layout::Layout;
+use crate::sandbox::{Sandbox, SandboxRecord};
+use crate::store::Store;
+
+/// What kind of failure an error is; the CRI edge maps this to a gRPC code in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    InvalidArgument,
+    FailedPrecondition,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+}
+
+impl From<podbay_netplug::ErrorKind> for ErrorKind {
+    fn from(k: podbay_netplug::ErrorKind) -> Self {
+        match k {
+            podbay_netplug::ErrorKind::NotFound => ErrorKind::NotFound,
+            podbay_netplug::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            podbay_netplug::ErrorKind::Unavailable => ErrorKind::Unavailable,
+            podbay_netplug::ErrorKind::Internal => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Settings the runtime needs from the daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub root: PathBuf,
+    pub run: PathBuf,
+    /// The `podbay-supervisor` executable.
+    pub supervisor_exe: PathBuf,
+    /// How long StopPodSandbox waits after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+    /// Size of each pod's /dev/shm tmpfs, in bytes.
+    pub shm_size: u64,
+    /// Where the node's hosts and resolv.conf live (normally /etc).
+    pub host_etc: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("create {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("another podbay daemon (pid {pid}) already owns root {root}")]
+    Locked { root: PathBuf, pid: String },
+    #[error("lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("recover sandboxes: {0}")]
+    Recover(#[from] sandbox::Error),
+}
+
+/// The runtime: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) opts: RuntimeOptions,
+    pub(crate) layout: Layout,
+    pub(crate) store: Store,
+    pub(crate) sandboxes: RwLock<HashMap<SandboxId, Arc<Sandbox>>>,
+    /// Pod name key → lock held while a RunPodSandbox for that pod attempt is in flight.
+    pub(crate) reservations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) failpoints: Failpoints,
+    _lock: Flock<File>,
+}
+
+impl Runtime {
+    /// Takes the root lock, opens the state database and recovers every recorded sandbox
+    /// (reconnecting to live supervisors, marking dead ones NotReady, removing orphans).
+    pub async fn open(opts: RuntimeOptions, failpoints: Failpoints) -> Result<Runtime, OpenError> {
+        let layout = Layout::new(&opts.root, &opts.run);
+        for dir in [layout.root().to_path_buf(), layout.pods_dir()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| OpenError::CreateDir { path: dir.clone(), source })?;
+        }
+        let lock = lock_root(&layout)?;
+        let store = Store::open(&layout.database())?;
+        let runtime = Runtime {
+            inner: Arc::new(Inner {
+                opts,
+                layout,
+                store,
+                sandboxes: RwLock::new(HashMap::new()),
+                reservations: Mutex::new(HashMap::new()),
+                failpoints,
+                _lock: lock,
+            }),
+        };
+        runtime.recover().await?;
+        Ok(runtime)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.inner.opts
+    }
+
+    /// Writes a record to the state database off the async worker threads.
+    pub(crate) async fn persist(&self, rec: SandboxRecord) -> Result<(), store::Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.store.put_sandbox(&rec))
+            .await
+            .expect("state store task panicked")
+    }
+}
+
+fn lock_root(layout: &Layout) -> Result<Flock<File>, OpenError> {
+    let path = layout.lock_file();
+    let err = |source| OpenError::Lock { path: path.clone(), source };
+    let file = File::options().create(true).truncate(false).read(true).write(true).open(&path);
+    let file = file.map_err(err)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0).map_err(err)?;
+            writeln!(lock, "{}", std::process::id()).map_err(err)?;
+            Ok(lock)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+            Err(OpenError::Locked { root: layout.root().into(), pid })
+        }
+        Err((_, e)) => Err(err(e.into())),
+    }
+}

@@ -1,0 +1,57 @@
+//! Namespace pins and the pod's /dev/shm.
+//!
+//! A namespace stays alive while a bind mount of its nsfs file exists, so a pod's network
+//! can be torn down even after its supervisor died. All of these are plain mount(2) calls
+//! from the daemon: no process is started.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use super::Error;
+use crate::layout::NsKind;
+
+/// Bind-mounts `/proc/<pid>/ns/<kind>` onto `target` (an empty file it creates).
+pub fn pin(pid: u32, kind: NsKind, target: &Path) -> Result<(), Error> {
+    let source = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.name()));
+    let err = |source| Error::Pin { ns: kind.name(), path: target.into(), source };
+    File::create(target).map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    if let Err(e) = mount(Some(&source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        let _ = std::fs::remove_file(target);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Mounts the pod's /dev/shm: a tmpfs of `size` bytes, nosuid, nodev, noexec.
+pub fn mount_shm(target: &Path, size: u64) -> Result<(), Error> {
+    let err = |source| Error::MountShm { path: target.into(), source };
+    std::fs::create_dir(target)
+        .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let data = format!("mode=1777,size={size}");
+    if let Err(e) = mount(Some("shm"), target, Some("tmpfs"), flags, Some(data.as_str())) {
+        let _ = std::fs::remove_dir(target);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Detaches a mount and removes its mount point. A path that is already gone, or no
+/// longer a mount point, counts as done.
+pub fn unmount(target: &Path) -> Result<(), Error> {
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => {}
+        Err(source) => return Err(Error::Unmount { path: target.into(), source }),
+    }
+    let removed =
+        if target.is_dir() { std::fs::remove_dir(target) } else { std::fs::remove_file(target) };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::RemoveDir { path: target.into(), source: e })
+        }
+        _ => Ok(()),
+    }
+}

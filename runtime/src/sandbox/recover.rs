@@ -1,0 +1,99 @@
+//! Daemon start: bring memory in line with the database and the run dir.
+//!
+//! - A Ready record whose supervisor still runs (same pid and start time, pod dir present,
+//!   socket answers) stays Ready and is watched again.
+//! - A Ready record whose supervisor is gone (it died, or the node rebooted and the run dir
+//!   is empty) becomes NotReady; its leftover mounts are released.
+//! - A pod dir that no record explains (a crash between start and commit) is torn down:
+//!   its supervisor is stopped, its mounts released, the dir removed.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::stop::teardown;
+use super::{Error, Sandbox, SandboxRecord, SandboxState, mounts};
+use crate::Runtime;
+use crate::layout::{NsKind, PodLayout};
+use crate::supervisor::{self, Proc};
+
+impl Runtime {
+    pub(crate) async fn recover(&self) -> Result<(), Error> {
+        let records = {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || inner.store.sandboxes())
+                .await
+                .expect("state store task panicked")?
+        };
+        let mut known = HashSet::new();
+        for mut rec in records {
+            known.insert(rec.id.as_str().to_owned());
+            let watch = rec.state == SandboxState::Ready && self.alive(&rec).await;
+            if rec.state == SandboxState::Ready && !watch {
+                info!(sandbox.id = %rec.id, "supervisor gone; sandbox not ready");
+                let errors = teardown(&rec, Duration::ZERO).await;
+                rec.state =
+                    if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
+                self.persist(rec.clone()).await?;
+            }
+            let id = rec.id.clone();
+            self.inner
+                .sandboxes
+                .write()
+                .expect("sandboxes lock")
+                .insert(id.clone(), Arc::new(Sandbox::new(rec)));
+            if watch {
+                self.watch(id);
+            }
+        }
+        self.remove_orphans(&known).await;
+        Ok(())
+    }
+
+    async fn alive(&self, rec: &SandboxRecord) -> bool {
+        let Some(id) = rec.supervisor else { return false };
+        if !rec.pod_dir.is_dir() || Proc::open(id).is_none() {
+            return false;
+        }
+        let pod = PodLayout::from_dir(&rec.pod_dir);
+        matches!(supervisor::ping(&pod).await, Ok(p) if p.sandbox_id == rec.id.as_str())
+    }
+
+    /// Tears down pod dirs that no record explains.
+    async fn remove_orphans(&self, known: &HashSet<String>) {
+        let Ok(entries) = std::fs::read_dir(self.inner.layout.pods_dir()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if known.contains(&name) {
+                continue;
+            }
+            warn!(dir = %entry.path().display(), "removing pod dir no sandbox record explains");
+            if let Err(e) = remove_orphan(&entry.path()).await {
+                warn!(dir = %entry.path().display(), error = %e, "orphan pod dir left behind");
+            }
+        }
+    }
+}
+
+async fn remove_orphan(dir: &Path) -> Result<(), Error> {
+    let pod = PodLayout::from_dir(dir);
+    if let Ok(p) = supervisor::ping(&pod).await {
+        for id in [supervisor::ping_identity(&p), p.pod_init.map(|i| crate::supervisor::Identity {
+            pid: i.pid,
+            start_time: i.start_time,
+        })]
+        .into_iter()
+        .flatten()
+        {
+            super::run::kill_and_wait(id).await;
+        }
+    }
+    mounts::unmount(&pod.shm())?;
+    for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid] {
+        mounts::unmount(&pod.ns(kind))?;
+    }
+    std::fs::remove_dir_all(dir).map_err(|source| Error::RemoveDir { path: dir.into(), source })
+}

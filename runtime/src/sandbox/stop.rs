@@ -1,0 +1,110 @@
+//! StopPodSandbox: stop the supervisor (SIGTERM, SIGKILL after the grace period), unmount
+//! /dev/shm and unpin the namespaces. Idempotent; an unknown sandbox counts as stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use tracing::{info, warn};
+
+use super::run::kill_and_wait;
+use super::{Error, Sandbox, SandboxRecord, SandboxState, mounts};
+use crate::Runtime;
+use crate::ids::SandboxId;
+use crate::supervisor::Proc;
+
+impl Runtime {
+    pub async fn stop_sandbox(&self, id: &str) -> Result<(), Error> {
+        let sandbox = match self.resolve(id) {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _op = sandbox.op.lock().await;
+        self.stop_locked(&sandbox).await
+    }
+
+    /// Stops a sandbox whose `op` lock the caller holds.
+    pub(super) async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
+        let rec = sandbox.snapshot();
+        let errors = teardown(&rec, self.inner.opts.stop_grace).await;
+        let state = if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
+        let updated = {
+            let mut r = sandbox.record.lock().expect("sandbox record lock");
+            r.state = state;
+            r.clone()
+        };
+        if updated != rec {
+            self.persist(updated).await?;
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Teardown { id: rec.id, errors })
+        }
+    }
+
+    /// Marks a sandbox NotReady when its supervisor exits on its own.
+    pub(crate) fn watch(&self, id: SandboxId) {
+        let Some(sandbox) = self.get(&id) else { return };
+        let Some(proc) = sandbox.snapshot().supervisor.and_then(Proc::open) else { return };
+        let runtime = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            proc.exited().await;
+            let Some(inner) = runtime.upgrade() else { return };
+            let runtime = Runtime { inner };
+            let _op = sandbox.op.lock().await;
+            if runtime.get(&id).is_none() {
+                return; // removed meanwhile
+            }
+            let updated = {
+                let mut r = sandbox.record.lock().expect("sandbox record lock");
+                if r.state != SandboxState::Ready {
+                    return;
+                }
+                r.state = SandboxState::NotReady;
+                r.clone()
+            };
+            warn!(sandbox.id = %id, pid = proc.identity().pid, "pod supervisor exited; sandbox not ready");
+            if let Err(e) = runtime.persist(updated).await {
+                warn!(sandbox.id = %id, error = %e, "record supervisor exit");
+            }
+        });
+    }
+}
+
+/// Ordered, best-effort teardown of a sandbox's processes and mounts. Keeps going past
+/// failures and returns them all; things already gone count as done.
+pub(super) async fn teardown(rec: &SandboxRecord, grace: Duration) -> Vec<Error> {
+    let mut errors = Vec::new();
+    if let Some(proc) = rec.supervisor.and_then(Proc::open) {
+        info!(sandbox.id = %rec.id, pid = proc.identity().pid, "stopping pod supervisor");
+        let stopped = match proc.signal(Signal::TERM) {
+            Ok(()) => proc.wait_exit(grace).await,
+            Err(e) => {
+                errors.push(e.into());
+                false
+            }
+        };
+        if !stopped {
+            if let Err(e) = proc.signal(Signal::KILL) {
+                errors.push(e.into());
+            }
+            proc.wait_exit(Duration::from_secs(5)).await;
+        }
+    }
+    if let Some(init) = rec.pod_init {
+        kill_and_wait(init).await;
+    }
+    if rec.shm.starts_with(&rec.pod_dir) {
+        if let Err(e) = mounts::unmount(&rec.shm) {
+            errors.push(e);
+        }
+    }
+    for path in rec.namespaces.values() {
+        if let Err(e) = mounts::unmount(path) {
+            errors.push(e);
+        }
+    }
+    errors
+}
