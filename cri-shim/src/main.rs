@@ -13,7 +13,7 @@ use crate::cli::{Output, PodsQuery};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "podbay", version, about = "A small, fast Kubernetes container runtime with pod networking built in")]
+#[command(name = "podbay", version, args_override_self = true, about = "A small, fast Kubernetes container runtime with pod networking built in")]
 struct Cli {
     /// CRI endpoint for client commands (a socket path or unix:// URL) [env: PODBAY_ENDPOINT]
     #[arg(long, global = true)]

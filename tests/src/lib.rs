@@ -1,1 +1,474 @@
+//! The node harness for podbay's privileged tests.
+//!
+//! A [`Node`] is a throwaway Kubernetes node on this machine: a fresh network, mount and
+//! PID namespace (held by a small PID 1), with temp root/run dirs, in which a podbay daemon
+//! serves its own socket. Dropping the node kills its PID 1, which makes the kernel kill
+//! every process of the node (daemon, supervisors, pod processes); the node's mount
+//! namespace and every namespace pinned in it go with them, and the temp dir is removed.
+//! That holds when a test panics too. Nothing touches the host's own namespaces.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hyper_util::rt::TokioIo;
+pub use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub type Client = RuntimeServiceClient<Channel>;
+
+/// Directory with the `podbay` and `podbay-supervisor` binaries: `$PODBAY_BIN_DIR`, or the
+/// cargo target dir this test binary was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PODBAY_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn podbay_bin() -> PathBuf {
+    bin_dir().join("podbay")
+}
+
+/// True when running as root; privileged tests print why they skip otherwise.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipped: needs root (namespaces, mounts)");
+            return;
+        }
+    };
+}
+
+pub struct Node {
+    dir: tempfile::TempDir,
+    /// `unshare`, our child; its child is the node's PID 1.
+    holder: Child,
+    init_pid: u32,
+    daemon: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    /// A new node with a running daemon.
+    pub fn start() -> anyhow::Result<Node> {
+        Self::start_with_env(&[])
+    }
+
+    /// A new node whose daemon gets extra environment variables (e.g. failpoints).
+    pub fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Node> {
+        let mut node = Self::empty()?;
+        node.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        node.start_daemon()?;
+        Ok(node)
+    }
+
+    /// Environment for the next daemon start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// A new node without a daemon.
+    pub fn empty() -> anyhow::Result<Node> {
+        let dir = tempfile::Builder::new().prefix("pbt").tempdir_in("/tmp")?;
+        let (holder, init_pid) = spawn_holder()?;
+        let node = Node { dir, holder, init_pid, daemon: None, env: Vec::new() };
+        std::fs::create_dir_all(node.root())?;
+        Ok(node)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir().join("root")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir().join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("podbay.sock")
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.run_dir().join("pods")
+    }
+
+    pub fn daemon_log(&self) -> PathBuf {
+        self.dir().join("daemon.log")
+    }
+
+    /// The node's PID 1, as the host sees it.
+    pub fn init_pid(&self) -> u32 {
+        self.init_pid
+    }
+
+    /// A command that runs inside the node's namespaces.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t").arg(self.init_pid.to_string()).args(["-n", "-m", "-p", "--"]).arg(program);
+        cmd
+    }
+
+    /// Runs a shell command inside the node and returns its stdout; fails on non-zero exit.
+    pub fn sh(&self, script: &str) -> anyhow::Result<String> {
+        let out = self.sh_output(script)?;
+        if !out.status.success() {
+            bail!(
+                "`{script}` in node failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn sh_output(&self, script: &str) -> anyhow::Result<Output> {
+        Ok(self.command("sh").arg("-c").arg(script).stdin(Stdio::null()).output()?)
+    }
+
+    /// Starts `podbay serve` in the node and waits until it answers.
+    pub fn start_daemon(&mut self) -> anyhow::Result<()> {
+        let mut child = self.daemon_command().spawn().context("spawn podbay serve")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("daemon exited ({status}): {}", self.log());
+            }
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("daemon did not come up: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.daemon = Some(child);
+        Ok(())
+    }
+
+    /// The `podbay serve` command for this node (not started).
+    pub fn daemon_command(&self) -> Command {
+        let mut cmd = self.command(podbay_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg("/dev/null")
+            .arg("--root")
+            .arg(self.root())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--log-level")
+            .arg("debug");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.daemon_log())
+            .expect("daemon log");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        cmd
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.daemon_log()).unwrap_or_default()
+    }
+
+    /// The daemon's pid as the host sees it.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let nsenter = self.daemon.as_ref()?.id();
+        children(nsenter).into_iter().next()
+    }
+
+    /// kill -9 the daemon (its pods keep running).
+    pub fn kill_daemon(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.daemon.take() else { return Ok(()) };
+        for pid in children(child.id()) {
+            kill9(pid);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_until(Duration::from_secs(5), || {
+            std::os::unix::net::UnixStream::connect(self.socket()).is_err()
+        })
+    }
+
+    /// Stops the daemon with SIGTERM (graceful).
+    pub fn stop_daemon(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.daemon.take() else { return Ok(()) };
+        for pid in children(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Simulates a reboot: every process of the node dies, the run dir is emptied (it is a
+    /// tmpfs on a real node), and a fresh node with the same root dir comes up, daemon
+    /// not started.
+    pub fn reboot(&mut self) -> anyhow::Result<()> {
+        self.daemon = None;
+        self.kill_all();
+        let (holder, init_pid) = spawn_holder()?;
+        self.holder = holder;
+        self.init_pid = init_pid;
+        std::fs::remove_dir_all(self.run_dir()).or_else(ignore_not_found)?;
+        Ok(())
+    }
+
+    fn kill_all(&mut self) {
+        kill9(self.init_pid);
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        connect(&self.socket()).await
+    }
+
+    /// Pids (node numbering) of every process in the node except its PID 1.
+    pub fn processes(&self) -> anyhow::Result<Vec<(u32, String)>> {
+        let out = self.sh("for p in /proc/[0-9]*; do echo ${p#/proc/} $(cat $p/comm 2>/dev/null); done")?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (pid, comm) = l.split_once(' ')?;
+                Some((pid.parse().ok()?, comm.to_owned()))
+            })
+            .filter(|(pid, comm)| *pid != 1 && !matches!(comm.as_str(), "sh" | "nsenter" | "cat" | "sleep"))
+            .collect())
+    }
+
+    /// Mount points inside the node that live under its temp dir.
+    pub fn mounts(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.sh("cat /proc/self/mounts")?;
+        let dir = self.dir().to_string_lossy().into_owned();
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&dir))
+            .map(String::from)
+            .collect())
+    }
+
+    /// Pod dirs left in the run dir.
+    pub fn pod_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.pods_dir())
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asserts the node holds nothing but the daemon: no supervisor, mount or pod dir.
+    pub fn assert_clean(&self) -> anyhow::Result<()> {
+        let procs: Vec<_> =
+            self.processes()?.into_iter().filter(|(_, comm)| comm != "podbay").collect();
+        let mounts = self.mounts()?;
+        let dirs = self.pod_dirs();
+        if !procs.is_empty() || !mounts.is_empty() || !dirs.is_empty() {
+            bail!("node not clean: processes {procs:?}, mounts {mounts:?}, pod dirs {dirs:?}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+}
+
+fn kill9(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Starts the node's namespace holder: `unshare` forks a bash that is PID 1 of the new PID
+/// namespace and reaps every orphan handed to it.
+fn spawn_holder() -> anyhow::Result<(Child, u32)> {
+    let mut holder = Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--kill-child",
+            "--",
+            "bash",
+            "-c",
+            "trap '' TERM INT HUP; ip link set lo up; while :; do sleep 3600 & wait $!; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawn unshare (util-linux)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(&pid) = children(holder.id()).first() {
+            // Wait until the PID 1 runs bash in its new namespaces.
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "bash") {
+                return Ok((holder, pid));
+            }
+        }
+        if Instant::now() > deadline || holder.try_wait()?.is_some() {
+            let _ = holder.kill();
+            bail!("node namespace holder did not start");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Direct children of a process (host pids).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+    let path = path.to_path_buf();
+    let channel = Endpoint::try_from("http://podbay.invalid")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await?;
+    Ok(RuntimeServiceClient::new(channel))
+}
+
+/// A minimal pod config, as kubelet would send it.
+pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn with_pid_mode(mut c: cri::PodSandboxConfig, mode: cri::NamespaceMode) -> cri::PodSandboxConfig {
+    ns_options(&mut c).pid = mode as i32;
+    c
+}
+
+pub fn with_network_mode(
+    mut c: cri::PodSandboxConfig,
+    mode: cri::NamespaceMode,
+) -> cri::PodSandboxConfig {
+    ns_options(&mut c).network = mode as i32;
+    c
+}
+
+fn ns_options(c: &mut cri::PodSandboxConfig) -> &mut cri::NamespaceOption {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+}
+
+pub async fn run_pod(client: &mut Client, config: cri::PodSandboxConfig) -> anyhow::Result<String> {
+    let resp = client
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), ..Default::default() })
+        .await?;
+    Ok(resp.into_inner().pod_sandbox_id)
+}
+
+pub async fn pod_status(
+    client: &mut Client,
+    id: &str,
+) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
+    client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The verbose info JSON of a pod.
+pub async fn pod_info(client: &mut Client, id: &str) -> anyhow::Result<serde_json::Value> {
+    let s = pod_status(client, id).await?;
+    Ok(serde_json::from_str(s.info.get("info").context("no info")?)?)
+}
+
+pub async fn is_ready(client: &mut Client, id: &str) -> anyhow::Result<bool> {
+    let s = pod_status(client, id).await?;
+    Ok(s.status.context("no status")?.state == cri::PodSandboxState::SandboxReady as i32)
+}
+
+pub async fn stop_pod(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
+    client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.map(|_| ())
+}
+
+pub async fn remove_pod(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
+    client
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() })
+        .await
+        .map(|_| ())
+}
+
+pub async fn list_pods(client: &mut Client) -> anyhow::Result<Vec<cri::PodSandbox>> {
+    Ok(client.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await?.into_inner().items)
+}
