@@ -13,7 +13,12 @@ use crate::cli::{Output, PodsQuery};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "podbay", version, args_override_self = true, about = "A small, fast Kubernetes container runtime with pod networking built in")]
+#[command(
+    name = "podbay",
+    version,
+    args_override_self = true,
+    about = "A small, fast Kubernetes container runtime with pod networking built in"
+)]
 struct Cli {
     /// CRI endpoint for client commands (a socket path or unix:// URL) [env: PODBAY_ENDPOINT]
     #[arg(long, global = true)]
@@ -105,18 +110,34 @@ fn init_logging(cfg: &Config) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cfg.log.format == "json" { builder.json().init() } else { builder.init() }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let ep = cli::endpoint_path(cli.endpoint.as_deref());
     let rt = || {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio")
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("start tokio")
     };
     match cli.command {
-        Command::Serve { config, root, run_dir, socket, log_level, log_format } => {
+        Command::Serve {
+            config,
+            root,
+            run_dir,
+            socket,
+            log_level,
+            log_format,
+        } => {
             let mut cfg = Config::load(config.as_deref())?;
             cfg.root = root.unwrap_or(cfg.root);
             cfg.run_dir = run_dir.unwrap_or(cfg.run_dir);
@@ -127,14 +148,30 @@ fn main() -> anyhow::Result<()> {
             init_logging(&cfg);
             rt()?.block_on(server::serve(cfg))
         }
-        Command::Config { command: ConfigCommand::Default } => {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
             print!("{}", Config::default_toml());
             Ok(())
         }
         Command::Runp { file } => rt()?.block_on(cli::runp(&ep, &file)),
-        Command::Pods { id, state, labels, name, quiet, output } => rt()?.block_on(cli::pods(
+        Command::Pods {
+            id,
+            state,
+            labels,
+            name,
+            quiet,
+            output,
+        } => rt()?.block_on(cli::pods(
             &ep,
-            PodsQuery { id, state, labels, name, quiet, output },
+            PodsQuery {
+                id,
+                state,
+                labels,
+                name,
+                quiet,
+                output,
+            },
         )),
         Command::Inspectp { ids } => rt()?.block_on(cli::inspectp(&ep, &ids)),
         Command::Stopp { ids } => rt()?.block_on(cli::stopp(&ep, &ids)),

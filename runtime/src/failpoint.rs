@@ -17,11 +17,21 @@ pub struct Injected(pub &'static str);
 impl Failpoints {
     /// Parses a comma-separated list; blanks are ignored.
     pub fn parse(list: &str) -> Self {
-        Self(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        Self(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        )
     }
 
     pub fn check(&self, step: &'static str) -> Result<(), Injected> {
-        if !self.0.is_empty() && self.0.contains(step) { Err(Injected(step)) } else { Ok(()) }
+        if !self.0.is_empty() && self.0.contains(step) {
+            Err(Injected(step))
+        } else {
+            Ok(())
+        }
     }
 }
 

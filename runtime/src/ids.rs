@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// A sandbox id: 64 lowercase hex characters, as containerd and CRI-O use.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct SandboxId(String);
 
@@ -22,7 +24,11 @@ impl SandboxId {
     }
 
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        if is_hex_id(s, Self::LEN) { Ok(Self(s.to_owned())) } else { Err(InvalidId(s.into())) }
+        if is_hex_id(s, Self::LEN) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidId(s.into()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -36,7 +42,9 @@ impl SandboxId {
 }
 
 fn is_hex_id(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl TryFrom<String> for SandboxId {

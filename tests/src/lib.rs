@@ -27,7 +27,10 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test>-<hash>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn podbay_bin() -> PathBuf {
@@ -50,7 +53,10 @@ macro_rules! require_root {
 }
 
 pub struct Node {
+    /// Persistent side (root dir with the state database, logs): on disk, as on a node.
     dir: tempfile::TempDir,
+    /// Volatile side (run dir): on a tmpfs, as `/run` is on a node.
+    run: tempfile::TempDir,
     /// `unshare`, our child; its child is the node's PID 1.
     holder: Child,
     init_pid: u32,
@@ -67,21 +73,37 @@ impl Node {
     /// A new node whose daemon gets extra environment variables (e.g. failpoints).
     pub fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Node> {
         let mut node = Self::empty()?;
-        node.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        node.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         node.start_daemon()?;
         Ok(node)
     }
 
     /// Environment for the next daemon start.
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
-        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// A new node without a daemon.
     pub fn empty() -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new().prefix("pbt").tempdir_in("/tmp")?;
+        let run = tempfile::Builder::new()
+            .prefix("pbt")
+            .tempdir_in("/dev/shm")?;
         let (holder, init_pid) = spawn_holder()?;
-        let node = Node { dir, holder, init_pid, daemon: None, env: Vec::new() };
+        let node = Node {
+            dir,
+            run,
+            holder,
+            init_pid,
+            daemon: None,
+            env: Vec::new(),
+        };
         std::fs::create_dir_all(node.root())?;
         Ok(node)
     }
@@ -95,7 +117,7 @@ impl Node {
     }
 
     pub fn run_dir(&self) -> PathBuf {
-        self.dir().join("run")
+        self.run.path().to_path_buf()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -118,7 +140,10 @@ impl Node {
     /// A command that runs inside the node's namespaces.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg("-t").arg(self.init_pid.to_string()).args(["-n", "-m", "-p", "--"]).arg(program);
+        cmd.arg("-t")
+            .arg(self.init_pid.to_string())
+            .args(["-n", "-m", "-p", "--"])
+            .arg(program);
         cmd
     }
 
@@ -136,12 +161,20 @@ impl Node {
     }
 
     pub fn sh_output(&self, script: &str) -> anyhow::Result<Output> {
-        Ok(self.command("sh").arg("-c").arg(script).stdin(Stdio::null()).output()?)
+        Ok(self
+            .command("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .output()?)
     }
 
     /// Starts `podbay serve` in the node and waits until it answers.
     pub fn start_daemon(&mut self) -> anyhow::Result<()> {
-        let mut child = self.daemon_command().spawn().context("spawn podbay serve")?;
+        let mut child = self
+            .daemon_command()
+            .spawn()
+            .context("spawn podbay serve")?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -198,7 +231,9 @@ impl Node {
 
     /// kill -9 the daemon (its pods keep running).
     pub fn kill_daemon(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.daemon.take() else { return Ok(()) };
+        let Some(mut child) = self.daemon.take() else {
+            return Ok(());
+        };
         for pid in children(child.id()) {
             kill9(pid);
         }
@@ -211,7 +246,9 @@ impl Node {
 
     /// Stops the daemon with SIGTERM (graceful).
     pub fn stop_daemon(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.daemon.take() else { return Ok(()) };
+        let Some(mut child) = self.daemon.take() else {
+            return Ok(());
+        };
         for pid in children(child.id()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
@@ -232,6 +269,7 @@ impl Node {
         self.holder = holder;
         self.init_pid = init_pid;
         std::fs::remove_dir_all(self.run_dir()).or_else(ignore_not_found)?;
+        std::fs::create_dir(self.run_dir())?;
         Ok(())
     }
 
@@ -251,25 +289,28 @@ impl Node {
 
     /// Pids (node numbering) of every process in the node except its PID 1.
     pub fn processes(&self) -> anyhow::Result<Vec<(u32, String)>> {
-        let out = self.sh("for p in /proc/[0-9]*; do echo ${p#/proc/} $(cat $p/comm 2>/dev/null); done")?;
+        let out =
+            self.sh("for p in /proc/[0-9]*; do echo ${p#/proc/} $(cat $p/comm 2>/dev/null); done")?;
         Ok(out
             .lines()
             .filter_map(|l| {
                 let (pid, comm) = l.split_once(' ')?;
                 Some((pid.parse().ok()?, comm.to_owned()))
             })
-            .filter(|(pid, comm)| *pid != 1 && !matches!(comm.as_str(), "sh" | "nsenter" | "cat" | "sleep"))
+            .filter(|(pid, comm)| {
+                *pid != 1 && !matches!(comm.as_str(), "sh" | "nsenter" | "cat" | "sleep")
+            })
             .collect())
     }
 
-    /// Mount points inside the node that live under its temp dir.
+    /// Mount points inside the node that live under its temp dirs.
     pub fn mounts(&self) -> anyhow::Result<Vec<String>> {
         let out = self.sh("cat /proc/self/mounts")?;
-        let dir = self.dir().to_string_lossy().into_owned();
+        let dirs = [self.dir().to_path_buf(), self.run_dir()];
         Ok(out
             .lines()
             .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&dir))
+            .filter(|m| dirs.iter().any(|d| Path::new(m).starts_with(d)))
             .map(String::from)
             .collect())
     }
@@ -277,14 +318,30 @@ impl Node {
     /// Pod dirs left in the run dir.
     pub fn pod_dirs(&self) -> Vec<String> {
         std::fs::read_dir(self.pods_dir())
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
-    /// Asserts the node holds nothing but the daemon: no supervisor, mount or pod dir.
+    /// Asserts the node holds nothing but the daemon (and at most its one spawner): no
+    /// supervisor, mount or pod dir.
     pub fn assert_clean(&self) -> anyhow::Result<()> {
-        let procs: Vec<_> =
-            self.processes()?.into_iter().filter(|(_, comm)| comm != "podbay").collect();
+        let spawners = self
+            .processes()?
+            .into_iter()
+            .filter(|(_, c)| c == "podbay-spawner")
+            .count();
+        if spawners > 1 {
+            bail!("{spawners} spawner processes; a replaced spawner was left behind");
+        }
+        let procs: Vec<_> = self
+            .processes()?
+            .into_iter()
+            .filter(|(_, comm)| comm != "podbay" && comm != "podbay-spawner")
+            .collect();
         let mounts = self.mounts()?;
         let dirs = self.pod_dirs();
         if !procs.is_empty() || !mounts.is_empty() || !dirs.is_empty() {
@@ -301,7 +358,11 @@ impl Drop for Node {
 }
 
 fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 fn kill9(pid: u32) {
@@ -337,7 +398,9 @@ fn spawn_holder() -> anyhow::Result<(Child, u32)> {
     loop {
         if let Some(&pid) = children(holder.id()).first() {
             // Wait until the PID 1 runs bash in its new namespaces.
-            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "bash") {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "bash")
+            {
                 return Ok((holder, pid));
             }
         }
@@ -408,7 +471,10 @@ pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
     }
 }
 
-pub fn with_pid_mode(mut c: cri::PodSandboxConfig, mode: cri::NamespaceMode) -> cri::PodSandboxConfig {
+pub fn with_pid_mode(
+    mut c: cri::PodSandboxConfig,
+    mode: cri::NamespaceMode,
+) -> cri::PodSandboxConfig {
     ns_options(&mut c).pid = mode as i32;
     c
 }
@@ -432,7 +498,10 @@ fn ns_options(c: &mut cri::PodSandboxConfig) -> &mut cri::NamespaceOption {
 
 pub async fn run_pod(client: &mut Client, config: cri::PodSandboxConfig) -> anyhow::Result<String> {
     let resp = client
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), ..Default::default() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            ..Default::default()
+        })
         .await?;
     Ok(resp.into_inner().pod_sandbox_id)
 }
@@ -442,7 +511,10 @@ pub async fn pod_status(
     id: &str,
 ) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
     client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -450,7 +522,9 @@ pub async fn pod_status(
 /// The verbose info JSON of a pod.
 pub async fn pod_info(client: &mut Client, id: &str) -> anyhow::Result<serde_json::Value> {
     let s = pod_status(client, id).await?;
-    Ok(serde_json::from_str(s.info.get("info").context("no info")?)?)
+    Ok(serde_json::from_str(
+        s.info.get("info").context("no info")?,
+    )?)
 }
 
 pub async fn is_ready(client: &mut Client, id: &str) -> anyhow::Result<bool> {
@@ -459,16 +533,27 @@ pub async fn is_ready(client: &mut Client, id: &str) -> anyhow::Result<bool> {
 }
 
 pub async fn stop_pod(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
-    client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.map(|_| ())
+    client
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .map(|_| ())
 }
 
 pub async fn remove_pod(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
     client
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() })
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
         .await
         .map(|_| ())
 }
 
 pub async fn list_pods(client: &mut Client) -> anyhow::Result<Vec<cri::PodSandbox>> {
-    Ok(client.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await?.into_inner().items)
+    Ok(client
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await?
+        .into_inner()
+        .items)
 }

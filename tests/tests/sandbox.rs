@@ -28,7 +28,10 @@ async fn lifecycle_and_idempotence() {
     stop_pod(&mut c, &id).await.unwrap();
     // A stopped attempt is not silently reused.
     let again = run_pod(&mut c, pod_config("web")).await.unwrap_err();
-    assert_eq!(again.downcast_ref::<tonic::Status>().unwrap().code(), Code::AlreadyExists);
+    assert_eq!(
+        again.downcast_ref::<tonic::Status>().unwrap().code(),
+        Code::AlreadyExists
+    );
 
     remove_pod(&mut c, &id).await.unwrap();
     remove_pod(&mut c, &id).await.unwrap();
@@ -79,7 +82,9 @@ async fn list_filters() {
         let mut c = c.clone();
         async move {
             let items = c
-                .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+                .list_pod_sandbox(cri::ListPodSandboxRequest {
+                    filter: Some(filter),
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -87,16 +92,41 @@ async fn list_filters() {
             items.into_iter().map(|p| p.id).collect::<Vec<_>>()
         }
     };
-    assert_eq!(list(cri::PodSandboxFilter { id: a[..8].into(), ..Default::default() }).await, [a.clone()]);
-    let ready = cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxReady as i32 };
-    assert_eq!(list(cri::PodSandboxFilter { state: Some(ready), ..Default::default() }).await, [a.clone()]);
-    let not_ready = cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxNotready as i32 };
-    assert_eq!(list(cri::PodSandboxFilter { state: Some(not_ready), ..Default::default() }).await, [b.clone()]);
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            id: a[..8].into(),
+            ..Default::default()
+        })
+        .await,
+        vec![a.clone()]
+    );
+    let ready = cri::PodSandboxStateValue {
+        state: cri::PodSandboxState::SandboxReady as i32,
+    };
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            state: Some(ready),
+            ..Default::default()
+        })
+        .await,
+        vec![a.clone()]
+    );
+    let not_ready = cri::PodSandboxStateValue {
+        state: cri::PodSandboxState::SandboxNotready as i32,
+    };
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            state: Some(not_ready),
+            ..Default::default()
+        })
+        .await,
+        vec![b.clone()]
+    );
     let by_label = cri::PodSandboxFilter {
         label_selector: [("app".to_string(), "b".to_string())].into(),
         ..Default::default()
     };
-    assert_eq!(list(by_label).await, [b.clone()]);
+    assert_eq!(list(by_label).await, vec![b.clone()]);
     // Status by unique prefix works too.
     assert!(is_ready(&mut c, &a[..10]).await.unwrap());
 }
@@ -122,27 +152,52 @@ async fn namespaces_hostname_and_files() {
     for kind in ["net", "ipc", "uts"] {
         assert_ne!(ns(pid, kind), ns(1, kind), "{kind} must be the pod's own");
         // The pinned namespace is the supervisor's.
-        let pinned = node.sh(&format!("stat -L -c %i {}", info["namespaces"][kind].as_str().unwrap())).unwrap();
+        let pinned = node
+            .sh(&format!(
+                "stat -L -c %i {}",
+                info["namespaces"][kind].as_str().unwrap()
+            ))
+            .unwrap();
         assert!(ns(pid, kind).contains(pinned.trim()), "{kind} pin");
     }
     // PID mode POD: the pod's PID 1 is in a new PID namespace; the supervisor is not.
     assert_eq!(ns(pid, "pid"), ns(1, "pid"));
     assert_ne!(ns(init, "pid"), ns(1, "pid"));
-    assert_eq!(node.sh(&format!("grep NSpid /proc/{init}/status")).unwrap().split_whitespace().last(), Some("1"));
+    assert_eq!(
+        node.sh(&format!("grep NSpid /proc/{init}/status"))
+            .unwrap()
+            .split_whitespace()
+            .last(),
+        Some("1")
+    );
 
     let uts = info["namespaces"]["uts"].as_str().unwrap();
-    assert_eq!(node.sh(&format!("nsenter --uts={uts} hostname")).unwrap().trim(), "ns-host");
+    assert_eq!(
+        node.sh(&format!("nsenter --uts={uts} hostname"))
+            .unwrap()
+            .trim(),
+        "ns-host"
+    );
     let net = info["namespaces"]["net"].as_str().unwrap();
-    let lo = node.sh(&format!("nsenter --net={net} ip -o link show lo")).unwrap();
+    let lo = node
+        .sh(&format!("nsenter --net={net} ip -o link show lo"))
+        .unwrap();
     assert!(lo.contains("UP"), "lo must be up: {lo}");
 
     let pod_dir = std::path::PathBuf::from(info["podDir"].as_str().unwrap());
-    assert_eq!(std::fs::read_to_string(pod_dir.join("hostname")).unwrap(), "ns-host\n");
+    assert_eq!(
+        std::fs::read_to_string(pod_dir.join("hostname")).unwrap(),
+        "ns-host\n"
+    );
     assert_eq!(
         std::fs::read_to_string(pod_dir.join("resolv.conf")).unwrap(),
         "search default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
     );
-    assert!(std::fs::read_to_string(pod_dir.join("hosts")).unwrap().contains("127.0.0.1\tlocalhost"));
+    assert!(
+        std::fs::read_to_string(pod_dir.join("hosts"))
+            .unwrap()
+            .contains("127.0.0.1\tlocalhost")
+    );
     let shm = node.sh("grep /shm /proc/self/mounts").unwrap();
     for opt in ["tmpfs", "nosuid", "nodev", "noexec", "size=65536k"] {
         assert!(shm.contains(opt), "{opt} in {shm}");
@@ -163,13 +218,23 @@ async fn host_namespaces_and_default_resolv_conf() {
     let pid = info["pid"].as_u64().unwrap();
     for kind in ["net", "ipc", "uts"] {
         let pod = node.sh(&format!("readlink /proc/{pid}/ns/{kind}")).unwrap();
-        assert_eq!(pod, node.sh(&format!("readlink /proc/1/ns/{kind}")).unwrap(), "{kind}");
+        assert_eq!(
+            pod,
+            node.sh(&format!("readlink /proc/1/ns/{kind}")).unwrap(),
+            "{kind}"
+        );
     }
     assert_eq!(info["shm"], "/dev/shm");
-    assert!(info["podInit"].is_null(), "PID mode CONTAINER has no pod PID 1");
+    assert!(
+        info["podInit"].is_null(),
+        "PID mode CONTAINER has no pod PID 1"
+    );
     let pod_dir = std::path::PathBuf::from(info["podDir"].as_str().unwrap());
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    assert_eq!(std::fs::read_to_string(pod_dir.join("resolv.conf")).unwrap(), host);
+    assert_eq!(
+        std::fs::read_to_string(pod_dir.join("resolv.conf")).unwrap(),
+        host
+    );
     remove_pod(&mut c, &id).await.unwrap();
     node.assert_clean().unwrap();
 }
@@ -184,10 +249,16 @@ async fn daemon_restart_keeps_pods_running() {
     require_root!();
     let mut node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let id = run_pod(&mut c, with_pid_mode(pod_config("survivor"), cri::NamespaceMode::Pod)).await.unwrap();
+    let id = run_pod(
+        &mut c,
+        with_pid_mode(pod_config("survivor"), cri::NamespaceMode::Pod),
+    )
+    .await
+    .unwrap();
     let before = pod_info(&mut c, &id).await.unwrap();
     let stat = |node: &Node, pid: &serde_json::Value| {
-        node.sh(&format!("cut -d' ' -f22 /proc/{pid}/stat")).unwrap()
+        node.sh(&format!("cut -d' ' -f22 /proc/{pid}/stat"))
+            .unwrap()
     };
     let start_before = stat(&node, &before["pid"]);
 
@@ -197,7 +268,11 @@ async fn daemon_restart_keeps_pods_running() {
     assert!(is_ready(&mut c, &id).await.unwrap());
     let after = pod_info(&mut c, &id).await.unwrap();
     assert_eq!(after["pid"], before["pid"]);
-    assert_eq!(stat(&node, &after["pid"]), start_before, "the supervisor was not restarted");
+    assert_eq!(
+        stat(&node, &after["pid"]),
+        start_before,
+        "the supervisor was not restarted"
+    );
     assert_eq!(after["podInit"], before["podInit"]);
 
     remove_pod(&mut c, &id).await.unwrap();
@@ -209,7 +284,12 @@ async fn killed_supervisor_makes_pod_not_ready() {
     require_root!();
     let node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let id = run_pod(&mut c, with_pid_mode(pod_config("victim"), cri::NamespaceMode::Pod)).await.unwrap();
+    let id = run_pod(
+        &mut c,
+        with_pid_mode(pod_config("victim"), cri::NamespaceMode::Pod),
+    )
+    .await
+    .unwrap();
     let pid = pod_info(&mut c, &id).await.unwrap()["pid"].clone();
     node.sh(&format!("kill -9 {pid}")).unwrap();
     for _ in 0..500 {
@@ -245,7 +325,12 @@ async fn reboot_leaves_pods_not_ready_and_removable() {
     require_root!();
     let mut node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let a = run_pod(&mut c, with_pid_mode(pod_config("a"), cri::NamespaceMode::Pod)).await.unwrap();
+    let a = run_pod(
+        &mut c,
+        with_pid_mode(pod_config("a"), cri::NamespaceMode::Pod),
+    )
+    .await
+    .unwrap();
     let b = run_pod(&mut c, pod_config("b")).await.unwrap();
     node.reboot().unwrap();
     node.start_daemon().unwrap();
@@ -268,21 +353,41 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     type Edit = fn(&mut cri::PodSandboxConfig);
     let cases: Vec<(&str, Edit)> = vec![
         ("config.metadata", |c| c.metadata = None),
-        ("config.metadata.name", |c| c.metadata.as_mut().unwrap().name.clear()),
-        ("config.metadata.namespace", |c| c.metadata.as_mut().unwrap().namespace.clear()),
-        ("config.metadata.uid", |c| c.metadata.as_mut().unwrap().uid.clear()),
-        ("config.metadata.name", |c| c.metadata.as_mut().unwrap().name = "a/b".into()),
-        ("config.metadata.name", |c| c.metadata.as_mut().unwrap().name = "a\0b".into()),
-        ("config.metadata.namespace", |c| c.metadata.as_mut().unwrap().namespace = "n".repeat(254)),
+        ("config.metadata.name", |c| {
+            c.metadata.as_mut().unwrap().name.clear()
+        }),
+        ("config.metadata.namespace", |c| {
+            c.metadata.as_mut().unwrap().namespace.clear()
+        }),
+        ("config.metadata.uid", |c| {
+            c.metadata.as_mut().unwrap().uid.clear()
+        }),
+        ("config.metadata.name", |c| {
+            c.metadata.as_mut().unwrap().name = "a/b".into()
+        }),
+        ("config.metadata.name", |c| {
+            c.metadata.as_mut().unwrap().name = "a\0b".into()
+        }),
+        ("config.metadata.namespace", |c| {
+            c.metadata.as_mut().unwrap().namespace = "n".repeat(254)
+        }),
         ("config.hostname", |c| c.hostname = "bad_host!".into()),
         ("config.hostname", |c| c.hostname = "h".repeat(65)),
         ("config.dns_config.options[0]", |c| {
-            c.dns_config = Some(cri::DnsConfig { options: vec!["ndots 5".into()], ..Default::default() })
+            c.dns_config = Some(cri::DnsConfig {
+                options: vec!["ndots 5".into()],
+                ..Default::default()
+            })
         }),
         ("config.dns_config.servers[0]", |c| {
-            c.dns_config = Some(cri::DnsConfig { servers: vec!["dns.example".into()], ..Default::default() })
+            c.dns_config = Some(cri::DnsConfig {
+                servers: vec!["dns.example".into()],
+                ..Default::default()
+            })
         }),
-        ("config.log_directory", |c| c.log_directory = "relative/logs".into()),
+        ("config.log_directory", |c| {
+            c.log_directory = "relative/logs".into()
+        }),
     ];
     for (field, edit) in cases {
         let mut config = pod_config("bad");
@@ -290,10 +395,17 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         let err = run_pod(&mut c, config).await.unwrap_err();
         let status = err.downcast_ref::<tonic::Status>().unwrap();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().starts_with(field), "{field}: {}", status.message());
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
     }
     // No config at all.
-    let err = c.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();
+    let err = c
+        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(list_pods(&mut c).await.unwrap().is_empty());
     node.assert_clean().unwrap();
@@ -307,7 +419,6 @@ async fn injected_failure_at_each_step_leaves_nothing() {
         "sandbox.run.files",
         "sandbox.run.spawn",
         "sandbox.run.pin",
-        "sandbox.run.network",
         "sandbox.run.shm",
         "sandbox.run.commit",
     ];
@@ -318,13 +429,20 @@ async fn injected_failure_at_each_step_leaves_nothing() {
         node.set_env(&[("PODBAY_FAILPOINTS", step)]);
         node.start_daemon().unwrap();
         let mut c = node.client().await.unwrap();
-        let err = run_pod(&mut c, with_pid_mode(pod_config(&format!("f{i}")), cri::NamespaceMode::Pod))
-            .await
-            .unwrap_err();
+        let err = run_pod(
+            &mut c,
+            with_pid_mode(pod_config(&format!("f{i}")), cri::NamespaceMode::Pod),
+        )
+        .await
+        .unwrap_err();
         let status = err.downcast_ref::<tonic::Status>().unwrap();
         assert!(status.message().contains(step), "{step}: {status:?}");
-        assert!(list_pods(&mut c).await.unwrap().is_empty(), "{step}: record left");
-        node.assert_clean().unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert!(
+            list_pods(&mut c).await.unwrap().is_empty(),
+            "{step}: record left"
+        );
+        node.assert_clean()
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
     }
 }
 
@@ -354,7 +472,9 @@ async fn stale_socket_is_replaced() {
     node.start_daemon().unwrap();
     let mut c = node.client().await.unwrap();
     assert!(list_pods(&mut c).await.unwrap().is_empty());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(node.socket()).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(node.socket()).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o660);
 }
 
@@ -363,9 +483,20 @@ async fn version_status_runtime_config_and_unimplemented() {
     require_root!();
     let node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let v = c.version(cri::VersionRequest::default()).await.unwrap().into_inner();
-    assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("podbay", "v1"));
-    let s = c.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    let v = c
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("podbay", "v1")
+    );
+    let s = c
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
     let conds = s.status.unwrap().conditions;
     let cond = |t: &str| conds.iter().find(|c| c.r#type == t).unwrap().clone();
     assert!(cond("RuntimeReady").status);
@@ -373,9 +504,19 @@ async fn version_status_runtime_config_and_unimplemented() {
     assert!(!net.status && !net.reason.is_empty());
     let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
     assert_eq!(info["runtimeName"], "podbay");
-    let rc = c.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
-    assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
-    let err = c.list_containers(cri::ListContainersRequest::default()).await.unwrap_err();
+    let rc = c
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+    let err = c
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("ListContainers"));
 }
@@ -385,10 +526,15 @@ async fn two_hundred_cycles_leave_nothing() {
     require_root!();
     let node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let fds = || node.sh(&format!("ls /proc/{}/fd | wc -l", daemon_ns_pid(&node))).unwrap();
+    let fds = || {
+        node.sh(&format!("ls /proc/{}/fd | wc -l", daemon_ns_pid(&node)))
+            .unwrap()
+    };
     // Warm up: the first pod opens the database pages, tokio's blocking pool, etc.
     for i in 0..5 {
-        let id = run_pod(&mut c, pod_config(&format!("warm{i}"))).await.unwrap();
+        let id = run_pod(&mut c, pod_config(&format!("warm{i}")))
+            .await
+            .unwrap();
         remove_pod(&mut c, &id).await.unwrap();
     }
     let fds_before: u32 = fds().trim().parse().unwrap();
@@ -406,7 +552,10 @@ async fn two_hundred_cycles_leave_nothing() {
     }
     let fds_after: u32 = fds().trim().parse().unwrap();
     // tokio may keep a blocking-pool thread's fds; allow none to grow with the cycles.
-    assert!(fds_after <= fds_before + 2, "daemon fds grew from {fds_before} to {fds_after}");
+    assert!(
+        fds_after <= fds_before + 2,
+        "daemon fds grew from {fds_before} to {fds_after}"
+    );
     assert!(list_pods(&mut c).await.unwrap().is_empty());
     node.assert_clean().unwrap();
 }
@@ -417,4 +566,22 @@ fn daemon_ns_pid(node: &Node) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
     line.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_spawner_is_replaced() {
+    require_root!();
+    let node = Node::start().unwrap();
+    let mut c = node.client().await.unwrap();
+    let a = run_pod(&mut c, pod_config("before")).await.unwrap();
+    node.sh("pkill -9 -x podbay-spawner").unwrap();
+    // The next pod still starts (the daemon starts a new spawner), and the first pod's
+    // supervisor did not depend on the old spawner.
+    let b = run_pod(&mut c, pod_config("after")).await.unwrap();
+    assert!(is_ready(&mut c, &a).await.unwrap());
+    assert!(is_ready(&mut c, &b).await.unwrap());
+    for id in [&a, &b] {
+        remove_pod(&mut c, id).await.unwrap();
+    }
+    node.assert_clean().unwrap();
 }

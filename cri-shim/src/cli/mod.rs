@@ -26,7 +26,9 @@ pub async fn connect(path: &Path) -> anyhow::Result<RuntimeServiceClient<Channel
     let channel = Endpoint::try_from("http://podbay.invalid")?
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
         .with_context(|| format!("connect to podbay at {shown}"))?;
@@ -71,7 +73,10 @@ pub async fn runp(ep: &Path, file: &Path) -> anyhow::Result<()> {
     let config = podconfig::read(file)?;
     let mut c = connect(ep).await?;
     let resp = c
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), ..Default::default() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            ..Default::default()
+        })
         .await
         .map_err(status_msg)?;
     println!("{}", resp.into_inner().pod_sandbox_id);
@@ -88,7 +93,9 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
     };
     let mut labels = std::collections::HashMap::new();
     for l in &q.labels {
-        let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected key=value"))?;
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--label {l:?}: expected key=value"))?;
         labels.insert(k.to_owned(), v.to_owned());
     }
     let filter = cri::PodSandboxFilter {
@@ -97,12 +104,18 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
         label_selector: labels,
     };
     let resp = c
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(filter),
+        })
         .await
         .map_err(status_msg)?;
     let mut items = resp.into_inner().items;
     if let Some(name) = &q.name {
-        items.retain(|p| p.metadata.as_ref().is_some_and(|m| m.name.contains(name.as_str())));
+        items.retain(|p| {
+            p.metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains(name.as_str()))
+        });
     }
     items.reverse(); // newest first, as crictl shows them
     if q.quiet {
@@ -112,8 +125,14 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
         return Ok(());
     }
     match q.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?),
-        Output::Yaml => print!("{}", serde_norway::to_string(&serde_json::json!({ "items": items }))?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?
+        ),
+        Output::Yaml => print!(
+            "{}",
+            serde_norway::to_string(&serde_json::json!({ "items": items }))?
+        ),
         Output::Table => {
             println!(
                 "{:<13}  {:<20}  {:<8}  {:<30}  {:<15}  {:<7}  RUNTIME",
@@ -134,7 +153,11 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
                     m.name,
                     m.namespace,
                     m.attempt,
-                    if p.runtime_handler.is_empty() { "(default)" } else { &p.runtime_handler }
+                    if p.runtime_handler.is_empty() {
+                        "(default)"
+                    } else {
+                        &p.runtime_handler
+                    }
                 );
             }
         }
@@ -170,14 +193,22 @@ pub async fn inspectp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
         let mut status = serde_json::to_value(&resp.status)?;
         if let Some(state) = status.get_mut("state") {
             let ready = state.as_i64() == Some(cri::PodSandboxState::SandboxReady as i64);
-            *state = if ready { "SANDBOX_READY" } else { "SANDBOX_NOTREADY" }.into();
+            *state = if ready {
+                "SANDBOX_READY"
+            } else {
+                "SANDBOX_NOTREADY"
+            }
+            .into();
         }
         let info = resp
             .info
             .get("info")
             .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
             .unwrap_or_default();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "status": status, "info": info }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "status": status, "info": info }))?
+        );
     }
     Ok(())
 }
@@ -185,9 +216,11 @@ pub async fn inspectp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
 pub async fn stopp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
     let mut c = connect(ep).await?;
     for id in ids {
-        c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() })
-            .await
-            .map_err(|e| status_msg(e).context(format!("stop pod {id}")))?;
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .map_err(|e| status_msg(e).context(format!("stop pod {id}")))?;
         println!("Stopped sandbox {id}");
     }
     Ok(())
@@ -208,9 +241,11 @@ pub async fn rmp(ep: &Path, ids: &[String], all: bool) -> anyhow::Result<()> {
         bail!("give pod ids, or --all");
     }
     for id in ids {
-        c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() })
-            .await
-            .map_err(|e| status_msg(e).context(format!("remove pod {id}")))?;
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .map_err(|e| status_msg(e).context(format!("remove pod {id}")))?;
         println!("Removed sandbox {id}");
     }
     Ok(())
@@ -218,7 +253,11 @@ pub async fn rmp(ep: &Path, ids: &[String], all: bool) -> anyhow::Result<()> {
 
 pub async fn version(ep: &Path) -> anyhow::Result<()> {
     let mut c = connect(ep).await?;
-    let v = c.version(cri::VersionRequest::default()).await.map_err(status_msg)?.into_inner();
+    let v = c
+        .version(cri::VersionRequest::default())
+        .await
+        .map_err(status_msg)?
+        .into_inner();
     println!("Version:  {}", v.version);
     println!("RuntimeName:  {}", v.runtime_name);
     println!("RuntimeVersion:  {}", v.runtime_version);

@@ -132,7 +132,10 @@ fn convert(f: PodFile) -> anyhow::Result<cri::PodSandboxConfig> {
         .map(|(i, p)| {
             let field = format!("port_mappings[{i}].protocol");
             Ok(cri::PortMapping {
-                protocol: p.protocol.as_ref().map_or(Ok(0), |v| v.resolve(&field, PROTOCOLS))?,
+                protocol: p
+                    .protocol
+                    .as_ref()
+                    .map_or(Ok(0), |v| v.resolve(&field, PROTOCOLS))?,
                 container_port: p.container_port,
                 host_port: p.host_port,
                 host_ip: p.host_ip.clone(),
@@ -216,7 +219,13 @@ mod tests {
         let c = read(&p).unwrap();
         assert_eq!(c.metadata.unwrap().attempt, 1);
         assert_eq!(c.log_directory, "/tmp");
-        let ns = c.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        let ns = c
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap();
         assert_eq!(ns.pid, 1);
     }
 
@@ -230,7 +239,13 @@ mod tests {
         );
         let c = read(&p).unwrap();
         assert_eq!(c.dns_config.unwrap().options, ["ndots:5"]);
-        let ns = c.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        let ns = c
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap();
         assert_eq!((ns.network, ns.pid), (2, 1));
     }
 

@@ -23,7 +23,9 @@ fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
 
 pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Status> {
     let config = req.config.ok_or_else(|| invalid("config", "is required"))?;
-    let meta = config.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
+    let meta = config
+        .metadata
+        .ok_or_else(|| invalid("config.metadata", "is required"))?;
     for (field, value) in [
         ("config.metadata.name", &meta.name),
         ("config.metadata.namespace", &meta.namespace),
@@ -40,11 +42,20 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
     let log_directory = match config.log_directory.as_str() {
         "" => None,
         d if d.starts_with('/') && !d.contains('\0') => Some(PathBuf::from(d)),
-        d => return Err(invalid("config.log_directory", format!("{d:?} is not an absolute path"))),
+        d => {
+            return Err(invalid(
+                "config.log_directory",
+                format!("{d:?} is not an absolute path"),
+            ));
+        }
     };
     let dns = config.dns_config.map(dns_spec).transpose()?;
     let linux = config.linux.unwrap_or_default();
-    let ns = linux.security_context.unwrap_or_default().namespace_options.unwrap_or_default();
+    let ns = linux
+        .security_context
+        .unwrap_or_default()
+        .namespace_options
+        .unwrap_or_default();
     let namespaces = namespace_spec(&ns)?;
     let cgroup_parent = Some(linux.cgroup_parent).filter(|c| !c.is_empty());
     Ok(SandboxSpec {
@@ -74,7 +85,10 @@ fn check_name(field: &str, value: &str) -> Result<(), Status> {
         return Err(invalid(field, "must not be empty"));
     }
     if value.len() > NAME_MAX {
-        return Err(invalid(field, format!("is {} bytes long; at most {NAME_MAX}", value.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes long; at most {NAME_MAX}", value.len()),
+        ));
     }
     if value.contains('/') {
         return Err(invalid(field, format!("{value:?} must not contain '/'")));
@@ -89,7 +103,10 @@ fn check_name(field: &str, value: &str) -> Result<(), Status> {
 /// or ending with '-', each at most 63 bytes, the whole at most 64 bytes.
 fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
     if h.len() > HOSTNAME_MAX {
-        return Err(invalid(field, format!("{h:?} is longer than {HOSTNAME_MAX} bytes")));
+        return Err(invalid(
+            field,
+            format!("{h:?} is longer than {HOSTNAME_MAX} bytes"),
+        ));
     }
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -99,7 +116,10 @@ fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if !h.split('.').all(label_ok) {
-        return Err(invalid(field, format!("{h:?} is not a valid hostname (RFC 1123)")));
+        return Err(invalid(
+            field,
+            format!("{h:?} is not a valid hostname (RFC 1123)"),
+        ));
     }
     Ok(())
 }
@@ -108,7 +128,13 @@ fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
 fn default_hostname(name: &str) -> String {
     let mut h: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     h = h.trim_matches('-').to_owned();
@@ -125,8 +151,7 @@ fn dns_spec(dns: cri::DnsConfig) -> Result<DnsSpec, Status> {
         }
     }
     for (i, s) in dns.searches.iter().enumerate() {
-        if s.is_empty() || s.len() > NAME_MAX || s.chars().any(|c| c.is_whitespace() || c == '\0')
-        {
+        if s.is_empty() || s.len() > NAME_MAX || s.chars().any(|c| c.is_whitespace() || c == '\0') {
             return Err(invalid(
                 &format!("config.dns_config.searches[{i}]"),
                 format!("{s:?} is not a search domain"),
@@ -141,7 +166,11 @@ fn dns_spec(dns: cri::DnsConfig) -> Result<DnsSpec, Status> {
             ));
         }
     }
-    Ok(DnsSpec { servers: dns.servers, searches: dns.searches, options: dns.options })
+    Ok(DnsSpec {
+        servers: dns.servers,
+        searches: dns.searches,
+        options: dns.options,
+    })
 }
 
 fn dns_option_ok(o: &str) -> bool {
@@ -150,7 +179,9 @@ fn dns_option_ok(o: &str) -> bool {
         None => (o, None),
     };
     let word = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     word(name) && value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
 }
@@ -161,17 +192,37 @@ fn namespace_spec(ns: &cri::NamespaceOption) -> Result<NamespaceSpec, Status> {
     let shared = |name: &str, raw: i32| match M::try_from(raw) {
         Ok(M::Pod | M::Container) => Ok(NamespaceMode::Pod),
         Ok(M::Node) => Ok(NamespaceMode::Node),
-        Ok(M::Target) => Err(invalid(&format!("{field}.{name}"), "TARGET is not valid for a pod")),
-        Err(_) => Err(invalid(&format!("{field}.{name}"), format!("unknown mode {raw}"))),
+        Ok(M::Target) => Err(invalid(
+            &format!("{field}.{name}"),
+            "TARGET is not valid for a pod",
+        )),
+        Err(_) => Err(invalid(
+            &format!("{field}.{name}"),
+            format!("unknown mode {raw}"),
+        )),
     };
     let pid = match M::try_from(ns.pid) {
         Ok(M::Pod) => NamespaceMode::Pod,
         Ok(M::Container) => NamespaceMode::Container,
         Ok(M::Node) => NamespaceMode::Node,
-        Ok(M::Target) => return Err(invalid(&format!("{field}.pid"), "TARGET is not valid for a pod")),
-        Err(_) => return Err(invalid(&format!("{field}.pid"), format!("unknown mode {}", ns.pid))),
+        Ok(M::Target) => {
+            return Err(invalid(
+                &format!("{field}.pid"),
+                "TARGET is not valid for a pod",
+            ));
+        }
+        Err(_) => {
+            return Err(invalid(
+                &format!("{field}.pid"),
+                format!("unknown mode {}", ns.pid),
+            ));
+        }
     };
-    Ok(NamespaceSpec { network: shared("network", ns.network)?, ipc: shared("ipc", ns.ipc)?, pid })
+    Ok(NamespaceSpec {
+        network: shared("network", ns.network)?,
+        ipc: shared("ipc", ns.ipc)?,
+        pid,
+    })
 }
 
 fn cri_mode(m: NamespaceMode) -> i32 {
@@ -185,7 +236,9 @@ fn cri_mode(m: NamespaceMode) -> i32 {
 fn cri_state(s: SandboxState) -> i32 {
     match s {
         SandboxState::Ready => cri::PodSandboxState::SandboxReady as i32,
-        SandboxState::NotReady | SandboxState::Unknown => cri::PodSandboxState::SandboxNotready as i32,
+        SandboxState::NotReady | SandboxState::Unknown => {
+            cri::PodSandboxState::SandboxNotready as i32
+        }
     }
 }
 
@@ -228,7 +281,11 @@ pub fn sandbox_status(rec: &SandboxRecord, verbose: bool) -> cri::PodSandboxStat
     if verbose {
         info.insert("info".to_owned(), sandbox_info(rec).to_string());
     }
-    cri::PodSandboxStatusResponse { status: Some(status), info, ..Default::default() }
+    cri::PodSandboxStatusResponse {
+        status: Some(status),
+        info,
+        ..Default::default()
+    }
 }
 
 /// The verbose JSON info of a sandbox: processes, namespaces and files on the node.
@@ -259,10 +316,14 @@ pub fn sandbox_summary(rec: &SandboxRecord) -> cri::PodSandbox {
 }
 
 pub fn sandbox_filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
-    let Some(f) = f else { return SandboxFilter::default() };
+    let Some(f) = f else {
+        return SandboxFilter::default();
+    };
     SandboxFilter {
         id: Some(f.id).filter(|id| !id.is_empty()),
-        ready: f.state.map(|s| s.state == cri::PodSandboxState::SandboxReady as i32),
+        ready: f
+            .state
+            .map(|s| s.state == cri::PodSandboxState::SandboxReady as i32),
         labels: sorted(f.label_selector),
     }
 }
@@ -283,7 +344,10 @@ mod tests {
             ..Default::default()
         };
         f(&mut config);
-        cri::RunPodSandboxRequest { config: Some(config), ..Default::default() }
+        cri::RunPodSandboxRequest {
+            config: Some(config),
+            ..Default::default()
+        }
     }
 
     fn err(f: impl FnOnce(&mut cri::PodSandboxConfig)) -> String {
@@ -303,7 +367,9 @@ mod tests {
     #[test]
     fn bad_metadata_names_the_field() {
         assert!(err(|c| c.metadata = None).starts_with("config.metadata:"));
-        assert!(err(|c| c.metadata.as_mut().unwrap().name.clear()).starts_with("config.metadata.name"));
+        assert!(
+            err(|c| c.metadata.as_mut().unwrap().name.clear()).starts_with("config.metadata.name")
+        );
         assert!(err(|c| c.metadata.as_mut().unwrap().namespace.clear()).contains("namespace"));
         assert!(err(|c| c.metadata.as_mut().unwrap().uid = "a/b".into()).contains("uid"));
         assert!(err(|c| c.metadata.as_mut().unwrap().name = "a\0b".into()).contains("NUL"));
@@ -315,7 +381,10 @@ mod tests {
     #[test]
     fn bad_hostname_and_dns_name_the_field() {
         for h in ["-bad", "a..b", "under_score", &"h".repeat(65), "bad-"] {
-            assert!(err(|c| c.hostname = h.into()).starts_with("config.hostname"), "{h}");
+            assert!(
+                err(|c| c.hostname = h.into()).starts_with("config.hostname"),
+                "{h}"
+            );
         }
         let dns = |servers: &[&str], options: &[&str]| cri::DnsConfig {
             servers: servers.iter().map(|s| s.to_string()).collect(),
@@ -327,7 +396,10 @@ mod tests {
             let e = err(|c| c.dns_config = Some(dns(&["1.1.1.1"], &["ndots:5", bad])));
             assert!(e.contains("options[1]"), "{bad}: {e}");
         }
-        sandbox_spec(request(|c| c.dns_config = Some(dns(&["::1"], &["ndots:5", "edns0"])))).unwrap();
+        sandbox_spec(request(|c| {
+            c.dns_config = Some(dns(&["::1"], &["ndots:5", "edns0"]))
+        }))
+        .unwrap();
     }
 
     #[test]
@@ -358,7 +430,10 @@ mod tests {
         let e = err(|c| {
             c.linux = Some(cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(cri::NamespaceOption { pid: 3, ..Default::default() }),
+                    namespace_options: Some(cri::NamespaceOption {
+                        pid: 3,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -1,12 +1,10 @@
-//! The pod supervisor binary: podbay's pause process. Started by the daemon only.
+//! `podbay-supervisor`: the spawner that forks each pod's supervisor (the pod's pause
+//! process). Started by the podbay daemon only; it speaks podbay.shim.v1 frames on stdio.
 
 fn main() {
-    let args = match podbay_runtime::supervisor::server::Args::parse(std::env::args_os().skip(1)) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("podbay-supervisor: {e}");
-            std::process::exit(2);
-        }
-    };
-    std::process::exit(podbay_runtime::supervisor::server::main(args));
+    if std::env::args_os().len() > 1 {
+        eprintln!("podbay-supervisor takes no arguments; it is started by `podbay serve`");
+        std::process::exit(2);
+    }
+    std::process::exit(podbay_runtime::supervisor::server::spawner_main());
 }

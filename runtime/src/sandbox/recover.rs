@@ -35,8 +35,11 @@ impl Runtime {
             if rec.state == SandboxState::Ready && !watch {
                 info!(sandbox.id = %rec.id, "supervisor gone; sandbox not ready");
                 let errors = teardown(&rec, Duration::ZERO).await;
-                rec.state =
-                    if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
+                rec.state = if errors.is_empty() {
+                    SandboxState::NotReady
+                } else {
+                    SandboxState::Unknown
+                };
                 self.persist(rec.clone()).await?;
             }
             let id = rec.id.clone();
@@ -54,7 +57,9 @@ impl Runtime {
     }
 
     async fn alive(&self, rec: &SandboxRecord) -> bool {
-        let Some(id) = rec.supervisor else { return false };
+        let Some(id) = rec.supervisor else {
+            return false;
+        };
         if !rec.pod_dir.is_dir() || Proc::open(id).is_none() {
             return false;
         }
@@ -64,7 +69,9 @@ impl Runtime {
 
     /// Tears down pod dirs that no record explains.
     async fn remove_orphans(&self, known: &HashSet<String>) {
-        let Ok(entries) = std::fs::read_dir(self.inner.layout.pods_dir()) else { return };
+        let Ok(entries) = std::fs::read_dir(self.inner.layout.pods_dir()) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if known.contains(&name) {
@@ -81,10 +88,13 @@ impl Runtime {
 async fn remove_orphan(dir: &Path) -> Result<(), Error> {
     let pod = PodLayout::from_dir(dir);
     if let Ok(p) = supervisor::ping(&pod).await {
-        for id in [supervisor::ping_identity(&p), p.pod_init.map(|i| crate::supervisor::Identity {
-            pid: i.pid,
-            start_time: i.start_time,
-        })]
+        for id in [
+            supervisor::ping_identity(&p),
+            p.pod_init.map(|i| crate::supervisor::Identity {
+                pid: i.pid,
+                start_time: i.start_time,
+            }),
+        ]
         .into_iter()
         .flatten()
         {
@@ -95,5 +105,8 @@ async fn remove_orphan(dir: &Path) -> Result<(), Error> {
     for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid] {
         mounts::unmount(&pod.ns(kind))?;
     }
-    std::fs::remove_dir_all(dir).map_err(|source| Error::RemoveDir { path: dir.into(), source })
+    std::fs::remove_dir_all(dir).map_err(|source| Error::RemoveDir {
+        path: dir.into(),
+        source,
+    })
 }

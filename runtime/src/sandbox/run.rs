@@ -1,18 +1,50 @@
-//! RunPodSandbox: start a pod's supervisor, pin its namespaces, set up its files, /dev/shm
-//! and loopback, then commit its record. Every step registers its undo before the next one
+//! RunPodSandbox: start a pod's supervisor (which brings up the pod's loopback), pin its
+//! namespaces, set up its files and /dev/shm, then commit its record. Every step registers its undo before the next one
 //! starts; a failure runs the undos in reverse and returns the cause (and any undo failure).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::{debug, info_span, Instrument};
+use tracing::{Instrument, debug, info_span};
 
-use super::{Error, NamespaceMode, Sandbox, SandboxRecord, SandboxSpec, SandboxState, files, mounts};
+use super::{
+    Error, NamespaceMode, Sandbox, SandboxRecord, SandboxSpec, SandboxState, files, mounts,
+};
 use crate::Runtime;
 use crate::ids::SandboxId;
 use crate::layout::NsKind;
-use crate::supervisor::{self, Identity, Proc, SpawnRequest};
+use crate::supervisor::{Identity, Proc, SpawnRequest};
+
+/// Time spent per step of a RunPodSandbox, logged at debug level when it is ready (the
+/// per-step breakdown the benchmarks refer to).
+struct StepTimer {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl StepTimer {
+    fn new() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+
+    fn summary(&self) -> String {
+        self.steps
+            .iter()
+            .map(|(s, d)| format!("{s}={}us", d.as_micros()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
 
 /// Undo actions of a RunPodSandbox in progress, run in reverse on failure.
 #[derive(Default)]
@@ -87,7 +119,10 @@ impl Runtime {
             return if existing.state.is_ready() {
                 Ok(existing.id)
             } else {
-                Err(Error::NameTaken { name: spec.metadata.name_key(), id: existing.id })
+                Err(Error::NameTaken {
+                    name: spec.metadata.name_key(),
+                    id: existing.id,
+                })
             };
         }
         let id = SandboxId::generate();
@@ -96,7 +131,11 @@ impl Runtime {
         match self.run_steps(&id, &spec, &mut undo).instrument(span).await {
             Ok(record) => {
                 let sandbox = Arc::new(Sandbox::new(record));
-                self.inner.sandboxes.write().expect("sandboxes lock").insert(id.clone(), sandbox);
+                self.inner
+                    .sandboxes
+                    .write()
+                    .expect("sandboxes lock")
+                    .insert(id.clone(), sandbox);
                 self.watch(id.clone());
                 Ok(id)
             }
@@ -105,7 +144,10 @@ impl Runtime {
                 if cleanup.is_empty() {
                     Err(cause)
                 } else {
-                    Err(Error::Undo { cause: Box::new(cause), cleanup })
+                    Err(Error::Undo {
+                        cause: Box::new(cause),
+                        cleanup,
+                    })
                 }
             }
         }
@@ -124,35 +166,44 @@ impl Runtime {
         let own_ipc = spec.namespaces.ipc != NamespaceMode::Node;
         let own_pid = spec.namespaces.pid == NamespaceMode::Pod;
 
+        let mut timer = StepTimer::new();
         fp.check("sandbox.run.dirs")?;
         create_dir(pod.dir())?;
         undo.push(UndoStep::RemoveDir(pod.dir().to_path_buf()));
         create_dir(&pod.ns_dir())?;
 
+        timer.done("dirs");
         fp.check("sandbox.run.files")?;
         files::write_pod_files(&pod, spec, &opts.host_etc)?;
+        timer.done("files");
 
         fp.check("sandbox.run.spawn")?;
-        let launched = supervisor::spawn(&SpawnRequest {
-            exe: &opts.supervisor_exe,
-            id,
-            pod: &pod,
-            new_net: own_net,
-            new_ipc: own_ipc,
-            new_uts: own_net,
-            new_pid: own_pid,
-            hostname: &spec.hostname,
-        })
-        .await?;
+        let launched = self
+            .inner
+            .spawner
+            .spawn(&SpawnRequest {
+                id,
+                pod: &pod,
+                new_net: own_net,
+                new_ipc: own_ipc,
+                new_uts: own_net,
+                new_pid: own_pid,
+                hostname: &spec.hostname,
+            })
+            .await?;
         undo.push(UndoStep::Kill(launched.supervisor));
         if let Some(init) = launched.pod_init {
             undo.push(UndoStep::Kill(init));
         }
-        debug!(pid = launched.supervisor.pid, "supervisor ready");
+        timer.done("spawn");
 
         fp.check("sandbox.run.pin")?;
         let mut namespaces = std::collections::BTreeMap::new();
-        let owned = [(own_net, NsKind::Net), (own_ipc, NsKind::Ipc), (own_net, NsKind::Uts)];
+        let owned = [
+            (own_net, NsKind::Net),
+            (own_ipc, NsKind::Ipc),
+            (own_net, NsKind::Uts),
+        ];
         for (kind, pid) in owned
             .into_iter()
             .filter(|(own, _)| *own)
@@ -165,11 +216,7 @@ impl Runtime {
             namespaces.insert(kind, path);
         }
 
-        fp.check("sandbox.run.network")?;
-        if let Some(net) = namespaces.get(&NsKind::Net) {
-            podbay_netplug::netns::set_lo_up_in(net).await?;
-        }
-
+        timer.done("pin");
         fp.check("sandbox.run.shm")?;
         let shm = if own_ipc {
             mounts::mount_shm(&pod.shm(), opts.shm_size)?;
@@ -179,6 +226,7 @@ impl Runtime {
             PathBuf::from("/dev/shm")
         };
 
+        timer.done("shm");
         fp.check("sandbox.run.commit")?;
         let record = SandboxRecord {
             id: id.clone(),
@@ -192,6 +240,8 @@ impl Runtime {
             pod_init: launched.pod_init,
         };
         self.persist(record.clone()).await?;
+        timer.done("commit");
+        debug!(pid = launched.supervisor.pid, steps = %timer.summary(), "sandbox ready");
         Ok(record)
     }
 
@@ -205,9 +255,15 @@ impl Runtime {
 }
 
 fn create_dir(path: &std::path::Path) -> Result<(), Error> {
-    std::fs::create_dir(path).map_err(|source| Error::CreateDir { path: path.into(), source })
+    std::fs::create_dir(path).map_err(|source| Error::CreateDir {
+        path: path.into(),
+        source,
+    })
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }

@@ -28,7 +28,11 @@ impl Runtime {
     pub(super) async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
         let rec = sandbox.snapshot();
         let errors = teardown(&rec, self.inner.opts.stop_grace).await;
-        let state = if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
+        let state = if errors.is_empty() {
+            SandboxState::NotReady
+        } else {
+            SandboxState::Unknown
+        };
         let updated = {
             let mut r = sandbox.record.lock().expect("sandbox record lock");
             r.state = state;
@@ -47,11 +51,15 @@ impl Runtime {
     /// Marks a sandbox NotReady when its supervisor exits on its own.
     pub(crate) fn watch(&self, id: SandboxId) {
         let Some(sandbox) = self.get(&id) else { return };
-        let Some(proc) = sandbox.snapshot().supervisor.and_then(Proc::open) else { return };
+        let Some(proc) = sandbox.snapshot().supervisor.and_then(Proc::open) else {
+            return;
+        };
         let runtime = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             proc.exited().await;
-            let Some(inner) = runtime.upgrade() else { return };
+            let Some(inner) = runtime.upgrade() else {
+                return;
+            };
             let runtime = Runtime { inner };
             let _op = sandbox.op.lock().await;
             if runtime.get(&id).is_none() {
@@ -96,10 +104,10 @@ pub(super) async fn teardown(rec: &SandboxRecord, grace: Duration) -> Vec<Error>
     if let Some(init) = rec.pod_init {
         kill_and_wait(init).await;
     }
-    if rec.shm.starts_with(&rec.pod_dir) {
-        if let Err(e) = mounts::unmount(&rec.shm) {
-            errors.push(e);
-        }
+    if rec.shm.starts_with(&rec.pod_dir)
+        && let Err(e) = mounts::unmount(&rec.shm)
+    {
+        errors.push(e);
     }
     for path in rec.namespaces.values() {
         if let Err(e) = mounts::unmount(path) {

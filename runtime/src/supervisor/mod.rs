@@ -1,16 +1,16 @@
 //! The pod supervisor, seen from the daemon: start it, talk to it, watch it, stop it.
 //!
-//! The supervisor (`podbay-supervisor`, see `server.rs`) is the pod's pause process: it
-//! owns the pod's network, IPC and UTS namespaces, reaps children, and answers the
-//! `podbay.shim.v1` API on `<pod dir>/shim.sock`. It daemonises itself (setsid + fork), so
-//! it is not the daemon's child and keeps running when the daemon dies or restarts.
+//! The supervisor (see `server.rs`) is the pod's pause process: it owns the pod's network,
+//! IPC and UTS namespaces, reaps children, and answers the `podbay.shim.v1` API on
+//! `<pod dir>/shim.sock`. It is forked by the daemon's spawner process, runs in its own
+//! session, and keeps running when the daemon (or the spawner) dies or restarts.
 
 pub mod server;
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use podbay_proto::frame::tokio_io;
@@ -37,7 +37,7 @@ pub enum Error {
     Spawn { exe: PathBuf, source: io::Error },
     #[error("pod supervisor failed to start: {message} (log: {log})")]
     Start { message: String, log: PathBuf },
-    #[error("pod supervisor exited ({status}) without reporting; see {log}")]
+    #[error("pod supervisor did not report ({status}); see {log}")]
     NoReport { status: String, log: PathBuf },
     #[error("pod supervisor did not report within {0:?}")]
     StartTimeout(Duration),
@@ -77,17 +77,26 @@ impl Identity {
     pub fn of(pid: u32) -> io::Result<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let start_time = parse_start_time(&stat).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{pid}/stat"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unparsable /proc/{pid}/stat"),
+            )
         })?;
         Ok(Self { pid, start_time })
     }
 
     fn to_proto(self) -> podbay_proto::shim::v1::Identity {
-        podbay_proto::shim::v1::Identity { pid: self.pid, start_time: self.start_time }
+        podbay_proto::shim::v1::Identity {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
     }
 
     fn from_proto(p: Option<podbay_proto::shim::v1::Identity>) -> Option<Self> {
-        p.filter(|p| p.pid != 0).map(|p| Self { pid: p.pid, start_time: p.start_time })
+        p.filter(|p| p.pid != 0).map(|p| Self {
+            pid: p.pid,
+            start_time: p.start_time,
+        })
     }
 }
 
@@ -130,7 +139,10 @@ impl Proc {
     pub fn signal(&self, sig: Signal) -> Result<(), Error> {
         match pidfd_send_signal(self.pidfd.get_ref(), sig) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(Error::Signal { pid: self.id.pid, source: e.into() }),
+            Err(e) => Err(Error::Signal {
+                pid: self.id.pid,
+                source: e.into(),
+            }),
         }
     }
 
@@ -148,7 +160,6 @@ impl Proc {
 
 /// What the daemon asks a new supervisor for.
 pub struct SpawnRequest<'a> {
-    pub exe: &'a Path,
     pub id: &'a SandboxId,
     pub pod: &'a PodLayout,
     pub new_net: bool,
@@ -165,67 +176,149 @@ pub struct Launched {
     pub pod_init: Option<Identity>,
 }
 
-/// Starts a supervisor and waits for its start-up report.
-pub async fn spawn(req: &SpawnRequest<'_>) -> Result<Launched, Error> {
-    let log = req.pod.supervisor_log();
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|source| Error::Spawn { exe: req.exe.into(), source })?;
-    let mut cmd = tokio::process::Command::new(req.exe);
-    cmd.arg("--id").arg(req.id.as_str()).arg("--dir").arg(req.pod.dir());
-    for (flag, on) in [
-        ("--net", req.new_net),
-        ("--ipc", req.new_ipc),
-        ("--uts", req.new_uts),
-        ("--pid", req.new_pid),
-    ] {
-        if on {
-            cmd.arg(flag);
+/// The daemon's handle on its spawner process (see `server.rs`): requests go one at a time
+/// through its stdin and stdout. A spawner that died or hung is replaced on the next use.
+pub struct Spawner {
+    exe: PathBuf,
+    io: tokio::sync::Mutex<Option<SpawnerIo>>,
+}
+
+struct SpawnerIo {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::process::ChildStdout,
+}
+
+impl Spawner {
+    pub fn new(exe: &Path) -> Self {
+        Self {
+            exe: exe.to_path_buf(),
+            io: tokio::sync::Mutex::new(None),
         }
     }
-    cmd.arg("--hostname").arg(req.hostname);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).env_clear();
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn { exe: req.exe.into(), source })?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let report = tokio::time::timeout(START_TIMEOUT, tokio_io::read::<Started, _>(&mut stdout));
-    let report = match report.await {
-        Ok(r) => r,
-        Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Err(Error::StartTimeout(START_TIMEOUT));
+
+    /// Starts the spawner now, so the first pod does not pay for it.
+    pub async fn warm_up(&self) -> Result<(), Error> {
+        let mut io = self.io.lock().await;
+        if io.is_none() {
+            *io = Some(self.start()?);
         }
-    };
-    // The first process exits right after forking the real supervisor.
-    let status = child.wait().await.map_err(|source| Error::Spawn { exe: req.exe.into(), source });
-    let status_text = status.as_ref().map(ExitStatus::to_string).unwrap_or_default();
-    match report {
-        Ok(Some(Started { result: Some(started::Result::Ready(ready)) })) => {
-            let supervisor = Identity::from_proto(ready.supervisor)
-                .ok_or_else(|| Error::Start { message: "report without pid".into(), log })?;
-            Ok(Launched { supervisor, pod_init: Identity::from_proto(ready.pod_init) })
+        Ok(())
+    }
+
+    fn start(&self) -> Result<SpawnerIo, Error> {
+        let mut child = tokio::process::Command::new(&self.exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .env_clear()
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                exe: self.exe.clone(),
+                source,
+            })?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(SpawnerIo {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Forks a supervisor for a pod and waits for its start-up report.
+    pub async fn spawn(&self, req: &SpawnRequest<'_>) -> Result<Launched, Error> {
+        let msg = podbay_proto::shim::v1::SpawnRequest {
+            sandbox_id: req.id.to_string(),
+            pod_dir: req.pod.dir().to_string_lossy().into_owned(),
+            new_net: req.new_net,
+            new_ipc: req.new_ipc,
+            new_uts: req.new_uts,
+            new_pid: req.new_pid,
+            hostname: req.hostname.to_owned(),
+        };
+        let log = req.pod.supervisor_log();
+        let mut guard = self.io.lock().await;
+        // One retry with a fresh spawner if the old one is gone (killed, crashed).
+        for attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(self.start()?);
+            }
+            let io = guard.as_mut().expect("spawner started");
+            let exchange = async {
+                tokio_io::write(&mut io.stdin, &msg).await?;
+                tokio_io::read::<Started, _>(&mut io.stdout).await
+            };
+            match tokio::time::timeout(START_TIMEOUT, exchange).await {
+                Ok(Ok(Some(started))) => return launched(started, log),
+                Ok(Ok(None)) | Ok(Err(_)) if attempt == 0 => {
+                    // The spawner is gone; forget it and start another.
+                    if let Some(mut old) = guard.take() {
+                        let _ = old.child.start_kill();
+                        let _ = old.child.wait().await;
+                    }
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    *guard = None;
+                    return Err(Error::NoReport {
+                        status: "spawner exited".into(),
+                        log,
+                    });
+                }
+                Err(_) => {
+                    // A hung exchange leaves the stream out of step: drop this spawner.
+                    if let Some(mut old) = guard.take() {
+                        let _ = old.child.start_kill();
+                    }
+                    return Err(Error::StartTimeout(START_TIMEOUT));
+                }
+            }
         }
-        Ok(Some(Started { result: Some(started::Result::Failure(f)) })) => {
-            Err(Error::Start { message: f.message, log })
+        unreachable!("the loop returns on its second attempt")
+    }
+}
+
+fn launched(started: Started, log: PathBuf) -> Result<Launched, Error> {
+    match started.result {
+        Some(started::Result::Ready(ready)) => {
+            let supervisor =
+                Identity::from_proto(ready.supervisor).ok_or_else(|| Error::Start {
+                    message: "report without pid".into(),
+                    log,
+                })?;
+            Ok(Launched {
+                supervisor,
+                pod_init: Identity::from_proto(ready.pod_init),
+            })
         }
-        Ok(_) => Err(Error::NoReport { status: status_text, log }),
-        Err(e) => Err(Error::Start { message: format!("unreadable report: {e}"), log }),
+        Some(started::Result::Failure(f)) => Err(Error::Start {
+            message: f.message,
+            log,
+        }),
+        None => Err(Error::NoReport {
+            status: "empty report".into(),
+            log,
+        }),
     }
 }
 
 /// Connects to a supervisor socket. Paths too long for sun_path (108 bytes) are reached
 /// through `/proc/self/fd/<dir fd>/<name>`.
 async fn connect(path: &Path) -> Result<UnixStream, Error> {
-    let err = |source| Error::Connect { path: path.into(), source };
+    let err = |source| Error::Connect {
+        path: path.into(),
+        source,
+    };
     if path.as_os_str().len() < 100 {
         return UnixStream::connect(path).await.map_err(err);
     }
     let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("/"))).map_err(err)?;
     let name = path.file_name().unwrap_or_default();
     use std::os::fd::AsRawFd;
-    let short = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
     UnixStream::connect(&short).await.map_err(err)
 }
 
@@ -234,19 +327,30 @@ pub async fn call(pod: &PodLayout, kind: request::Kind) -> Result<response::Kind
     let path = pod.socket();
     let exchange = async {
         let mut stream = connect(&path).await?;
-        let io_err = |source| Error::Io { path: path.clone(), source };
-        tokio_io::write(&mut stream, &Request { kind: Some(kind) }).await.map_err(io_err)?;
-        match tokio_io::read::<Response, _>(&mut stream).await.map_err(io_err)? {
-            Some(Response { kind: Some(response::Kind::Failure(f)) }) => {
-                Err(Error::Refused(f.message))
-            }
+        let io_err = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        tokio_io::write(&mut stream, &Request { kind: Some(kind) })
+            .await
+            .map_err(io_err)?;
+        match tokio_io::read::<Response, _>(&mut stream)
+            .await
+            .map_err(io_err)?
+        {
+            Some(Response {
+                kind: Some(response::Kind::Failure(f)),
+            }) => Err(Error::Refused(f.message)),
             Some(Response { kind: Some(k) }) => Ok(k),
             _ => Err(Error::Unexpected { path: path.clone() }),
         }
     };
     tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
-        .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT })?
+        .map_err(|_| Error::CallTimeout {
+            path: path.clone(),
+            timeout: CALL_TIMEOUT,
+        })?
 }
 
 /// Asks a supervisor who it is.
