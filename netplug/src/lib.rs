@@ -1,9 +1,8 @@
 //! Node and pod networking for podbay.
 //!
-//! This crate knows nothing of CRI or of sandboxes: it gets network namespace paths and
-//! addresses and programs the kernel through netlink. For now it holds the netns handle
-//! (a netlink connection opened inside a pod's network namespace) and loopback set-up;
-//! the bridge, IPAM, VXLAN and firewall modules arrive with the network issues.
+//! This crate knows nothing of CRI or of sandboxes: it programs the kernel through netlink.
+//! For now it holds loopback set-up for a new pod namespace; the bridge, veth, IPAM, VXLAN
+//! and firewall modules arrive with the network issues.
 
 pub mod netns;
 
