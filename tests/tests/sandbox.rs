@@ -585,3 +585,47 @@ async fn a_killed_spawner_is_replaced() {
     }
     node.assert_clean().unwrap();
 }
+
+#[tokio::test]
+async fn crash_at_each_step_is_reconciled_at_start() {
+    require_root!();
+    let steps = [
+        "sandbox.run.dirs",
+        "sandbox.run.files",
+        "sandbox.run.spawn",
+        "sandbox.run.pin",
+        "sandbox.run.shm",
+        "sandbox.run.commit",
+        "sandbox.run.reply",
+    ];
+    let mut node = Node::empty().unwrap();
+    for (i, step) in steps.iter().enumerate() {
+        // The daemon dies (SIGKILL) at this step, half-way through a RunPodSandbox.
+        node.set_env(&[("PODBAY_FAILPOINTS", &format!("{step}=crash"))]);
+        node.start_daemon().unwrap();
+        let mut c = node.client().await.unwrap();
+        let config = with_pid_mode(pod_config(&format!("crash{i}")), cri::NamespaceMode::Pod);
+        assert!(
+            run_pod(&mut c, config).await.is_err(),
+            "{step}: the daemon should have died"
+        );
+        node.kill_daemon().unwrap();
+
+        // The next start leaves either the whole sandbox or nothing.
+        node.set_env(&[]);
+        node.start_daemon().unwrap();
+        let mut c = node.client().await.unwrap();
+        let pods = list_pods(&mut c).await.unwrap();
+        if *step == "sandbox.run.reply" {
+            // Committed before the crash: the pod is there and running.
+            assert_eq!(pods.len(), 1, "{step}");
+            assert!(is_ready(&mut c, &pods[0].id).await.unwrap(), "{step}");
+            remove_pod(&mut c, &pods[0].id).await.unwrap();
+        } else {
+            assert!(pods.is_empty(), "{step}: {pods:?}");
+        }
+        node.assert_clean()
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        node.kill_daemon().unwrap();
+    }
+}

@@ -87,18 +87,22 @@ impl Runtime {
 
 async fn remove_orphan(dir: &Path) -> Result<(), Error> {
     let pod = PodLayout::from_dir(dir);
+    // A live orphan supervisor is asked to shut down (it kills its pod-init); one that does
+    // not answer, or does not go, is killed.
     if let Ok(p) = supervisor::ping(&pod).await {
-        for id in [
-            supervisor::ping_identity(&p),
-            p.pod_init.map(|i| crate::supervisor::Identity {
-                pid: i.pid,
-                start_time: i.start_time,
-            }),
-        ]
-        .into_iter()
-        .flatten()
+        let proc = supervisor::ping_identity(&p).and_then(Proc::open);
+        let _ = supervisor::shutdown(&pod).await;
+        if let Some(proc) = proc
+            && !proc.wait_exit(Duration::from_secs(2)).await
         {
-            super::run::kill_and_wait(id).await;
+            super::run::kill_and_wait(proc.identity()).await;
+        }
+        if let Some(init) = p.pod_init {
+            let init = supervisor::Identity {
+                pid: init.pid,
+                start_time: init.start_time,
+            };
+            super::run::kill_and_wait(init).await;
         }
     }
     mounts::unmount(&pod.shm())?;

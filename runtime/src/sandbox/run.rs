@@ -241,6 +241,7 @@ impl Runtime {
         };
         self.persist(record.clone()).await?;
         timer.done("commit");
+        fp.check("sandbox.run.reply")?;
         debug!(pid = launched.supervisor.pid, steps = %timer.summary(), "sandbox ready");
         Ok(record)
     }
