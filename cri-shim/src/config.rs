@@ -56,34 +56,22 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: "text".into(),
-        }
+        Self { level: "info".into(), format: "text".into() }
     }
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self {
-            stop_grace_seconds: 10,
-            shm_size_bytes: 64 << 20,
-        }
+        Self { stop_grace_seconds: 10, shm_size_bytes: 64 << 20 }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
@@ -99,26 +87,18 @@ impl Config {
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => {
-                return Err(Error::Read {
-                    path: path.into(),
-                    source,
-                });
+                return Err(Error::Read { path: path.into(), source });
             }
         };
         Self::parse(&text).map_err(|e| match e {
-            Error::Parse { source, .. } => Error::Parse {
-                path: path.into(),
-                source,
-            },
+            Error::Parse { source, .. } => Error::Parse { path: path.into(), source },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Config, Error> {
-        let cfg: Config = toml::from_str(text).map_err(|source| Error::Parse {
-            path: PathBuf::new(),
-            source: Box::new(source),
-        })?;
+        let cfg: Config = toml::from_str(text)
+            .map_err(|source| Error::Parse { path: PathBuf::new(), source: Box::new(source) })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -130,20 +110,15 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |key, reason: String| Err(Error::Invalid { key, reason });
-        for (key, path) in [
-            ("root", &self.root),
-            ("run_dir", &self.run_dir),
-            ("socket", &self.socket),
-        ] {
+        for (key, path) in
+            [("root", &self.root), ("run_dir", &self.run_dir), ("socket", &self.socket)]
+        {
             if !path.is_absolute() {
                 return invalid(key, format!("{} is not an absolute path", path.display()));
             }
         }
         if !self.supervisor_path.as_os_str().is_empty() && !self.supervisor_path.is_absolute() {
-            return invalid(
-                "supervisor_path",
-                "must be an absolute path or empty".into(),
-            );
+            return invalid("supervisor_path", "must be an absolute path or empty".into());
         }
         if self.socket.as_os_str().len() >= 108 {
             return invalid(
@@ -154,26 +129,17 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(
                 "log.level",
-                format!(
-                    "{:?} is not error, warn, info, debug, trace or a filter",
-                    self.log.level
-                ),
+                format!("{:?} is not error, warn, info, debug, trace or a filter", self.log.level),
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return invalid(
-                "log.format",
-                format!("{:?} is not text or json", self.log.format),
-            );
+            return invalid("log.format", format!("{:?} is not text or json", self.log.format));
         }
         if self.sandbox.stop_grace_seconds > 3600 {
             return invalid("sandbox.stop_grace_seconds", "must be at most 3600".into());
         }
         if self.sandbox.shm_size_bytes < 1 << 20 {
-            return invalid(
-                "sandbox.shm_size_bytes",
-                "must be at least 1048576 (1 MiB)".into(),
-            );
+            return invalid("sandbox.shm_size_bytes", "must be at least 1048576 (1 MiB)".into());
         }
         Ok(())
     }
@@ -198,9 +164,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::parse("[log]\nlevl = \"info\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[log]\nlevl = \"info\"\n").unwrap_err().to_string();
         assert!(err.contains("levl"), "{err}");
         let err = Config::parse("bogus = 1\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
@@ -213,18 +177,13 @@ mod tests {
             ("[log]\nlevel = \"lo[ud\"\n", "log.level"),
             ("root = \"relative\"\n", "root"),
             ("[sandbox]\nshm_size_bytes = 10\n", "sandbox.shm_size_bytes"),
-            (
-                "[sandbox]\nstop_grace_seconds = 99999\n",
-                "sandbox.stop_grace_seconds",
-            ),
+            ("[sandbox]\nstop_grace_seconds = 99999\n", "sandbox.stop_grace_seconds"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
-        let err = Config::parse("[sandbox]\nshm_size_bytes = \"big\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[sandbox]\nshm_size_bytes = \"big\"\n").unwrap_err().to_string();
         assert!(err.contains("shm_size_bytes"), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::cli::{Output, PodsQuery};
+use crate::cli::PodsQuery;
 use crate::config::Config;
 
 #[derive(Parser)]
@@ -55,23 +55,7 @@ enum Command {
     /// Run a pod sandbox from a crictl PodSandboxConfig file (JSON or YAML).
     Runp { file: PathBuf },
     /// List pod sandboxes.
-    Pods {
-        #[arg(long)]
-        id: Option<String>,
-        /// ready or notready
-        #[arg(long)]
-        state: Option<String>,
-        /// key=value; repeat to require several
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        /// Only pods whose name contains this
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Output,
-    },
+    Pods(PodsQuery),
     /// Show the status of pod sandboxes (ids or unique prefixes).
     Inspectp {
         #[arg(required = true)]
@@ -110,34 +94,17 @@ fn init_logging(cfg: &Config) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cfg.log.format == "json" {
-        builder.json().init()
-    } else {
-        builder.init()
-    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log.format == "json" { builder.json().init() } else { builder.init() }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let ep = cli::endpoint_path(cli.endpoint.as_deref());
-    let rt = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("start tokio")
-    };
+    let rt =
+        || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio");
     match cli.command {
-        Command::Serve {
-            config,
-            root,
-            run_dir,
-            socket,
-            log_level,
-            log_format,
-        } => {
+        Command::Serve { config, root, run_dir, socket, log_level, log_format } => {
             let mut cfg = Config::load(config.as_deref())?;
             cfg.root = root.unwrap_or(cfg.root);
             cfg.run_dir = run_dir.unwrap_or(cfg.run_dir);
@@ -148,31 +115,12 @@ fn main() -> anyhow::Result<()> {
             init_logging(&cfg);
             rt()?.block_on(server::serve(cfg))
         }
-        Command::Config {
-            command: ConfigCommand::Default,
-        } => {
+        Command::Config { command: ConfigCommand::Default } => {
             print!("{}", Config::default_toml());
             Ok(())
         }
         Command::Runp { file } => rt()?.block_on(cli::runp(&ep, &file)),
-        Command::Pods {
-            id,
-            state,
-            labels,
-            name,
-            quiet,
-            output,
-        } => rt()?.block_on(cli::pods(
-            &ep,
-            PodsQuery {
-                id,
-                state,
-                labels,
-                name,
-                quiet,
-                output,
-            },
-        )),
+        Command::Pods(q) => rt()?.block_on(cli::pods(&ep, q)),
         Command::Inspectp { ids } => rt()?.block_on(cli::inspectp(&ep, &ids)),
         Command::Stopp { ids } => rt()?.block_on(cli::stopp(&ep, &ids)),
         Command::Rmp { ids, all } => rt()?.block_on(cli::rmp(&ep, &ids, all)),

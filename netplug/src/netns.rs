@@ -34,9 +34,7 @@ const LOOPBACK_IFINDEX: u32 = 1;
 pub fn set_lo_up_here() -> Result<(), Error> {
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(Error::Loopback)?;
     socket.bind_auto().map_err(Error::Loopback)?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(Error::Loopback)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(Error::Loopback)?;
     let mut link = LinkMessage::default();
     link.header.index = LOOPBACK_IFINDEX;
     link.header.flags = LinkFlags::Up;

@@ -25,14 +25,12 @@ pub struct Injected(pub &'static str);
 impl Failpoints {
     /// Parses a comma-separated list; blanks are ignored.
     pub fn parse(list: &str) -> Self {
-        let entries = list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| match s.strip_suffix("=crash") {
+        let entries = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| {
+            match s.strip_suffix("=crash") {
                 Some(step) => (step.to_owned(), Action::Crash),
                 None => (s.to_owned(), Action::Fail),
-            });
+            }
+        });
         Self(entries.collect())
     }
 

@@ -24,11 +24,7 @@ impl SandboxId {
     }
 
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        if is_hex_id(s, Self::LEN) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(InvalidId(s.into()))
-        }
+        if is_hex_id(s, Self::LEN) { Ok(Self(s.to_owned())) } else { Err(InvalidId(s.into())) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -42,9 +38,7 @@ impl SandboxId {
 }
 
 fn is_hex_id(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl TryFrom<String> for SandboxId {

@@ -48,10 +48,7 @@ impl NsKind {
 
 impl Layout {
     pub fn new(root: impl Into<PathBuf>, run: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            run: run.into(),
-        }
+        Self { root: root.into(), run: run.into() }
     }
 
     pub fn root(&self) -> &Path {
@@ -75,9 +72,7 @@ impl Layout {
     }
 
     pub fn pod(&self, id: &SandboxId) -> PodLayout {
-        PodLayout {
-            dir: self.pods_dir().join(id.as_str()),
-        }
+        PodLayout { dir: self.pods_dir().join(id.as_str()) }
     }
 }
 

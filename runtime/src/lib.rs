@@ -66,17 +66,11 @@ pub struct RuntimeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("create {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("another podbay daemon (pid {pid}) already owns root {root}")]
     Locked { root: PathBuf, pid: String },
     #[error("lock {path}: {source}")]
-    Lock {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Lock { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error("start the supervisor spawner: {0}")]
@@ -109,10 +103,8 @@ impl Runtime {
     pub async fn open(opts: RuntimeOptions, failpoints: Failpoints) -> Result<Runtime, OpenError> {
         let layout = Layout::new(&opts.root, &opts.run);
         for dir in [layout.root().to_path_buf(), layout.pods_dir()] {
-            std::fs::create_dir_all(&dir).map_err(|source| OpenError::CreateDir {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| OpenError::CreateDir { path: dir.clone(), source })?;
         }
         let lock = lock_root(&layout)?;
         let store = Store::open(&layout.database())?;
@@ -153,16 +145,8 @@ impl Runtime {
 
 fn lock_root(layout: &Layout) -> Result<Flock<File>, OpenError> {
     let path = layout.lock_file();
-    let err = |source| OpenError::Lock {
-        path: path.clone(),
-        source,
-    };
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path);
+    let err = |source| OpenError::Lock { path: path.clone(), source };
+    let file = File::options().create(true).truncate(false).read(true).write(true).open(&path);
     let file = file.map_err(err)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
@@ -171,14 +155,8 @@ fn lock_root(layout: &Layout) -> Result<Flock<File>, OpenError> {
             Ok(lock)
         }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            let pid = std::fs::read_to_string(&path)
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            Err(OpenError::Locked {
-                root: layout.root().into(),
-                pid,
-            })
+            let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+            Err(OpenError::Locked { root: layout.root().into(), pid })
         }
         Err((_, e)) => Err(err(e.into())),
     }

@@ -20,10 +20,7 @@ const SANDBOX_NAMES: TableDefinition<&str, &str> = TableDefinition::new("sandbox
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("open state database {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: Box<redb::DatabaseError>,
-    },
+    Open { path: PathBuf, source: Box<redb::DatabaseError> },
     #[error("state database transaction: {0}")]
     Transaction(#[from] Box<redb::TransactionError>),
     #[error("state database table: {0}")]
@@ -33,10 +30,7 @@ pub enum Error {
     #[error("state database commit: {0}")]
     Commit(#[from] Box<redb::CommitError>),
     #[error("sandbox record {id}: {source}")]
-    Decode {
-        id: String,
-        source: serde_json::Error,
-    },
+    Decode { id: String, source: serde_json::Error },
 }
 
 macro_rules! boxed_from {
@@ -46,12 +40,7 @@ macro_rules! boxed_from {
         }
     )*};
 }
-boxed_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+boxed_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
@@ -66,10 +55,8 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database and its tables.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = Database::create(path).map_err(|source| Error::Open {
-            path: path.into(),
-            source: Box::new(source),
-        })?;
+        let db = Database::create(path)
+            .map_err(|source| Error::Open { path: path.into(), source: Box::new(source) })?;
         let tx = db.begin_write()?;
         tx.open_table(SANDBOXES)?;
         tx.open_table(SANDBOX_NAMES)?;
@@ -99,9 +86,7 @@ impl Store {
             sandboxes.remove(rec.id.as_str())?;
             let mut names = tx.open_table(SANDBOX_NAMES)?;
             let key = rec.spec.metadata.name_key();
-            let ours = names
-                .get(key.as_str())?
-                .is_some_and(|v| v.value() == rec.id.as_str());
+            let ours = names.get(key.as_str())?.is_some_and(|v| v.value() == rec.id.as_str());
             if ours {
                 names.remove(key.as_str())?;
             }
@@ -117,10 +102,8 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (id, value) = row?;
-            let rec = serde_json::from_slice(value.value()).map_err(|source| Error::Decode {
-                id: id.value().to_owned(),
-                source,
-            })?;
+            let rec = serde_json::from_slice(value.value())
+                .map_err(|source| Error::Decode { id: id.value().to_owned(), source })?;
             out.push(rec);
         }
         Ok(out)

@@ -27,10 +27,7 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
 }
 
 pub fn podbay_bin() -> PathBuf {
@@ -73,37 +70,22 @@ impl Node {
     /// A new node whose daemon gets extra environment variables (e.g. failpoints).
     pub fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Node> {
         let mut node = Self::empty()?;
-        node.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        node.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         node.start_daemon()?;
         Ok(node)
     }
 
     /// Environment for the next daemon start.
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
-        self.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     /// A new node without a daemon.
     pub fn empty() -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new().prefix("pbt").tempdir_in("/tmp")?;
-        let run = tempfile::Builder::new()
-            .prefix("pbt")
-            .tempdir_in("/dev/shm")?;
+        let run = tempfile::Builder::new().prefix("pbt").tempdir_in("/dev/shm")?;
         let (holder, init_pid) = spawn_holder()?;
-        let node = Node {
-            dir,
-            run,
-            holder,
-            init_pid,
-            daemon: None,
-            env: Vec::new(),
-        };
+        let node = Node { dir, run, holder, init_pid, daemon: None, env: Vec::new() };
         std::fs::create_dir_all(node.root())?;
         Ok(node)
     }
@@ -140,10 +122,7 @@ impl Node {
     /// A command that runs inside the node's namespaces.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg("-t")
-            .arg(self.init_pid.to_string())
-            .args(["-n", "-m", "-p", "--"])
-            .arg(program);
+        cmd.arg("-t").arg(self.init_pid.to_string()).args(["-n", "-m", "-p", "--"]).arg(program);
         cmd
     }
 
@@ -161,20 +140,12 @@ impl Node {
     }
 
     pub fn sh_output(&self, script: &str) -> anyhow::Result<Output> {
-        Ok(self
-            .command("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .output()?)
+        Ok(self.command("sh").arg("-c").arg(script).stdin(Stdio::null()).output()?)
     }
 
     /// Starts `podbay serve` in the node and waits until it answers.
     pub fn start_daemon(&mut self) -> anyhow::Result<()> {
-        let mut child = self
-            .daemon_command()
-            .spawn()
-            .context("spawn podbay serve")?;
+        let mut child = self.daemon_command().spawn().context("spawn podbay serve")?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -318,22 +289,14 @@ impl Node {
     /// Pod dirs left in the run dir.
     pub fn pod_dirs(&self) -> Vec<String> {
         std::fs::read_dir(self.pods_dir())
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
 
     /// Asserts the node holds nothing but the daemon (and at most its one spawner): no
     /// supervisor, mount or pod dir.
     pub fn assert_clean(&self) -> anyhow::Result<()> {
-        let spawners = self
-            .processes()?
-            .into_iter()
-            .filter(|(_, c)| c == "podbay-spawner")
-            .count();
+        let spawners = self.processes()?.into_iter().filter(|(_, c)| c == "podbay-spawner").count();
         if spawners > 1 {
             bail!("{spawners} spawner processes; a replaced spawner was left behind");
         }
@@ -358,11 +321,7 @@ impl Drop for Node {
 }
 
 fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
 
 fn kill9(pid: u32) {
@@ -498,10 +457,7 @@ fn ns_options(c: &mut cri::PodSandboxConfig) -> &mut cri::NamespaceOption {
 
 pub async fn run_pod(client: &mut Client, config: cri::PodSandboxConfig) -> anyhow::Result<String> {
     let resp = client
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            ..Default::default()
-        })
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), ..Default::default() })
         .await?;
     Ok(resp.into_inner().pod_sandbox_id)
 }
@@ -522,9 +478,7 @@ pub async fn pod_status(
 /// The verbose info JSON of a pod.
 pub async fn pod_info(client: &mut Client, id: &str) -> anyhow::Result<serde_json::Value> {
     let s = pod_status(client, id).await?;
-    Ok(serde_json::from_str(
-        s.info.get("info").context("no info")?,
-    )?)
+    Ok(serde_json::from_str(s.info.get("info").context("no info")?)?)
 }
 
 pub async fn is_ready(client: &mut Client, id: &str) -> anyhow::Result<bool> {
@@ -534,18 +488,14 @@ pub async fn is_ready(client: &mut Client, id: &str) -> anyhow::Result<bool> {
 
 pub async fn stop_pod(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
     client
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
+        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() })
         .await
         .map(|_| ())
 }
 
 pub async fn remove_pod(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
     client
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() })
         .await
         .map(|_| ())
 }

@@ -13,28 +13,14 @@ fn podbay(node: &Node, args: &[&str]) -> Output {
 }
 
 fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "podbay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "podbay failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn config_default_prints_every_section() {
-    let out = ok(Command::new(podbay_bin())
-        .args(["config", "default"])
-        .output()
-        .unwrap());
-    for key in [
-        "root = ",
-        "run_dir = ",
-        "socket = ",
-        "[log]",
-        "[sandbox]",
-        "shm_size_bytes",
-    ] {
+    let out = ok(Command::new(podbay_bin()).args(["config", "default"]).output().unwrap());
+    for key in ["root = ", "run_dir = ", "socket = ", "[log]", "[sandbox]", "shm_size_bytes"] {
         assert!(out.contains(key), "{key} missing in:\n{out}");
     }
 }
@@ -42,10 +28,9 @@ fn config_default_prints_every_section() {
 #[test]
 fn bad_config_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    for (text, key) in [
-        ("[log]\nlevle = \"info\"\n", "levle"),
-        ("[log]\nformat = \"xml\"\n", "log.format"),
-    ] {
+    for (text, key) in
+        [("[log]\nlevle = \"info\"\n", "levle"), ("[log]\nformat = \"xml\"\n", "log.format")]
+    {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).unwrap();
         let out = Command::new(podbay_bin())
@@ -59,10 +44,7 @@ fn bad_config_stops_start_up_naming_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{key}: {err}");
     }
-    assert!(
-        !dir.path().join("root").exists(),
-        "nothing is created on a bad config"
-    );
+    assert!(!dir.path().join("root").exists(), "nothing is created on a bad config");
 }
 
 #[test]
@@ -76,27 +58,16 @@ fn crictl_style_commands() {
          labels: {tier: web}\nlinux: {security_context: {namespace_options: {pid: POD}}}\n",
     )
     .unwrap();
-    let id = ok(podbay(&node, &["runp", file.to_str().unwrap()]))
-        .trim()
-        .to_owned();
+    let id = ok(podbay(&node, &["runp", file.to_str().unwrap()])).trim().to_owned();
     assert_eq!(id.len(), 64);
     assert!(ok(podbay(&node, &["version"])).contains("RuntimeName:  podbay"));
     assert!(ok(podbay(&node, &["info"])).contains("RuntimeReady"));
 
     let table = ok(podbay(&node, &["pods"]));
     assert!(table.contains(&id[..13]) && table.contains("cli-pod") && table.contains("Ready"));
-    assert_eq!(
-        ok(podbay(&node, &["pods", "-q", "--label", "tier=web"])).trim(),
-        id
-    );
-    assert_eq!(
-        ok(podbay(&node, &["pods", "-q", "--label", "tier=db"])).trim(),
-        ""
-    );
-    assert_eq!(
-        ok(podbay(&node, &["pods", "-q", "--name", "cli"])).trim(),
-        id
-    );
+    assert_eq!(ok(podbay(&node, &["pods", "-q", "--label", "tier=web"])).trim(), id);
+    assert_eq!(ok(podbay(&node, &["pods", "-q", "--label", "tier=db"])).trim(), "");
+    assert_eq!(ok(podbay(&node, &["pods", "-q", "--name", "cli"])).trim(), id);
     let json: serde_json::Value =
         serde_json::from_str(&ok(podbay(&node, &["pods", "-o", "json"]))).unwrap();
     assert_eq!(json["items"][0]["id"], id.as_str());
@@ -110,10 +81,7 @@ fn crictl_style_commands() {
     assert!(inspect["info"]["namespaces"]["net"].is_string());
 
     ok(podbay(&node, &["stopp", &id[..8]]));
-    assert_eq!(
-        ok(podbay(&node, &["pods", "-q", "--state", "notready"])).trim(),
-        id
-    );
+    assert_eq!(ok(podbay(&node, &["pods", "-q", "--state", "notready"])).trim(), id);
     ok(podbay(&node, &["rmp", "--all"]));
     assert_eq!(ok(podbay(&node, &["pods", "-q"])).trim(), "");
 

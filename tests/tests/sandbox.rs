@@ -28,10 +28,7 @@ async fn lifecycle_and_idempotence() {
     stop_pod(&mut c, &id).await.unwrap();
     // A stopped attempt is not silently reused.
     let again = run_pod(&mut c, pod_config("web")).await.unwrap_err();
-    assert_eq!(
-        again.downcast_ref::<tonic::Status>().unwrap().code(),
-        Code::AlreadyExists
-    );
+    assert_eq!(again.downcast_ref::<tonic::Status>().unwrap().code(), Code::AlreadyExists);
 
     remove_pod(&mut c, &id).await.unwrap();
     remove_pod(&mut c, &id).await.unwrap();
@@ -78,55 +75,37 @@ async fn list_filters() {
     let a = run_pod(&mut c, pod_config("a")).await.unwrap();
     let b = run_pod(&mut c, pod_config("b")).await.unwrap();
     stop_pod(&mut c, &b).await.unwrap();
-    let list = |filter: cri::PodSandboxFilter| {
-        let mut c = c.clone();
-        async move {
-            let items = c
-                .list_pod_sandbox(cri::ListPodSandboxRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .items;
-            items.into_iter().map(|p| p.id).collect::<Vec<_>>()
-        }
-    };
-    assert_eq!(
-        list(cri::PodSandboxFilter {
-            id: a[..8].into(),
-            ..Default::default()
-        })
-        .await,
-        vec![a.clone()]
-    );
-    let ready = cri::PodSandboxStateValue {
-        state: cri::PodSandboxState::SandboxReady as i32,
-    };
-    assert_eq!(
-        list(cri::PodSandboxFilter {
-            state: Some(ready),
-            ..Default::default()
-        })
-        .await,
-        vec![a.clone()]
-    );
-    let not_ready = cri::PodSandboxStateValue {
-        state: cri::PodSandboxState::SandboxNotready as i32,
-    };
-    assert_eq!(
-        list(cri::PodSandboxFilter {
-            state: Some(not_ready),
-            ..Default::default()
-        })
-        .await,
-        vec![b.clone()]
-    );
-    let by_label = cri::PodSandboxFilter {
-        label_selector: [("app".to_string(), "b".to_string())].into(),
-        ..Default::default()
-    };
-    assert_eq!(list(by_label).await, vec![b.clone()]);
+    let state = |s: cri::PodSandboxState| Some(cri::PodSandboxStateValue { state: s as i32 });
+    let cases = [
+        (cri::PodSandboxFilter { id: a[..8].into(), ..Default::default() }, &a),
+        (
+            cri::PodSandboxFilter {
+                state: state(cri::PodSandboxState::SandboxReady),
+                ..Default::default()
+            },
+            &a,
+        ),
+        (
+            cri::PodSandboxFilter {
+                state: state(cri::PodSandboxState::SandboxNotready),
+                ..Default::default()
+            },
+            &b,
+        ),
+        (
+            cri::PodSandboxFilter {
+                label_selector: [("app".to_string(), "b".to_string())].into(),
+                ..Default::default()
+            },
+            &b,
+        ),
+    ];
+    for (filter, want) in cases {
+        let req = cri::ListPodSandboxRequest { filter: Some(filter.clone()) };
+        let items = c.list_pod_sandbox(req).await.unwrap().into_inner().items;
+        let ids: Vec<_> = items.into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![want.clone()], "{filter:?}");
+    }
     // Status by unique prefix works too.
     assert!(is_ready(&mut c, &a[..10]).await.unwrap());
 }
@@ -153,10 +132,7 @@ async fn namespaces_hostname_and_files() {
         assert_ne!(ns(pid, kind), ns(1, kind), "{kind} must be the pod's own");
         // The pinned namespace is the supervisor's.
         let pinned = node
-            .sh(&format!(
-                "stat -L -c %i {}",
-                info["namespaces"][kind].as_str().unwrap()
-            ))
+            .sh(&format!("stat -L -c %i {}", info["namespaces"][kind].as_str().unwrap()))
             .unwrap();
         assert!(ns(pid, kind).contains(pinned.trim()), "{kind} pin");
     }
@@ -164,39 +140,24 @@ async fn namespaces_hostname_and_files() {
     assert_eq!(ns(pid, "pid"), ns(1, "pid"));
     assert_ne!(ns(init, "pid"), ns(1, "pid"));
     assert_eq!(
-        node.sh(&format!("grep NSpid /proc/{init}/status"))
-            .unwrap()
-            .split_whitespace()
-            .last(),
+        node.sh(&format!("grep NSpid /proc/{init}/status")).unwrap().split_whitespace().last(),
         Some("1")
     );
 
     let uts = info["namespaces"]["uts"].as_str().unwrap();
-    assert_eq!(
-        node.sh(&format!("nsenter --uts={uts} hostname"))
-            .unwrap()
-            .trim(),
-        "ns-host"
-    );
+    assert_eq!(node.sh(&format!("nsenter --uts={uts} hostname")).unwrap().trim(), "ns-host");
     let net = info["namespaces"]["net"].as_str().unwrap();
-    let lo = node
-        .sh(&format!("nsenter --net={net} ip -o link show lo"))
-        .unwrap();
+    let lo = node.sh(&format!("nsenter --net={net} ip -o link show lo")).unwrap();
     assert!(lo.contains("UP"), "lo must be up: {lo}");
 
     let pod_dir = std::path::PathBuf::from(info["podDir"].as_str().unwrap());
-    assert_eq!(
-        std::fs::read_to_string(pod_dir.join("hostname")).unwrap(),
-        "ns-host\n"
-    );
+    assert_eq!(std::fs::read_to_string(pod_dir.join("hostname")).unwrap(), "ns-host\n");
     assert_eq!(
         std::fs::read_to_string(pod_dir.join("resolv.conf")).unwrap(),
         "search default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
     );
     assert!(
-        std::fs::read_to_string(pod_dir.join("hosts"))
-            .unwrap()
-            .contains("127.0.0.1\tlocalhost")
+        std::fs::read_to_string(pod_dir.join("hosts")).unwrap().contains("127.0.0.1\tlocalhost")
     );
     let shm = node.sh("grep /shm /proc/self/mounts").unwrap();
     for opt in ["tmpfs", "nosuid", "nodev", "noexec", "size=65536k"] {
@@ -218,23 +179,13 @@ async fn host_namespaces_and_default_resolv_conf() {
     let pid = info["pid"].as_u64().unwrap();
     for kind in ["net", "ipc", "uts"] {
         let pod = node.sh(&format!("readlink /proc/{pid}/ns/{kind}")).unwrap();
-        assert_eq!(
-            pod,
-            node.sh(&format!("readlink /proc/1/ns/{kind}")).unwrap(),
-            "{kind}"
-        );
+        assert_eq!(pod, node.sh(&format!("readlink /proc/1/ns/{kind}")).unwrap(), "{kind}");
     }
     assert_eq!(info["shm"], "/dev/shm");
-    assert!(
-        info["podInit"].is_null(),
-        "PID mode CONTAINER has no pod PID 1"
-    );
+    assert!(info["podInit"].is_null(), "PID mode CONTAINER has no pod PID 1");
     let pod_dir = std::path::PathBuf::from(info["podDir"].as_str().unwrap());
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    assert_eq!(
-        std::fs::read_to_string(pod_dir.join("resolv.conf")).unwrap(),
-        host
-    );
+    assert_eq!(std::fs::read_to_string(pod_dir.join("resolv.conf")).unwrap(), host);
     remove_pod(&mut c, &id).await.unwrap();
     node.assert_clean().unwrap();
 }
@@ -249,16 +200,12 @@ async fn daemon_restart_keeps_pods_running() {
     require_root!();
     let mut node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let id = run_pod(
-        &mut c,
-        with_pid_mode(pod_config("survivor"), cri::NamespaceMode::Pod),
-    )
-    .await
-    .unwrap();
+    let id = run_pod(&mut c, with_pid_mode(pod_config("survivor"), cri::NamespaceMode::Pod))
+        .await
+        .unwrap();
     let before = pod_info(&mut c, &id).await.unwrap();
     let stat = |node: &Node, pid: &serde_json::Value| {
-        node.sh(&format!("cut -d' ' -f22 /proc/{pid}/stat"))
-            .unwrap()
+        node.sh(&format!("cut -d' ' -f22 /proc/{pid}/stat")).unwrap()
     };
     let start_before = stat(&node, &before["pid"]);
 
@@ -268,11 +215,7 @@ async fn daemon_restart_keeps_pods_running() {
     assert!(is_ready(&mut c, &id).await.unwrap());
     let after = pod_info(&mut c, &id).await.unwrap();
     assert_eq!(after["pid"], before["pid"]);
-    assert_eq!(
-        stat(&node, &after["pid"]),
-        start_before,
-        "the supervisor was not restarted"
-    );
+    assert_eq!(stat(&node, &after["pid"]), start_before, "the supervisor was not restarted");
     assert_eq!(after["podInit"], before["podInit"]);
 
     remove_pod(&mut c, &id).await.unwrap();
@@ -284,12 +227,9 @@ async fn killed_supervisor_makes_pod_not_ready() {
     require_root!();
     let node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let id = run_pod(
-        &mut c,
-        with_pid_mode(pod_config("victim"), cri::NamespaceMode::Pod),
-    )
-    .await
-    .unwrap();
+    let id = run_pod(&mut c, with_pid_mode(pod_config("victim"), cri::NamespaceMode::Pod))
+        .await
+        .unwrap();
     let pid = pod_info(&mut c, &id).await.unwrap()["pid"].clone();
     node.sh(&format!("kill -9 {pid}")).unwrap();
     for _ in 0..500 {
@@ -325,12 +265,7 @@ async fn reboot_leaves_pods_not_ready_and_removable() {
     require_root!();
     let mut node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let a = run_pod(
-        &mut c,
-        with_pid_mode(pod_config("a"), cri::NamespaceMode::Pod),
-    )
-    .await
-    .unwrap();
+    let a = run_pod(&mut c, with_pid_mode(pod_config("a"), cri::NamespaceMode::Pod)).await.unwrap();
     let b = run_pod(&mut c, pod_config("b")).await.unwrap();
     node.reboot().unwrap();
     node.start_daemon().unwrap();
@@ -353,41 +288,23 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     type Edit = fn(&mut cri::PodSandboxConfig);
     let cases: Vec<(&str, Edit)> = vec![
         ("config.metadata", |c| c.metadata = None),
-        ("config.metadata.name", |c| {
-            c.metadata.as_mut().unwrap().name.clear()
-        }),
-        ("config.metadata.namespace", |c| {
-            c.metadata.as_mut().unwrap().namespace.clear()
-        }),
-        ("config.metadata.uid", |c| {
-            c.metadata.as_mut().unwrap().uid.clear()
-        }),
-        ("config.metadata.name", |c| {
-            c.metadata.as_mut().unwrap().name = "a/b".into()
-        }),
-        ("config.metadata.name", |c| {
-            c.metadata.as_mut().unwrap().name = "a\0b".into()
-        }),
-        ("config.metadata.namespace", |c| {
-            c.metadata.as_mut().unwrap().namespace = "n".repeat(254)
-        }),
+        ("config.metadata.name", |c| c.metadata.as_mut().unwrap().name.clear()),
+        ("config.metadata.namespace", |c| c.metadata.as_mut().unwrap().namespace.clear()),
+        ("config.metadata.uid", |c| c.metadata.as_mut().unwrap().uid.clear()),
+        ("config.metadata.name", |c| c.metadata.as_mut().unwrap().name = "a/b".into()),
+        ("config.metadata.name", |c| c.metadata.as_mut().unwrap().name = "a\0b".into()),
+        ("config.metadata.namespace", |c| c.metadata.as_mut().unwrap().namespace = "n".repeat(254)),
         ("config.hostname", |c| c.hostname = "bad_host!".into()),
         ("config.hostname", |c| c.hostname = "h".repeat(65)),
         ("config.dns_config.options[0]", |c| {
-            c.dns_config = Some(cri::DnsConfig {
-                options: vec!["ndots 5".into()],
-                ..Default::default()
-            })
+            c.dns_config =
+                Some(cri::DnsConfig { options: vec!["ndots 5".into()], ..Default::default() })
         }),
         ("config.dns_config.servers[0]", |c| {
-            c.dns_config = Some(cri::DnsConfig {
-                servers: vec!["dns.example".into()],
-                ..Default::default()
-            })
+            c.dns_config =
+                Some(cri::DnsConfig { servers: vec!["dns.example".into()], ..Default::default() })
         }),
-        ("config.log_directory", |c| {
-            c.log_directory = "relative/logs".into()
-        }),
+        ("config.log_directory", |c| c.log_directory = "relative/logs".into()),
     ];
     for (field, edit) in cases {
         let mut config = pod_config("bad");
@@ -395,54 +312,43 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         let err = run_pod(&mut c, config).await.unwrap_err();
         let status = err.downcast_ref::<tonic::Status>().unwrap();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(
-            status.message().starts_with(field),
-            "{field}: {}",
-            status.message()
-        );
+        assert!(status.message().starts_with(field), "{field}: {}", status.message());
     }
     // No config at all.
-    let err = c
-        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
-        .await
-        .unwrap_err();
+    let err = c.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(list_pods(&mut c).await.unwrap().is_empty());
     node.assert_clean().unwrap();
 }
 
+/// The failpoint steps of RunPodSandbox, in order (`runtime/src/sandbox/run.rs`).
+const RUN_STEPS: [&str; 6] = [
+    "sandbox.run.dirs",
+    "sandbox.run.files",
+    "sandbox.run.spawn",
+    "sandbox.run.pin",
+    "sandbox.run.shm",
+    "sandbox.run.commit",
+];
+
 #[tokio::test]
 async fn injected_failure_at_each_step_leaves_nothing() {
     require_root!();
-    let steps = [
-        "sandbox.run.dirs",
-        "sandbox.run.files",
-        "sandbox.run.spawn",
-        "sandbox.run.pin",
-        "sandbox.run.shm",
-        "sandbox.run.commit",
-    ];
     let mut node = Node::empty().unwrap();
-    for (i, step) in steps.iter().enumerate() {
+    for (i, step) in RUN_STEPS.iter().enumerate() {
         // One failpoint at a time: restart the daemon with just this step armed.
         node.kill_daemon().unwrap();
         node.set_env(&[("PODBAY_FAILPOINTS", step)]);
         node.start_daemon().unwrap();
         let mut c = node.client().await.unwrap();
-        let err = run_pod(
-            &mut c,
-            with_pid_mode(pod_config(&format!("f{i}")), cri::NamespaceMode::Pod),
-        )
-        .await
-        .unwrap_err();
+        let err =
+            run_pod(&mut c, with_pid_mode(pod_config(&format!("f{i}")), cri::NamespaceMode::Pod))
+                .await
+                .unwrap_err();
         let status = err.downcast_ref::<tonic::Status>().unwrap();
         assert!(status.message().contains(step), "{step}: {status:?}");
-        assert!(
-            list_pods(&mut c).await.unwrap().is_empty(),
-            "{step}: record left"
-        );
-        node.assert_clean()
-            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert!(list_pods(&mut c).await.unwrap().is_empty(), "{step}: record left");
+        node.assert_clean().unwrap_or_else(|e| panic!("{step}: {e}"));
     }
 }
 
@@ -483,20 +389,9 @@ async fn version_status_runtime_config_and_unimplemented() {
     require_root!();
     let node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let v = c
-        .version(cri::VersionRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
-        ("podbay", "v1")
-    );
-    let s = c
-        .status(cri::StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
+    let v = c.version(cri::VersionRequest::default()).await.unwrap().into_inner();
+    assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("podbay", "v1"));
+    let s = c.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
     let conds = s.status.unwrap().conditions;
     let cond = |t: &str| conds.iter().find(|c| c.r#type == t).unwrap().clone();
     assert!(cond("RuntimeReady").status);
@@ -504,19 +399,9 @@ async fn version_status_runtime_config_and_unimplemented() {
     assert!(!net.status && !net.reason.is_empty());
     let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
     assert_eq!(info["runtimeName"], "podbay");
-    let rc = c
-        .runtime_config(cri::RuntimeConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        rc.linux.unwrap().cgroup_driver,
-        cri::CgroupDriver::Cgroupfs as i32
-    );
-    let err = c
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap_err();
+    let rc = c.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
+    assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+    let err = c.list_containers(cri::ListContainersRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("ListContainers"));
 }
@@ -526,15 +411,10 @@ async fn two_hundred_cycles_leave_nothing() {
     require_root!();
     let node = Node::start().unwrap();
     let mut c = node.client().await.unwrap();
-    let fds = || {
-        node.sh(&format!("ls /proc/{}/fd | wc -l", daemon_ns_pid(&node)))
-            .unwrap()
-    };
+    let fds = || node.sh(&format!("ls /proc/{}/fd | wc -l", daemon_ns_pid(&node))).unwrap();
     // Warm up: the first pod opens the database pages, tokio's blocking pool, etc.
     for i in 0..5 {
-        let id = run_pod(&mut c, pod_config(&format!("warm{i}")))
-            .await
-            .unwrap();
+        let id = run_pod(&mut c, pod_config(&format!("warm{i}"))).await.unwrap();
         remove_pod(&mut c, &id).await.unwrap();
     }
     let fds_before: u32 = fds().trim().parse().unwrap();
@@ -552,10 +432,7 @@ async fn two_hundred_cycles_leave_nothing() {
     }
     let fds_after: u32 = fds().trim().parse().unwrap();
     // tokio may keep a blocking-pool thread's fds; allow none to grow with the cycles.
-    assert!(
-        fds_after <= fds_before + 2,
-        "daemon fds grew from {fds_before} to {fds_after}"
-    );
+    assert!(fds_after <= fds_before + 2, "daemon fds grew from {fds_before} to {fds_after}");
     assert!(list_pods(&mut c).await.unwrap().is_empty());
     node.assert_clean().unwrap();
 }
@@ -589,26 +466,15 @@ async fn a_killed_spawner_is_replaced() {
 #[tokio::test]
 async fn crash_at_each_step_is_reconciled_at_start() {
     require_root!();
-    let steps = [
-        "sandbox.run.dirs",
-        "sandbox.run.files",
-        "sandbox.run.spawn",
-        "sandbox.run.pin",
-        "sandbox.run.shm",
-        "sandbox.run.commit",
-        "sandbox.run.reply",
-    ];
     let mut node = Node::empty().unwrap();
-    for (i, step) in steps.iter().enumerate() {
+    let steps = RUN_STEPS.iter().chain(&["sandbox.run.reply"]);
+    for (i, step) in steps.enumerate() {
         // The daemon dies (SIGKILL) at this step, half-way through a RunPodSandbox.
         node.set_env(&[("PODBAY_FAILPOINTS", &format!("{step}=crash"))]);
         node.start_daemon().unwrap();
         let mut c = node.client().await.unwrap();
         let config = with_pid_mode(pod_config(&format!("crash{i}")), cri::NamespaceMode::Pod);
-        assert!(
-            run_pod(&mut c, config).await.is_err(),
-            "{step}: the daemon should have died"
-        );
+        assert!(run_pod(&mut c, config).await.is_err(), "{step}: the daemon should have died");
         node.kill_daemon().unwrap();
 
         // The next start leaves either the whole sandbox or nothing.
@@ -616,7 +482,7 @@ async fn crash_at_each_step_is_reconciled_at_start() {
         node.start_daemon().unwrap();
         let mut c = node.client().await.unwrap();
         let pods = list_pods(&mut c).await.unwrap();
-        if *step == "sandbox.run.reply" {
+        if step == &"sandbox.run.reply" {
             // Committed before the crash: the pod is there and running.
             assert_eq!(pods.len(), 1, "{step}");
             assert!(is_ready(&mut c, &pods[0].id).await.unwrap(), "{step}");
@@ -624,8 +490,7 @@ async fn crash_at_each_step_is_reconciled_at_start() {
         } else {
             assert!(pods.is_empty(), "{step}: {pods:?}");
         }
-        node.assert_clean()
-            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        node.assert_clean().unwrap_or_else(|e| panic!("{step}: {e}"));
         node.kill_daemon().unwrap();
     }
 }

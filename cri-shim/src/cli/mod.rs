@@ -42,12 +42,25 @@ pub enum Output {
     Yaml,
 }
 
+/// `podbay pods` options (crictl's).
+#[derive(Debug, clap::Args)]
 pub struct PodsQuery {
+    /// A pod id or id prefix
+    #[arg(long)]
     pub id: Option<String>,
+    /// ready or notready
+    #[arg(long)]
     pub state: Option<String>,
+    /// key=value; repeat to require several
+    #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Only pods whose name contains this
+    #[arg(long)]
     pub name: Option<String>,
+    /// Only print pod ids
+    #[arg(short, long)]
     pub quiet: bool,
+    #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 }
 
@@ -73,10 +86,7 @@ pub async fn runp(ep: &Path, file: &Path) -> anyhow::Result<()> {
     let config = podconfig::read(file)?;
     let mut c = connect(ep).await?;
     let resp = c
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            ..Default::default()
-        })
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), ..Default::default() })
         .await
         .map_err(status_msg)?;
     println!("{}", resp.into_inner().pod_sandbox_id);
@@ -93,9 +103,8 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
     };
     let mut labels = std::collections::HashMap::new();
     for l in &q.labels {
-        let (k, v) = l
-            .split_once('=')
-            .with_context(|| format!("--label {l:?}: expected key=value"))?;
+        let (k, v) =
+            l.split_once('=').with_context(|| format!("--label {l:?}: expected key=value"))?;
         labels.insert(k.to_owned(), v.to_owned());
     }
     let filter = cri::PodSandboxFilter {
@@ -104,18 +113,12 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
         label_selector: labels,
     };
     let resp = c
-        .list_pod_sandbox(cri::ListPodSandboxRequest {
-            filter: Some(filter),
-        })
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
         .await
         .map_err(status_msg)?;
     let mut items = resp.into_inner().items;
     if let Some(name) = &q.name {
-        items.retain(|p| {
-            p.metadata
-                .as_ref()
-                .is_some_and(|m| m.name.contains(name.as_str()))
-        });
+        items.retain(|p| p.metadata.as_ref().is_some_and(|m| m.name.contains(name.as_str())));
     }
     items.reverse(); // newest first, as crictl shows them
     if q.quiet {
@@ -125,14 +128,12 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
         return Ok(());
     }
     match q.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?
-        ),
-        Output::Yaml => print!(
-            "{}",
-            serde_norway::to_string(&serde_json::json!({ "items": items }))?
-        ),
+        Output::Json => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?)
+        }
+        Output::Yaml => {
+            print!("{}", serde_norway::to_string(&serde_json::json!({ "items": items }))?)
+        }
         Output::Table => {
             println!(
                 "{:<13}  {:<20}  {:<8}  {:<30}  {:<15}  {:<7}  RUNTIME",
@@ -153,11 +154,7 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
                     m.name,
                     m.namespace,
                     m.attempt,
-                    if p.runtime_handler.is_empty() {
-                        "(default)"
-                    } else {
-                        &p.runtime_handler
-                    }
+                    if p.runtime_handler.is_empty() { "(default)" } else { &p.runtime_handler }
                 );
             }
         }
@@ -193,12 +190,7 @@ pub async fn inspectp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
         let mut status = serde_json::to_value(&resp.status)?;
         if let Some(state) = status.get_mut("state") {
             let ready = state.as_i64() == Some(cri::PodSandboxState::SandboxReady as i64);
-            *state = if ready {
-                "SANDBOX_READY"
-            } else {
-                "SANDBOX_NOTREADY"
-            }
-            .into();
+            *state = if ready { "SANDBOX_READY" } else { "SANDBOX_NOTREADY" }.into();
         }
         let info = resp
             .info
@@ -216,11 +208,9 @@ pub async fn inspectp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
 pub async fn stopp(ep: &Path, ids: &[String]) -> anyhow::Result<()> {
     let mut c = connect(ep).await?;
     for id in ids {
-        c.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .map_err(|e| status_msg(e).context(format!("stop pod {id}")))?;
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() })
+            .await
+            .map_err(|e| status_msg(e).context(format!("stop pod {id}")))?;
         println!("Stopped sandbox {id}");
     }
     Ok(())
@@ -241,11 +231,9 @@ pub async fn rmp(ep: &Path, ids: &[String], all: bool) -> anyhow::Result<()> {
         bail!("give pod ids, or --all");
     }
     for id in ids {
-        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .map_err(|e| status_msg(e).context(format!("remove pod {id}")))?;
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() })
+            .await
+            .map_err(|e| status_msg(e).context(format!("remove pod {id}")))?;
         println!("Removed sandbox {id}");
     }
     Ok(())
@@ -253,11 +241,7 @@ pub async fn rmp(ep: &Path, ids: &[String], all: bool) -> anyhow::Result<()> {
 
 pub async fn version(ep: &Path) -> anyhow::Result<()> {
     let mut c = connect(ep).await?;
-    let v = c
-        .version(cri::VersionRequest::default())
-        .await
-        .map_err(status_msg)?
-        .into_inner();
+    let v = c.version(cri::VersionRequest::default()).await.map_err(status_msg)?.into_inner();
     println!("Version:  {}", v.version);
     println!("RuntimeName:  {}", v.runtime_name);
     println!("RuntimeVersion:  {}", v.runtime_version);
@@ -267,11 +251,7 @@ pub async fn version(ep: &Path) -> anyhow::Result<()> {
 
 pub async fn info(ep: &Path) -> anyhow::Result<()> {
     let mut c = connect(ep).await?;
-    let s = c
-        .status(cri::StatusRequest { verbose: true })
-        .await
-        .map_err(status_msg)?
-        .into_inner();
+    let s = c.status(cri::StatusRequest { verbose: true }).await.map_err(status_msg)?.into_inner();
     let info = s
         .info
         .get("info")

@@ -132,10 +132,7 @@ fn convert(f: PodFile) -> anyhow::Result<cri::PodSandboxConfig> {
         .map(|(i, p)| {
             let field = format!("port_mappings[{i}].protocol");
             Ok(cri::PortMapping {
-                protocol: p
-                    .protocol
-                    .as_ref()
-                    .map_or(Ok(0), |v| v.resolve(&field, PROTOCOLS))?,
+                protocol: p.protocol.as_ref().map_or(Ok(0), |v| v.resolve(&field, PROTOCOLS))?,
                 container_port: p.container_port,
                 host_port: p.host_port,
                 host_ip: p.host_ip.clone(),
@@ -202,6 +199,10 @@ fn convert(f: PodFile) -> anyhow::Result<cri::PodSandboxConfig> {
 mod tests {
     use super::*;
 
+    fn ns_options(c: cri::PodSandboxConfig) -> cri::NamespaceOption {
+        c.linux.unwrap().security_context.unwrap().namespace_options.unwrap()
+    }
+
     fn write(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
@@ -217,15 +218,9 @@ mod tests {
                "log_directory":"/tmp","linux":{"security_context":{"namespace_options":{"pid":1}}}}"#,
         );
         let c = read(&p).unwrap();
-        assert_eq!(c.metadata.unwrap().attempt, 1);
+        assert_eq!(c.metadata.clone().unwrap().attempt, 1);
         assert_eq!(c.log_directory, "/tmp");
-        let ns = c
-            .linux
-            .unwrap()
-            .security_context
-            .unwrap()
-            .namespace_options
-            .unwrap();
+        let ns = ns_options(c);
         assert_eq!(ns.pid, 1);
     }
 
@@ -238,14 +233,8 @@ mod tests {
              linux:\n  securityContext:\n    namespaceOptions: {network: NODE, pid: container}\n",
         );
         let c = read(&p).unwrap();
-        assert_eq!(c.dns_config.unwrap().options, ["ndots:5"]);
-        let ns = c
-            .linux
-            .unwrap()
-            .security_context
-            .unwrap()
-            .namespace_options
-            .unwrap();
+        assert_eq!(c.dns_config.clone().unwrap().options, ["ndots:5"]);
+        let ns = ns_options(c);
         assert_eq!((ns.network, ns.pid), (2, 1));
     }
 
@@ -253,10 +242,8 @@ mod tests {
     fn unknown_fields_and_values_are_named() {
         let (_d, p) = write("pod.json", r#"{"metadata":{"name":"a"},"hostnme":"x"}"#);
         assert!(format!("{:#}", read(&p).unwrap_err()).contains("hostnme"));
-        let (_d, p) = write(
-            "pod.yaml",
-            "linux: {security_context: {namespace_options: {network: WIDE}}}\n",
-        );
+        let (_d, p) =
+            write("pod.yaml", "linux: {security_context: {namespace_options: {network: WIDE}}}\n");
         assert!(format!("{:#}", read(&p).unwrap_err()).contains("namespace_options.network"));
     }
 }

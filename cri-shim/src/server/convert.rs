@@ -23,9 +23,7 @@ fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
 
 pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Status> {
     let config = req.config.ok_or_else(|| invalid("config", "is required"))?;
-    let meta = config
-        .metadata
-        .ok_or_else(|| invalid("config.metadata", "is required"))?;
+    let meta = config.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
     for (field, value) in [
         ("config.metadata.name", &meta.name),
         ("config.metadata.namespace", &meta.namespace),
@@ -43,19 +41,12 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
         "" => None,
         d if d.starts_with('/') && !d.contains('\0') => Some(PathBuf::from(d)),
         d => {
-            return Err(invalid(
-                "config.log_directory",
-                format!("{d:?} is not an absolute path"),
-            ));
+            return Err(invalid("config.log_directory", format!("{d:?} is not an absolute path")));
         }
     };
     let dns = config.dns_config.map(dns_spec).transpose()?;
     let linux = config.linux.unwrap_or_default();
-    let ns = linux
-        .security_context
-        .unwrap_or_default()
-        .namespace_options
-        .unwrap_or_default();
+    let ns = linux.security_context.unwrap_or_default().namespace_options.unwrap_or_default();
     let namespaces = namespace_spec(&ns)?;
     let cgroup_parent = Some(linux.cgroup_parent).filter(|c| !c.is_empty());
     Ok(SandboxSpec {
@@ -85,10 +76,7 @@ fn check_name(field: &str, value: &str) -> Result<(), Status> {
         return Err(invalid(field, "must not be empty"));
     }
     if value.len() > NAME_MAX {
-        return Err(invalid(
-            field,
-            format!("is {} bytes long; at most {NAME_MAX}", value.len()),
-        ));
+        return Err(invalid(field, format!("is {} bytes long; at most {NAME_MAX}", value.len())));
     }
     if value.contains('/') {
         return Err(invalid(field, format!("{value:?} must not contain '/'")));
@@ -103,10 +91,7 @@ fn check_name(field: &str, value: &str) -> Result<(), Status> {
 /// or ending with '-', each at most 63 bytes, the whole at most 64 bytes.
 fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
     if h.len() > HOSTNAME_MAX {
-        return Err(invalid(
-            field,
-            format!("{h:?} is longer than {HOSTNAME_MAX} bytes"),
-        ));
+        return Err(invalid(field, format!("{h:?} is longer than {HOSTNAME_MAX} bytes")));
     }
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -116,10 +101,7 @@ fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if !h.split('.').all(label_ok) {
-        return Err(invalid(
-            field,
-            format!("{h:?} is not a valid hostname (RFC 1123)"),
-        ));
+        return Err(invalid(field, format!("{h:?} is not a valid hostname (RFC 1123)")));
     }
     Ok(())
 }
@@ -128,13 +110,7 @@ fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
 fn default_hostname(name: &str) -> String {
     let mut h: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
         .take(63)
         .collect();
     h = h.trim_matches('-').to_owned();
@@ -166,11 +142,7 @@ fn dns_spec(dns: cri::DnsConfig) -> Result<DnsSpec, Status> {
             ));
         }
     }
-    Ok(DnsSpec {
-        servers: dns.servers,
-        searches: dns.searches,
-        options: dns.options,
-    })
+    Ok(DnsSpec { servers: dns.servers, searches: dns.searches, options: dns.options })
 }
 
 fn dns_option_ok(o: &str) -> bool {
@@ -179,9 +151,7 @@ fn dns_option_ok(o: &str) -> bool {
         None => (o, None),
     };
     let word = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     word(name) && value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
 }
@@ -192,37 +162,21 @@ fn namespace_spec(ns: &cri::NamespaceOption) -> Result<NamespaceSpec, Status> {
     let shared = |name: &str, raw: i32| match M::try_from(raw) {
         Ok(M::Pod | M::Container) => Ok(NamespaceMode::Pod),
         Ok(M::Node) => Ok(NamespaceMode::Node),
-        Ok(M::Target) => Err(invalid(
-            &format!("{field}.{name}"),
-            "TARGET is not valid for a pod",
-        )),
-        Err(_) => Err(invalid(
-            &format!("{field}.{name}"),
-            format!("unknown mode {raw}"),
-        )),
+        Ok(M::Target) => Err(invalid(&format!("{field}.{name}"), "TARGET is not valid for a pod")),
+        Err(_) => Err(invalid(&format!("{field}.{name}"), format!("unknown mode {raw}"))),
     };
     let pid = match M::try_from(ns.pid) {
         Ok(M::Pod) => NamespaceMode::Pod,
         Ok(M::Container) => NamespaceMode::Container,
         Ok(M::Node) => NamespaceMode::Node,
         Ok(M::Target) => {
-            return Err(invalid(
-                &format!("{field}.pid"),
-                "TARGET is not valid for a pod",
-            ));
+            return Err(invalid(&format!("{field}.pid"), "TARGET is not valid for a pod"));
         }
         Err(_) => {
-            return Err(invalid(
-                &format!("{field}.pid"),
-                format!("unknown mode {}", ns.pid),
-            ));
+            return Err(invalid(&format!("{field}.pid"), format!("unknown mode {}", ns.pid)));
         }
     };
-    Ok(NamespaceSpec {
-        network: shared("network", ns.network)?,
-        ipc: shared("ipc", ns.ipc)?,
-        pid,
-    })
+    Ok(NamespaceSpec { network: shared("network", ns.network)?, ipc: shared("ipc", ns.ipc)?, pid })
 }
 
 fn cri_mode(m: NamespaceMode) -> i32 {
@@ -281,11 +235,7 @@ pub fn sandbox_status(rec: &SandboxRecord, verbose: bool) -> cri::PodSandboxStat
     if verbose {
         info.insert("info".to_owned(), sandbox_info(rec).to_string());
     }
-    cri::PodSandboxStatusResponse {
-        status: Some(status),
-        info,
-        ..Default::default()
-    }
+    cri::PodSandboxStatusResponse { status: Some(status), info, ..Default::default() }
 }
 
 /// The verbose JSON info of a sandbox: processes, namespaces and files on the node.
@@ -321,9 +271,7 @@ pub fn sandbox_filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
     };
     SandboxFilter {
         id: Some(f.id).filter(|id| !id.is_empty()),
-        ready: f
-            .state
-            .map(|s| s.state == cri::PodSandboxState::SandboxReady as i32),
+        ready: f.state.map(|s| s.state == cri::PodSandboxState::SandboxReady as i32),
         labels: sorted(f.label_selector),
     }
 }
@@ -344,10 +292,7 @@ mod tests {
             ..Default::default()
         };
         f(&mut config);
-        cri::RunPodSandboxRequest {
-            config: Some(config),
-            ..Default::default()
-        }
+        cri::RunPodSandboxRequest { config: Some(config), ..Default::default() }
     }
 
     fn err(f: impl FnOnce(&mut cri::PodSandboxConfig)) -> String {
@@ -381,10 +326,7 @@ mod tests {
     #[test]
     fn bad_hostname_and_dns_name_the_field() {
         for h in ["-bad", "a..b", "under_score", &"h".repeat(65), "bad-"] {
-            assert!(
-                err(|c| c.hostname = h.into()).starts_with("config.hostname"),
-                "{h}"
-            );
+            assert!(err(|c| c.hostname = h.into()).starts_with("config.hostname"), "{h}");
         }
         let dns = |servers: &[&str], options: &[&str]| cri::DnsConfig {
             servers: servers.iter().map(|s| s.to_string()).collect(),
@@ -396,10 +338,8 @@ mod tests {
             let e = err(|c| c.dns_config = Some(dns(&["1.1.1.1"], &["ndots:5", bad])));
             assert!(e.contains("options[1]"), "{bad}: {e}");
         }
-        sandbox_spec(request(|c| {
-            c.dns_config = Some(dns(&["::1"], &["ndots:5", "edns0"]))
-        }))
-        .unwrap();
+        sandbox_spec(request(|c| c.dns_config = Some(dns(&["::1"], &["ndots:5", "edns0"]))))
+            .unwrap();
     }
 
     #[test]
@@ -430,10 +370,7 @@ mod tests {
         let e = err(|c| {
             c.linux = Some(cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(cri::NamespaceOption {
-                        pid: 3,
-                        ..Default::default()
-                    }),
+                    namespace_options: Some(cri::NamespaceOption { pid: 3, ..Default::default() }),
                     ..Default::default()
                 }),
                 ..Default::default()

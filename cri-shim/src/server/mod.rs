@@ -62,9 +62,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         info!("shutting down; pods keep running");
     };
     let result = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime_service::CriService {
-            runtime,
-        }))
+        .add_service(RuntimeServiceServer::new(runtime_service::CriService { runtime }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&cfg.socket);
@@ -79,10 +77,7 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "socket {} is in use by another running daemon",
-                path.display()
-            );
+            bail!("socket {} is in use by another running daemon", path.display());
         }
         std::fs::remove_file(path)
             .with_context(|| format!("remove stale socket {}", path.display()))?;

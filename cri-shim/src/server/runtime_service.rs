@@ -20,9 +20,7 @@ pub struct CriService {
 type Rpc<T> = Result<Response<T>, Status>;
 
 fn unimplemented<T>(rpc: &str) -> Rpc<T> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented by podbay yet"
-    )))
+    Err(Status::unimplemented(format!("{rpc} is not implemented by podbay yet")))
 }
 
 /// Runtime information shown by `Status` (verbose) and `podbay info`.
@@ -57,14 +55,8 @@ impl RuntimeService for CriService {
         req: Request<cri::RunPodSandboxRequest>,
     ) -> Rpc<cri::RunPodSandboxResponse> {
         let spec = convert::sandbox_spec(req.into_inner())?;
-        let id = self
-            .runtime
-            .run_sandbox(spec)
-            .await
-            .map_err(|e| to_status("RunPodSandbox", e))?;
-        Ok(Response::new(cri::RunPodSandboxResponse {
-            pod_sandbox_id: id.to_string(),
-        }))
+        let id = self.runtime.run_sandbox(spec).await.map_err(|e| to_status("RunPodSandbox", e))?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id.to_string() }))
     }
 
     async fn stop_pod_sandbox(
@@ -72,10 +64,7 @@ impl RuntimeService for CriService {
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Rpc<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.runtime
-            .stop_sandbox(&id)
-            .await
-            .map_err(|e| to_status("StopPodSandbox", e))?;
+        self.runtime.stop_sandbox(&id).await.map_err(|e| to_status("StopPodSandbox", e))?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -84,10 +73,7 @@ impl RuntimeService for CriService {
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Rpc<cri::RemovePodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.runtime
-            .remove_sandbox(&id)
-            .await
-            .map_err(|e| to_status("RemovePodSandbox", e))?;
+        self.runtime.remove_sandbox(&id).await.map_err(|e| to_status("RemovePodSandbox", e))?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -108,12 +94,8 @@ impl RuntimeService for CriService {
         req: Request<cri::ListPodSandboxRequest>,
     ) -> Rpc<cri::ListPodSandboxResponse> {
         let filter = convert::sandbox_filter(req.into_inner().filter);
-        let items = self
-            .runtime
-            .list_sandboxes(&filter)
-            .iter()
-            .map(convert::sandbox_summary)
-            .collect();
+        let items =
+            self.runtime.list_sandboxes(&filter).iter().map(convert::sandbox_summary).collect();
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
@@ -127,12 +109,7 @@ impl RuntimeService for CriService {
             };
         let conditions = vec![
             condition("RuntimeReady", true, "", ""),
-            condition(
-                "NetworkReady",
-                false,
-                "NetworkPluginNotReady",
-                NETWORK_NOT_READY_MESSAGE,
-            ),
+            condition("NetworkReady", false, "NetworkPluginNotReady", NETWORK_NOT_READY_MESSAGE),
         ];
         let mut info = std::collections::HashMap::new();
         if req.into_inner().verbose {

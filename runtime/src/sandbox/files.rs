@@ -31,10 +31,7 @@ pub fn write_pod_files(pod: &PodLayout, spec: &SandboxSpec, host_etc: &Path) -> 
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), Error> {
-    std::fs::write(path, data).map_err(|source| Error::WriteFile {
-        path: path.into(),
-        source,
-    })
+    std::fs::write(path, data).map_err(|source| Error::WriteFile { path: path.into(), source })
 }
 
 /// resolv.conf text from a pod's DNS config, in kubelet's layout.
@@ -60,10 +57,7 @@ mod tests {
     fn resolv_conf_has_kubelet_layout() {
         let dns = DnsSpec {
             servers: vec!["10.96.0.10".into(), "fd00::10".into()],
-            searches: vec![
-                "default.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-            ],
+            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
             options: vec!["ndots:5".into(), "edns0".into()],
         };
         assert_eq!(

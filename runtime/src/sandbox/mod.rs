@@ -45,10 +45,7 @@ pub struct PodMetadata {
 impl PodMetadata {
     /// The key under which a pod attempt is reserved (containerd's sandbox name format).
     pub fn name_key(&self) -> String {
-        format!(
-            "{}_{}_{}_{}",
-            self.name, self.namespace, self.uid, self.attempt
-        )
+        format!("{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
     }
 }
 
@@ -73,11 +70,7 @@ pub struct NamespaceSpec {
 
 impl Default for NamespaceSpec {
     fn default() -> Self {
-        Self {
-            network: NamespaceMode::Pod,
-            ipc: NamespaceMode::Pod,
-            pid: NamespaceMode::Pod,
-        }
+        Self { network: NamespaceMode::Pod, ipc: NamespaceMode::Pod, pid: NamespaceMode::Pod }
     }
 }
 
@@ -148,10 +141,7 @@ pub(crate) struct Sandbox {
 
 impl Sandbox {
     pub(crate) fn new(record: SandboxRecord) -> Self {
-        Self {
-            record: std::sync::Mutex::new(record),
-            op: tokio::sync::Mutex::new(()),
-        }
+        Self { record: std::sync::Mutex::new(record), op: tokio::sync::Mutex::new(()) }
     }
 
     pub(crate) fn snapshot(&self) -> SandboxRecord {
@@ -170,49 +160,29 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("create {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("write {path}: {source}")]
-    WriteFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    WriteFile { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Supervisor(#[from] crate::supervisor::Error),
     #[error("pin {ns} namespace at {path}: {source}")]
-    Pin {
-        ns: &'static str,
-        path: PathBuf,
-        source: nix::Error,
-    },
+    Pin { ns: &'static str, path: PathBuf, source: nix::Error },
     #[error("mount pod /dev/shm at {path}: {source}")]
     MountShm { path: PathBuf, source: nix::Error },
     #[error("unmount {path}: {source}")]
     Unmount { path: PathBuf, source: nix::Error },
     #[error("remove {path}: {source}")]
-    RemoveDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    RemoveDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Injected(#[from] Injected),
     #[error("{cause}; cleaning up also failed: {}", join(cleanup))]
-    Undo {
-        cause: Box<Error>,
-        cleanup: Vec<Error>,
-    },
+    Undo { cause: Box<Error>, cleanup: Vec<Error> },
     #[error("teardown of sandbox {id}: {}", join(errors))]
     Teardown { id: SandboxId, errors: Vec<Error> },
 }
 
 fn join(errors: &[Error]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {

@@ -16,19 +16,9 @@ use crate::layout::NsKind;
 /// Bind-mounts `/proc/<pid>/ns/<kind>` onto `target` (an empty file it creates).
 pub fn pin(pid: u32, kind: NsKind, target: &Path) -> Result<(), Error> {
     let source = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.name()));
-    let err = |source| Error::Pin {
-        ns: kind.name(),
-        path: target.into(),
-        source,
-    };
+    let err = |source| Error::Pin { ns: kind.name(), path: target.into(), source };
     File::create(target).map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-    if let Err(e) = mount(
-        Some(&source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    ) {
+    if let Err(e) = mount(Some(&source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
         let _ = std::fs::remove_file(target);
         return Err(err(e));
     }
@@ -37,20 +27,11 @@ pub fn pin(pid: u32, kind: NsKind, target: &Path) -> Result<(), Error> {
 
 /// Mounts the pod's /dev/shm: a tmpfs of `size` bytes, nosuid, nodev, noexec.
 pub fn mount_shm(target: &Path, size: u64) -> Result<(), Error> {
-    let err = |source| Error::MountShm {
-        path: target.into(),
-        source,
-    };
+    let err = |source| Error::MountShm { path: target.into(), source };
     std::fs::create_dir(target).map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let data = format!("mode=1777,size={size}");
-    if let Err(e) = mount(
-        Some("shm"),
-        target,
-        Some("tmpfs"),
-        flags,
-        Some(data.as_str()),
-    ) {
+    if let Err(e) = mount(Some("shm"), target, Some("tmpfs"), flags, Some(data.as_str())) {
         let _ = std::fs::remove_dir(target);
         return Err(err(e));
     }
@@ -63,22 +44,15 @@ pub fn unmount(target: &Path) -> Result<(), Error> {
     match umount2(target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => {}
         Err(source) => {
-            return Err(Error::Unmount {
-                path: target.into(),
-                source,
-            });
+            return Err(Error::Unmount { path: target.into(), source });
         }
     }
-    let removed = if target.is_dir() {
-        std::fs::remove_dir(target)
-    } else {
-        std::fs::remove_file(target)
-    };
+    let removed =
+        if target.is_dir() { std::fs::remove_dir(target) } else { std::fs::remove_file(target) };
     match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::RemoveDir {
-            path: target.into(),
-            source: e,
-        }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::RemoveDir { path: target.into(), source: e })
+        }
         _ => Ok(()),
     }
 }

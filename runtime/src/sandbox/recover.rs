@@ -35,11 +35,8 @@ impl Runtime {
             if rec.state == SandboxState::Ready && !watch {
                 info!(sandbox.id = %rec.id, "supervisor gone; sandbox not ready");
                 let errors = teardown(&rec, Duration::ZERO).await;
-                rec.state = if errors.is_empty() {
-                    SandboxState::NotReady
-                } else {
-                    SandboxState::Unknown
-                };
+                rec.state =
+                    if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
                 self.persist(rec.clone()).await?;
             }
             let id = rec.id.clone();
@@ -98,10 +95,7 @@ async fn remove_orphan(dir: &Path) -> Result<(), Error> {
             super::run::kill_and_wait(proc.identity()).await;
         }
         if let Some(init) = p.pod_init {
-            let init = supervisor::Identity {
-                pid: init.pid,
-                start_time: init.start_time,
-            };
+            let init = supervisor::Identity { pid: init.pid, start_time: init.start_time };
             super::run::kill_and_wait(init).await;
         }
     }
@@ -109,8 +103,5 @@ async fn remove_orphan(dir: &Path) -> Result<(), Error> {
     for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid] {
         mounts::unmount(&pod.ns(kind))?;
     }
-    std::fs::remove_dir_all(dir).map_err(|source| Error::RemoveDir {
-        path: dir.into(),
-        source,
-    })
+    std::fs::remove_dir_all(dir).map_err(|source| Error::RemoveDir { path: dir.into(), source })
 }

@@ -21,10 +21,7 @@ impl Runtime {
         let rec = sandbox.snapshot();
         match std::fs::remove_dir_all(&rec.pod_dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::RemoveDir {
-                    path: rec.pod_dir.clone(),
-                    source: e,
-                });
+                return Err(Error::RemoveDir { path: rec.pod_dir.clone(), source: e });
             }
             _ => {}
         }
@@ -33,11 +30,7 @@ impl Runtime {
         tokio::task::spawn_blocking(move || inner.store.delete_sandbox(&doomed))
             .await
             .expect("state store task panicked")?;
-        self.inner
-            .sandboxes
-            .write()
-            .expect("sandboxes lock")
-            .remove(&rec.id);
+        self.inner.sandboxes.write().expect("sandboxes lock").remove(&rec.id);
         Ok(())
     }
 }

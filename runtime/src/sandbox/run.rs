@@ -25,10 +25,7 @@ struct StepTimer {
 
 impl StepTimer {
     fn new() -> Self {
-        Self {
-            last: std::time::Instant::now(),
-            steps: Vec::new(),
-        }
+        Self { last: std::time::Instant::now(), steps: Vec::new() }
     }
 
     fn done(&mut self, step: &'static str) {
@@ -107,8 +104,11 @@ impl Runtime {
             let _held = reservation.lock().await;
             self.run_reserved(spec).await
         };
+        drop(reservation);
+        // The last request for this pod attempt removes the entry; one that cloned it
+        // meanwhile holds a count and removes it when it is done.
         let mut map = self.inner.reservations.lock().expect("reservations lock");
-        if Arc::strong_count(&reservation) == 2 {
+        if map.get(&key).is_some_and(|r| Arc::strong_count(r) == 1) {
             map.remove(&key);
         }
         result
@@ -119,10 +119,7 @@ impl Runtime {
             return if existing.state.is_ready() {
                 Ok(existing.id)
             } else {
-                Err(Error::NameTaken {
-                    name: spec.metadata.name_key(),
-                    id: existing.id,
-                })
+                Err(Error::NameTaken { name: spec.metadata.name_key(), id: existing.id })
             };
         }
         let id = SandboxId::generate();
@@ -131,11 +128,7 @@ impl Runtime {
         match self.run_steps(&id, &spec, &mut undo).instrument(span).await {
             Ok(record) => {
                 let sandbox = Arc::new(Sandbox::new(record));
-                self.inner
-                    .sandboxes
-                    .write()
-                    .expect("sandboxes lock")
-                    .insert(id.clone(), sandbox);
+                self.inner.sandboxes.write().expect("sandboxes lock").insert(id.clone(), sandbox);
                 self.watch(id.clone());
                 Ok(id)
             }
@@ -144,10 +137,7 @@ impl Runtime {
                 if cleanup.is_empty() {
                     Err(cause)
                 } else {
-                    Err(Error::Undo {
-                        cause: Box::new(cause),
-                        cleanup,
-                    })
+                    Err(Error::Undo { cause: Box::new(cause), cleanup })
                 }
             }
         }
@@ -199,11 +189,7 @@ impl Runtime {
 
         fp.check("sandbox.run.pin")?;
         let mut namespaces = std::collections::BTreeMap::new();
-        let owned = [
-            (own_net, NsKind::Net),
-            (own_ipc, NsKind::Ipc),
-            (own_net, NsKind::Uts),
-        ];
+        let owned = [(own_net, NsKind::Net), (own_ipc, NsKind::Ipc), (own_net, NsKind::Uts)];
         for (kind, pid) in owned
             .into_iter()
             .filter(|(own, _)| *own)
@@ -256,15 +242,9 @@ impl Runtime {
 }
 
 fn create_dir(path: &std::path::Path) -> Result<(), Error> {
-    std::fs::create_dir(path).map_err(|source| Error::CreateDir {
-        path: path.into(),
-        source,
-    })
+    std::fs::create_dir(path).map_err(|source| Error::CreateDir { path: path.into(), source })
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }

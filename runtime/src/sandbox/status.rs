@@ -22,14 +22,9 @@ pub struct SandboxFilter {
 
 impl SandboxFilter {
     pub fn matches(&self, rec: &SandboxRecord) -> bool {
-        self.id
-            .as_deref()
-            .is_none_or(|p| rec.id.as_str().starts_with(p))
+        self.id.as_deref().is_none_or(|p| rec.id.as_str().starts_with(p))
             && self.ready.is_none_or(|r| rec.state.is_ready() == r)
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| rec.spec.labels.get(k) == Some(v))
+            && self.labels.iter().all(|(k, v)| rec.spec.labels.get(k) == Some(v))
     }
 }
 
@@ -53,22 +48,14 @@ impl Runtime {
     }
 
     pub(crate) fn get(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
-        self.inner
-            .sandboxes
-            .read()
-            .expect("sandboxes lock")
-            .get(id)
-            .cloned()
+        self.inner.sandboxes.read().expect("sandboxes lock").get(id).cloned()
     }
 
     /// Finds a sandbox by full id or unique id prefix.
     pub(crate) fn resolve(&self, id: &str) -> Result<Arc<Sandbox>, Error> {
         let map = self.inner.sandboxes.read().expect("sandboxes lock");
         if let Ok(full) = SandboxId::parse(id) {
-            return map
-                .get(&full)
-                .cloned()
-                .ok_or(Error::NotFound { id: id.into() });
+            return map.get(&full).cloned().ok_or(Error::NotFound { id: id.into() });
         }
         if id.is_empty() {
             return Err(Error::NotFound { id: id.into() });
@@ -105,15 +92,9 @@ mod tests {
         let b = record("b");
         let all = SandboxFilter::default();
         assert!(all.matches(&a) && all.matches(&b));
-        let by_prefix = SandboxFilter {
-            id: Some(a.id.as_str()[..5].into()),
-            ..Default::default()
-        };
+        let by_prefix = SandboxFilter { id: Some(a.id.as_str()[..5].into()), ..Default::default() };
         assert!(by_prefix.matches(&a));
-        let not_ready = SandboxFilter {
-            ready: Some(false),
-            ..Default::default()
-        };
+        let not_ready = SandboxFilter { ready: Some(false), ..Default::default() };
         assert!(not_ready.matches(&a) && !not_ready.matches(&b));
         let labels = SandboxFilter {
             labels: BTreeMap::from([("app".into(), "b".into())]),

@@ -28,11 +28,7 @@ impl Runtime {
     pub(super) async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
         let rec = sandbox.snapshot();
         let errors = teardown(&rec, self.inner.opts.stop_grace).await;
-        let state = if errors.is_empty() {
-            SandboxState::NotReady
-        } else {
-            SandboxState::Unknown
-        };
+        let state = if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
         let updated = {
             let mut r = sandbox.record.lock().expect("sandbox record lock");
             r.state = state;
@@ -41,11 +37,7 @@ impl Runtime {
         if updated != rec {
             self.persist(updated).await?;
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Teardown { id: rec.id, errors })
-        }
+        if errors.is_empty() { Ok(()) } else { Err(Error::Teardown { id: rec.id, errors }) }
     }
 
     /// Marks a sandbox NotReady when its supervisor exits on its own.

@@ -77,26 +77,17 @@ impl Identity {
     pub fn of(pid: u32) -> io::Result<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let start_time = parse_start_time(&stat).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unparsable /proc/{pid}/stat"),
-            )
+            io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{pid}/stat"))
         })?;
         Ok(Self { pid, start_time })
     }
 
     fn to_proto(self) -> podbay_proto::shim::v1::Identity {
-        podbay_proto::shim::v1::Identity {
-            pid: self.pid,
-            start_time: self.start_time,
-        }
+        podbay_proto::shim::v1::Identity { pid: self.pid, start_time: self.start_time }
     }
 
     fn from_proto(p: Option<podbay_proto::shim::v1::Identity>) -> Option<Self> {
-        p.filter(|p| p.pid != 0).map(|p| Self {
-            pid: p.pid,
-            start_time: p.start_time,
-        })
+        p.filter(|p| p.pid != 0).map(|p| Self { pid: p.pid, start_time: p.start_time })
     }
 }
 
@@ -139,10 +130,7 @@ impl Proc {
     pub fn signal(&self, sig: Signal) -> Result<(), Error> {
         match pidfd_send_signal(self.pidfd.get_ref(), sig) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(Error::Signal {
-                pid: self.id.pid,
-                source: e.into(),
-            }),
+            Err(e) => Err(Error::Signal { pid: self.id.pid, source: e.into() }),
         }
     }
 
@@ -191,10 +179,7 @@ struct SpawnerIo {
 
 impl Spawner {
     pub fn new(exe: &Path) -> Self {
-        Self {
-            exe: exe.to_path_buf(),
-            io: tokio::sync::Mutex::new(None),
-        }
+        Self { exe: exe.to_path_buf(), io: tokio::sync::Mutex::new(None) }
     }
 
     /// Starts the spawner now, so the first pod does not pay for it.
@@ -214,17 +199,10 @@ impl Spawner {
             .env_clear()
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| Error::Spawn {
-                exe: self.exe.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Spawn { exe: self.exe.clone(), source })?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
-        Ok(SpawnerIo {
-            child,
-            stdin,
-            stdout,
-        })
+        Ok(SpawnerIo { child, stdin, stdout })
     }
 
     /// Forks a supervisor for a pod and waits for its start-up report.
@@ -261,10 +239,7 @@ impl Spawner {
                 }
                 Ok(Ok(None)) | Ok(Err(_)) => {
                     *guard = None;
-                    return Err(Error::NoReport {
-                        status: "spawner exited".into(),
-                        log,
-                    });
+                    return Err(Error::NoReport { status: "spawner exited".into(), log });
                 }
                 Err(_) => {
                     // A hung exchange leaves the stream out of step: drop this spawner.
@@ -282,43 +257,26 @@ impl Spawner {
 fn launched(started: Started, log: PathBuf) -> Result<Launched, Error> {
     match started.result {
         Some(started::Result::Ready(ready)) => {
-            let supervisor =
-                Identity::from_proto(ready.supervisor).ok_or_else(|| Error::Start {
-                    message: "report without pid".into(),
-                    log,
-                })?;
-            Ok(Launched {
-                supervisor,
-                pod_init: Identity::from_proto(ready.pod_init),
-            })
+            let supervisor = Identity::from_proto(ready.supervisor)
+                .ok_or_else(|| Error::Start { message: "report without pid".into(), log })?;
+            Ok(Launched { supervisor, pod_init: Identity::from_proto(ready.pod_init) })
         }
-        Some(started::Result::Failure(f)) => Err(Error::Start {
-            message: f.message,
-            log,
-        }),
-        None => Err(Error::NoReport {
-            status: "empty report".into(),
-            log,
-        }),
+        Some(started::Result::Failure(f)) => Err(Error::Start { message: f.message, log }),
+        None => Err(Error::NoReport { status: "empty report".into(), log }),
     }
 }
 
 /// Connects to a supervisor socket. Paths too long for sun_path (108 bytes) are reached
 /// through `/proc/self/fd/<dir fd>/<name>`.
 async fn connect(path: &Path) -> Result<UnixStream, Error> {
-    let err = |source| Error::Connect {
-        path: path.into(),
-        source,
-    };
+    let err = |source| Error::Connect { path: path.into(), source };
     if path.as_os_str().len() < 100 {
         return UnixStream::connect(path).await.map_err(err);
     }
     let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("/"))).map_err(err)?;
     let name = path.file_name().unwrap_or_default();
     use std::os::fd::AsRawFd;
-    let short = Path::new("/proc/self/fd")
-        .join(dir.as_raw_fd().to_string())
-        .join(name);
+    let short = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
     UnixStream::connect(&short).await.map_err(err)
 }
 
@@ -327,30 +285,19 @@ pub async fn call(pod: &PodLayout, kind: request::Kind) -> Result<response::Kind
     let path = pod.socket();
     let exchange = async {
         let mut stream = connect(&path).await?;
-        let io_err = |source| Error::Io {
-            path: path.clone(),
-            source,
-        };
-        tokio_io::write(&mut stream, &Request { kind: Some(kind) })
-            .await
-            .map_err(io_err)?;
-        match tokio_io::read::<Response, _>(&mut stream)
-            .await
-            .map_err(io_err)?
-        {
-            Some(Response {
-                kind: Some(response::Kind::Failure(f)),
-            }) => Err(Error::Refused(f.message)),
+        let io_err = |source| Error::Io { path: path.clone(), source };
+        tokio_io::write(&mut stream, &Request { kind: Some(kind) }).await.map_err(io_err)?;
+        match tokio_io::read::<Response, _>(&mut stream).await.map_err(io_err)? {
+            Some(Response { kind: Some(response::Kind::Failure(f)) }) => {
+                Err(Error::Refused(f.message))
+            }
             Some(Response { kind: Some(k) }) => Ok(k),
             _ => Err(Error::Unexpected { path: path.clone() }),
         }
     };
     tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
-        .map_err(|_| Error::CallTimeout {
-            path: path.clone(),
-            timeout: CALL_TIMEOUT,
-        })?
+        .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT })?
 }
 
 /// Asks a supervisor who it is.

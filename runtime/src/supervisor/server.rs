@@ -69,14 +69,9 @@ pub fn spawner_main() -> i32 {
         };
         let result =
             spawn_one(&req).unwrap_or_else(|message| started::Result::Failure(Failure { message }));
-        if frame::write(
-            &mut stdout,
-            &Started {
-                result: Some(result),
-            },
-        )
-        .and_then(|()| stdout.flush())
-        .is_err()
+        if frame::write(&mut stdout, &Started { result: Some(result) })
+            .and_then(|()| stdout.flush())
+            .is_err()
         {
             return 1;
         }
@@ -98,9 +93,7 @@ fn spawn_one(req: &SpawnRequest) -> Result<started::Result, String> {
     drop(write_end);
     let mut report = File::from(read_end);
     match frame::read::<Started, _>(&mut report) {
-        Ok(Some(Started {
-            result: Some(result),
-        })) => Ok(result),
+        Ok(Some(Started { result: Some(result) })) => Ok(result),
         Ok(_) => Err("supervisor exited before reporting; see its supervisor.log".into()),
         Err(e) => Err(format!("unreadable supervisor report: {e}")),
     }
@@ -112,24 +105,14 @@ fn supervisor_main(req: &SpawnRequest, report_fd: OwnedFd) -> i32 {
     detach_stdio(req);
     match start(req) {
         Ok((sup, ready)) => {
-            let _ = frame::write(
-                &mut report_pipe,
-                &Started {
-                    result: Some(ready),
-                },
-            );
+            let _ = frame::write(&mut report_pipe, &Started { result: Some(ready) });
             drop(report_pipe);
             sup.serve()
         }
         Err(message) => {
             eprintln!("podbay-supervisor {}: {message}", req.sandbox_id);
             let failure = started::Result::Failure(Failure { message });
-            let _ = frame::write(
-                &mut report_pipe,
-                &Started {
-                    result: Some(failure),
-                },
-            );
+            let _ = frame::write(&mut report_pipe, &Started { result: Some(failure) });
             1
         }
     }
@@ -185,11 +168,7 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
     prctl::set_child_subreaper(true).map_err(|e| format!("set child subreaper: {e}"))?;
     let _ = prctl::set_name(c"podbay-pod");
     let me = Identity::of(getpid().as_raw() as u32).map_err(|e| format!("own identity: {e}"))?;
-    let pod_init = if req.new_pid {
-        Some(start_pod_init()?)
-    } else {
-        None
-    };
+    let pod_init = if req.new_pid { Some(start_pod_init()?) } else { None };
     let (listener, socket) = match bind(&req.pod_dir) {
         Ok(bound) => bound,
         Err(e) => {
@@ -203,14 +182,7 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
         supervisor: Some(me.to_proto()),
         pod_init: pod_init.map(Identity::to_proto),
     });
-    let sup = Supervisor {
-        id: req.sandbox_id.clone(),
-        me,
-        pod_init,
-        listener,
-        socket,
-        reaped: 0,
-    };
+    let sup = Supervisor { id: req.sandbox_id.clone(), me, pod_init, listener, socket, reaped: 0 };
     Ok((sup, ready))
 }
 
@@ -222,9 +194,7 @@ fn bind(dir: &str) -> Result<(UnixListener, PathBuf), String> {
     let listener = UnixListener::bind(PodLayout::SOCKET_NAME)
         .map_err(|e| format!("bind {}: {e}", pod.socket().display()))?;
     let _ = chdir("/");
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("socket: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| format!("socket: {e}"))?;
     Ok((listener, pod.socket()))
 }
 
@@ -274,13 +244,8 @@ enum Next {
 impl Supervisor {
     fn serve(mut self) -> i32 {
         let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGCHLD,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-        ] {
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT]
+        {
             mask.add(s);
         }
         if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
@@ -407,7 +372,5 @@ impl Supervisor {
 }
 
 fn failure(message: &str) -> response::Kind {
-    response::Kind::Failure(Failure {
-        message: message.into(),
-    })
+    response::Kind::Failure(Failure { message: message.into() })
 }

@@ -51,16 +51,10 @@ fn daemon_ns_pid(node: &Node) -> u64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(is_root(), "the bench needs root (node namespaces)");
-    let count: usize = std::env::var("BENCH_PODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let count: usize = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let node = Node::start()?;
     let mut c = node.client().await?;
-    println!(
-        "podbay bench: {count} pods, binaries from {}",
-        bin_dir().display()
-    );
+    println!("podbay bench: {count} pods, binaries from {}", bin_dir().display());
     let daemon = daemon_ns_pid(&node);
     let daemon_idle = smaps_kb(&node, daemon, "Pss:");
 
@@ -71,14 +65,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     for (label, mode) in [
-        (
-            "PID mode CONTAINER (kubelet default)",
-            cri::NamespaceMode::Container,
-        ),
-        (
-            "PID mode POD (shareProcessNamespace)",
-            cri::NamespaceMode::Pod,
-        ),
+        ("PID mode CONTAINER (kubelet default)", cri::NamespaceMode::Container),
+        ("PID mode POD (shareProcessNamespace)", cri::NamespaceMode::Pod),
     ] {
         println!("-- {label}");
         let mut run = Vec::with_capacity(count);
