@@ -393,6 +393,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> anyhow::
 }
 
 pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+    Ok(RuntimeServiceClient::new(channel(path).await?))
+}
+
+/// A gRPC channel over a Unix socket, for any CRI service client.
+pub async fn channel(path: &Path) -> anyhow::Result<Channel> {
     let path = path.to_path_buf();
     let channel = Endpoint::try_from("http://podbay.invalid")?
         .connect_with_connector(tower::service_fn(move |_| {
@@ -402,7 +407,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<Client> {
             }
         }))
         .await?;
-    Ok(RuntimeServiceClient::new(channel))
+    Ok(channel)
 }
 
 /// A minimal pod config, as kubelet would send it.

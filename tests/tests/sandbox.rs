@@ -144,6 +144,14 @@ async fn namespaces_hostname_and_files() {
         Some("1")
     );
 
+    // pod-init reaps what is orphaned in the pod's PID namespace: a child whose parent exits
+    // is handed to it and must not stay a zombie.
+    let pidns = info["namespaces"]["pid"].as_str().unwrap();
+    node.sh(&format!("nsenter --pid={pidns} sh -c 'sleep 0.2 & exit 0'")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let zombies = node.sh("grep -l '^State:.*Z' /proc/[0-9]*/status || true").unwrap();
+    assert!(zombies.trim().is_empty(), "zombies left: {zombies}");
+
     let uts = info["namespaces"]["uts"].as_str().unwrap();
     assert_eq!(node.sh(&format!("nsenter --uts={uts} hostname")).unwrap().trim(), "ns-host");
     let net = info["namespaces"]["net"].as_str().unwrap();
@@ -404,6 +412,11 @@ async fn version_status_runtime_config_and_unimplemented() {
     let err = c.list_containers(cri::ListContainersRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("ListContainers"));
+    let channel = podbay_tests::channel(&node.socket()).await.unwrap();
+    let mut images = cri::image_service_client::ImageServiceClient::new(channel);
+    let err = images.list_images(cri::ListImagesRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("ListImages"));
 }
 
 #[tokio::test]

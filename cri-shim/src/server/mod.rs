@@ -1,6 +1,7 @@
 //! `podbay serve`: the CRI gRPC server on a Unix socket.
 
 pub mod convert;
+pub mod image_service;
 pub mod runtime_service;
 pub mod status;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use podbay_runtime::failpoint::Failpoints;
 use podbay_runtime::{Runtime, RuntimeOptions};
@@ -63,6 +65,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let result = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime_service::CriService { runtime }))
+        .add_service(ImageServiceServer::new(image_service::CriImageService))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&cfg.socket);

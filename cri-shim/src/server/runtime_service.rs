@@ -19,7 +19,7 @@ pub struct CriService {
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-fn unimplemented<T>(rpc: &str) -> Rpc<T> {
+pub(super) fn unimplemented<T>(rpc: &str) -> Rpc<T> {
     Err(Status::unimplemented(format!("{rpc} is not implemented by podbay yet")))
 }
 
