@@ -42,6 +42,7 @@ impl From<podbay_netplug::ErrorKind> for ErrorKind {
         match k {
             podbay_netplug::ErrorKind::NotFound => ErrorKind::NotFound,
             podbay_netplug::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            podbay_netplug::ErrorKind::ResourceExhausted => ErrorKind::ResourceExhausted,
             podbay_netplug::ErrorKind::Unavailable => ErrorKind::Unavailable,
             podbay_netplug::ErrorKind::Internal => ErrorKind::Internal,
         }
