@@ -13,6 +13,7 @@ pub mod supervisor;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -103,9 +104,12 @@ impl Runtime {
     /// (reconnecting to live supervisors, marking dead ones NotReady, removing orphans).
     pub async fn open(opts: RuntimeOptions, failpoints: Failpoints) -> Result<Runtime, OpenError> {
         let layout = Layout::new(&opts.root, &opts.run);
-        for dir in [layout.root().to_path_buf(), layout.pods_dir()] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|source| OpenError::CreateDir { path: dir.clone(), source })?;
+        // 0711, as containerd: others may traverse to what is meant for them (a pod's
+        // resolv.conf), but not list pods or read the database.
+        for dir in [layout.root().to_path_buf(), layout.run().to_path_buf(), layout.pods_dir()] {
+            let err = |source| OpenError::CreateDir { path: dir.clone(), source };
+            std::fs::create_dir_all(&dir).map_err(err)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
         }
         let lock = lock_root(&layout)?;
         let store = Store::open(&layout.database())?;

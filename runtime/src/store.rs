@@ -57,6 +57,9 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, Error> {
         let db = Database::create(path)
             .map_err(|source| Error::Open { path: path.into(), source: Box::new(source) })?;
+        // The records hold pod specs (labels, annotations): root only.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         let tx = db.begin_write()?;
         tx.open_table(SANDBOXES)?;
         tx.open_table(SANDBOX_NAMES)?;

@@ -59,6 +59,7 @@ pub struct Node {
     init_pid: u32,
     daemon: Option<Child>,
     env: Vec<(String, String)>,
+    config: Option<String>,
 }
 
 impl Node {
@@ -75,6 +76,11 @@ impl Node {
         Ok(node)
     }
 
+    /// A config.toml for the next daemon start (default: the embedded defaults).
+    pub fn set_config(&mut self, text: &str) {
+        self.config = Some(text.to_owned());
+    }
+
     /// Environment for the next daemon start.
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
         self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -85,7 +91,7 @@ impl Node {
         let dir = tempfile::Builder::new().prefix("pbt").tempdir_in("/tmp")?;
         let run = tempfile::Builder::new().prefix("pbt").tempdir_in("/dev/shm")?;
         let (holder, init_pid) = spawn_holder()?;
-        let node = Node { dir, run, holder, init_pid, daemon: None, env: Vec::new() };
+        let node = Node { dir, run, holder, init_pid, daemon: None, env: Vec::new(), config: None };
         std::fs::create_dir_all(node.root())?;
         Ok(node)
     }
@@ -166,10 +172,18 @@ impl Node {
 
     /// The `podbay serve` command for this node (not started).
     pub fn daemon_command(&self) -> Command {
+        let config = match &self.config {
+            Some(text) => {
+                let path = self.dir().join("config.toml");
+                std::fs::write(&path, text).expect("write config");
+                path
+            }
+            None => PathBuf::from("/dev/null"),
+        };
         let mut cmd = self.command(podbay_bin());
         cmd.arg("serve")
             .arg("--config")
-            .arg("/dev/null")
+            .arg(config)
             .arg("--root")
             .arg(self.root())
             .arg("--run-dir")

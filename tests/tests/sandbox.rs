@@ -507,3 +507,37 @@ async fn crash_at_each_step_is_reconciled_at_start() {
         node.kill_daemon().unwrap();
     }
 }
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_after_the_grace_period() {
+    require_root!();
+    let mut node = Node::empty().unwrap();
+    node.set_config("[sandbox]\nstop_grace_seconds = 1\n");
+    node.start_daemon().unwrap();
+    let mut c = node.client().await.unwrap();
+    let id =
+        run_pod(&mut c, with_pid_mode(pod_config("stuck"), cri::NamespaceMode::Pod)).await.unwrap();
+    let pid = pod_info(&mut c, &id).await.unwrap()["pid"].clone();
+    // A stopped process cannot act on SIGTERM; only SIGKILL ends it.
+    node.sh(&format!("kill -STOP {pid}")).unwrap();
+    let started = std::time::Instant::now();
+    stop_pod(&mut c, &id).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1), "SIGKILL came before the grace period");
+    assert!(!is_ready(&mut c, &id).await.unwrap());
+    assert!(node.sh(&format!("test -e /proc/{pid} && echo alive || true")).unwrap().is_empty());
+    remove_pod(&mut c, &id).await.unwrap();
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test]
+async fn state_dirs_are_not_world_readable() {
+    require_root!();
+    let node = Node::start().unwrap();
+    let mode = |p: std::path::PathBuf| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(node.root()), 0o711);
+    assert_eq!(mode(node.root().join("state.redb")), 0o600);
+    assert_eq!(mode(node.pods_dir()), 0o711);
+}
