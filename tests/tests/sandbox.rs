@@ -541,3 +541,31 @@ async fn state_dirs_are_not_world_readable() {
     assert_eq!(mode(node.root().join("state.redb")), 0o600);
     assert_eq!(mode(node.pods_dir()), 0o711);
 }
+
+#[tokio::test]
+async fn a_cancelled_run_finishes_and_its_retry_gets_the_sandbox() {
+    require_root!();
+    let node = Node::start().unwrap();
+    let mut c = node.client().await.unwrap();
+    // Clients that give up at different points of a RunPodSandbox (kubelet's timeout, a
+    // dropped connection). The work must neither be cut short nor leak; the retry for the
+    // same pod attempt gets one ready sandbox.
+    for (i, after_us) in [100u64, 400, 800, 1500, 3000].into_iter().enumerate() {
+        let config = with_pid_mode(pod_config(&format!("cancel{i}")), cri::NamespaceMode::Pod);
+        let mut impatient = node.client().await.unwrap();
+        let _ = tokio::time::timeout(
+            Duration::from_micros(after_us),
+            run_pod(&mut impatient, config.clone()),
+        )
+        .await;
+        drop(impatient);
+        let id = run_pod(&mut c, config).await.unwrap();
+        assert!(is_ready(&mut c, &id).await.unwrap());
+    }
+    let pods = list_pods(&mut c).await.unwrap();
+    assert_eq!(pods.len(), 5, "one sandbox per pod attempt: {pods:?}");
+    for p in pods {
+        remove_pod(&mut c, &p.id).await.unwrap();
+    }
+    node.assert_clean().unwrap();
+}

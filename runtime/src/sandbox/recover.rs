@@ -40,13 +40,14 @@ impl Runtime {
                 self.persist(rec.clone()).await?;
             }
             let id = rec.id.clone();
+            let sandbox = Arc::new(Sandbox::new(rec));
             self.inner
                 .sandboxes
                 .write()
                 .expect("sandboxes lock")
-                .insert(id.clone(), Arc::new(Sandbox::new(rec)));
+                .insert(id.clone(), sandbox.clone());
             if watch {
-                self.watch(id);
+                self.watch(id, sandbox);
             }
         }
         self.remove_orphans(&known).await;

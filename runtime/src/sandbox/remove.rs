@@ -5,12 +5,20 @@ use super::Error;
 use crate::Runtime;
 
 impl Runtime {
+    /// Runs in its own task, so a caller that goes away does not cut a removal short.
     pub async fn remove_sandbox(&self, id: &str) -> Result<(), Error> {
         let sandbox = match self.resolve(id) {
             Ok(s) => s,
             Err(Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        let runtime = self.clone();
+        tokio::spawn(async move { runtime.remove_resolved(sandbox).await })
+            .await
+            .expect("RemovePodSandbox task panicked")
+    }
+
+    async fn remove_resolved(&self, sandbox: std::sync::Arc<super::Sandbox>) -> Result<(), Error> {
         let _op = sandbox.op.lock().await;
         if self.get(&sandbox.snapshot().id).is_none() {
             return Ok(()); // removed by a concurrent call

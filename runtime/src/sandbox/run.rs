@@ -1,6 +1,9 @@
 //! RunPodSandbox: start a pod's supervisor (which brings up the pod's loopback), pin its
-//! namespaces, set up its files and /dev/shm, then commit its record. Every step registers its undo before the next one
-//! starts; a failure runs the undos in reverse and returns the cause (and any undo failure).
+//! namespaces, set up its files and /dev/shm, then commit its record. Every step registers
+//! its undo before the next one starts; a failure runs the undos in reverse and returns the
+//! cause (and any undo failure). The work runs in its own task, so a caller that goes away
+//! (kubelet's timeout, a dropped connection) neither cancels it half-way nor skips undos;
+//! kubelet's retry then gets the finished sandbox.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,6 +98,13 @@ impl Runtime {
     /// Runs a pod sandbox and returns its id. A retry for the same pod attempt (same name,
     /// namespace, uid and attempt) while it runs returns the existing sandbox.
     pub async fn run_sandbox(&self, spec: SandboxSpec) -> Result<SandboxId, Error> {
+        let runtime = self.clone();
+        tokio::spawn(async move { runtime.run_detached(spec).await })
+            .await
+            .expect("RunPodSandbox task panicked")
+    }
+
+    async fn run_detached(&self, spec: SandboxSpec) -> Result<SandboxId, Error> {
         let key = spec.metadata.name_key();
         let reservation = {
             let mut map = self.inner.reservations.lock().expect("reservations lock");
@@ -128,8 +138,12 @@ impl Runtime {
         match self.run_steps(&id, &spec, &mut undo).instrument(span).await {
             Ok(record) => {
                 let sandbox = Arc::new(Sandbox::new(record));
-                self.inner.sandboxes.write().expect("sandboxes lock").insert(id.clone(), sandbox);
-                self.watch(id.clone());
+                self.inner
+                    .sandboxes
+                    .write()
+                    .expect("sandboxes lock")
+                    .insert(id.clone(), sandbox.clone());
+                self.watch(id.clone(), sandbox);
                 Ok(id)
             }
             Err(cause) => {

@@ -14,14 +14,20 @@ use crate::ids::SandboxId;
 use crate::supervisor::Proc;
 
 impl Runtime {
+    /// Runs in its own task, so a caller that goes away does not cut a teardown short.
     pub async fn stop_sandbox(&self, id: &str) -> Result<(), Error> {
         let sandbox = match self.resolve(id) {
             Ok(s) => s,
             Err(Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let _op = sandbox.op.lock().await;
-        self.stop_locked(&sandbox).await
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let _op = sandbox.op.lock().await;
+            runtime.stop_locked(&sandbox).await
+        })
+        .await
+        .expect("StopPodSandbox task panicked")
     }
 
     /// Stops a sandbox whose `op` lock the caller holds.
@@ -41,9 +47,9 @@ impl Runtime {
     }
 
     /// Marks a sandbox NotReady when its supervisor exits on its own.
-    pub(crate) fn watch(&self, id: SandboxId) {
-        let Some(sandbox) = self.get(&id) else { return };
-        let Some(proc) = sandbox.snapshot().supervisor.and_then(Proc::open) else {
+    pub(crate) fn watch(&self, id: SandboxId, sandbox: Arc<Sandbox>) {
+        let supervisor = sandbox.record.lock().expect("sandbox record lock").supervisor;
+        let Some(proc) = supervisor.and_then(Proc::open) else {
             return;
         };
         let runtime = Arc::downgrade(&self.inner);

@@ -104,8 +104,16 @@ fn supervisor_main(req: &SpawnRequest, report_fd: OwnedFd) -> i32 {
     let mut report_pipe = File::from(report_fd);
     detach_stdio(req);
     match start(req) {
-        Ok((sup, ready)) => {
-            let _ = frame::write(&mut report_pipe, &Started { result: Some(ready) });
+        Ok((mut sup, ready)) => {
+            // Nobody to report to means nobody will ever own this pod (the spawner was
+            // killed after a timeout and the daemon undid the pod): shut down, do not linger.
+            if let Err(e) = frame::write(&mut report_pipe, &Started { result: Some(ready) }) {
+                eprintln!(
+                    "podbay-supervisor {}: report undeliverable ({e}); exiting",
+                    req.sandbox_id
+                );
+                return sup.exit(1);
+            }
             drop(report_pipe);
             sup.serve()
         }
