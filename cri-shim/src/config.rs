@@ -21,6 +21,53 @@ pub struct Config {
     pub supervisor_path: PathBuf,
     pub log: LogConfig,
     pub sandbox: SandboxConfig,
+    pub network: NetworkSection,
+}
+
+/// `[network]`: the node's pod network (bridge, subnet, masquerade).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// The cluster's pod CIDR (flannel's Network); pod-to-pod traffic inside it is never
+    /// masqueraded.
+    pub cluster_cidr: String,
+    /// This node's pod subnet; empty: the cluster CIDR's first /24.
+    pub node_subnet: String,
+    /// The bridge pods are attached to; its address is the subnet's .1.
+    pub bridge: String,
+    /// MTU of the bridge and every pod's eth0; 0: the MTU of the default route's interface.
+    pub mtu: u32,
+    /// Masquerade pod traffic leaving the cluster CIDR.
+    pub masquerade: bool,
+    /// Hairpin mode on every pod's bridge port.
+    pub hairpin: bool,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            cluster_cidr: podbay_netplug::config::DEFAULT_CLUSTER_CIDR.into(),
+            node_subnet: String::new(),
+            bridge: podbay_netplug::config::DEFAULT_BRIDGE.into(),
+            mtu: 0,
+            masquerade: true,
+            hairpin: true,
+        }
+    }
+}
+
+impl NetworkSection {
+    pub fn to_config(&self) -> Result<podbay_netplug::NetworkConfig, Error> {
+        podbay_netplug::NetworkConfig::from_settings(&podbay_netplug::config::NetworkSettings {
+            cluster_cidr: &self.cluster_cidr,
+            node_subnet: &self.node_subnet,
+            bridge: &self.bridge,
+            mtu: self.mtu,
+            masquerade: self.masquerade,
+            hairpin: self.hairpin,
+        })
+        .map_err(Error::Network)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +97,7 @@ impl Default for Config {
             supervisor_path: PathBuf::new(),
             log: LogConfig::default(),
             sandbox: SandboxConfig::default(),
+            network: NetworkSection::default(),
         }
     }
 }
@@ -74,6 +122,8 @@ pub enum Error {
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("config key `network.{}`: {}", .0.key, .0.reason)]
+    Network(podbay_netplug::config::ConfigError),
 }
 
 impl Config {
@@ -141,6 +191,7 @@ impl Config {
         if self.sandbox.shm_size_bytes < 1 << 20 {
             return invalid("sandbox.shm_size_bytes", "must be at least 1048576 (1 MiB)".into());
         }
+        self.network.to_config()?;
         Ok(())
     }
 }
@@ -155,6 +206,7 @@ mod tests {
         assert_eq!(Config::parse(&text).unwrap(), Config::default());
         assert!(text.contains("socket = \"/run/podbay/podbay.sock\""));
         assert!(text.contains("[sandbox]"));
+        assert!(text.contains("cluster_cidr = \"10.244.0.0/16\""));
     }
 
     #[test]
@@ -178,6 +230,10 @@ mod tests {
             ("root = \"relative\"\n", "root"),
             ("[sandbox]\nshm_size_bytes = 10\n", "sandbox.shm_size_bytes"),
             ("[sandbox]\nstop_grace_seconds = 99999\n", "sandbox.stop_grace_seconds"),
+            ("[network]\nnode_subnet = \"10.9.0.0/24\"\n", "network.node_subnet"),
+            ("[network]\ncluster_cidr = \"10.244.0.0\"\n", "network.cluster_cidr"),
+            ("[network]\nnode_subnet = \"10.244.3.0/31\"\n", "network.node_subnet"),
+            ("[network]\nbridge = \"way-too-long-bridge\"\n", "network.bridge"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

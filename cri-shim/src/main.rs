@@ -76,6 +76,22 @@ enum Command {
     Version,
     /// Show the runtime's status and configuration.
     Info,
+    /// The node's pod network.
+    Net {
+        #[command(subcommand)]
+        command: NetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetCommand {
+    /// Bridge, subnet, gateway, MTU, each pod's IP, veth, MAC and hostPorts, and the
+    /// nftables rules podbay owns.
+    Show {
+        /// Output format: text or json
+        #[arg(short, long, default_value = "text")]
+        output: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,5 +142,8 @@ fn main() -> anyhow::Result<()> {
         Command::Rmp { ids, all } => rt()?.block_on(cli::rmp(&ep, &ids, all)),
         Command::Version => rt()?.block_on(cli::version(&ep)),
         Command::Info => rt()?.block_on(cli::info(&ep)),
+        Command::Net { command: NetCommand::Show { output } } => {
+            rt()?.block_on(cli::net_show(&ep, &output))
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod failpoint;
 pub mod ids;
 pub mod layout;
+pub mod network;
 pub mod sandbox;
 pub mod store;
 pub mod supervisor;
@@ -63,6 +64,8 @@ pub struct RuntimeOptions {
     pub shm_size: u64,
     /// Where the node's hosts and resolv.conf live (normally /etc).
     pub host_etc: PathBuf,
+    /// The node's pod network.
+    pub network: podbay_netplug::NetworkConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,7 @@ pub(crate) struct Inner {
     pub(crate) reservations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) failpoints: Failpoints,
     pub(crate) spawner: supervisor::Spawner,
+    pub(crate) network: network::Network,
     _lock: Flock<File>,
 }
 
@@ -115,8 +119,10 @@ impl Runtime {
         let store = Store::open(&layout.database())?;
         let spawner = supervisor::Spawner::new(&opts.supervisor_exe);
         spawner.warm_up().await?;
+        let network = network::Network::new(opts.network.clone());
         let runtime = Runtime {
             inner: Arc::new(Inner {
+                network,
                 opts,
                 layout,
                 store,
@@ -139,12 +145,27 @@ impl Runtime {
         &self.inner.opts
     }
 
-    /// Writes a record to the state database off the async worker threads.
-    pub(crate) async fn persist(&self, rec: SandboxRecord) -> Result<(), store::Error> {
+    /// Writes a record (and its lease; `released` is a lease it gives back) to the state
+    /// database off the async worker threads.
+    pub(crate) async fn persist(
+        &self,
+        rec: SandboxRecord,
+        released: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), store::Error> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.store.put_sandbox(&rec))
+        tokio::task::spawn_blocking(move || inner.store.put_sandbox(&rec, released))
             .await
             .expect("state store task panicked")
+    }
+
+    /// Whether pods can get a network, or why not (CRI's NetworkReady condition).
+    pub fn network_ready(&self) -> Result<(), String> {
+        self.inner.network.node().map(drop).map_err(|e| e.to_string())
+    }
+
+    /// The node network, when ready (for `podbay net show`).
+    pub fn network_node(&self) -> Option<Arc<podbay_netplug::Node>> {
+        self.inner.network.node().ok()
     }
 }
 

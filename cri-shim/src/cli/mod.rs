@@ -249,7 +249,8 @@ pub async fn version(ep: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn info(ep: &Path) -> anyhow::Result<()> {
+/// The runtime's verbose status: conditions, and the info JSON.
+async fn status_info(ep: &Path) -> anyhow::Result<(Option<cri::RuntimeStatus>, serde_json::Value)> {
     let mut c = connect(ep).await?;
     let s = c.status(cri::StatusRequest { verbose: true }).await.map_err(status_msg)?.into_inner();
     let info = s
@@ -257,7 +258,69 @@ pub async fn info(ep: &Path) -> anyhow::Result<()> {
         .get("info")
         .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
         .unwrap_or_default();
-    let out = serde_json::json!({ "status": s.status, "info": info });
+    Ok((s.status, info))
+}
+
+/// `podbay net show`: the node network as `ip` and `nft` would show it, in one place.
+pub async fn net_show(ep: &Path, output: &str) -> anyhow::Result<()> {
+    let (_, info) = status_info(ep).await?;
+    let net = &info["network"];
+    match output {
+        "json" => println!("{}", serde_json::to_string_pretty(net)?),
+        "text" => print!("{}", render_network(net)),
+        other => bail!("unknown output format {other:?} (text or json)"),
+    }
+    Ok(())
+}
+
+fn render_network(net: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let ready = if net["ready"] == true {
+        "ready".to_owned()
+    } else {
+        format!("NOT READY: {}", s(&net["reason"]))
+    };
+    let _ = writeln!(out, "network:      {ready}");
+    let prefix = s(&net["subnet"]).rsplit('/').next().unwrap_or_default().to_owned();
+    let _ = writeln!(
+        out,
+        "bridge:       {} (gateway {}/{prefix})",
+        s(&net["bridge"]),
+        s(&net["gateway"])
+    );
+    let _ =
+        writeln!(out, "subnet:       {} (cluster {})", s(&net["subnet"]), s(&net["clusterCidr"]));
+    let _ = writeln!(out, "mtu:          {}", s(&net["mtu"]));
+    let _ = writeln!(out, "node ip:      {}", s(&net["nodeIp"]));
+    let _ =
+        writeln!(out, "masquerade:   {}   hairpin: {}", s(&net["masquerade"]), s(&net["hairpin"]));
+    let _ = writeln!(out, "\n{:<16} {:<14} {:<18} {:<30} HOSTPORTS", "IP", "VETH", "MAC", "POD");
+    for p in net["pods"].as_array().into_iter().flatten() {
+        let ports: Vec<String> = p["hostPorts"].as_array().into_iter().flatten().map(s).collect();
+        let pod = format!("{}/{}", s(&p["namespace"]), s(&p["name"]));
+        let _ = writeln!(
+            out,
+            "{:<16} {:<14} {:<18} {:<30} {}",
+            s(&p["ip"]),
+            s(&p["veth"]),
+            s(&p["mac"]),
+            pod,
+            if ports.is_empty() { "-".into() } else { ports.join(", ") }
+        );
+    }
+    let _ = writeln!(out, "\n{}", s(&net["rules"]));
+    out
+}
+
+pub async fn info(ep: &Path) -> anyhow::Result<()> {
+    let (status, info) = status_info(ep).await?;
+    let out = serde_json::json!({ "status": status, "info": info });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

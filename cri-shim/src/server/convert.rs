@@ -2,10 +2,11 @@
 //! Bad input becomes InvalidArgument naming the field, before anything is created.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
+use podbay_runtime::network::PortMapping;
 use podbay_runtime::sandbox::{
     DnsSpec, NamespaceMode, NamespaceSpec, PodMetadata, SandboxFilter, SandboxRecord, SandboxSpec,
     SandboxState,
@@ -49,6 +50,7 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
     let ns = linux.security_context.unwrap_or_default().namespace_options.unwrap_or_default();
     let namespaces = namespace_spec(&ns)?;
     let cgroup_parent = Some(linux.cgroup_parent).filter(|c| !c.is_empty());
+    let port_mappings = port_mappings(&config.port_mappings)?;
     Ok(SandboxSpec {
         metadata: PodMetadata {
             name: meta.name,
@@ -64,7 +66,56 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
         namespaces,
         cgroup_parent,
         runtime_handler: req.runtime_handler,
+        port_mappings,
     })
+}
+
+/// hostPorts. kubelet lists every container port; one with host_port 0 maps nothing and
+/// is skipped, as the CNI portmap plugin does.
+fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>, Status> {
+    let mut out = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let field = |name: &str| format!("config.port_mappings[{i}].{name}");
+        let port = |name: &str, v: i32| {
+            u16::try_from(v)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid(&field(name), format!("{v} is not a port (1 to 65535)")))
+        };
+        let protocol = match cri::Protocol::try_from(p.protocol) {
+            Ok(cri::Protocol::Tcp) => podbay_netplug::Protocol::Tcp,
+            Ok(cri::Protocol::Udp) => podbay_netplug::Protocol::Udp,
+            Ok(cri::Protocol::Sctp) => podbay_netplug::Protocol::Sctp,
+            Err(_) => {
+                return Err(invalid(
+                    &field("protocol"),
+                    format!("{} is not TCP (0), UDP (1) or SCTP (2)", p.protocol),
+                ));
+            }
+        };
+        if p.host_port == 0 {
+            continue;
+        }
+        let host_port = port("host_port", p.host_port)?;
+        let container_port = port("container_port", p.container_port)?;
+        let host_ip = match p.host_ip.as_str() {
+            "" | "0.0.0.0" => None,
+            ip => match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V4(v4)) => Some(v4),
+                Ok(IpAddr::V6(_)) => {
+                    return Err(invalid(
+                        &field("host_ip"),
+                        format!("{ip}: IPv6 hostPorts are not supported"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(invalid(&field("host_ip"), format!("{ip:?} is not an IP address")));
+                }
+            },
+        };
+        out.push(PortMapping { protocol, container_port, host_port, host_ip });
+    }
+    Ok(out)
 }
 
 fn sorted(m: HashMap<String, String>) -> BTreeMap<String, String> {
@@ -209,14 +260,28 @@ fn unsorted(m: &BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-pub fn sandbox_status(rec: &SandboxRecord, verbose: bool) -> cri::PodSandboxStatusResponse {
+/// The IP a sandbox reports: its lease, or the node's for hostNetwork pods.
+pub fn sandbox_ip(rec: &SandboxRecord, node_ip: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    match (&rec.network, rec.spec.namespaces.network) {
+        (Some(net), _) => Some(net.ip),
+        (None, NamespaceMode::Node) => node_ip,
+        (None, _) => None,
+    }
+}
+
+pub fn sandbox_status(
+    rec: &SandboxRecord,
+    node_ip: Option<Ipv4Addr>,
+    verbose: bool,
+) -> cri::PodSandboxStatusResponse {
     let ns = &rec.spec.namespaces;
+    let ip = sandbox_ip(rec, node_ip).map(|ip| ip.to_string()).unwrap_or_default();
     let status = cri::PodSandboxStatus {
         id: rec.id.to_string(),
         metadata: Some(cri_metadata(&rec.spec.metadata)),
         state: cri_state(rec.state),
         created_at: rec.created_at,
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        network: Some(cri::PodSandboxNetworkStatus { ip, additional_ips: vec![] }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {
@@ -249,6 +314,7 @@ pub fn sandbox_info(rec: &SandboxRecord) -> serde_json::Value {
         "namespaces": rec.namespaces,
         "shm": rec.shm,
         "hostname": rec.spec.hostname,
+        "network": rec.network,
         "config": rec.spec,
     })
 }

@@ -48,6 +48,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         stop_grace: Duration::from_secs(cfg.sandbox.stop_grace_seconds),
         shm_size: cfg.sandbox.shm_size_bytes,
         host_etc: "/etc".into(),
+        network: cfg.network.to_config()?,
     };
     let failpoints = Failpoints::parse(&std::env::var(FAILPOINTS_ENV).unwrap_or_default());
     let runtime = Runtime::open(opts, failpoints).await?;

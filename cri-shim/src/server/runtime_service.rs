@@ -33,11 +33,9 @@ pub fn runtime_info(runtime: &Runtime) -> serde_json::Value {
         "runDir": opts.run,
         "supervisor": opts.supervisor_exe,
         "cgroupDriver": "cgroupfs",
-        "network": { "ready": false, "reason": NETWORK_NOT_READY_MESSAGE },
+        "network": runtime.network_report(),
     })
 }
-
-const NETWORK_NOT_READY_MESSAGE: &str = "podbay's pod network module is not available yet";
 
 #[tonic::async_trait]
 impl RuntimeService for CriService {
@@ -86,7 +84,8 @@ impl RuntimeService for CriService {
             .runtime
             .sandbox_status(&req.pod_sandbox_id)
             .map_err(|e| to_status("PodSandboxStatus", e))?;
-        Ok(Response::new(convert::sandbox_status(&rec, req.verbose)))
+        let node_ip = self.runtime.network_node().and_then(|n| n.node_ip());
+        Ok(Response::new(convert::sandbox_status(&rec, node_ip, req.verbose)))
     }
 
     async fn list_pod_sandbox(
@@ -107,10 +106,11 @@ impl RuntimeService for CriService {
                 reason: reason.into(),
                 message: message.into(),
             };
-        let conditions = vec![
-            condition("RuntimeReady", true, "", ""),
-            condition("NetworkReady", false, "NetworkPluginNotReady", NETWORK_NOT_READY_MESSAGE),
-        ];
+        let network = match self.runtime.network_ready() {
+            Ok(()) => condition("NetworkReady", true, "", ""),
+            Err(reason) => condition("NetworkReady", false, "NetworkPluginNotReady", &reason),
+        };
+        let conditions = vec![condition("RuntimeReady", true, "", ""), network];
         let mut info = std::collections::HashMap::new();
         if req.into_inner().verbose {
             info.insert("info".into(), runtime_info(&self.runtime).to_string());
@@ -137,7 +137,8 @@ impl RuntimeService for CriService {
         &self,
         _: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Rpc<cri::UpdateRuntimeConfigResponse> {
-        // kubelet sends the pod CIDR here; the network module takes it with the network issue.
+        // kubelet sends the node's pod CIDR here; podbay's node subnet comes from its own
+        // config ([network]), as with flannel, so this is accepted and ignored.
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 

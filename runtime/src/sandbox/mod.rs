@@ -31,6 +31,7 @@ use crate::ErrorKind;
 use crate::failpoint::Injected;
 use crate::ids::SandboxId;
 use crate::layout::NsKind;
+use crate::network::{PodNetwork, PortMapping};
 use crate::supervisor::Identity;
 
 /// The pod's identity as kubelet gives it.
@@ -93,6 +94,9 @@ pub struct SandboxSpec {
     pub namespaces: NamespaceSpec,
     pub cgroup_parent: Option<String>,
     pub runtime_handler: String,
+    /// hostPorts (CRI PortMapping).
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -130,6 +134,10 @@ pub struct SandboxRecord {
     pub supervisor: Option<Identity>,
     /// PID 1 of the pod's PID namespace (PID mode POD).
     pub pod_init: Option<Identity>,
+    /// The pod's IP lease and veth while it has them (not for hostNetwork pods, and gone
+    /// once the sandbox is stopped).
+    #[serde(default)]
+    pub network: Option<PodNetwork>,
 }
 
 /// A sandbox as the runtime holds it in memory.
@@ -175,6 +183,8 @@ pub enum Error {
     RemoveDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Injected(#[from] Injected),
+    #[error(transparent)]
+    Network(#[from] crate::network::Error),
     #[error("{cause}; cleaning up also failed: {}", join(cleanup))]
     Undo { cause: Box<Error>, cleanup: Vec<Error> },
     #[error("teardown of sandbox {id}: {}", join(errors))]
@@ -192,6 +202,7 @@ impl Error {
             Error::Ambiguous { .. } => ErrorKind::InvalidArgument,
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Supervisor(e) => e.kind(),
+            Error::Network(e) => e.kind(),
             Error::Undo { cause, .. } => cause.kind(),
             _ => ErrorKind::Internal,
         }
@@ -221,6 +232,7 @@ pub(crate) mod tests {
                 namespaces: NamespaceSpec::default(),
                 cgroup_parent: None,
                 runtime_handler: String::new(),
+                port_mappings: Vec::new(),
             },
             state: SandboxState::Ready,
             created_at: 1,
@@ -229,6 +241,7 @@ pub(crate) mod tests {
             shm: PathBuf::from("/dev/shm"),
             supervisor: None,
             pod_init: None,
+            network: None,
         }
     }
 

@@ -6,6 +6,9 @@
 //!   is empty) becomes NotReady; its leftover mounts are released.
 //! - A pod dir that no record explains (a crash between start and commit) is torn down:
 //!   its supervisor is stopped, its mounts released, the dir removed.
+//! - Network: only Ready pods keep their IP lease; every other lease in the database is
+//!   freed. The node network is then ensured with a firewall table holding exactly the
+//!   live pods' hostPorts, and bridge ports no live pod explains are deleted.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -29,15 +32,30 @@ impl Runtime {
                 .expect("state store task panicked")?
         };
         let mut known = HashSet::new();
+        let mut live = Vec::new();
         for mut rec in records {
             known.insert(rec.id.as_str().to_owned());
             let watch = rec.state == SandboxState::Ready && self.alive(&rec).await;
+            let was = rec.clone();
             if rec.state == SandboxState::Ready && !watch {
                 info!(sandbox.id = %rec.id, "supervisor gone; sandbox not ready");
                 let errors = teardown(&rec, Duration::ZERO).await;
                 rec.state =
                     if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
-                self.persist(rec.clone()).await?;
+            }
+            let mut released = None;
+            if let Some(net) = &rec.network {
+                if watch {
+                    let pod = format!("{}/{}", rec.spec.metadata.namespace, rec.spec.metadata.name);
+                    live.push((rec.id.clone(), pod, net.ip, rec.spec.port_mappings.clone()));
+                } else {
+                    // Its namespace, and with it the veth, is gone: so is the lease.
+                    released = Some(net.ip);
+                    rec.network = None;
+                }
+            }
+            if rec != was {
+                self.persist(rec.clone(), released).await?;
             }
             let id = rec.id.clone();
             let sandbox = Arc::new(Sandbox::new(rec));
@@ -51,6 +69,38 @@ impl Runtime {
             }
         }
         self.remove_orphans(&known).await;
+        self.free_stale_leases(live).await?;
+        self.start_network().await;
+        Ok(())
+    }
+
+    /// Frees every lease in the database that no live pod holds, and restores the
+    /// allocator's state from the rest.
+    async fn free_stale_leases(
+        &self,
+        live: Vec<(
+            crate::ids::SandboxId,
+            String,
+            std::net::Ipv4Addr,
+            Vec<crate::network::PortMapping>,
+        )>,
+    ) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        let held: HashSet<_> =
+            live.iter().map(|(id, _, ip, _)| (*ip, id.as_str().to_owned())).collect();
+        let last = tokio::task::spawn_blocking(move || {
+            let (leases, last) = inner.store.leases()?;
+            let stale: Vec<_> =
+                leases.into_iter().filter(|l| !held.contains(l)).map(|(ip, _)| ip).collect();
+            if !stale.is_empty() {
+                info!(count = stale.len(), "freeing IP leases no running pod holds");
+                inner.store.delete_leases(&stale)?;
+            }
+            Ok::<_, crate::store::Error>(last)
+        })
+        .await
+        .expect("state store task panicked")?;
+        self.inner.network.restore(last, live);
         Ok(())
     }
 

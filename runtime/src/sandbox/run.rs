@@ -1,5 +1,7 @@
-//! RunPodSandbox: start a pod's supervisor (which brings up the pod's loopback), pin its
-//! namespaces, set up its files and /dev/shm, then commit its record. Every step registers
+//! RunPodSandbox: lease the pod an IP (and its hostPorts), start its supervisor (which
+//! creates the pod's eth0 with its veth peer on the node, the address, the route and `lo`
+//! up), pin its namespaces, attach the veth to the bridge, add the hostPort map elements,
+//! set up its files and /dev/shm, then commit its record together with the lease. Every step registers
 //! its undo before the next one starts; a failure runs the undos in reverse and returns the
 //! cause (and any undo failure). The work runs in its own task, so a caller that goes away
 //! (kubelet's timeout, a dropped connection) neither cancels it half-way nor skips undos;
@@ -17,6 +19,7 @@ use super::{
 use crate::Runtime;
 use crate::ids::SandboxId;
 use crate::layout::NsKind;
+use crate::network::{Grant, PodNetwork};
 use crate::supervisor::{Identity, Proc, SpawnRequest};
 
 /// Time spent per step of a RunPodSandbox, logged at debug level when it is ready (the
@@ -54,6 +57,10 @@ enum UndoStep {
     RemoveDir(PathBuf),
     Kill(Identity),
     Unmount(PathBuf),
+    /// Give back the IP lease and hostPorts (after the supervisor, and with it the pod's
+    /// namespace and veth, is gone).
+    Release(Grant),
+    RemovePorts(Vec<podbay_netplug::PortMap>),
 }
 
 impl Undo {
@@ -62,10 +69,15 @@ impl Undo {
     }
 
     /// Runs every undo, newest first, past failures; returns the failures.
-    async fn run(self) -> Vec<Error> {
+    async fn run(self, runtime: &Runtime, id: &SandboxId) -> Vec<Error> {
         let mut errors = Vec::new();
         for step in self.0.into_iter().rev() {
             let result = match step {
+                UndoStep::Release(grant) => {
+                    runtime.inner.network.release(id, grant.ip, &grant.ports);
+                    Ok(())
+                }
+                UndoStep::RemovePorts(ports) => runtime.remove_ports(ports).await,
                 UndoStep::Unmount(path) => mounts::unmount(&path),
                 UndoStep::Kill(id) => {
                     kill_and_wait(id).await;
@@ -147,7 +159,7 @@ impl Runtime {
                 Ok(id)
             }
             Err(cause) => {
-                let cleanup = undo.run().await;
+                let cleanup = undo.run(self, &id).await;
                 if cleanup.is_empty() {
                     Err(cause)
                 } else {
@@ -181,6 +193,25 @@ impl Runtime {
         files::write_pod_files(&pod, spec, &opts.host_etc)?;
         timer.done("files");
 
+        fp.check("sandbox.run.network")?;
+        let grant = if own_net {
+            let node = self.inner.network.node()?;
+            let pod_name = format!("{}/{}", spec.metadata.namespace, spec.metadata.name);
+            let grant = self.inner.network.grant(id, &pod_name, &spec.port_mappings)?;
+            undo.push(UndoStep::Release(grant.clone()));
+            Some((node, grant))
+        } else {
+            None
+        };
+        let interface = grant.as_ref().map(|(node, g)| podbay_netplug::pod::PodInterface {
+            host_veth: podbay_netplug::pod::host_veth_name(id.as_str()),
+            address: g.ip,
+            prefix_len: self.inner.network.subnet().net().prefix_len(),
+            gateway: self.inner.network.subnet().gateway(),
+            mtu: node.mtu(),
+        });
+        timer.done("network");
+
         fp.check("sandbox.run.spawn")?;
         let launched = self
             .inner
@@ -193,6 +224,7 @@ impl Runtime {
                 new_uts: own_net,
                 new_pid: own_pid,
                 hostname: &spec.hostname,
+                interface: interface.as_ref(),
             })
             .await?;
         undo.push(UndoStep::Kill(launched.supervisor));
@@ -217,6 +249,21 @@ impl Runtime {
         }
 
         timer.done("pin");
+        fp.check("sandbox.run.attach")?;
+        let network = match (&grant, &interface) {
+            (Some((node, g)), Some(iface)) => {
+                node.attach(&iface.host_veth).await.map_err(crate::network::Error::from)?;
+                if !g.ports.is_empty() {
+                    let ports: Vec<_> = g.ports.iter().map(|p| p.to_port_map(g.ip)).collect();
+                    undo.push(UndoStep::RemovePorts(ports.clone()));
+                    self.add_ports(ports).await?;
+                }
+                Some(PodNetwork { ip: g.ip, host_veth: iface.host_veth.clone() })
+            }
+            _ => None,
+        };
+        timer.done("attach");
+
         fp.check("sandbox.run.shm")?;
         let shm = if own_ipc {
             mounts::mount_shm(&pod.shm(), opts.shm_size)?;
@@ -238,8 +285,9 @@ impl Runtime {
             shm,
             supervisor: Some(launched.supervisor),
             pod_init: launched.pod_init,
+            network,
         };
-        self.persist(record.clone()).await?;
+        self.persist(record.clone(), None).await?;
         timer.done("commit");
         fp.check("sandbox.run.reply")?;
         debug!(pid = launched.supervisor.pid, steps = %timer.summary(), "sandbox ready");

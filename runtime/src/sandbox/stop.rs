@@ -1,5 +1,7 @@
 //! StopPodSandbox: stop the supervisor (SIGTERM, SIGKILL after the grace period), unmount
-//! /dev/shm and unpin the namespaces. Idempotent; an unknown sandbox counts as stopped.
+//! /dev/shm and unpin the namespaces (the kernel then removes the pod's veth pair in the
+//! background), remove the pod's hostPorts and free its IP lease (as containerd does).
+//! Idempotent; an unknown sandbox counts as stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,15 +35,25 @@ impl Runtime {
     /// Stops a sandbox whose `op` lock the caller holds.
     pub(super) async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
         let rec = sandbox.snapshot();
-        let errors = teardown(&rec, self.inner.opts.stop_grace).await;
+        let mut errors = teardown(&rec, self.inner.opts.stop_grace).await;
+        let mut released = None;
+        if let Some(net) = &rec.network {
+            match self.teardown_network(&rec.id, net, &rec.spec.port_mappings).await {
+                Ok(()) => released = Some(net.ip),
+                Err(e) => errors.push(e),
+            }
+        }
         let state = if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
         let updated = {
             let mut r = sandbox.record.lock().expect("sandbox record lock");
             r.state = state;
+            if released.is_some() {
+                r.network = None;
+            }
             r.clone()
         };
         if updated != rec {
-            self.persist(updated).await?;
+            self.persist(updated, released).await?;
         }
         if errors.is_empty() { Ok(()) } else { Err(Error::Teardown { id: rec.id, errors }) }
     }
@@ -72,7 +84,7 @@ impl Runtime {
                 r.clone()
             };
             warn!(sandbox.id = %id, pid = proc.identity().pid, "pod supervisor exited; sandbox not ready");
-            if let Err(e) = runtime.persist(updated).await {
+            if let Err(e) = runtime.persist(updated, None).await {
                 warn!(sandbox.id = %id, error = %e, "record supervisor exit");
             }
         });

@@ -155,6 +155,8 @@ pub struct SpawnRequest<'a> {
     pub new_uts: bool,
     pub new_pid: bool,
     pub hostname: &'a str,
+    /// The pod's eth0, created by the supervisor (pods with their own network and an IP).
+    pub interface: Option<&'a podbay_netplug::pod::PodInterface>,
 }
 
 /// A supervisor that reported ready.
@@ -215,6 +217,13 @@ impl Spawner {
             new_uts: req.new_uts,
             new_pid: req.new_pid,
             hostname: req.hostname.to_owned(),
+            interface: req.interface.map(|i| podbay_proto::shim::v1::PodInterface {
+                host_veth: i.host_veth.clone(),
+                address: i.address.to_string(),
+                prefix_len: u32::from(i.prefix_len),
+                gateway: i.gateway.to_string(),
+                mtu: i.mtu,
+            }),
         };
         let log = req.pod.supervisor_log();
         let mut guard = self.io.lock().await;

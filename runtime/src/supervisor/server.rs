@@ -6,8 +6,9 @@
 //! The daemon starts one **spawner** (`podbay-supervisor`, this binary) and sends it a
 //! `SpawnRequest` per pod. The spawner forks; the child becomes the pod's supervisor:
 //!
-//! 1. setsid; unshare the namespaces the pod owns (net, ipc, uts); `lo` up; set the
-//!    hostname.
+//! 1. setsid; unshare the namespaces the pod owns (net, ipc, uts); `lo` up; with an
+//!    interface, create the veth pair (eth0 here, the peer in the node's namespace), the
+//!    address and the default route; set the hostname.
 //! 2. PR_SET_CHILD_SUBREAPER; for PID mode POD, unshare the PID namespace and fork the
 //!    pod's PID 1 (`pod-init`, reaps zombies), then return to the node's PID namespace.
 //! 3. bind `<pod dir>/shim.sock`, report `Started` through a pipe to the spawner, which
@@ -154,6 +155,13 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
     unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }
         .map_err(|e| format!("reset SIGCHLD: {e}"))?;
     setsid().map_err(|e| format!("setsid: {e}"))?;
+    // The node's namespace, for the veth peer; closed once the pod is wired.
+    let node_netns = match &req.interface {
+        Some(_) => {
+            Some(File::open("/proc/self/ns/net").map_err(|e| format!("open node netns: {e}"))?)
+        }
+        None => None,
+    };
     let mut flags = CloneFlags::empty();
     for (on, flag) in [
         (req.new_net, CloneFlags::CLONE_NEWNET),
@@ -168,8 +176,14 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
         unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
     }
     if req.new_net {
-        podbay_netplug::netns::set_lo_up_here().map_err(|e| e.to_string())?;
+        let iface = req.interface.as_ref().map(pod_interface).transpose()?;
+        match &node_netns {
+            Some(ns) => podbay_netplug::pod::setup_here(iface.as_ref(), ns.as_fd()),
+            None => podbay_netplug::netns::set_lo_up_here(),
+        }
+        .map_err(|e| e.to_string())?;
     }
+    drop(node_netns);
     if req.new_uts && !req.hostname.is_empty() {
         sethostname(&req.hostname).map_err(|e| format!("set hostname {:?}: {e}", req.hostname))?;
     }
@@ -192,6 +206,19 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
     });
     let sup = Supervisor { id: req.sandbox_id.clone(), me, pod_init, listener, socket, reaped: 0 };
     Ok((sup, ready))
+}
+
+fn pod_interface(
+    i: &podbay_proto::shim::v1::PodInterface,
+) -> Result<podbay_netplug::pod::PodInterface, String> {
+    let ip = |s: &str| s.parse().map_err(|e| format!("bad interface address {s:?}: {e}"));
+    Ok(podbay_netplug::pod::PodInterface {
+        host_veth: i.host_veth.clone(),
+        address: ip(&i.address)?,
+        prefix_len: i.prefix_len as u8,
+        gateway: ip(&i.gateway)?,
+        mtu: i.mtu,
+    })
 }
 
 /// Binds the shim socket from inside the pod dir, so a long dir never overflows sun_path.

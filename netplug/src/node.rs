@@ -1,0 +1,334 @@
+//! The node's side of the pod network, programmed by the daemon from the node's network
+//! namespace with rtnetlink: the bridge and its gateway address, forwarding sysctls, the
+//! firewall table, and attaching each pod's veth to the bridge.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, RouteMessageBuilder};
+
+use crate::ErrorKind;
+use crate::config::{FALLBACK_MTU, NetworkConfig};
+use crate::firewall::{self, Firewall, PortMap};
+use crate::pod::{format_mac, pod_mac};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("open rtnetlink: {0}")]
+    Connect(io::Error),
+    #[error("{what}: {source}")]
+    Netlink { what: String, source: rtnetlink::Error },
+    #[error("{name} exists but is a {kind} device, not a bridge")]
+    NotABridge { name: String, kind: String },
+    #[error(
+        "bridge {bridge} has address {found}, expected {expected}; podbay does not change it (remove the address or fix network.node_subnet)"
+    )]
+    BridgeAddress { bridge: String, found: String, expected: String },
+    #[error("set {path}: {source}")]
+    Sysctl { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Firewall(#[from] firewall::Error),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotABridge { .. } | Error::BridgeAddress { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Netlink { what, source }
+}
+
+/// errno of a netlink error, if it is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// A port of the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgePort {
+    pub name: String,
+    pub index: u32,
+    pub mac: String,
+}
+
+/// The node network, once ensured.
+pub struct Node {
+    handle: Handle,
+    cfg: NetworkConfig,
+    bridge_index: u32,
+    mtu: u32,
+    node_ip: Option<Ipv4Addr>,
+    firewall: Firewall,
+}
+
+impl Node {
+    /// Gets or creates everything the pod network needs on the node, then installs the
+    /// firewall table holding `ports`. Safe to run again (on every daemon start).
+    pub async fn ensure(cfg: &NetworkConfig, ports: &[PortMap]) -> Result<Node, Error> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+        tokio::spawn(conn);
+        let uplink = default_route_link(&handle).await?;
+        let mtu = match (cfg.mtu, &uplink) {
+            (Some(m), _) => m,
+            (None, Some(link)) => link_mtu(link).unwrap_or(FALLBACK_MTU),
+            (None, None) => FALLBACK_MTU,
+        };
+        let node_ip = match &uplink {
+            Some(link) => first_ipv4(&handle, link.header.index).await?,
+            None => None,
+        };
+        let bridge_index = ensure_bridge(&handle, cfg, mtu).await?;
+        sysctl("net/ipv4/ip_forward", "1")?;
+        // kube-proxy needs bridged traffic to pass iptables/nftables; only if loaded.
+        let nf_call = PathBuf::from("/proc/sys/net/bridge/bridge-nf-call-iptables");
+        if nf_call.exists() {
+            sysctl("net/bridge/bridge-nf-call-iptables", "1")?;
+        }
+        // hostPorts reached via 127.0.0.1 are routed out of the bridge (as portmap does).
+        sysctl(&format!("net/ipv4/conf/{}/route_localnet", cfg.bridge), "1")?;
+        let firewall = Firewall::new(cfg);
+        let fw = firewall.clone();
+        let ports = ports.to_vec();
+        tokio::task::spawn_blocking(move || fw.ensure(&ports))
+            .await
+            .expect("firewall task panicked")?;
+        Ok(Node { handle, cfg: cfg.clone(), bridge_index, mtu, node_ip, firewall })
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.cfg
+    }
+
+    /// The MTU of the bridge and of every pod's eth0.
+    pub fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
+    /// The node's address (on the default route's interface), which hostNetwork pods
+    /// report as theirs.
+    pub fn node_ip(&self) -> Option<Ipv4Addr> {
+        self.node_ip
+    }
+
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    pub fn bridge_index(&self) -> u32 {
+        self.bridge_index
+    }
+
+    /// Enslaves a pod's node-side veth to the bridge and sets it up, with hairpin mode if
+    /// configured.
+    pub async fn attach(&self, host_veth: &str) -> Result<(), Error> {
+        let master =
+            LinkUnspec::new_with_name(host_veth).controller(self.bridge_index).up().build();
+        self.handle
+            .link()
+            .set(master)
+            .execute()
+            .await
+            .map_err(nl(format!("attach {host_veth} to {}", self.cfg.bridge)))?;
+        if self.cfg.hairpin {
+            let port = LinkBridgePort::new(0).name(host_veth.to_owned()).hairpin(true).build();
+            self.handle
+                .link()
+                .set_port(port)
+                .execute()
+                .await
+                .map_err(nl(format!("hairpin on {host_veth}")))?;
+        }
+        Ok(())
+    }
+
+    /// The bridge's ports (pod veths, and whatever else someone attached).
+    pub async fn bridge_ports(&self) -> Result<Vec<BridgePort>, Error> {
+        let links: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(nl("list links"))?;
+        Ok(links
+            .into_iter()
+            .filter(|l| {
+                l.attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == self.bridge_index))
+            })
+            .map(|l| BridgePort {
+                name: link_name(&l).unwrap_or_default(),
+                index: l.header.index,
+                mac: l
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        LinkAttribute::Address(m) => Some(format_mac(m)),
+                        _ => None,
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Deletes a link (a stale veth); one already gone counts as deleted.
+    pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if errno(&e) == Some(libc_enodev()) => Ok(()),
+            other => other.map_err(nl(format!("delete link {index}"))),
+        }
+    }
+}
+
+fn libc_enodev() -> i32 {
+    nix::errno::Errno::ENODEV as i32
+}
+
+fn link_name(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+fn link_mtu(l: &LinkMessage) -> Option<u32> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(m) => Some(*m),
+        _ => None,
+    })
+}
+
+fn link_kind(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(k) => Some(k.to_string()),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
+    match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if errno(&e) == Some(libc_enodev()) => Ok(None),
+        Err(e) => Err(nl(format!("look up {name}"))(e)),
+    }
+}
+
+/// The link of the IPv4 default route in the main table, if there is one.
+async fn default_route_link(handle: &Handle) -> Result<Option<LinkMessage>, Error> {
+    let routes: Vec<_> = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list routes"))?;
+    let oif = routes
+        .iter()
+        .filter(|r| {
+            r.header.destination_prefix_length == 0 && r.header.table == RouteHeader::RT_TABLE_MAIN
+        })
+        .find_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })
+        });
+    let Some(oif) = oif else {
+        return Ok(None);
+    };
+    handle.link().get().match_index(oif).execute().try_next().await.map_err(nl("look up uplink"))
+}
+
+async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
+    let addrs: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list addresses"))?;
+    Ok(addrs
+        .iter()
+        .filter(|a| a.header.index == index)
+        .filter_map(|a| {
+            a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, a.header.prefix_len)),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+async fn first_ipv4(handle: &Handle, index: u32) -> Result<Option<Ipv4Addr>, Error> {
+    Ok(ipv4_addresses(handle, index).await?.first().map(|(ip, _)| *ip))
+}
+
+/// Gets or creates the bridge, up, with the gateway address; a bridge holding another
+/// IPv4 address is reported, never changed.
+async fn ensure_bridge(handle: &Handle, cfg: &NetworkConfig, mtu: u32) -> Result<u32, Error> {
+    let name = &cfg.bridge;
+    let gateway = cfg.gateway();
+    let prefix = cfg.node_subnet.net().prefix_len();
+    let index = match link_by_name(handle, name).await? {
+        Some(link) => {
+            let kind = link_kind(&link).unwrap_or_else(|| "plain".into());
+            if kind != InfoKind::Bridge.to_string() {
+                return Err(Error::NotABridge { name: name.clone(), kind });
+            }
+            let up = LinkUnspec::new_with_index(link.header.index).mtu(mtu).up().build();
+            handle.link().set(up).execute().await.map_err(nl(format!("set {name} up")))?;
+            link.header.index
+        }
+        None => {
+            // A fixed MAC: otherwise the bridge takes its ports' lowest MAC, which changes
+            // as pods come and go.
+            let bridge =
+                LinkBridge::new(name).mtu(mtu).address(pod_mac(gateway).to_vec()).up().build();
+            match handle.link().add(bridge).execute().await {
+                Err(e) if errno(&e) == Some(nix::errno::Errno::EEXIST as i32) => {}
+                other => other.map_err(nl(format!("create bridge {name}")))?,
+            }
+            link_by_name(handle, name)
+                .await?
+                .ok_or_else(|| nl(format!("look up {name}"))(rtnetlink::Error::RequestFailed))?
+                .header
+                .index
+        }
+    };
+    let addrs = ipv4_addresses(handle, index).await?;
+    if let Some((ip, len)) = addrs.iter().find(|(ip, len)| (*ip, *len) != (gateway, prefix)) {
+        return Err(Error::BridgeAddress {
+            bridge: name.clone(),
+            found: format!("{ip}/{len}"),
+            expected: format!("{gateway}/{prefix}"),
+        });
+    }
+    if addrs.is_empty() {
+        handle
+            .address()
+            .add(index, IpAddr::V4(gateway), prefix)
+            .execute()
+            .await
+            .map_err(nl(format!("add {gateway}/{prefix} to {name}")))?;
+    }
+    Ok(index)
+}
+
+fn sysctl(key: &str, value: &str) -> Result<(), Error> {
+    let path = PathBuf::from("/proc/sys").join(key);
+    std::fs::write(&path, value).map_err(|source| Error::Sysctl { path, source })
+}
