@@ -307,9 +307,67 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// veth links in the node's network namespace (the outside host's uplink excepted).
+    pub fn veths(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.sh("ip -o link show type veth")?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| n != OUTSIDE_UPLINK)
+            .collect())
+    }
+
+    /// The elements in podbay's hostPort maps (as nft's JSON), one per mapping.
+    pub fn nft_elements(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.sh("nft -j list table ip podbay 2>/dev/null || echo '{}'")?;
+        let doc: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(doc["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["map"]["elem"].as_array())
+            .flatten()
+            .map(|e| e.to_string())
+            .collect())
+    }
+
+    /// Runs a shell script inside a pod's network namespace (as the node's root).
+    pub fn in_pod(&self, id: &str, script: &str) -> anyhow::Result<Output> {
+        let net = self.run_dir().join("pods").join(id).join("ns/net");
+        Ok(self
+            .command("nsenter")
+            .arg(format!("--net={}", net.display()))
+            .args(["sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
+    /// Connects the node to an "outside host": a network namespace of its own behind a
+    /// veth, `198.51.100.2/24` there and `198.51.100.1/24` on the node, which routes its
+    /// default route through it. Call before the daemon starts, so it sees the route.
+    /// Commands run there with `ip netns exec outside`.
+    pub fn add_outside_host(&self) -> anyhow::Result<()> {
+        self.sh(&format!(
+            "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip netns add outside && \
+             ip link add {OUTSIDE_UPLINK} type veth peer name eth0 netns outside && \
+             ip addr add {NODE_UPLINK_IP}/24 dev {OUTSIDE_UPLINK} && ip link set {OUTSIDE_UPLINK} up && \
+             ip -n outside link set lo up && ip -n outside addr add {OUTSIDE_IP}/24 dev eth0 && \
+             ip -n outside link set eth0 up && ip route add default via {OUTSIDE_IP}"
+        ))?;
+        Ok(())
+    }
+
     /// Asserts the node holds nothing but the daemon (and at most its one spawner): no
-    /// supervisor, mount or pod dir.
+    /// supervisor, mount, pod dir, pod veth (the kernel removes them in the background, so
+    /// this waits a little) or hostPort element.
     pub fn assert_clean(&self) -> anyhow::Result<()> {
+        let _ = wait_until(Duration::from_secs(5), || self.veths().is_ok_and(|v| v.is_empty()));
+        let veths = self.veths()?;
+        let elements = self.nft_elements()?;
+        if !veths.is_empty() || !elements.is_empty() {
+            bail!("node network not clean: veths {veths:?}, hostPort elements {elements:?}");
+        }
         let spawners = self.processes()?.into_iter().filter(|(_, c)| c == "podbay-spawner").count();
         if spawners > 1 {
             bail!("{spawners} spawner processes; a replaced spawner was left behind");
@@ -327,6 +385,11 @@ impl Node {
         Ok(())
     }
 }
+
+/// The outside host's addresses (TEST-NET-2, only ever inside a test's namespaces).
+pub const OUTSIDE_IP: &str = "198.51.100.2";
+pub const NODE_UPLINK_IP: &str = "198.51.100.1";
+const OUTSIDE_UPLINK: &str = "uplink0";
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -455,6 +518,27 @@ pub fn with_pid_mode(
 ) -> cri::PodSandboxConfig {
     ns_options(&mut c).pid = mode as i32;
     c
+}
+
+pub fn with_port(
+    mut c: cri::PodSandboxConfig,
+    protocol: cri::Protocol,
+    container_port: i32,
+    host_port: i32,
+) -> cri::PodSandboxConfig {
+    c.port_mappings.push(cri::PortMapping {
+        protocol: protocol as i32,
+        container_port,
+        host_port,
+        host_ip: String::new(),
+    });
+    c
+}
+
+/// A pod's IP as PodSandboxStatus reports it.
+pub async fn pod_ip(client: &mut Client, id: &str) -> anyhow::Result<String> {
+    let s = pod_status(client, id).await?;
+    Ok(s.status.context("no status")?.network.context("no network status")?.ip)
 }
 
 pub fn with_network_mode(
