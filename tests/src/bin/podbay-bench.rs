@@ -1,6 +1,8 @@
 //! `scripts/bench`: drives a podbay daemon through its CRI socket with an in-process Rust
 //! client (no client process start is measured), in a node namespace of its own, and
-//! prints min/p50/p99 of each scenario against its target.
+//! prints min/p50/p99 of each scenario against its target: pod start and teardown with the
+//! pod network, memory per pod, and same-node pod-to-pod TCP throughput and ping RTT
+//! against a plain veth + bridge baseline built in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -64,15 +66,29 @@ async fn main() -> anyhow::Result<()> {
         remove_pod(&mut c, &id).await?;
     }
 
-    for (label, mode) in [
-        ("PID mode CONTAINER (kubelet default)", cri::NamespaceMode::Container),
-        ("PID mode POD (shareProcessNamespace)", cri::NamespaceMode::Pod),
+    for (label, mode, net) in [
+        (
+            "pod network, PID mode CONTAINER (kubelet default)",
+            cri::NamespaceMode::Container,
+            cri::NamespaceMode::Pod,
+        ),
+        (
+            "pod network, PID mode POD (shareProcessNamespace)",
+            cri::NamespaceMode::Pod,
+            cri::NamespaceMode::Pod,
+        ),
+        (
+            "hostNetwork, PID mode CONTAINER",
+            cri::NamespaceMode::Container,
+            cri::NamespaceMode::Node,
+        ),
     ] {
         println!("-- {label}");
         let mut run = Vec::with_capacity(count);
         let mut ids = Vec::with_capacity(count);
         for i in 0..count {
             let config = with_pid_mode(pod_config(&format!("p{i}")), mode);
+            let config = with_network_mode(config, net);
             let t = Instant::now();
             ids.push(run_pod(&mut c, config).await?);
             run.push(t.elapsed());
@@ -84,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             remove_pod(&mut c, id).await?;
             teardown.push(t.elapsed());
         }
-        report("RunPodSandbox (no network yet)", run, 3.0);
+        report("RunPodSandbox", run, 5.0);
         report("StopPodSandbox + RemovePodSandbox", teardown, 5.0);
     }
 
@@ -124,5 +140,98 @@ async fn main() -> anyhow::Result<()> {
         remove_pod(&mut c, id).await?;
     }
     node.assert_clean()?;
+    step_breakdown(&node);
+    network(&node, &mut c).await
+}
+
+/// Where a RunPodSandbox's time goes: the median of each step over every pod the daemon
+/// started (from its debug log's `sandbox ready` lines).
+fn step_breakdown(node: &Node) {
+    let mut steps: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut order = Vec::new();
+    for line in node.log().lines().filter(|l| l.contains("sandbox ready")) {
+        let Some(rest) = line.split("steps=").nth(1) else { continue };
+        for part in rest.split_whitespace() {
+            let Some((name, us)) = part.split_once('=') else { continue };
+            let Some(us) = us.strip_suffix("us").and_then(|v| v.parse().ok()) else { continue };
+            if !order.contains(&name.to_owned()) {
+                order.push(name.to_owned());
+            }
+            steps.entry(name.to_owned()).or_default().push(us);
+        }
+    }
+    let parts: Vec<String> = order
+        .iter()
+        .map(|name| {
+            let v = steps.get_mut(name).expect("collected");
+            v.sort();
+            format!("{name} {:.2}", v[v.len() / 2] as f64 / 1e3)
+        })
+        .collect();
+    println!("-- RunPodSandbox step medians (ms, all pods): {}", parts.join(", "));
+}
+
+/// Same-node pod-to-pod TCP throughput (iperf3) and ping RTT, against two namespaces on a
+/// plain bridge with plain veths (what any CNI bridge setup is), interleaved run by run.
+async fn network(node: &Node, c: &mut Client) -> anyhow::Result<()> {
+    println!("-- same-node pod-to-pod network vs. a plain veth + bridge baseline");
+    let a = run_pod(c, pod_config("iperf-a")).await?;
+    let b = run_pod(c, pod_config("iperf-b")).await?;
+    let ip_b = pod_ip(c, &b).await?;
+    node.sh(
+        "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link add brbase type bridge && \
+         ip link set brbase up && for i in 0 1; do ip netns add base$i && \
+         ip link add vbase$i type veth peer name eth0 netns base$i && \
+         ip link set vbase$i master brbase up && ip -n base$i addr add 10.99.0.1$i/24 dev eth0 && \
+         ip -n base$i link set eth0 up && ip -n base$i link set lo up; done",
+    )?;
+    let pods = |cmd: &str, pod: &str| -> anyhow::Result<String> {
+        let out = node.in_pod(pod, cmd)?;
+        anyhow::ensure!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let base = |cmd: &str, ns: &str| node.sh(&format!("ip netns exec {ns} {cmd}"));
+    let gbps = |json: String| -> f64 {
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9
+    };
+    let rtt_ms = |out: String| -> f64 {
+        // rtt min/avg/max/mdev = 0.031/0.045/0.080/0.010 ms
+        out.lines()
+            .find(|l| l.contains("min/avg/max"))
+            .and_then(|l| l.split(" = ").nth(1))
+            .and_then(|v| v.split('/').nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (mut pod_tp, mut base_tp, mut pod_rtt, mut base_rtt) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        pods("iperf3 -s -1 -D", &b)?;
+        base("iperf3 -s -1 -D", "base1")?;
+        std::thread::sleep(Duration::from_millis(200));
+        pod_tp.push(gbps(pods(&format!("iperf3 -c {ip_b} -t 3 -J"), &a)?));
+        base_tp.push(gbps(base("iperf3 -c 10.99.0.11 -t 3 -J", "base0")?));
+        pod_rtt.push(rtt_ms(pods(&format!("ping -q -c 50 -i 0.01 {ip_b}"), &a)?));
+        base_rtt.push(rtt_ms(base("ping -q -c 50 -i 0.01 10.99.0.11", "base0")?));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (pt, bt) = (median(&mut pod_tp), median(&mut base_tp));
+    let (pr, br) = (median(&mut pod_rtt), median(&mut base_rtt));
+    println!(
+        "TCP throughput (iperf3, 3 s x 3, median): pods {pt:.2} Gbit/s, baseline {bt:.2} Gbit/s: \
+         {:.1}% of baseline; target >= 95% {}",
+        pt / bt * 100.0,
+        if pt / bt >= 0.95 { "OK" } else { "MISSED" }
+    );
+    println!(
+        "ping RTT (50 x 10 ms, median of avg): pods {pr:.3} ms, baseline {br:.3} ms ({:.2}x)",
+        pr / br
+    );
+    node.sh("ip link del brbase; ip netns del base0; ip netns del base1; pkill -x iperf3; true")?;
+    remove_pod(c, &a).await?;
+    remove_pod(c, &b).await?;
     Ok(())
 }
