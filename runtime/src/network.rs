@@ -92,7 +92,6 @@ struct Leases {
 /// The runtime's view of the pod network.
 pub(crate) struct Network {
     pub(crate) cfg: NetworkConfig,
-    subnet: NodeSubnet,
     node: RwLock<Result<Arc<Node>, String>>,
     leases: Mutex<Leases>,
 }
@@ -107,7 +106,6 @@ pub(crate) struct Grant {
 impl Network {
     pub(crate) fn new(cfg: NetworkConfig) -> Self {
         Self {
-            subnet: cfg.node_subnet,
             cfg,
             node: RwLock::new(Err("the node network has not been set up yet".into())),
             leases: Mutex::new(Leases::default()),
@@ -161,7 +159,7 @@ impl Network {
                 });
             }
         }
-        let ip = self.subnet.next_free(l.last, |ip| l.ips.contains_key(&ip))?;
+        let ip = self.cfg.node_subnet.next_free(l.last, |ip| l.ips.contains_key(&ip))?;
         l.last = Some(ip);
         l.ips.insert(ip, id.clone());
         for p in ports {
@@ -184,7 +182,7 @@ impl Network {
     }
 
     pub(crate) fn subnet(&self) -> NodeSubnet {
-        self.subnet
+        self.cfg.node_subnet
     }
 }
 
