@@ -2,8 +2,10 @@
 //! then command-line flags. Unknown keys and invalid values stop start-up with a message
 //! naming the key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use podbay_runtime::image::registry::{Credentials, HostConfig, Mirror, RegistryConfig};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/podbay/config.toml";
@@ -22,6 +24,48 @@ pub struct Config {
     pub log: LogConfig,
     pub sandbox: SandboxConfig,
     pub network: NetworkSection,
+    /// Per registry host: `[registries."registry.k8s.io"]`.
+    pub registries: BTreeMap<String, RegistrySection>,
+}
+
+/// `[registries."<host>"]`: how to reach one registry (the role of containerd's hosts.toml).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySection {
+    /// Tried in order before the registry itself: `http://127.0.0.1:5000`,
+    /// `https://mirror.example` (no scheme: https).
+    pub mirrors: Vec<String>,
+    /// Speak plain HTTP to this host.
+    pub plain_http: bool,
+    /// Accept any TLS certificate from this host.
+    pub skip_verify: bool,
+    /// Credentials used when a pull brings none.
+    pub username: String,
+    pub password: String,
+}
+
+impl Config {
+    /// The registry settings in the runtime's terms; errors name the key.
+    pub fn registry_config(&self) -> Result<RegistryConfig, Error> {
+        let mut out = RegistryConfig::default();
+        for (host, section) in &self.registries {
+            let key = |field: &str| format!("registries.\"{host}\".{field}");
+            if host.is_empty() || host.contains(['/', ' ']) {
+                return Err(Error::InvalidKey { key: format!("registries.\"{host}\""), reason: "not a registry host (host[:port])".into() });
+            }
+            let mut mirrors = Vec::new();
+            for (i, m) in section.mirrors.iter().enumerate() {
+                mirrors.push(Mirror::parse(m).map_err(|reason| Error::InvalidKey { key: key(&format!("mirrors[{i}]")), reason })?);
+            }
+            let credentials = match (section.username.is_empty(), section.password.is_empty()) {
+                (true, true) => None,
+                (false, _) => Some(Credentials::Basic { username: section.username.clone(), password: section.password.clone() }),
+                (true, false) => return Err(Error::InvalidKey { key: key("username"), reason: "a password needs a username".into() }),
+            };
+            out.hosts.insert(host.clone(), HostConfig { mirrors, plain_http: section.plain_http, skip_verify: section.skip_verify, credentials });
+        }
+        Ok(out)
+    }
 }
 
 /// `[network]`: the node's pod network (bridge, subnet, masquerade).
@@ -98,6 +142,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sandbox: SandboxConfig::default(),
             network: NetworkSection::default(),
+            registries: BTreeMap::new(),
         }
     }
 }
@@ -122,6 +167,8 @@ pub enum Error {
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("config key `{key}`: {reason}")]
+    InvalidKey { key: String, reason: String },
     #[error("config key `network.{}`: {}", .0.key, .0.reason)]
     Network(podbay_netplug::config::ConfigError),
 }
@@ -192,6 +239,7 @@ impl Config {
             return invalid("sandbox.shm_size_bytes", "must be at least 1048576 (1 MiB)".into());
         }
         self.network.to_config()?;
+        self.registry_config()?;
         Ok(())
     }
 }
@@ -207,6 +255,22 @@ mod tests {
         assert!(text.contains("socket = \"/run/podbay/podbay.sock\""));
         assert!(text.contains("[sandbox]"));
         assert!(text.contains("cluster_cidr = \"10.244.0.0/16\""));
+    }
+
+    #[test]
+    fn registries_are_read() {
+        let cfg = Config::parse(
+            "[registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n\
+             [registries.\"my.reg:5000\"]\nskip_verify = true\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let r = cfg.registry_config().unwrap();
+        let eps = r.endpoints("registry.k8s.io");
+        assert_eq!(eps[0].describe(), "http://127.0.0.1:5000 (mirror)");
+        assert_eq!(eps[1].describe(), "registry.k8s.io");
+        let own = &r.hosts["my.reg:5000"];
+        assert!(own.skip_verify);
+        assert!(own.credentials.is_some());
     }
 
     #[test]
@@ -234,6 +298,8 @@ mod tests {
             ("[network]\ncluster_cidr = \"10.244.0.0\"\n", "network.cluster_cidr"),
             ("[network]\nnode_subnet = \"10.244.3.0/31\"\n", "network.node_subnet"),
             ("[network]\nbridge = \"way-too-long-bridge\"\n", "network.bridge"),
+            ("[registries.\"r.io\"]\nmirrors = [\"ftp://m\"]\n", "registries.\"r.io\".mirrors[0]"),
+            ("[registries.\"r.io\"]\npassword = \"x\"\n", "registries.\"r.io\".username"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -76,6 +76,39 @@ enum Command {
     Version,
     /// Show the runtime's status and configuration.
     Info,
+    /// Pull an image (per-layer progress on a terminal).
+    Pull {
+        image: String,
+        /// Registry credentials
+        #[arg(long, value_name = "USER:PASSWORD")]
+        creds: Option<String>,
+    },
+    /// List images (optionally those an image reference finds).
+    Images {
+        filter: Option<String>,
+        /// Only print image ids
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Output,
+    },
+    /// Remove images (by id, tag, digest or short name).
+    Rmi {
+        #[arg(required = true)]
+        refs: Vec<String>,
+    },
+    /// Show images' status with manifest, layers and config.
+    Inspecti {
+        #[arg(required = true)]
+        refs: Vec<String>,
+    },
+    /// Bytes and inodes used by the image store.
+    Imagefsinfo,
+    /// Image store commands.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// The node's pod network.
     Net {
         #[command(subcommand)]
@@ -92,6 +125,13 @@ enum NetCommand {
         #[arg(short, long, default_value = "text")]
         output: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import an OCI layout directory, an OCI archive or a `docker save` tar on this
+    /// machine, keeping the names it carries.
+    Import { path: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -147,6 +187,16 @@ fn main() -> anyhow::Result<()> {
         Command::Rmp { ids, all } => rt()?.block_on(cli::rmp(&ep, &ids, all)),
         Command::Version => rt()?.block_on(cli::version(&ep)),
         Command::Info => rt()?.block_on(cli::info(&ep)),
+        Command::Pull { image, creds } => rt()?.block_on(cli::images::pull(&ep, &image, creds.as_deref())),
+        Command::Images { filter, quiet, output } => {
+            rt()?.block_on(cli::images::images(&ep, filter.as_deref(), quiet, output))
+        }
+        Command::Rmi { refs } => rt()?.block_on(cli::images::rmi(&ep, &refs)),
+        Command::Inspecti { refs } => rt()?.block_on(cli::images::inspecti(&ep, &refs)),
+        Command::Imagefsinfo => rt()?.block_on(cli::images::imagefsinfo(&ep)),
+        Command::Image { command: ImageCommand::Import { path } } => {
+            rt()?.block_on(cli::images::import(&ep, &path))
+        }
         Command::Net { command: NetCommand::Show { output } } => {
             rt()?.block_on(cli::net_show(&ep, &output))
         }

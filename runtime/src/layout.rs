@@ -4,6 +4,11 @@
 //! <root>/                      persistent (default /var/lib/podbay)
 //!   podbay.lock                held (flock) by the one daemon that owns this root
 //!   state.redb                 the state database
+//!   images/
+//!     blobs/sha256/<hex>       content by digest: manifests, configs, compressed layers
+//!     layers/<chain id hex>/   one unpacked layer (an overlayfs lowerdir)
+//!     tmp/                     downloads and unpacks in progress; emptied at start
+//!   containers/<id>/           a container's writable layer: upper/, work/, rootfs/
 //! <run>/                       volatile (default /run/podbay), empty after a reboot
 //!   pods/<sandbox id>/
 //!     shim.sock                the supervisor's podbay.shim.v1 socket
@@ -67,12 +72,71 @@ impl Layout {
         self.root.join("state.redb")
     }
 
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.images_dir().join("blobs").join("sha256")
+    }
+
+    /// A blob by the hex part of its sha256 digest.
+    pub fn blob(&self, hex: &str) -> PathBuf {
+        self.blobs_dir().join(hex)
+    }
+
+    pub fn layers_dir(&self) -> PathBuf {
+        self.images_dir().join("layers")
+    }
+
+    /// An unpacked layer by the hex part of its chain id.
+    pub fn layer(&self, chain_hex: &str) -> PathBuf {
+        self.layers_dir().join(chain_hex)
+    }
+
+    pub fn image_tmp_dir(&self) -> PathBuf {
+        self.images_dir().join("tmp")
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    pub fn container(&self, id: &str) -> ContainerLayout {
+        ContainerLayout { dir: self.containers_dir().join(id) }
+    }
+
     pub fn pods_dir(&self) -> PathBuf {
         self.run.join("pods")
     }
 
     pub fn pod(&self, id: &SandboxId) -> PodLayout {
         PodLayout { dir: self.pods_dir().join(id.as_str()) }
+    }
+}
+
+/// Paths of one container's writable layer.
+#[derive(Debug, Clone)]
+pub struct ContainerLayout {
+    dir: PathBuf,
+}
+
+impl ContainerLayout {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the overlayfs of image layers + upper is mounted.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
     }
 }
 

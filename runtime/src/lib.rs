@@ -5,6 +5,7 @@
 
 pub mod failpoint;
 pub mod ids;
+pub mod image;
 pub mod layout;
 pub mod network;
 pub mod sandbox;
@@ -35,6 +36,7 @@ pub enum ErrorKind {
     InvalidArgument,
     FailedPrecondition,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     Internal,
 }
@@ -66,6 +68,8 @@ pub struct RuntimeOptions {
     pub host_etc: PathBuf,
     /// The node's pod network.
     pub network: podbay_netplug::NetworkConfig,
+    /// Registry mirrors, insecure registries and credentials.
+    pub registries: image::RegistryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,8 @@ pub enum OpenError {
     Store(#[from] store::Error),
     #[error("start the supervisor spawner: {0}")]
     Spawner(#[from] supervisor::Error),
+    #[error("open the image store: {0}")]
+    Images(#[from] image::Error),
     #[error("recover sandboxes: {0}")]
     Recover(#[from] sandbox::Error),
 }
@@ -100,6 +106,7 @@ pub(crate) struct Inner {
     pub(crate) failpoints: Failpoints,
     pub(crate) spawner: supervisor::Spawner,
     pub(crate) network: network::Network,
+    pub(crate) images: image::Images,
     _lock: Flock<File>,
 }
 
@@ -120,9 +127,11 @@ impl Runtime {
         let spawner = supervisor::Spawner::new(&opts.supervisor_exe);
         spawner.warm_up().await?;
         let network = network::Network::new(opts.network.clone());
+        let images = image::Images::new(opts.registries.clone());
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 network,
+                images,
                 opts,
                 layout,
                 store,
@@ -133,6 +142,7 @@ impl Runtime {
                 _lock: lock,
             }),
         };
+        runtime.open_images().await?;
         runtime.recover().await?;
         Ok(runtime)
     }

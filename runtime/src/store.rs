@@ -35,7 +35,7 @@ pub enum Error {
     Storage(#[from] Box<redb::StorageError>),
     #[error("state database commit: {0}")]
     Commit(#[from] Box<redb::CommitError>),
-    #[error("sandbox record {id}: {source}")]
+    #[error("record {id}: {source}")]
     Decode { id: String, source: serde_json::Error },
 }
 
@@ -74,8 +74,13 @@ impl Store {
         tx.open_table(SANDBOX_NAMES)?;
         tx.open_table(IP_LEASES)?;
         tx.open_table(IPAM)?;
+        crate::image::records::create_tables(&tx)?;
         tx.commit()?;
         Ok(Self { db })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Inserts or replaces a sandbox record together with its name reservation and its IP

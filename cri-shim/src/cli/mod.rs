@@ -1,5 +1,6 @@
 //! The crictl-compatible client commands of the `podbay` binary.
 
+pub mod images;
 pub mod podconfig;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,11 @@ pub fn endpoint_path(flag: Option<&str>) -> PathBuf {
 }
 
 pub async fn connect(path: &Path) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+    Ok(RuntimeServiceClient::new(channel(path).await?))
+}
+
+/// A gRPC channel to the daemon's socket (CRI and podbay.admin.v1 share it).
+pub async fn channel(path: &Path) -> anyhow::Result<Channel> {
     let path = path.to_path_buf();
     let shown = path.display().to_string();
     // The URI is required by tonic but unused: the connector dials the socket.
@@ -32,7 +38,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<RuntimeServiceClient<Channel
         }))
         .await
         .with_context(|| format!("connect to podbay at {shown}"))?;
-    Ok(RuntimeServiceClient::new(channel))
+    Ok(channel)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,7 +70,7 @@ pub struct PodsQuery {
     pub output: Output,
 }
 
-fn status_msg(e: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_msg(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", code_name(e.code()), e.message())
 }
 
@@ -77,6 +83,7 @@ fn code_name(c: tonic::Code) -> &'static str {
         FailedPrecondition => "FailedPrecondition",
         ResourceExhausted => "ResourceExhausted",
         Unavailable => "Unavailable",
+        Unauthenticated => "Unauthenticated",
         Unimplemented => "Unimplemented",
         _ => "Error",
     }

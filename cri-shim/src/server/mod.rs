@@ -1,5 +1,6 @@
 //! `podbay serve`: the CRI gRPC server on a Unix socket.
 
+pub mod admin_service;
 pub mod convert;
 pub mod image_service;
 pub mod runtime_service;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use podbay_proto::admin::v1::images_server::ImagesServer;
 use podbay_runtime::failpoint::Failpoints;
 use podbay_runtime::{Runtime, RuntimeOptions};
 use tokio::net::UnixListener;
@@ -49,6 +51,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         shm_size: cfg.sandbox.shm_size_bytes,
         host_etc: "/etc".into(),
         network: cfg.network.to_config()?,
+        registries: cfg.registry_config()?,
     };
     let failpoints = Failpoints::parse(&std::env::var(FAILPOINTS_ENV).unwrap_or_default());
     let runtime = Runtime::open(opts, failpoints).await?;
@@ -65,8 +68,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         info!("shutting down; pods keep running");
     };
     let result = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime_service::CriService { runtime }))
-        .add_service(ImageServiceServer::new(image_service::CriImageService))
+        .add_service(RuntimeServiceServer::new(runtime_service::CriService { runtime: runtime.clone() }))
+        .add_service(ImageServiceServer::new(image_service::CriImageService { runtime: runtime.clone() }))
+        .add_service(ImagesServer::new(admin_service::AdminService { runtime: runtime.clone() }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&cfg.socket);

@@ -14,6 +14,12 @@ impl Kinded for podbay_runtime::sandbox::Error {
     }
 }
 
+impl Kinded for podbay_runtime::image::Error {
+    fn kind(&self) -> ErrorKind {
+        podbay_runtime::image::Error::kind(self)
+    }
+}
+
 pub fn code(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::NotFound => Code::NotFound,
@@ -21,6 +27,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     }

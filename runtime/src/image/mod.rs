@@ -1,0 +1,420 @@
+//! Images: pull from OCI registries, a content-addressed store, safe unpack, offline
+//! import, and the rootfs of containers.
+//!
+//! ```text
+//!   pull/import ──▶ blobs/sha256/<hex>   (verified: digest and size, then renamed in)
+//!                      │ unpack (safe, whiteouts → overlayfs form, diff id checked)
+//!                      ▼
+//!                   layers/<chain id>/   (one dir per layer, renamed in when complete)
+//!                      │ commit: image record + names, one transaction
+//!                      ▼
+//!                   visible in ListImages ──▶ mount_rootfs: overlay(layers…, upper)
+//! ```
+//! Nothing is visible before the commit; a crash before it leaves only files in `tmp/`
+//! (emptied at start) or blobs and layers no record names (collected at start).
+
+pub mod import;
+pub mod pull;
+pub mod records;
+pub mod registry;
+pub mod rootfs;
+pub mod unpack;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use oci_client::Reference;
+use sha2::{Digest, Sha256};
+
+pub use self::records::{ImageRecord, LayerRecord, RootfsRecord};
+pub use self::registry::{Credentials, RegistryConfig};
+use crate::{ErrorKind, Runtime, store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("image {0:?} not found")]
+    NotFound(String),
+    #[error("pull {image}: {detail}")]
+    Registry { image: String, failure: registry::Failure, detail: String },
+    #[error("image {image}: no manifest for platform {platform} in the index (it has: {available})")]
+    Platform { image: String, platform: String, available: String },
+    #[error("image {image}: {what}")]
+    Invalid { image: String, what: String },
+    #[error("image {image}: blob {digest}: {reason}")]
+    BadBlob { image: String, digest: String, reason: String },
+    #[error("image {image}: layer {digest}: {source}")]
+    Unpack { image: String, digest: String, source: unpack::Error },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("import {path}: {reason}")]
+    Import { path: PathBuf, reason: String },
+    #[error("rootfs of container {container}: {reason}")]
+    Rootfs { container: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The outcome of a pull shared by callers that asked for it at the same time.
+    #[error(transparent)]
+    Shared(Arc<Error>),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidReference { .. } | Error::Import { .. } => ErrorKind::InvalidArgument,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Registry { failure, .. } => match failure {
+                registry::Failure::Unreachable => ErrorKind::Unavailable,
+                registry::Failure::Unauthorized => ErrorKind::Unauthenticated,
+                registry::Failure::NotFound => ErrorKind::NotFound,
+                registry::Failure::Other => ErrorKind::Unavailable,
+            },
+            Error::Platform { .. } => ErrorKind::NotFound,
+            Error::Invalid { .. } | Error::BadBlob { .. } => ErrorKind::InvalidArgument,
+            Error::Unpack { source, .. } if source.is_hostile() => ErrorKind::InvalidArgument,
+            Error::Rootfs { .. } => ErrorKind::FailedPrecondition,
+            Error::Unpack { .. } | Error::Io { .. } | Error::Store(_) => ErrorKind::Internal,
+            Error::Shared(e) => e.kind(),
+        }
+    }
+
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    }
+}
+
+/// Parses and normalises a reference as kubelet and crictl expect:
+/// `busybox` → `docker.io/library/busybox:latest`.
+pub fn normalize(reference: &str) -> Result<Reference, Error> {
+    let invalid = |reason: String| Error::InvalidReference { reference: reference.into(), reason };
+    if reference.trim() != reference || reference.is_empty() {
+        return Err(invalid("empty or surrounded by spaces".into()));
+    }
+    let r = Reference::try_from(reference).map_err(|e| invalid(e.to_string()))?;
+    if r.digest().is_some_and(|d| !d.starts_with("sha256:")) {
+        return Err(invalid("only sha256 digests are supported".into()));
+    }
+    Ok(r)
+}
+
+/// The name an image is stored under for a reference: `repo@digest` when it has a
+/// digest (the digest decides; a tag beside it is ignored), else `repo:tag`.
+pub fn name_of(r: &Reference) -> String {
+    match r.digest() {
+        Some(d) => digest_name(r, d),
+        None => format!("{}/{}:{}", r.registry(), r.repository(), r.tag().unwrap_or("latest")),
+    }
+}
+
+pub fn digest_name(r: &Reference, digest: &str) -> String {
+    format!("{}/{}@{}", r.registry(), r.repository(), digest)
+}
+
+/// The hex part of a `sha256:` digest, checked.
+pub fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then_some(hex)
+}
+
+pub fn sha256_of(data: &[u8]) -> String {
+    digest_string(Sha256::new_with_prefix(data))
+}
+
+/// `sha256:<hex>` of what a hasher has seen.
+pub fn digest_string(h: Sha256) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in h.finalize().iter() {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// chain(L0) = diff(L0); chain(Ln) = sha256(chain(Ln-1) + " " + diff(Ln)).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => sha256_of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Per-key async locks: one download of a blob and one unpack of a layer at a time,
+/// however many pulls want it.
+#[derive(Default)]
+pub(crate) struct KeyLocks(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);
+
+impl KeyLocks {
+    pub(crate) async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().unwrap();
+            map.retain(|_, w| w.strong_count() > 0);
+            match map.get(key).and_then(Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(key.to_owned(), Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Image state the runtime keeps in memory.
+pub(crate) struct Images {
+    pub(crate) registries: RegistryConfig,
+    pub(crate) pulls: pull::Flights,
+    pub(crate) keys: KeyLocks,
+    /// Pulls, imports and rootfs mounts hold it shared; garbage collection exclusively, so
+    /// it never takes what a pull has stored but not yet committed.
+    pub(crate) gc: tokio::sync::RwLock<()>,
+    /// Unpacks at a time (they are CPU-bound).
+    pub(crate) unpack_slots: tokio::sync::Semaphore,
+}
+
+impl Images {
+    pub(crate) fn new(registries: RegistryConfig) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            registries,
+            pulls: pull::Flights::default(),
+            keys: KeyLocks::default(),
+            gc: tokio::sync::RwLock::new(()),
+            unpack_slots: tokio::sync::Semaphore::new(cores),
+        }
+    }
+}
+
+/// Bytes and inodes the image store uses (CRI ImageFsInfo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+impl Runtime {
+    /// Runs blocking work (database, file system) off the async workers.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime) -> T + Send + 'static,
+    ) -> T {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || f(&rt)).await.expect("blocking task panicked")
+    }
+
+    /// Finds an image by id (`sha256:…`, bare hex, or a unique hex prefix of 4+), by full
+    /// or short name (`busybox` is `docker.io/library/busybox:latest`), or by `name@digest`.
+    /// Also returns the name it was found by, if any.
+    pub async fn find_image(&self, spec: &str) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
+        let spec = spec.to_owned();
+        self.blocking(move |rt| rt.find_image_blocking(&spec)).await
+    }
+
+    pub(crate) fn find_image_blocking(&self, spec: &str) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
+        let store = &self.inner.store;
+        let bare = spec.strip_prefix("sha256:").unwrap_or(spec);
+        let hex = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex && bare.len() == 64 {
+            return Ok(store.image(&format!("sha256:{bare}"))?.map(|r| (r, None)));
+        }
+        if let Ok(r) = normalize(spec) {
+            let name = name_of(&r);
+            if let Some(id) = store.image_by_name(&name)? {
+                return Ok(store.image(&id)?.map(|r| (r, Some(name))));
+            }
+        }
+        if hex && bare.len() >= 4 {
+            let mut found = store.images()?.into_iter().filter(|i| i.id[7..].starts_with(bare));
+            if let (Some(one), None) = (found.next(), found.next()) {
+                return Ok(Some((one, None)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every image, optionally only those `filter` finds.
+    pub async fn list_images(&self, filter: Option<&str>) -> Result<Vec<ImageRecord>, Error> {
+        match filter.filter(|f| !f.is_empty()) {
+            Some(f) => Ok(self.find_image(f).await?.map(|(r, _)| r).into_iter().collect()),
+            None => Ok(self.blocking(|rt| rt.inner.store.images()).await?),
+        }
+    }
+
+    /// Removes an image: by tag, that tag (and the image once no tag is left); by id or
+    /// digest, the image with all its names. Layers a container's rootfs still uses stay
+    /// until that container is removed. Unknown images are not an error.
+    pub async fn remove_image(&self, spec: &str) -> Result<(), Error> {
+        let Some((rec, name)) = self.find_image(spec).await? else {
+            return Ok(());
+        };
+        let deleted = self
+            .blocking(move |rt| rt.inner.store.remove_image(&rec.id, name.as_deref()))
+            .await?;
+        if deleted {
+            self.collect_garbage().await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every blob and unpacked layer that no image and no container rootfs needs.
+    pub async fn collect_garbage(&self) -> Result<(), Error> {
+        let _gc = self.inner.images.gc.write().await;
+        self.blocking(|rt| rt.collect_garbage_blocking()).await
+    }
+
+    fn collect_garbage_blocking(&self) -> Result<(), Error> {
+        let store = &self.inner.store;
+        let layout = &self.inner.layout;
+        let images = store.images()?;
+        let rootfs = store.rootfs_records()?;
+        let keep_blobs: HashSet<&str> =
+            images.iter().flat_map(|i| i.blobs()).filter_map(sha256_hex).collect();
+        let keep_layers: HashSet<&str> = images
+            .iter()
+            .flat_map(|i| i.layers.iter().map(|l| l.chain_id.as_str()))
+            .chain(rootfs.iter().flat_map(|(_, r)| r.chain_ids.iter().map(String::as_str)))
+            .filter_map(sha256_hex)
+            .collect();
+        for (name, path) in dir_entries(&layout.blobs_dir())? {
+            if !keep_blobs.contains(name.as_str()) {
+                tracing::debug!(blob = %name, "collecting unused blob");
+                std::fs::remove_file(&path).map_err(Error::io("remove blob", &path))?;
+            }
+        }
+        for (name, path) in dir_entries(&layout.layers_dir())? {
+            if !keep_layers.contains(name.as_str()) {
+                tracing::debug!(layer = %name, "collecting unused layer");
+                // Out of sight first, so a crash mid-delete leaves no half layer behind.
+                let doomed = layout.image_tmp_dir().join(format!("gc-{name}"));
+                std::fs::rename(&path, &doomed).map_err(Error::io("move layer", &path))?;
+                std::fs::remove_dir_all(&doomed).map_err(Error::io("remove layer", &doomed))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prepares the image store at start: dirs exist, leftovers of interrupted pulls go,
+    /// and anything no record needs is collected.
+    pub(crate) async fn open_images(&self) -> Result<(), Error> {
+        let layout = self.inner.layout.clone();
+        self.blocking(move |_| {
+            let tmp = layout.image_tmp_dir();
+            match std::fs::remove_dir_all(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("clean", &tmp)(e)),
+            }
+            for dir in [layout.blobs_dir(), layout.layers_dir(), tmp, layout.containers_dir()] {
+                std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.collect_garbage().await
+    }
+
+    /// Bytes and inodes used under the image store.
+    pub async fn image_fs_usage(&self) -> Result<FsUsage, Error> {
+        let dir = self.inner.layout.images_dir();
+        self.blocking(move |_| {
+            let mut usage = FsUsage::default();
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                let entries = std::fs::read_dir(&d).map_err(Error::io("read", &d))?;
+                for e in entries {
+                    let e = e.map_err(Error::io("read", &d))?;
+                    let Ok(md) = e.path().symlink_metadata() else { continue };
+                    use std::os::unix::fs::MetadataExt;
+                    usage.bytes += md.blocks() * 512;
+                    usage.inodes += 1;
+                    if md.is_dir() {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            Ok(usage)
+        })
+        .await
+    }
+
+    /// The image's config JSON (for verbose status and, later, container specs).
+    pub async fn image_config(&self, rec: &ImageRecord) -> Result<Vec<u8>, Error> {
+        let path = self.blob_path(&rec.id)?;
+        tokio::fs::read(&path).await.map_err(Error::io("read image config", &path))
+    }
+
+    pub(crate) fn blob_path(&self, digest: &str) -> Result<PathBuf, Error> {
+        let hex = sha256_hex(digest).ok_or_else(|| Error::Invalid {
+            image: digest.into(),
+            what: format!("digest {digest:?} is not sha256:<64 hex>"),
+        })?;
+        Ok(self.inner.layout.blob(hex))
+    }
+
+    pub(crate) fn layer_path(&self, chain_id: &str) -> PathBuf {
+        self.inner.layout.layer(sha256_hex(chain_id).unwrap_or(chain_id))
+    }
+}
+
+fn dir_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("read", dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(Error::io("read", dir))?;
+        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised() {
+        let n = |s: &str| name_of(&normalize(s).unwrap());
+        assert_eq!(n("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(n("busybox:1.36"), "docker.io/library/busybox:1.36");
+        assert_eq!(n("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
+        assert_eq!(n("127.0.0.1:5000/t/bb"), "127.0.0.1:5000/t/bb:latest");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(n(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(n(&format!("busybox:1@{d}")), format!("docker.io/library/busybox@{d}"));
+        assert!(normalize("Busybox").is_err());
+        assert!(normalize("").is_err());
+        assert!(normalize("a b").is_err());
+    }
+
+    #[test]
+    fn chain_ids_follow_the_spec() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let ids = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(ids[0], a);
+        assert_eq!(ids[1], sha256_of(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        assert!(sha256_hex(&format!("sha256:{}", "0".repeat(64))).is_some());
+        assert!(sha256_hex("sha256:abc").is_none());
+        assert!(sha256_hex(&format!("sha512:{}", "0".repeat(64))).is_none());
+        assert!(sha256_hex(&format!("sha256:{}", "A".repeat(64))).is_none());
+    }
+}
