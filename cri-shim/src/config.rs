@@ -51,18 +51,40 @@ impl Config {
         for (host, section) in &self.registries {
             let key = |field: &str| format!("registries.\"{host}\".{field}");
             if host.is_empty() || host.contains(['/', ' ']) {
-                return Err(Error::InvalidKey { key: format!("registries.\"{host}\""), reason: "not a registry host (host[:port])".into() });
+                return Err(Error::InvalidKey {
+                    key: format!("registries.\"{host}\""),
+                    reason: "not a registry host (host[:port])".into(),
+                });
             }
             let mut mirrors = Vec::new();
             for (i, m) in section.mirrors.iter().enumerate() {
-                mirrors.push(Mirror::parse(m).map_err(|reason| Error::InvalidKey { key: key(&format!("mirrors[{i}]")), reason })?);
+                mirrors.push(Mirror::parse(m).map_err(|reason| Error::InvalidKey {
+                    key: key(&format!("mirrors[{i}]")),
+                    reason,
+                })?);
             }
             let credentials = match (section.username.is_empty(), section.password.is_empty()) {
                 (true, true) => None,
-                (false, _) => Some(Credentials::Basic { username: section.username.clone(), password: section.password.clone() }),
-                (true, false) => return Err(Error::InvalidKey { key: key("username"), reason: "a password needs a username".into() }),
+                (false, _) => Some(Credentials::Basic {
+                    username: section.username.clone(),
+                    password: section.password.clone(),
+                }),
+                (true, false) => {
+                    return Err(Error::InvalidKey {
+                        key: key("username"),
+                        reason: "a password needs a username".into(),
+                    });
+                }
             };
-            out.hosts.insert(host.clone(), HostConfig { mirrors, plain_http: section.plain_http, skip_verify: section.skip_verify, credentials });
+            out.hosts.insert(
+                host.clone(),
+                HostConfig {
+                    mirrors,
+                    plain_http: section.plain_http,
+                    skip_verify: section.skip_verify,
+                    credentials,
+                },
+            );
         }
         Ok(out)
     }

@@ -132,6 +132,11 @@ enum ImageCommand {
     /// Import an OCI layout directory, an OCI archive or a `docker save` tar on this
     /// machine, keeping the names it carries.
     Import { path: PathBuf },
+    /// Mount an image read-write (its layers + a fresh upper dir) as the rootfs of ID in
+    /// the daemon's mount namespace, and print the path.
+    Mount { image: String, id: String },
+    /// Unmount and delete the rootfs of ID.
+    Unmount { id: String },
 }
 
 #[derive(Subcommand)]
@@ -187,7 +192,9 @@ fn main() -> anyhow::Result<()> {
         Command::Rmp { ids, all } => rt()?.block_on(cli::rmp(&ep, &ids, all)),
         Command::Version => rt()?.block_on(cli::version(&ep)),
         Command::Info => rt()?.block_on(cli::info(&ep)),
-        Command::Pull { image, creds } => rt()?.block_on(cli::images::pull(&ep, &image, creds.as_deref())),
+        Command::Pull { image, creds } => {
+            rt()?.block_on(cli::images::pull(&ep, &image, creds.as_deref()))
+        }
         Command::Images { filter, quiet, output } => {
             rt()?.block_on(cli::images::images(&ep, filter.as_deref(), quiet, output))
         }
@@ -196,6 +203,12 @@ fn main() -> anyhow::Result<()> {
         Command::Imagefsinfo => rt()?.block_on(cli::images::imagefsinfo(&ep)),
         Command::Image { command: ImageCommand::Import { path } } => {
             rt()?.block_on(cli::images::import(&ep, &path))
+        }
+        Command::Image { command: ImageCommand::Mount { image, id } } => {
+            rt()?.block_on(cli::images::mount(&ep, &image, &id))
+        }
+        Command::Image { command: ImageCommand::Unmount { id } } => {
+            rt()?.block_on(cli::images::unmount(&ep, &id))
         }
         Command::Net { command: NetCommand::Show { output } } => {
             rt()?.block_on(cli::net_show(&ep, &output))

@@ -17,7 +17,10 @@ pub use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod images;
+
 pub type Client = RuntimeServiceClient<Channel>;
+pub type ImageClient = k8s_cri::v1::image_service_client::ImageServiceClient<Channel>;
 
 /// Directory with the `podbay` and `podbay-supervisor` binaries: `$PODBAY_BIN_DIR`, or the
 /// cargo target dir this test binary was built into.
@@ -266,6 +269,15 @@ impl Node {
             let _ = d.kill();
             let _ = d.wait();
         }
+    }
+
+    pub async fn image_client(&self) -> anyhow::Result<ImageClient> {
+        Ok(ImageClient::new(channel(&self.socket()).await?))
+    }
+
+    /// Runs the `podbay` CLI against this node's daemon.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new(podbay_bin()).arg("--endpoint").arg(self.socket()).args(args).output()?)
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {

@@ -42,7 +42,14 @@ pub async fn pull(ep: &Path, image: &str, creds: Option<&str>) -> anyhow::Result
             }
             for l in &event.layers {
                 let short = l.digest.strip_prefix("sha256:").unwrap_or(&l.digest);
-                writeln!(err, "\x1b[2K{}: {:<11} {} / {}", &short[..12.min(short.len())], l.state, mib(l.done), mib(l.total))?;
+                writeln!(
+                    err,
+                    "\x1b[2K{}: {:<11} {} / {}",
+                    &short[..12.min(short.len())],
+                    l.state,
+                    mib(l.done),
+                    mib(l.total)
+                )?;
             }
             drawn = event.layers.len();
         }
@@ -60,9 +67,23 @@ pub async fn import(ep: &Path, path: &Path) -> anyhow::Result<()> {
     let req = admin::ImportRequest { path: path.display().to_string() };
     let resp = c.import(req).await.map_err(status_msg)?.into_inner();
     for img in resp.images {
-        let names = img.repo_tags.iter().chain(&img.repo_digests).cloned().collect::<Vec<_>>().join(", ");
+        let names =
+            img.repo_tags.iter().chain(&img.repo_digests).cloned().collect::<Vec<_>>().join(", ");
         println!("imported {} {names}", img.id);
     }
+    Ok(())
+}
+
+pub async fn mount(ep: &Path, image: &str, id: &str) -> anyhow::Result<()> {
+    let mut c = ImagesClient::new(channel(ep).await?);
+    let req = admin::MountRequest { image: image.to_owned(), id: id.to_owned() };
+    println!("{}", c.mount(req).await.map_err(status_msg)?.into_inner().path);
+    Ok(())
+}
+
+pub async fn unmount(ep: &Path, id: &str) -> anyhow::Result<()> {
+    let mut c = ImagesClient::new(channel(ep).await?);
+    c.unmount(admin::UnmountRequest { id: id.to_owned() }).await.map_err(status_msg)?;
     Ok(())
 }
 
@@ -78,10 +99,22 @@ fn image_json(i: &cri::Image) -> serde_json::Value {
     })
 }
 
-pub async fn images(ep: &Path, filter: Option<&str>, quiet: bool, output: Output) -> anyhow::Result<()> {
+pub async fn images(
+    ep: &Path,
+    filter: Option<&str>,
+    quiet: bool,
+    output: Output,
+) -> anyhow::Result<()> {
     let mut c = ImageServiceClient::new(channel(ep).await?);
-    let filter = filter.map(|f| cri::ImageFilter { image: Some(cri::ImageSpec { image: f.into(), ..Default::default() }) });
-    let mut images = c.list_images(cri::ListImagesRequest { filter }).await.map_err(status_msg)?.into_inner().images;
+    let filter = filter.map(|f| cri::ImageFilter {
+        image: Some(cri::ImageSpec { image: f.into(), ..Default::default() }),
+    });
+    let mut images = c
+        .list_images(cri::ListImagesRequest { filter })
+        .await
+        .map_err(status_msg)?
+        .into_inner()
+        .images;
     images.sort_by(|a, b| a.repo_tags.cmp(&b.repo_tags));
     if quiet {
         for i in &images {
@@ -104,7 +137,11 @@ pub async fn images(ep: &Path, filter: Option<&str>, quiet: bool, output: Output
                 let id = &i.id.trim_start_matches("sha256:")[..13];
                 let size = mib(i.size);
                 if i.repo_tags.is_empty() {
-                    let repo = i.repo_digests.first().and_then(|d| d.split('@').next()).unwrap_or("<none>");
+                    let repo = i
+                        .repo_digests
+                        .first()
+                        .and_then(|d| d.split('@').next())
+                        .unwrap_or("<none>");
                     println!("{repo:<50} {:<20} {id:<15} {size:>10}", "<none>");
                 }
                 for t in &i.repo_tags {
@@ -140,10 +177,20 @@ pub async fn inspecti(ep: &Path, refs: &[String]) -> anyhow::Result<()> {
     let mut c = ImageServiceClient::new(channel(ep).await?);
     for r in refs {
         let spec = cri::ImageSpec { image: r.clone(), ..Default::default() };
-        let resp = c.image_status(cri::ImageStatusRequest { image: Some(spec), verbose: true }).await.map_err(status_msg)?.into_inner();
+        let resp = c
+            .image_status(cri::ImageStatusRequest { image: Some(spec), verbose: true })
+            .await
+            .map_err(status_msg)?
+            .into_inner();
         let Some(image) = resp.image else { anyhow::bail!("no such image {r}") };
-        let info: serde_json::Value = resp.info.get("info").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "status": image_json(&image), "info": info }))?);
+        let info: serde_json::Value =
+            resp.info.get("info").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "status": image_json(&image), "info": info })
+            )?
+        );
     }
     Ok(())
 }
@@ -163,6 +210,9 @@ pub async fn imagefsinfo(ep: &Path) -> anyhow::Result<()> {
             })
         })
         .collect();
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "status": { "imageFilesystems": fs } }))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "status": { "imageFilesystems": fs } }))?
+    );
     Ok(())
 }

@@ -17,20 +17,52 @@ pub struct AdminService {
 }
 
 fn stored(rec: &ImageRecord) -> admin::StoredImage {
-    admin::StoredImage { id: rec.id.clone(), repo_tags: rec.repo_tags.clone(), repo_digests: rec.repo_digests.clone() }
+    admin::StoredImage {
+        id: rec.id.clone(),
+        repo_tags: rec.repo_tags.clone(),
+        repo_digests: rec.repo_digests.clone(),
+    }
 }
 
 type PullStream = Pin<Box<dyn Stream<Item = Result<admin::PullEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Images for AdminService {
-    async fn import(&self, req: Request<admin::ImportRequest>) -> Result<Response<admin::ImportResponse>, Status> {
+    async fn import(
+        &self,
+        req: Request<admin::ImportRequest>,
+    ) -> Result<Response<admin::ImportResponse>, Status> {
         let path = req.into_inner().path;
         if path.is_empty() {
             return Err(Status::invalid_argument("path is empty"));
         }
-        let images = self.runtime.import_images(path.as_ref()).await.map_err(|e| to_status("Import", e))?;
+        let images =
+            self.runtime.import_images(path.as_ref()).await.map_err(|e| to_status("Import", e))?;
         Ok(Response::new(admin::ImportResponse { images: images.iter().map(stored).collect() }))
+    }
+
+    async fn mount(
+        &self,
+        req: Request<admin::MountRequest>,
+    ) -> Result<Response<admin::MountResponse>, Status> {
+        let req = req.into_inner();
+        let path = self
+            .runtime
+            .mount_rootfs(&req.id, &req.image)
+            .await
+            .map_err(|e| to_status("Mount", e))?;
+        Ok(Response::new(admin::MountResponse { path: path.display().to_string() }))
+    }
+
+    async fn unmount(
+        &self,
+        req: Request<admin::UnmountRequest>,
+    ) -> Result<Response<admin::UnmountResponse>, Status> {
+        self.runtime
+            .unmount_rootfs(&req.into_inner().id)
+            .await
+            .map_err(|e| to_status("Unmount", e))?;
+        Ok(Response::new(admin::UnmountResponse {}))
     }
 
     type PullStream = PullStream;
@@ -40,8 +72,10 @@ impl Images for AdminService {
         if req.image.is_empty() {
             return Err(Status::invalid_argument("image is empty"));
         }
-        let creds = (!req.username.is_empty())
-            .then(|| Credentials::Basic { username: req.username.clone(), password: req.password.clone() });
+        let creds = (!req.username.is_empty()).then(|| Credentials::Basic {
+            username: req.username.clone(),
+            password: req.password.clone(),
+        });
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let runtime = self.runtime.clone();
         tokio::spawn(async move {

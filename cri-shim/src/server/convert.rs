@@ -343,6 +343,88 @@ pub fn sandbox_filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
     }
 }
 
+/// The image named by a request's ImageSpec, or InvalidArgument naming the field.
+pub fn image_ref(field: &str, spec: Option<&cri::ImageSpec>) -> Result<String, Status> {
+    match spec.map(|s| s.image.trim()) {
+        Some(i) if !i.is_empty() => Ok(i.to_owned()),
+        _ => Err(invalid(field, "is empty")),
+    }
+}
+
+/// Credentials from a CRI AuthConfig: username/password, `auth` (base64 user:pass), an
+/// identity token (sent as the password, as registries that issue them accept), or a
+/// registry token (a bearer token used as is).
+pub fn image_auth(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Status> {
+    let Some(a) = auth else { return Ok(None) };
+    if !a.registry_token.is_empty() {
+        return Ok(Some(Credentials::Bearer(a.registry_token)));
+    }
+    if !a.identity_token.is_empty() {
+        let username = if a.username.is_empty() { "<token>".to_owned() } else { a.username };
+        return Ok(Some(Credentials::Basic { username, password: a.identity_token }));
+    }
+    if !a.auth.is_empty() {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .map_err(|e| invalid("auth.auth", format!("is not base64: {e}")))?;
+        let text = String::from_utf8(raw).map_err(|_| invalid("auth.auth", "is not UTF-8"))?;
+        let (username, password) =
+            text.split_once(':').ok_or_else(|| invalid("auth.auth", "is not user:password"))?;
+        return Ok(Some(Credentials::Basic {
+            username: username.into(),
+            password: password.into(),
+        }));
+    }
+    if a.username.is_empty() && a.password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials::Basic { username: a.username, password: a.password }))
+}
+
+/// An image as the CRI shows it: a numeric USER is the uid, a name the username.
+pub fn cri_image(rec: &ImageRecord) -> cri::Image {
+    let user = rec.user.split(':').next().unwrap_or_default();
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(n) => (Some(cri::Int64Value { value: n }), String::new()),
+        Err(_) if user.is_empty() => (Some(cri::Int64Value { value: 0 }), String::new()),
+        Err(_) => (None, user.to_owned()),
+    };
+    cri::Image {
+        id: rec.id.clone(),
+        repo_tags: rec.repo_tags.clone(),
+        repo_digests: rec.repo_digests.clone(),
+        size: rec.size(),
+        uid,
+        username,
+        spec: Some(cri::ImageSpec { image: rec.id.clone(), ..Default::default() }),
+        pinned: false,
+    }
+}
+
+/// ImageStatus' verbose `info`: digests, layers and the config.
+pub fn image_info(rec: &ImageRecord, config: &[u8]) -> serde_json::Value {
+    let layers: Vec<_> = rec
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "digest": l.digest, "mediaType": l.media_type, "size": l.size,
+                "diffID": l.diff_id, "chainID": l.chain_id,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": rec.id,
+        "repoTags": rec.repo_tags,
+        "repoDigests": rec.repo_digests,
+        "manifestDigest": rec.manifest,
+        "indexDigest": rec.index,
+        "layers": layers,
+        "config": serde_json::from_slice::<serde_json::Value>(config).unwrap_or_default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,83 +527,4 @@ mod tests {
         });
         assert!(e.contains("namespace_options.pid"), "{e}");
     }
-}
-
-/// The image named by a request's ImageSpec, or InvalidArgument naming the field.
-pub fn image_ref(field: &str, spec: Option<&cri::ImageSpec>) -> Result<String, Status> {
-    match spec.map(|s| s.image.trim()) {
-        Some(i) if !i.is_empty() => Ok(i.to_owned()),
-        _ => Err(invalid(field, "is empty")),
-    }
-}
-
-/// Credentials from a CRI AuthConfig: username/password, `auth` (base64 user:pass), an
-/// identity token (sent as the password, as registries that issue them accept), or a
-/// registry token (a bearer token used as is).
-pub fn image_auth(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Status> {
-    let Some(a) = auth else { return Ok(None) };
-    if !a.registry_token.is_empty() {
-        return Ok(Some(Credentials::Bearer(a.registry_token)));
-    }
-    if !a.identity_token.is_empty() {
-        let username = if a.username.is_empty() { "<token>".to_owned() } else { a.username };
-        return Ok(Some(Credentials::Basic { username, password: a.identity_token }));
-    }
-    if !a.auth.is_empty() {
-        use base64::Engine;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(a.auth.trim())
-            .map_err(|e| invalid("auth.auth", format!("is not base64: {e}")))?;
-        let text = String::from_utf8(raw).map_err(|_| invalid("auth.auth", "is not UTF-8"))?;
-        let (username, password) =
-            text.split_once(':').ok_or_else(|| invalid("auth.auth", "is not user:password"))?;
-        return Ok(Some(Credentials::Basic { username: username.into(), password: password.into() }));
-    }
-    if a.username.is_empty() && a.password.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Credentials::Basic { username: a.username, password: a.password }))
-}
-
-/// An image as the CRI shows it: a numeric USER is the uid, a name the username.
-pub fn cri_image(rec: &ImageRecord) -> cri::Image {
-    let user = rec.user.split(':').next().unwrap_or_default();
-    let (uid, username) = match user.parse::<i64>() {
-        Ok(n) => (Some(cri::Int64Value { value: n }), String::new()),
-        Err(_) if user.is_empty() => (Some(cri::Int64Value { value: 0 }), String::new()),
-        Err(_) => (None, user.to_owned()),
-    };
-    cri::Image {
-        id: rec.id.clone(),
-        repo_tags: rec.repo_tags.clone(),
-        repo_digests: rec.repo_digests.clone(),
-        size: rec.size(),
-        uid,
-        username,
-        spec: Some(cri::ImageSpec { image: rec.id.clone(), ..Default::default() }),
-        pinned: false,
-    }
-}
-
-/// ImageStatus' verbose `info`: digests, layers and the config.
-pub fn image_info(rec: &ImageRecord, config: &[u8]) -> serde_json::Value {
-    let layers: Vec<_> = rec
-        .layers
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "digest": l.digest, "mediaType": l.media_type, "size": l.size,
-                "diffID": l.diff_id, "chainID": l.chain_id,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "id": rec.id,
-        "repoTags": rec.repo_tags,
-        "repoDigests": rec.repo_digests,
-        "manifestDigest": rec.manifest,
-        "indexDigest": rec.index,
-        "layers": layers,
-        "config": serde_json::from_slice::<serde_json::Value>(config).unwrap_or_default(),
-    })
 }

@@ -68,8 +68,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         info!("shutting down; pods keep running");
     };
     let result = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime_service::CriService { runtime: runtime.clone() }))
-        .add_service(ImageServiceServer::new(image_service::CriImageService { runtime: runtime.clone() }))
+        .add_service(RuntimeServiceServer::new(runtime_service::CriService {
+            runtime: runtime.clone(),
+        }))
+        .add_service(ImageServiceServer::new(image_service::CriImageService {
+            runtime: runtime.clone(),
+        }))
         .add_service(ImagesServer::new(admin_service::AdminService { runtime: runtime.clone() }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;

@@ -74,7 +74,8 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-const NAME_ANNOTATIONS: [&str; 2] = ["io.containerd.image.name", "org.opencontainers.image.ref.name"];
+const NAME_ANNOTATIONS: [&str; 2] =
+    ["io.containerd.image.name", "org.opencontainers.image.ref.name"];
 
 impl Runtime {
     /// Imports every named image in the archive at `path` (in its own task, so it always
@@ -82,7 +83,9 @@ impl Runtime {
     pub async fn import_images(&self, path: &Path) -> Result<Vec<ImageRecord>, Error> {
         let rt = self.clone();
         let path = path.to_path_buf();
-        tokio::spawn(async move { rt.import_detached(&path).await }).await.expect("import task panicked")
+        tokio::spawn(async move { rt.import_detached(&path).await })
+            .await
+            .expect("import task panicked")
     }
 
     async fn import_detached(&self, path: &Path) -> Result<Vec<ImageRecord>, Error> {
@@ -100,11 +103,13 @@ impl Runtime {
             files
         };
         let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
-        let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let stem: String =
+            stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         let stem = stem.trim_matches('-');
         let mut out = Vec::new();
         if let Some(index) = files.read("index.json") {
-            let index = ImageIndex::from_reader(&index[..]).map_err(|e| fail(format!("index.json: {e}")))?;
+            let index = ImageIndex::from_reader(&index[..])
+                .map_err(|e| fail(format!("index.json: {e}")))?;
             let source = ArchiveSource { files: &files, by_digest: HashMap::new() };
             for entry in index.manifests() {
                 let annotations = entry.annotations().clone().unwrap_or_default();
@@ -112,19 +117,32 @@ impl Runtime {
                     tracing::warn!(path = %path.display(), digest = %entry.digest(), "skipping an image without a name");
                     continue;
                 };
-                let name = if raw.contains(['/', ':', '@']) { raw.clone() } else { format!("localhost/{}:{raw}", if stem.is_empty() { "import" } else { stem }) };
+                let name = if raw.contains(['/', ':', '@']) {
+                    raw.clone()
+                } else {
+                    format!("localhost/{}:{raw}", if stem.is_empty() { "import" } else { stem })
+                };
                 let r = normalize(&name)?;
                 let image = name_of(&r);
-                let blob = BlobRef { digest: entry.digest().to_string(), size: entry.size(), media_type: entry.media_type().to_string() };
+                let blob = BlobRef {
+                    digest: entry.digest().to_string(),
+                    size: entry.size(),
+                    media_type: entry.media_type().to_string(),
+                };
                 let bytes = self.archive_blob(&image, &files, &blob)?;
                 let (manifest, index) = if is_index(&bytes) {
-                    let idx = ImageIndex::from_reader(&bytes[..]).map_err(|e| fail(format!("index {}: {e}", blob.digest)))?;
+                    let idx = ImageIndex::from_reader(&bytes[..])
+                        .map_err(|e| fail(format!("index {}: {e}", blob.digest)))?;
                     let child = select_platform(&idx).map_err(|available| Error::Platform {
                         image: image.clone(),
                         platform: super::pull::node_platform().to_string(),
                         available,
                     })?;
-                    let child = BlobRef { digest: child.digest().to_string(), size: child.size(), media_type: child.media_type().to_string() };
+                    let child = BlobRef {
+                        digest: child.digest().to_string(),
+                        size: child.size(),
+                        media_type: child.media_type().to_string(),
+                    };
                     let m = self.archive_blob(&image, &files, &child)?;
                     ((m, child.digest), Some((bytes, blob.digest.clone())))
                 } else {
@@ -134,10 +152,22 @@ impl Runtime {
                     Some(d) => (vec![], vec![digest_name(&r, d)]),
                     None => (vec![image.clone()], vec![digest_name(&r, &blob.digest)]),
                 };
-                out.push(self.store_image(&image, &source, manifest, index, tags, digests, &Progress::default()).await?);
+                out.push(
+                    self.store_image(
+                        &image,
+                        &source,
+                        manifest,
+                        index,
+                        tags,
+                        digests,
+                        &Progress::default(),
+                    )
+                    .await?,
+                );
             }
         } else if let Some(manifest) = files.read("manifest.json") {
-            let entries: Vec<DockerEntry> = serde_json::from_slice(&manifest).map_err(|e| fail(format!("manifest.json: {e}")))?;
+            let entries: Vec<DockerEntry> = serde_json::from_slice(&manifest)
+                .map_err(|e| fail(format!("manifest.json: {e}")))?;
             for entry in entries {
                 let names: Vec<String> = entry
                     .repo_tags
@@ -151,13 +181,17 @@ impl Runtime {
                 };
                 let mut by_digest = HashMap::new();
                 let mut describe = |rel: &str, media: &str| -> Result<serde_json::Value, Error> {
-                    let p = files.path(rel).ok_or_else(|| fail(format!("{rel} is not in the archive")))?;
-                    let (size, digest, gz) = hash_file(&p).map_err(|e| fail(format!("{rel}: {e}")))?;
+                    let p = files
+                        .path(rel)
+                        .ok_or_else(|| fail(format!("{rel} is not in the archive")))?;
+                    let (size, digest, gz) =
+                        hash_file(&p).map_err(|e| fail(format!("{rel}: {e}")))?;
                     by_digest.insert(digest.clone(), rel.to_owned());
                     let media = if gz { format!("{media}.gzip") } else { media.to_owned() };
                     Ok(serde_json::json!({"mediaType": media, "size": size, "digest": digest}))
                 };
-                let config = describe(&entry.config, "application/vnd.docker.container.image.v1+json")?;
+                let config =
+                    describe(&entry.config, "application/vnd.docker.container.image.v1+json")?;
                 let config = serde_json::json!({"mediaType": "application/vnd.docker.container.image.v1+json", "size": config["size"], "digest": config["digest"]});
                 let layers = entry
                     .layers
@@ -173,10 +207,24 @@ impl Runtime {
                 let bytes = serde_json::to_vec(&m).expect("json");
                 let digest = sha256_of(&bytes);
                 let source = ArchiveSource { files: &files, by_digest };
-                out.push(self.store_image(&first, &source, (bytes, digest), None, names, vec![], &Progress::default()).await?);
+                out.push(
+                    self.store_image(
+                        &first,
+                        &source,
+                        (bytes, digest),
+                        None,
+                        names,
+                        vec![],
+                        &Progress::default(),
+                    )
+                    .await?,
+                );
             }
         } else {
-            return Err(fail("neither an OCI layout (index.json) nor a docker save archive (manifest.json)".into()));
+            return Err(fail(
+                "neither an OCI layout (index.json) nor a docker save archive (manifest.json)"
+                    .into(),
+            ));
         }
         if out.is_empty() {
             return Err(fail("no named image in the archive".into()));
@@ -186,11 +234,21 @@ impl Runtime {
 
     /// A small blob (manifest, index) from the archive, checked.
     fn archive_blob(&self, image: &str, files: &Files, blob: &BlobRef) -> Result<Vec<u8>, Error> {
-        let bad = |reason: String| Error::BadBlob { image: image.into(), digest: blob.digest.clone(), reason };
+        let bad = |reason: String| Error::BadBlob {
+            image: image.into(),
+            digest: blob.digest.clone(),
+            reason,
+        };
         let hex = sha256_hex(&blob.digest).ok_or_else(|| bad("not a sha256 digest".into()))?;
-        let bytes = files.read(&format!("blobs/sha256/{hex}")).ok_or_else(|| bad("not in the archive".into()))?;
+        let bytes = files
+            .read(&format!("blobs/sha256/{hex}"))
+            .ok_or_else(|| bad("not in the archive".into()))?;
         if bytes.len() as u64 != blob.size || sha256_of(&bytes) != blob.digest {
-            return Err(bad(format!("content has digest {} and {} bytes", sha256_of(&bytes), bytes.len())));
+            return Err(bad(format!(
+                "content has digest {} and {} bytes",
+                sha256_of(&bytes),
+                bytes.len()
+            )));
         }
         Ok(bytes)
     }
@@ -221,19 +279,25 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String, bool)> {
 /// repeated layers) are followed inside the archive only.
 fn spool_tar(tar_path: &Path, spool: &Path) -> Result<HashMap<PathBuf, PathBuf>, String> {
     std::fs::create_dir_all(spool).map_err(|e| format!("create {}: {e}", spool.display()))?;
-    let mut input = BufReader::with_capacity(256 * 1024, File::open(tar_path).map_err(|e| e.to_string())?);
-    let reader: Box<dyn Read> = match Compression::sniff(input.fill_buf().map_err(|e| e.to_string())?) {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(input).map_err(|e| e.to_string())?),
-        Compression::None => Box::new(input),
-    };
+    let mut input =
+        BufReader::with_capacity(256 * 1024, File::open(tar_path).map_err(|e| e.to_string())?);
+    let reader: Box<dyn Read> =
+        match Compression::sniff(input.fill_buf().map_err(|e| e.to_string())?) {
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+            Compression::Zstd => {
+                Box::new(zstd::Decoder::with_buffer(input).map_err(|e| e.to_string())?)
+            }
+            Compression::None => Box::new(input),
+        };
     let mut archive = tar::Archive::new(reader);
     let mut files = HashMap::new();
     let mut links = Vec::new();
     for (n, entry) in archive.entries().map_err(|e| format!("not a tar: {e}"))?.enumerate() {
         let mut entry = entry.map_err(|e| format!("read the tar: {e}"))?;
         let raw = entry.path().map_err(|e| e.to_string())?.into_owned();
-        let Ok(rel) = clean_path(&raw) else { return Err(format!("entry {raw:?} leaves the archive")) };
+        let Ok(rel) = clean_path(&raw) else {
+            return Err(format!("entry {raw:?} leaves the archive"));
+        };
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let dest = spool.join(n.to_string());

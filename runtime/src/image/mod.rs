@@ -40,7 +40,9 @@ pub enum Error {
     NotFound(String),
     #[error("pull {image}: {detail}")]
     Registry { image: String, failure: registry::Failure, detail: String },
-    #[error("image {image}: no manifest for platform {platform} in the index (it has: {available})")]
+    #[error(
+        "image {image}: no manifest for platform {platform} in the index (it has: {available})"
+    )]
     Platform { image: String, platform: String, available: String },
     #[error("image {image}: {what}")]
     Invalid { image: String, what: String },
@@ -217,12 +219,18 @@ impl Runtime {
     /// Finds an image by id (`sha256:…`, bare hex, or a unique hex prefix of 4+), by full
     /// or short name (`busybox` is `docker.io/library/busybox:latest`), or by `name@digest`.
     /// Also returns the name it was found by, if any.
-    pub async fn find_image(&self, spec: &str) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
+    pub async fn find_image(
+        &self,
+        spec: &str,
+    ) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
         let spec = spec.to_owned();
         self.blocking(move |rt| rt.find_image_blocking(&spec)).await
     }
 
-    pub(crate) fn find_image_blocking(&self, spec: &str) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
+    pub(crate) fn find_image_blocking(
+        &self,
+        spec: &str,
+    ) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
         let store = &self.inner.store;
         let bare = spec.strip_prefix("sha256:").unwrap_or(spec);
         let hex = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_hexdigit());
@@ -259,9 +267,8 @@ impl Runtime {
         let Some((rec, name)) = self.find_image(spec).await? else {
             return Ok(());
         };
-        let deleted = self
-            .blocking(move |rt| rt.inner.store.remove_image(&rec.id, name.as_deref()))
-            .await?;
+        let deleted =
+            self.blocking(move |rt| rt.inner.store.remove_image(&rec.id, name.as_deref())).await?;
         if deleted {
             self.collect_garbage().await?;
         }

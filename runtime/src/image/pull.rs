@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
 use super::registry::{self, Endpoint, Failure, Protocol};
-use super::{Credentials, Error, ImageRecord, LayerRecord, chain_ids, digest_name, name_of, normalize, sha256_hex, sha256_of};
+use super::{
+    Credentials, Error, ImageRecord, LayerRecord, chain_ids, digest_name, name_of, normalize,
+    sha256_hex, sha256_of,
+};
 use crate::Runtime;
 
 const MANIFEST_TYPES: &[&str] = &[
@@ -41,7 +44,11 @@ pub struct BlobRef {
 
 impl BlobRef {
     fn of(d: &Descriptor) -> Self {
-        Self { digest: d.digest().to_string(), size: d.size(), media_type: d.media_type().to_string() }
+        Self {
+            digest: d.digest().to_string(),
+            size: d.size(),
+            media_type: d.media_type().to_string(),
+        }
     }
 }
 
@@ -99,13 +106,23 @@ impl Runtime {
     /// Pulls an image (coalesced with a pull of the same image already under way) and
     /// returns its record. The pull runs in its own task: a caller that goes away (kubelet
     /// timing out) does not leave it half done.
-    pub async fn pull_image(&self, reference: &str, creds: Option<Credentials>) -> Result<ImageRecord, Error> {
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        creds: Option<Credentials>,
+    ) -> Result<ImageRecord, Error> {
         let rt = self.clone();
         let reference = reference.to_owned();
-        tokio::spawn(async move { rt.pull_coalesced(&reference, creds).await }).await.expect("pull task panicked")
+        tokio::spawn(async move { rt.pull_coalesced(&reference, creds).await })
+            .await
+            .expect("pull task panicked")
     }
 
-    async fn pull_coalesced(&self, reference: &str, creds: Option<Credentials>) -> Result<ImageRecord, Error> {
+    async fn pull_coalesced(
+        &self,
+        reference: &str,
+        creds: Option<Credentials>,
+    ) -> Result<ImageRecord, Error> {
         let r = normalize(reference)?;
         let mut h = std::hash::DefaultHasher::new();
         creds.hash(&mut h);
@@ -119,7 +136,9 @@ impl Runtime {
             .clone();
         let outcome = flight
             .cell
-            .get_or_init(|| async { self.pull_once(&r, creds.as_ref(), &flight.progress).await.map_err(Arc::new) })
+            .get_or_init(|| async {
+                self.pull_once(&r, creds.as_ref(), &flight.progress).await.map_err(Arc::new)
+            })
             .await
             .clone();
         let mut map = flights.lock().unwrap();
@@ -133,10 +152,17 @@ impl Runtime {
     pub fn pull_progress(&self, reference: &str) -> Option<Arc<Progress>> {
         let name = name_of(&normalize(reference).ok()?);
         let map = self.inner.images.pulls.0.lock().unwrap();
-        map.iter().find(|(k, _)| k.split('\0').next() == Some(name.as_str())).map(|(_, f)| f.progress.clone())
+        map.iter()
+            .find(|(k, _)| k.split('\0').next() == Some(name.as_str()))
+            .map(|(_, f)| f.progress.clone())
     }
 
-    async fn pull_once(&self, r: &Reference, creds: Option<&Credentials>, progress: &Progress) -> Result<ImageRecord, Error> {
+    async fn pull_once(
+        &self,
+        r: &Reference,
+        creds: Option<&Credentials>,
+        progress: &Progress,
+    ) -> Result<ImageRecord, Error> {
         let started = std::time::Instant::now();
         let image = name_of(r);
         let endpoints = self.inner.images.registries.endpoints(r.registry());
@@ -157,22 +183,48 @@ impl Runtime {
                 Some(d) => (vec![], vec![digest_name(r, d)]),
                 None => (vec![image.clone()], vec![digest_name(r, &resolved.top_digest)]),
             };
-            let source = RegistrySource { client: resolved.client, reference: resolved.reference, auth: resolved.auth };
+            let source = RegistrySource {
+                client: resolved.client,
+                reference: resolved.reference,
+                auth: resolved.auth,
+            };
             let rec = self
-                .store_image(&image, &source, resolved.manifest, resolved.index, tags, digests, progress)
+                .store_image(
+                    &image,
+                    &source,
+                    resolved.manifest,
+                    resolved.index,
+                    tags,
+                    digests,
+                    progress,
+                )
                 .await?;
             info!(image.ref = %image, id = %rec.id, endpoint = %ep.describe(), elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
             return Ok(rec);
         }
         let failure = registry::worst(&failures);
-        Err(Error::Registry { image, failure, detail: format!("{}: {}", failure.describe(), details.join("; ")) })
+        Err(Error::Registry {
+            image,
+            failure,
+            detail: format!("{}: {}", failure.describe(), details.join("; ")),
+        })
     }
 
     /// Fetches the manifest (and the index it is chosen from) from one endpoint.
-    async fn resolve_at(&self, ep: &Endpoint, r: &Reference, creds: Option<&Credentials>, image: &str) -> Result<Resolved, Attempt> {
+    async fn resolve_at(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        creds: Option<&Credentials>,
+        image: &str,
+    ) -> Result<Resolved, Attempt> {
         let reference = match r.digest() {
             Some(d) => Reference::with_digest(ep.host.clone(), r.repository().into(), d.into()),
-            None => Reference::with_tag(ep.host.clone(), r.repository().into(), r.tag().unwrap_or("latest").into()),
+            None => Reference::with_tag(
+                ep.host.clone(),
+                r.repository().into(),
+                r.tag().unwrap_or("latest").into(),
+            ),
         };
         let auth = registry::auth(ep, creds);
         let mut http = ep.protocol == Protocol::Http;
@@ -180,11 +232,16 @@ impl Runtime {
             let client = registry::client(ep, http);
             match client.pull_manifest_raw(&reference, &auth, MANIFEST_TYPES).await {
                 Ok((bytes, _)) => {
-                    return self.resolve_manifest(client, reference, auth, bytes.to_vec(), image).await;
+                    return self
+                        .resolve_manifest(client, reference, auth, bytes.to_vec(), image)
+                        .await;
                 }
                 Err(e) => {
                     let failure = Failure::of(&e);
-                    if failure == Failure::Unreachable && ep.protocol == Protocol::HttpsThenHttp && !http {
+                    if failure == Failure::Unreachable
+                        && ep.protocol == Protocol::HttpsThenHttp
+                        && !http
+                    {
                         debug!(host = %ep.host, error = %registry::chain(&e), "no TLS on a loopback registry; trying plain HTTP");
                         http = true;
                         continue;
@@ -207,25 +264,52 @@ impl Runtime {
         if let Some(want) = reference.digest()
             && want != digest
         {
-            return Err(Attempt::Fatal(Error::BadBlob { image: image.into(), digest: want.into(), reason: format!("the registry sent a manifest with digest {digest}") }));
+            return Err(Attempt::Fatal(Error::BadBlob {
+                image: image.into(),
+                digest: want.into(),
+                reason: format!("the registry sent a manifest with digest {digest}"),
+            }));
         }
         let top_digest = digest.clone();
         if !is_index(&bytes) {
-            return Ok(Resolved { client, reference, auth, manifest: (bytes, digest), index: None, top_digest });
+            return Ok(Resolved {
+                client,
+                reference,
+                auth,
+                manifest: (bytes, digest),
+                index: None,
+                top_digest,
+            });
         }
-        let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| Attempt::Fatal(invalid(image, format!("index: {e}"))))?;
+        let index = ImageIndex::from_reader(&bytes[..])
+            .map_err(|e| Attempt::Fatal(invalid(image, format!("index: {e}"))))?;
         let chosen = select_platform(&index).map_err(|available| {
-            Attempt::Fatal(Error::Platform { image: image.into(), platform: node_platform().to_string(), available })
+            Attempt::Fatal(Error::Platform {
+                image: image.into(),
+                platform: node_platform().to_string(),
+                available,
+            })
         })?;
         let child = BlobRef::of(chosen);
-        let by_digest = Reference::with_digest(reference.registry().into(), reference.repository().into(), child.digest.clone());
+        let by_digest = Reference::with_digest(
+            reference.registry().into(),
+            reference.repository().into(),
+            child.digest.clone(),
+        );
         let (m, _) = client
             .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
             .await
             .map_err(|e| Attempt::Failed(Failure::of(&e), registry::chain(&e)))?;
         let m = m.to_vec();
         check(image, &child, m.len() as u64, &sha256_of(&m)).map_err(Attempt::Fatal)?;
-        Ok(Resolved { client, reference, auth, manifest: (m, child.digest), index: Some((bytes, digest)), top_digest })
+        Ok(Resolved {
+            client,
+            reference,
+            auth,
+            manifest: (m, child.digest),
+            index: Some((bytes, digest)),
+            top_digest,
+        })
     }
 
     /// Stores an image whose manifest is in hand; the blobs come from `source`. Shared by
@@ -247,11 +331,20 @@ impl Runtime {
         let config = BlobRef::of(m.config());
         self.ensure_blob(image, source, &config, None).await?;
         let config_path = self.blob_path(&config.digest)?;
-        let config_json = tokio::fs::read(&config_path).await.map_err(Error::io("read", &config_path))?;
-        let cfg = ImageConfiguration::from_reader(&config_json[..]).map_err(|e| invalid(image, format!("config: {e}")))?;
+        let config_json =
+            tokio::fs::read(&config_path).await.map_err(Error::io("read", &config_path))?;
+        let cfg = ImageConfiguration::from_reader(&config_json[..])
+            .map_err(|e| invalid(image, format!("config: {e}")))?;
         let diff_ids: Vec<String> = cfg.rootfs().diff_ids().to_vec();
         if diff_ids.len() != m.layers().len() {
-            return Err(invalid(image, format!("the config lists {} diff ids for {} layers", diff_ids.len(), m.layers().len())));
+            return Err(invalid(
+                image,
+                format!(
+                    "the config lists {} diff ids for {} layers",
+                    diff_ids.len(),
+                    m.layers().len()
+                ),
+            ));
         }
         let chains = chain_ids(&diff_ids);
         let layers: Vec<LayerRecord> = m
@@ -268,13 +361,17 @@ impl Runtime {
             .collect();
         *progress.layers.lock().unwrap() = layers
             .iter()
-            .map(|l| LayerProgress { digest: l.digest.clone(), total: l.size, done: 0, state: "waiting" })
+            .map(|l| LayerProgress {
+                digest: l.digest.clone(),
+                total: l.size,
+                done: 0,
+                state: "waiting",
+            })
             .collect();
-        let jobs: Vec<_> = layers.iter().map(|l| self.ensure_layer(image, source, l, progress)).collect();
-        let results: Vec<Result<(), Error>> = futures_util::stream::iter(jobs)
-            .buffer_unordered(PARALLEL_DOWNLOADS)
-            .collect()
-            .await;
+        let jobs: Vec<_> =
+            layers.iter().map(|l| self.ensure_layer(image, source, l, progress)).collect();
+        let results: Vec<Result<(), Error>> =
+            futures_util::stream::iter(jobs).buffer_unordered(PARALLEL_DOWNLOADS).collect().await;
         results.into_iter().collect::<Result<(), Error>>()?;
         self.put_blob(&mdigest, &mbytes).await?;
         if let Some((ibytes, idigest)) = &index {
@@ -290,14 +387,17 @@ impl Runtime {
             config_size: config.size,
             layers,
             user: cfg.config().as_ref().and_then(|c| c.user().clone()).unwrap_or_default(),
-            created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
         };
         let images_dir = self.inner.layout.images_dir();
         let to_commit = rec.clone();
         let gone = self
             .blocking(move |rt| {
                 // Everything the record names is on disk before the record is.
-                let dir = std::fs::File::open(&images_dir).map_err(Error::io("open", &images_dir))?;
+                let dir =
+                    std::fs::File::open(&images_dir).map_err(Error::io("open", &images_dir))?;
                 rustix::fs::syncfs(&dir).map_err(|e| Error::io("sync", &images_dir)(e.into()))?;
                 rt.inner.store.put_image(&to_commit).map_err(Error::from)
             })
@@ -311,7 +411,13 @@ impl Runtime {
     }
 
     /// Makes sure layer `l` is unpacked under its chain id (downloading its blob first).
-    async fn ensure_layer<S: Source>(&self, image: &str, source: &S, l: &LayerRecord, progress: &Progress) -> Result<(), Error> {
+    async fn ensure_layer<S: Source>(
+        &self,
+        image: &str,
+        source: &S,
+        l: &LayerRecord,
+        progress: &Progress,
+    ) -> Result<(), Error> {
         let _key = self.inner.images.keys.lock(&format!("layer:{}", l.chain_id)).await;
         let dest = self.layer_path(&l.chain_id);
         if dest.is_dir() {
@@ -321,7 +427,8 @@ impl Runtime {
             });
             return Ok(());
         }
-        let blob = BlobRef { digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone() };
+        let blob =
+            BlobRef { digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone() };
         self.ensure_blob(image, source, &blob, Some(progress)).await?;
         progress.set(&l.digest, |p| p.state = "unpacking");
         let _slot = self.inner.images.unpack_slots.acquire().await.expect("semaphore open");
@@ -333,14 +440,19 @@ impl Runtime {
             .blocking(move |_| -> Result<(), Error> {
                 std::fs::create_dir(&tmp2).map_err(Error::io("create", &tmp2))?;
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp2, std::fs::Permissions::from_mode(0o755)).map_err(Error::io("chmod", &tmp2))?;
-                let out = super::unpack::unpack_layer(&blob_path, &tmp2)
-                    .map_err(|source| Error::Unpack { image: image_s.clone(), digest: l2.digest.clone(), source })?;
+                std::fs::set_permissions(&tmp2, std::fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io("chmod", &tmp2))?;
+                let out = super::unpack::unpack_layer(&blob_path, &tmp2).map_err(|source| {
+                    Error::Unpack { image: image_s.clone(), digest: l2.digest.clone(), source }
+                })?;
                 if out.diff_id != l2.diff_id {
                     return Err(Error::BadBlob {
                         image: image_s,
                         digest: l2.digest.clone(),
-                        reason: format!("uncompressed digest {} is not the config's diff id {}", out.diff_id, l2.diff_id),
+                        reason: format!(
+                            "uncompressed digest {} is not the config's diff id {}",
+                            out.diff_id, l2.diff_id
+                        ),
                     });
                 }
                 Ok(())
@@ -358,20 +470,32 @@ impl Runtime {
 
     /// Makes sure a blob is in the store: fetched to a temp file, checked against its
     /// digest and declared size, fsynced, renamed in.
-    pub(crate) async fn ensure_blob<S: Source>(&self, image: &str, source: &S, blob: &BlobRef, progress: Option<&Progress>) -> Result<(), Error> {
+    pub(crate) async fn ensure_blob<S: Source>(
+        &self,
+        image: &str,
+        source: &S,
+        blob: &BlobRef,
+        progress: Option<&Progress>,
+    ) -> Result<(), Error> {
         let dest = self.blob_path(&blob.digest)?;
         let _key = self.inner.images.keys.lock(&format!("blob:{}", blob.digest)).await;
         if dest.is_file() {
             return Ok(());
         }
-        let bad = |reason: String| Error::BadBlob { image: image.into(), digest: blob.digest.clone(), reason };
+        let bad = |reason: String| Error::BadBlob {
+            image: image.into(),
+            digest: blob.digest.clone(),
+            reason,
+        };
         let body = source.fetch(blob).await.map_err(|e| bad(format!("fetch: {e}")))?;
         let tmp = self.temp_path(&format!("blob-{}", &blob.digest[7..]));
         let writer = BlobWriter::create(&tmp).map_err(Error::io("create", &tmp))?;
         let result = match body {
             Body::File(path) => {
                 let limit = blob.size;
-                tokio::task::spawn_blocking(move || writer.copy_from(&path, limit)).await.expect("blob copy panicked")
+                tokio::task::spawn_blocking(move || writer.copy_from(&path, limit))
+                    .await
+                    .expect("blob copy panicked")
             }
             Body::Stream(stream) => self.write_stream(writer, stream, blob, progress).await,
         };
@@ -477,7 +601,11 @@ impl Source for RegistrySource {
     async fn fetch(&self, blob: &BlobRef) -> Result<Body, String> {
         // The token for this repository is in the client since the manifest request.
         let _ = &self.auth;
-        let s = self.client.pull_blob_stream(&self.reference, blob.digest.as_str()).await.map_err(|e| registry::chain(&e))?;
+        let s = self
+            .client
+            .pull_blob_stream(&self.reference, blob.digest.as_str())
+            .await
+            .map_err(|e| registry::chain(&e))?;
         Ok(Body::Stream(s.stream))
     }
 }
@@ -508,7 +636,11 @@ impl BlobWriter {
         Ok((self.size, super::digest_string(self.hasher)))
     }
 
-    fn write_chunks(mut self, rx: std::sync::mpsc::Receiver<Bytes>, limit: u64) -> std::io::Result<(u64, String)> {
+    fn write_chunks(
+        mut self,
+        rx: std::sync::mpsc::Receiver<Bytes>,
+        limit: u64,
+    ) -> std::io::Result<(u64, String)> {
         for chunk in rx {
             self.add(&chunk, limit)?;
         }
@@ -570,10 +702,16 @@ pub(crate) fn parse_manifest(image: &str, bytes: &[u8]) -> Result<ImageManifest,
     }
     match serde_json::from_slice::<Version>(bytes) {
         Ok(v) if v.schema_version == 2 => {}
-        Ok(v) => return Err(invalid(image, format!("manifest schema version {} is not supported (only 2)", v.schema_version))),
+        Ok(v) => {
+            return Err(invalid(
+                image,
+                format!("manifest schema version {} is not supported (only 2)", v.schema_version),
+            ));
+        }
         Err(e) => return Err(invalid(image, format!("manifest: {e}"))),
     }
-    let m = ImageManifest::from_reader(bytes).map_err(|e| invalid(image, format!("manifest: {e}")))?;
+    let m =
+        ImageManifest::from_reader(bytes).map_err(|e| invalid(image, format!("manifest: {e}")))?;
     for d in m.layers().iter().chain([m.config()]) {
         if sha256_hex(d.digest().as_ref()).is_none() {
             return Err(invalid(image, format!("digest {} is not sha256:<64 hex>", d.digest())));
@@ -620,7 +758,9 @@ pub fn select_platform(index: &ImageIndex) -> Result<&Descriptor, String> {
 
 fn select_for(index: &ImageIndex, want: Platform) -> Result<&Descriptor, String> {
     let fits = |d: &&Descriptor| {
-        d.platform().as_ref().is_some_and(|p| p.os().to_string() == want.os && p.architecture().to_string() == want.arch)
+        d.platform().as_ref().is_some_and(|p| {
+            p.os().to_string() == want.os && p.architecture().to_string() == want.arch
+        })
     };
     let variant = |d: &Descriptor| d.platform().as_ref().and_then(|p| p.variant().clone());
     let candidates: Vec<&Descriptor> = index.manifests().iter().filter(fits).collect();
@@ -672,7 +812,11 @@ mod tests {
     fn platform_selection() {
         let amd64 = Platform { os: "linux", arch: "amd64", variant: None };
         let arm64 = Platform { os: "linux", arch: "arm64", variant: Some("v8") };
-        let i = index(&[("linux", "arm64", Some("v8")), ("linux", "amd64", None), ("unknown", "unknown", None)]);
+        let i = index(&[
+            ("linux", "arm64", Some("v8")),
+            ("linux", "amd64", None),
+            ("unknown", "unknown", None),
+        ]);
         assert_eq!(select_for(&i, amd64).unwrap().size(), 101);
         assert_eq!(select_for(&i, arm64).unwrap().size(), 100);
         let arm = Platform { os: "linux", arch: "arm", variant: Some("v7") };
@@ -688,6 +832,11 @@ mod tests {
         assert!(is_index(br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#));
         assert!(is_index(br#"{"schemaVersion":2,"manifests":[]}"#));
         assert!(!is_index(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#));
-        assert!(parse_manifest("x", br#"{"schemaVersion":1,"fsLayers":[]}"#).unwrap_err().to_string().contains("schema version 1"));
+        assert!(
+            parse_manifest("x", br#"{"schemaVersion":1,"fsLayers":[]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("schema version 1")
+        );
     }
 }

@@ -122,7 +122,8 @@ impl Store {
                 merged.repo_digests = union(old.repo_digests, &rec.repo_digests);
             }
             for name in rec.names() {
-                let previous = names.insert(name.as_str(), rec.id.as_str())?.map(|v| v.value().to_owned());
+                let previous =
+                    names.insert(name.as_str(), rec.id.as_str())?.map(|v| v.value().to_owned());
                 let Some(other) = previous.filter(|o| *o != rec.id) else { continue };
                 let Some(old) = images.get(other.as_str())?.map(|v| v.value().to_vec()) else {
                     continue;

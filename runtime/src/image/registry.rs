@@ -14,7 +14,10 @@ use oci_client::secrets::RegistryAuth;
 /// How to log in to a registry.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Credentials {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// A registry (bearer) token used as is.
     Bearer(String),
 }
@@ -170,7 +173,8 @@ pub fn is_loopback(host: &str) -> bool {
             _ => host,
         }
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A client for one endpoint over one scheme; a fresh one per pull, since `oci-client`
@@ -284,7 +288,8 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.3.2.1", "[::1]:5000", "::1"] {
+        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.3.2.1", "[::1]:5000", "::1"]
+        {
             assert!(is_loopback(h), "{h}");
         }
         for h in ["docker.io", "10.0.0.1:5000", "registry.k8s.io", "[2001:db8::1]:5000"] {
@@ -305,7 +310,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        cfg.hosts.insert("mirror.example".into(), HostConfig { skip_verify: true, ..Default::default() });
+        cfg.hosts.insert(
+            "mirror.example".into(),
+            HostConfig { skip_verify: true, ..Default::default() },
+        );
         let eps = cfg.endpoints("registry.k8s.io");
         assert_eq!(eps.len(), 3);
         assert_eq!((eps[0].host.as_str(), eps[0].protocol), ("127.0.0.1:5000", Protocol::Http));

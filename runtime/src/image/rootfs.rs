@@ -17,8 +17,14 @@ impl Runtime {
         let Some((rec, _)) = self.find_image(image).await? else {
             return Err(Error::NotFound(image.to_owned()));
         };
-        let (container, lowers) = (container.to_owned(), rec.layers.iter().rev().map(|l| self.layer_path(&l.chain_id)).collect::<Vec<_>>());
-        let record = RootfsRecord { image: rec.id.clone(), chain_ids: rec.layers.iter().map(|l| l.chain_id.clone()).collect() };
+        let (container, lowers) = (
+            container.to_owned(),
+            rec.layers.iter().rev().map(|l| self.layer_path(&l.chain_id)).collect::<Vec<_>>(),
+        );
+        let record = RootfsRecord {
+            image: rec.id.clone(),
+            chain_ids: rec.layers.iter().map(|l| l.chain_id.clone()).collect(),
+        };
         self.blocking(move |rt| {
             let dirs = rt.inner.layout.container(&container);
             if rt.inner.store.rootfs_records()?.iter().any(|(c, _)| *c == container) {
@@ -29,7 +35,8 @@ impl Runtime {
                 for d in [dirs.upper(), dirs.work(), dirs.rootfs()] {
                     std::fs::create_dir_all(&d).map_err(Error::io("create", &d))?;
                 }
-                let lower: Vec<String> = lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+                let lower: Vec<String> =
+                    lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
                 let data = format!(
                     "lowerdir={},upperdir={},workdir={}",
                     lower.join(":"),
@@ -37,10 +44,22 @@ impl Runtime {
                     dirs.work().display()
                 );
                 if data.len() >= 4096 || lower.iter().any(|l| l.contains([',', ':'])) {
-                    return Err(Error::Rootfs { container: container.clone(), reason: format!("{} layers do not fit one overlay mount", lower.len()) });
+                    return Err(Error::Rootfs {
+                        container: container.clone(),
+                        reason: format!("{} layers do not fit one overlay mount", lower.len()),
+                    });
                 }
-                nix::mount::mount(Some("overlay"), &dirs.rootfs(), Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-                    .map_err(|e| Error::Rootfs { container: container.clone(), reason: format!("mount overlay: {e}") })
+                nix::mount::mount(
+                    Some("overlay"),
+                    &dirs.rootfs(),
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(data.as_str()),
+                )
+                .map_err(|e| Error::Rootfs {
+                    container: container.clone(),
+                    reason: format!("mount overlay: {e}"),
+                })
             })();
             if let Err(e) = mounted {
                 let _ = std::fs::remove_dir_all(dirs.dir());
@@ -62,14 +81,17 @@ impl Runtime {
                 let dirs = rt.inner.layout.container(&container);
                 match nix::mount::umount2(&dirs.rootfs(), MntFlags::MNT_DETACH) {
                     Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-                    Err(e) => return Err(Error::Rootfs { container, reason: format!("unmount: {e}") }),
+                    Err(e) => {
+                        return Err(Error::Rootfs { container, reason: format!("unmount: {e}") });
+                    }
                 }
                 match std::fs::remove_dir_all(dirs.dir()) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("remove", dirs.dir())(e)),
                 }
-                let rec = rt.inner.store.rootfs_records()?.into_iter().find(|(c, _)| *c == container);
+                let rec =
+                    rt.inner.store.rootfs_records()?.into_iter().find(|(c, _)| *c == container);
                 rt.inner.store.delete_rootfs(&container)?;
                 Ok(match rec {
                     Some((_, r)) => rt.inner.store.image(&r.image)?.is_none(),
@@ -91,5 +113,9 @@ fn check_id(id: &str) -> Result<(), Error> {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && id != "."
         && id != "..";
-    if ok { Ok(()) } else { Err(Error::Rootfs { container: id.into(), reason: "invalid container id".into() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Rootfs { container: id.into(), reason: "invalid container id".into() })
+    }
 }

@@ -146,9 +146,8 @@ struct Writer {
     buf: Vec<u8>,
 }
 
-const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
-    .union(ResolveFlags::NO_SYMLINKS)
-    .union(ResolveFlags::NO_MAGICLINKS);
+const RESOLVE: ResolveFlags =
+    ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
 impl Writer {
     fn new(root: OwnedFd) -> Self {
@@ -162,14 +161,20 @@ impl Writer {
             let mut entry = entry.map_err(Error::Read)?;
             let raw = entry.path().map_err(Error::Read)?.into_owned();
             let name = raw.to_string_lossy().into_owned();
-            let path = clean_path(&raw).map_err(|reason| Error::Unsafe { entry: name.clone(), reason })?;
+            let path =
+                clean_path(&raw).map_err(|reason| Error::Unsafe { entry: name.clone(), reason })?;
             size += self.entry(&mut entry, &path, &name)?;
         }
         self.finish_dirs()?;
         Ok(size)
     }
 
-    fn entry(&mut self, entry: &mut tar::Entry<'_, &mut dyn Read>, path: &Path, name: &str) -> Result<u64, Error> {
+    fn entry(
+        &mut self,
+        entry: &mut tar::Entry<'_, &mut dyn Read>,
+        path: &Path,
+        name: &str,
+    ) -> Result<u64, Error> {
         let at = |source: io::Error| Error::Entry { entry: name.to_owned(), source };
         let unsafe_ = |reason| Error::Unsafe { entry: name.to_owned(), reason };
         let kind = entry.header().entry_type();
@@ -180,7 +185,14 @@ impl Writer {
         if path.as_os_str().is_empty() {
             // The layer root itself ("./"): only its metadata.
             if kind.is_dir() {
-                let fd = rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io::Error::from).map_err(at)?;
+                let fd = rustix::fs::openat(
+                    &self.root,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
                 apply_fd(&fd, &meta).map_err(at)?;
                 self.dir_times.insert(PathBuf::new(), meta.mtime);
             }
@@ -191,14 +203,31 @@ impl Writer {
         if let Some(target) = file_str.strip_prefix(WHITEOUT_PREFIX) {
             let parent = self.parent(parent_path, name)?;
             if file_str == OPAQUE_MARKER {
-                let dir = rustix::fs::openat(&parent, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io::Error::from).map_err(at)?;
-                rustix::fs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).map_err(io::Error::from).map_err(at)?;
+                let dir = rustix::fs::openat(
+                    &parent,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
+                rustix::fs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
+                    .map_err(io::Error::from)
+                    .map_err(at)?;
             } else if !target.starts_with(WHITEOUT_PREFIX) {
                 if target.is_empty() || target == "." || target == ".." {
                     return Err(unsafe_("whiteout of an invalid name"));
                 }
                 replace(&parent, target).map_err(at)?;
-                rustix::fs::mknodat(&parent, target, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0)).map_err(io::Error::from).map_err(at)?;
+                rustix::fs::mknodat(
+                    &parent,
+                    target,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
             }
             // Other `.wh..wh.*` names are aufs bookkeeping, meaningless here.
             return Ok(0);
@@ -207,7 +236,18 @@ impl Writer {
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 replace(&parent, file).map_err(at)?;
-                let fd = rustix::fs::openat(&parent, file, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600)).map_err(io::Error::from).map_err(at)?;
+                let fd = rustix::fs::openat(
+                    &parent,
+                    file,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
                 let mut out = File::from(fd);
                 let mut written = 0u64;
                 loop {
@@ -225,37 +265,71 @@ impl Writer {
                 match rustix::fs::statat(&parent, file, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                     Ok(_) => {
-                        rustix::fs::unlinkat(&parent, file, AtFlags::empty()).map_err(io::Error::from).map_err(at)?;
-                        rustix::fs::mkdirat(&parent, file, Mode::from_raw_mode(0o700)).map_err(io::Error::from).map_err(at)?;
+                        rustix::fs::unlinkat(&parent, file, AtFlags::empty())
+                            .map_err(io::Error::from)
+                            .map_err(at)?;
+                        rustix::fs::mkdirat(&parent, file, Mode::from_raw_mode(0o700))
+                            .map_err(io::Error::from)
+                            .map_err(at)?;
                     }
-                    Err(_) => rustix::fs::mkdirat(&parent, file, Mode::from_raw_mode(0o700)).map_err(io::Error::from).map_err(at)?,
+                    Err(_) => rustix::fs::mkdirat(&parent, file, Mode::from_raw_mode(0o700))
+                        .map_err(io::Error::from)
+                        .map_err(at)?,
                 }
-                let fd = rustix::fs::openat2(&parent, file, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE).map_err(io::Error::from).map_err(at)?;
+                let fd = rustix::fs::openat2(
+                    &parent,
+                    file,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    RESOLVE,
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
                 apply_fd(&fd, &meta).map_err(at)?;
                 self.dir_times.insert(path.to_path_buf(), meta.mtime);
                 Ok(0)
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name().map_err(at)?.ok_or_else(|| unsafe_("symlink without a target"))?;
+                let target = entry
+                    .link_name()
+                    .map_err(at)?
+                    .ok_or_else(|| unsafe_("symlink without a target"))?;
                 replace(&parent, file).map_err(at)?;
-                rustix::fs::symlinkat(target.as_os_str(), &parent, file).map_err(io::Error::from).map_err(at)?;
-                rustix::fs::chownat(&parent, file, Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from).map_err(at)?;
+                rustix::fs::symlinkat(target.as_os_str(), &parent, file)
+                    .map_err(io::Error::from)
+                    .map_err(at)?;
+                rustix::fs::chownat(
+                    &parent,
+                    file,
+                    Some(uid(meta.uid)),
+                    Some(gid(meta.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
                 set_time_at(&parent, file, meta.mtime).map_err(at)?;
                 Ok(0)
             }
             tar::EntryType::Link => {
-                let raw = entry.link_name().map_err(at)?.ok_or_else(|| unsafe_("hardlink without a target"))?;
+                let raw = entry
+                    .link_name()
+                    .map_err(at)?
+                    .ok_or_else(|| unsafe_("hardlink without a target"))?;
                 if raw.is_absolute() {
                     return Err(unsafe_("hardlink to an absolute path would leave the layer"));
                 }
                 let target = clean_path(&raw).map_err(unsafe_)?;
                 let (tparent_path, tfile) = split(&target);
-                let tparent = self.open_existing(tparent_path).map_err(|_| unsafe_("hardlink target is not in this layer"))?;
+                let tparent = self
+                    .open_existing(tparent_path)
+                    .map_err(|_| unsafe_("hardlink target is not in this layer"))?;
                 replace(&parent, file).map_err(at)?;
-                rustix::fs::linkat(&tparent, tfile, &parent, file, AtFlags::empty()).map_err(|e| match e {
-                    rustix::io::Errno::NOENT => unsafe_("hardlink target is not in this layer"),
-                    e => at(e.into()),
-                })?;
+                rustix::fs::linkat(&tparent, tfile, &parent, file, AtFlags::empty()).map_err(
+                    |e| match e {
+                        rustix::io::Errno::NOENT => unsafe_("hardlink target is not in this layer"),
+                        e => at(e.into()),
+                    },
+                )?;
                 Ok(0)
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
@@ -265,9 +339,26 @@ impl Writer {
                     _ => (FileType::Fifo, 0),
                 };
                 replace(&parent, file).map_err(at)?;
-                rustix::fs::mknodat(&parent, file, ft, Mode::from_raw_mode(0o600), dev).map_err(io::Error::from).map_err(at)?;
-                rustix::fs::chownat(&parent, file, Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from).map_err(at)?;
-                rustix::fs::chmodat(&parent, file, Mode::from_raw_mode(meta.mode), AtFlags::empty()).map_err(io::Error::from).map_err(at)?;
+                rustix::fs::mknodat(&parent, file, ft, Mode::from_raw_mode(0o600), dev)
+                    .map_err(io::Error::from)
+                    .map_err(at)?;
+                rustix::fs::chownat(
+                    &parent,
+                    file,
+                    Some(uid(meta.uid)),
+                    Some(gid(meta.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
+                rustix::fs::chmodat(
+                    &parent,
+                    file,
+                    Mode::from_raw_mode(meta.mode),
+                    AtFlags::empty(),
+                )
+                .map_err(io::Error::from)
+                .map_err(at)?;
                 set_time_at(&parent, file, meta.mtime).map_err(at)?;
                 Ok(0)
             }
@@ -293,7 +384,13 @@ impl Writer {
 
     fn open_existing(&self, rel: &Path) -> Result<OwnedFd, rustix::io::Errno> {
         let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-        rustix::fs::openat2(&self.root, rel, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
+        rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
     }
 
     fn create_parents(&self, rel: &Path, name: &str) -> Result<OwnedFd, Error> {
@@ -303,8 +400,14 @@ impl Writer {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(resolve_error(e, name)),
             }
-            dir = rustix::fs::openat2(&dir, part, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
-                .map_err(|e| resolve_error(e, name))?;
+            dir = rustix::fs::openat2(
+                &dir,
+                part,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                RESOLVE,
+            )
+            .map_err(|e| resolve_error(e, name))?;
         }
         Ok(dir)
     }
@@ -314,7 +417,15 @@ impl Writer {
             let rel = if path.as_os_str().is_empty() { Path::new(".") } else { path.as_path() };
             let name = path.to_string_lossy().into_owned();
             let at = |source: io::Error| Error::Entry { entry: name.clone(), source };
-            let fd = rustix::fs::openat2(&self.root, rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE).map_err(io::Error::from).map_err(at)?;
+            let fd = rustix::fs::openat2(
+                &self.root,
+                rel,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                RESOLVE,
+            )
+            .map_err(io::Error::from)
+            .map_err(at)?;
             rustix::fs::futimens(&fd, &times(*mtime)).map_err(io::Error::from).map_err(at)?;
         }
         Ok(())
@@ -486,7 +597,12 @@ mod tests {
     #[test]
     fn hostile_entries_are_refused() {
         // tar::Builder refuses `..` and absolute names, so hostile names go in raw headers.
-        fn raw(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, link: Option<&str>) {
+        fn raw(
+            b: &mut tar::Builder<Vec<u8>>,
+            kind: tar::EntryType,
+            path: &str,
+            link: Option<&str>,
+        ) {
             let mut h = header(kind, 0);
             h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
             if let Some(link) = link {
@@ -495,7 +611,8 @@ mod tests {
             h.set_cksum();
             b.append(&h, io::empty()).unwrap();
         }
-        let cases: Vec<(&str, Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>)> = vec![
+        type Build = Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>;
+        let cases: Vec<(&str, Build)> = vec![
             ("../evil", Box::new(|b| raw(b, tar::EntryType::Regular, "../evil", None))),
             ("/evil", Box::new(|b| raw(b, tar::EntryType::Regular, "/evil", None))),
             (
@@ -512,8 +629,14 @@ mod tests {
                     raw(b, tar::EntryType::Regular, "up/evil", None);
                 }),
             ),
-            ("abs-hardlink", Box::new(|b| raw(b, tar::EntryType::Link, "passwd", Some("/etc/passwd")))),
-            ("up-hardlink", Box::new(|b| raw(b, tar::EntryType::Link, "passwd", Some("../../etc/passwd")))),
+            (
+                "abs-hardlink",
+                Box::new(|b| raw(b, tar::EntryType::Link, "passwd", Some("/etc/passwd"))),
+            ),
+            (
+                "up-hardlink",
+                Box::new(|b| raw(b, tar::EntryType::Link, "passwd", Some("../../etc/passwd"))),
+            ),
         ];
         for (what, build) in cases {
             let l = layer(|b| build(b));
