@@ -416,9 +416,9 @@ async fn version_status_runtime_config_and_unimplemented() {
     assert!(err.message().contains("ListContainers"));
     let channel = podbay_tests::channel(&node.socket()).await.unwrap();
     let mut images = cri::image_service_client::ImageServiceClient::new(channel);
-    let err = images.list_images(cri::ListImagesRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ListImages"));
+    // The ImageService is served on the same socket.
+    let listed = images.list_images(cri::ListImagesRequest::default()).await.unwrap();
+    assert!(listed.into_inner().images.is_empty());
 }
 
 #[tokio::test]
