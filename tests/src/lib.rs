@@ -91,7 +91,10 @@ impl Node {
 
     /// A new node without a daemon.
     pub fn empty() -> anyhow::Result<Node> {
-        let dir = tempfile::Builder::new().prefix("pbt").tempdir_in("/tmp")?;
+        // PODBAY_NODE_TMP moves the persistent side (e.g. to /dev/shm for a bench that
+        // leaves the disk out).
+        let parent = std::env::var("PODBAY_NODE_TMP").unwrap_or_else(|_| "/tmp".into());
+        let dir = tempfile::Builder::new().prefix("pbt").tempdir_in(parent)?;
         let run = tempfile::Builder::new().prefix("pbt").tempdir_in("/dev/shm")?;
         let (holder, init_pid) = spawn_holder()?;
         let node = Node { dir, run, holder, init_pid, daemon: None, env: Vec::new(), config: None };
