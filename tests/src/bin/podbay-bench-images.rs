@@ -43,7 +43,7 @@ fn layer_tar(seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 data.extend_from_slice(&x.to_le_bytes());
             } else {
                 data.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
