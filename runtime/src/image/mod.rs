@@ -56,6 +56,8 @@ pub enum Error {
     Import { path: PathBuf, reason: String },
     #[error("rootfs of container {container}: {reason}")]
     Rootfs { container: String, reason: String },
+    #[error("invalid container id {0:?}: 1-128 of [A-Za-z0-9_.-], not . or ..")]
+    InvalidId(String),
     #[error(transparent)]
     Store(#[from] store::Error),
     /// The outcome of a pull shared by callers that asked for it at the same time.
@@ -66,7 +68,9 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidReference { .. } | Error::Import { .. } => ErrorKind::InvalidArgument,
+            Error::InvalidReference { .. } | Error::Import { .. } | Error::InvalidId(_) => {
+                ErrorKind::InvalidArgument
+            }
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Registry { failure, .. } => match failure {
                 registry::Failure::Unreachable => ErrorKind::Unavailable,

@@ -183,11 +183,7 @@ impl Runtime {
                 Some(d) => (vec![], vec![digest_name(r, d)]),
                 None => (vec![image.clone()], vec![digest_name(r, &resolved.top_digest)]),
             };
-            let source = RegistrySource {
-                client: resolved.client,
-                reference: resolved.reference,
-                auth: resolved.auth,
-            };
+            let source = RegistrySource { client: resolved.client, reference: resolved.reference };
             let rec = self
                 .store_image(
                     &image,
@@ -275,7 +271,6 @@ impl Runtime {
             return Ok(Resolved {
                 client,
                 reference,
-                auth,
                 manifest: (bytes, digest),
                 index: None,
                 top_digest,
@@ -305,7 +300,6 @@ impl Runtime {
         Ok(Resolved {
             client,
             reference,
-            auth,
             manifest: (m, child.digest),
             index: Some((bytes, digest)),
             top_digest,
@@ -313,7 +307,8 @@ impl Runtime {
     }
 
     /// Stores an image whose manifest is in hand; the blobs come from `source`. Shared by
-    /// pull and import. Nothing is visible until the record commits.
+    /// pull and import. Nothing is visible until the record commits; when storing fails,
+    /// the blobs and layers it had already stored are collected again.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_image<S: Source>(
         &self,
@@ -325,7 +320,40 @@ impl Runtime {
         repo_digests: Vec<String>,
         progress: &Progress,
     ) -> Result<ImageRecord, Error> {
-        let gc = self.inner.images.gc.read().await;
+        let stored = self
+            .store_committed(image, source, manifest, index, repo_tags, repo_digests, progress)
+            .await;
+        match stored {
+            Ok((rec, gone)) => {
+                if !gone.is_empty() {
+                    debug!(images = ?gone, "images left without names removed");
+                    self.collect_garbage().await?;
+                }
+                Ok(rec)
+            }
+            Err(e) => {
+                if let Err(gc) = self.collect_garbage().await {
+                    tracing::warn!(image.ref = %image, error = %gc, "collecting after a failed pull");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores and commits under the shared GC lock; returns the record and the ids of
+    /// images left without names.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_committed<S: Source>(
+        &self,
+        image: &str,
+        source: &S,
+        manifest: (Vec<u8>, String),
+        index: Option<(Vec<u8>, String)>,
+        repo_tags: Vec<String>,
+        repo_digests: Vec<String>,
+        progress: &Progress,
+    ) -> Result<(ImageRecord, Vec<String>), Error> {
+        let _gc = self.inner.images.gc.read().await;
         let (mbytes, mdigest) = manifest;
         let m = parse_manifest(image, &mbytes)?;
         let config = BlobRef::of(m.config());
@@ -402,12 +430,7 @@ impl Runtime {
                 rt.inner.store.put_image(&to_commit).map_err(Error::from)
             })
             .await?;
-        drop(gc);
-        if !gone.is_empty() {
-            debug!(images = ?gone, "images left without names removed");
-            self.collect_garbage().await?;
-        }
-        Ok(rec)
+        Ok((rec, gone))
     }
 
     /// Makes sure layer `l` is unpacked under its chain id (downloading its blob first).
@@ -577,7 +600,6 @@ impl Runtime {
 struct Resolved {
     client: oci_client::Client,
     reference: Reference,
-    auth: oci_client::secrets::RegistryAuth,
     manifest: (Vec<u8>, String),
     index: Option<(Vec<u8>, String)>,
     /// What the reference resolved to first (the index when there is one).
@@ -591,16 +613,14 @@ enum Attempt {
     Fatal(Error),
 }
 
+/// Blobs from the endpoint that resolved the manifest; the client holds the token it got.
 struct RegistrySource {
     client: oci_client::Client,
     reference: Reference,
-    auth: oci_client::secrets::RegistryAuth,
 }
 
 impl Source for RegistrySource {
     async fn fetch(&self, blob: &BlobRef) -> Result<Body, String> {
-        // The token for this repository is in the client since the manifest request.
-        let _ = &self.auth;
         let s = self
             .client
             .pull_blob_stream(&self.reference, blob.digest.as_str())

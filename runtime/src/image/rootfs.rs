@@ -113,9 +113,5 @@ fn check_id(id: &str) -> Result<(), Error> {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && id != "."
         && id != "..";
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Rootfs { container: id.into(), reason: "invalid container id".into() })
-    }
+    if ok { Ok(()) } else { Err(Error::InvalidId(id.into())) }
 }

@@ -298,15 +298,7 @@ impl Writer {
                 rustix::fs::symlinkat(target.as_os_str(), &parent, file)
                     .map_err(io::Error::from)
                     .map_err(at)?;
-                rustix::fs::chownat(
-                    &parent,
-                    file,
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
+                chown_at(&parent, file, &meta).map_err(at)?;
                 set_time_at(&parent, file, meta.mtime).map_err(at)?;
                 Ok(0)
             }
@@ -342,15 +334,7 @@ impl Writer {
                 rustix::fs::mknodat(&parent, file, ft, Mode::from_raw_mode(0o600), dev)
                     .map_err(io::Error::from)
                     .map_err(at)?;
-                rustix::fs::chownat(
-                    &parent,
-                    file,
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
+                chown_at(&parent, file, &meta).map_err(at)?;
                 rustix::fs::chmodat(
                     &parent,
                     file,
@@ -496,6 +480,12 @@ fn gid(n: u32) -> Gid {
 fn times(mtime: i64) -> Timestamps {
     let t = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
     Timestamps { last_access: t, last_modification: t }
+}
+
+/// Owner of what `file` is, never following it (a symlink keeps its own owner).
+fn chown_at(parent: &OwnedFd, file: impl rustix::path::Arg, m: &Meta) -> io::Result<()> {
+    let (u, g) = (Some(uid(m.uid)), Some(gid(m.gid)));
+    Ok(rustix::fs::chownat(parent, file, u, g, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 fn set_time_at(parent: &OwnedFd, file: impl rustix::path::Arg, mtime: i64) -> io::Result<()> {
