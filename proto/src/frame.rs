@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use prost::Message;
 
 /// Frames larger than this are refused, so a confused peer cannot make us allocate much.
-pub const MAX_FRAME: usize = 4 << 20;
+pub const MAX_FRAME: usize = 48 << 20;
 
 fn too_large(len: usize) -> io::Error {
     io::Error::new(

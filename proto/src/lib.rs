@@ -10,7 +10,7 @@ pub mod shim {
         include!(concat!(env!("OUT_DIR"), "/podbay.shim.v1.rs"));
 
         /// Version of the call set; grows when a call is added.
-        pub const API_VERSION: u32 = 1;
+        pub const API_VERSION: u32 = 2;
     }
 }
 

@@ -8,7 +8,8 @@
 //!     blobs/sha256/<hex>       content by digest: manifests, configs, compressed layers
 //!     layers/<chain id hex>/   one unpacked layer (an overlayfs lowerdir)
 //!     tmp/                     downloads and unpacks in progress; emptied at start
-//!   containers/<id>/           a container's writable layer: upper/, work/, rootfs/
+//!   containers/<id>/           a container's writable layer (upper/, work/, rootfs/) and
+//!                              its OCI bundle (config.json)
 //! <run>/                       volatile (default /run/podbay), empty after a reboot
 //!   pods/<sandbox id>/
 //!     shim.sock                the supervisor's podbay.shim.v1 socket
@@ -16,6 +17,7 @@
 //!     hostname hosts resolv.conf
 //!     shm/                     the pod's /dev/shm (tmpfs), unless IPC is the node's
 //!     ns/{net,ipc,uts,pid}     namespaces pinned by bind mounts
+//!     c/<container id>/        libcontainer's state of each container
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -138,6 +140,15 @@ impl ContainerLayout {
     pub fn work(&self) -> PathBuf {
         self.dir.join("work")
     }
+
+    /// The OCI bundle: `config.json` lives in the container dir.
+    pub fn bundle(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
 }
 
 /// Paths inside one pod's run directory.
@@ -184,6 +195,11 @@ impl PodLayout {
 
     pub fn ns_dir(&self) -> PathBuf {
         self.dir.join("ns")
+    }
+
+    /// libcontainer's state of the pod's containers (`<id>/state.json`, `notify.sock`).
+    pub fn containers(&self) -> PathBuf {
+        self.dir.join("c")
     }
 
     pub fn ns(&self, kind: NsKind) -> PathBuf {

@@ -3,6 +3,7 @@
 //!
 //! No gRPC here: the CRI edge (`cri-shim`) converts requests into the types of this crate.
 
+pub mod container;
 pub mod failpoint;
 pub mod ids;
 pub mod image;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::failpoint::Failpoints;
-use crate::ids::SandboxId;
+use crate::ids::{ContainerId, SandboxId};
 use crate::layout::Layout;
 use crate::sandbox::{Sandbox, SandboxRecord};
 use crate::store::Store;
@@ -38,6 +39,7 @@ pub enum ErrorKind {
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    DeadlineExceeded,
     Internal,
 }
 
@@ -88,6 +90,8 @@ pub enum OpenError {
     Images(#[from] image::Error),
     #[error("recover sandboxes: {0}")]
     Recover(#[from] sandbox::Error),
+    #[error("recover containers: {0}")]
+    RecoverContainers(#[from] container::Error),
 }
 
 /// The runtime: cheap to clone, shared by every request.
@@ -107,6 +111,10 @@ pub(crate) struct Inner {
     pub(crate) spawner: supervisor::Spawner,
     pub(crate) network: network::Network,
     pub(crate) images: image::Images,
+    pub(crate) containers: RwLock<HashMap<ContainerId, Arc<container::Container>>>,
+    /// Container name keys with a CreateContainer in flight.
+    pub(crate) creating: Mutex<std::collections::HashSet<String>>,
+    pub(crate) node_facts: std::sync::OnceLock<container::spec::NodeFacts>,
     _lock: Flock<File>,
 }
 
@@ -132,6 +140,9 @@ impl Runtime {
             inner: Arc::new(Inner {
                 network,
                 images,
+                containers: RwLock::new(HashMap::new()),
+                creating: Mutex::new(Default::default()),
+                node_facts: std::sync::OnceLock::new(),
                 opts,
                 layout,
                 store,
@@ -144,6 +155,7 @@ impl Runtime {
         };
         runtime.open_images().await?;
         runtime.recover().await?;
+        runtime.recover_containers().await?;
         Ok(runtime)
     }
 
@@ -177,6 +189,14 @@ impl Runtime {
     pub fn network_node(&self) -> Option<Arc<podbay_netplug::Node>> {
         self.inner.network.node().ok()
     }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn lock_root(layout: &Layout) -> Result<Flock<File>, OpenError> {

@@ -5,6 +5,8 @@
 //! - `sandbox_names`: pod name key (`name_namespace_uid_attempt`) → sandbox id
 //! - `ip_leases`: pod IP → sandbox id
 //! - `ipam`: `last` → the IP handed out last (round-robin survives restarts)
+//! - `containers`: container id → `ContainerRecord`
+//! - `container_names`: `name_sandbox_attempt` → container id
 //!
 //! A sandbox record, its name reservation and its IP lease change in one transaction:
 //! a crash leaves either a pod with its lease or neither.
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::ErrorKind;
+use crate::container::ContainerRecord;
 use crate::sandbox::SandboxRecord;
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
@@ -22,6 +25,8 @@ const SANDBOX_NAMES: TableDefinition<&str, &str> = TableDefinition::new("sandbox
 const IP_LEASES: TableDefinition<&str, &str> = TableDefinition::new("ip_leases");
 const IPAM: TableDefinition<&str, &str> = TableDefinition::new("ipam");
 const IPAM_LAST: &str = "last";
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const CONTAINER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("container_names");
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,6 +79,8 @@ impl Store {
         tx.open_table(SANDBOX_NAMES)?;
         tx.open_table(IP_LEASES)?;
         tx.open_table(IPAM)?;
+        tx.open_table(CONTAINERS)?;
+        tx.open_table(CONTAINER_NAMES)?;
         crate::image::records::create_tables(&tx)?;
         tx.commit()?;
         Ok(Self { db })
@@ -163,6 +170,43 @@ impl Store {
         let table = tx.open_table(SANDBOXES)?;
         let mut out = Vec::new();
         for row in table.iter()? {
+            let (id, value) = row?;
+            let rec = serde_json::from_slice(value.value())
+                .map_err(|source| Error::Decode { id: id.value().to_owned(), source })?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Inserts or replaces a container record and its name reservation in one transaction.
+    pub fn put_container(&self, rec: &ContainerRecord) -> Result<(), Error> {
+        let value = serde_json::to_vec(rec).expect("a container record serialises");
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(CONTAINERS)?.insert(rec.id.as_str(), value.as_slice())?;
+            tx.open_table(CONTAINER_NAMES)?.insert(rec.name_key().as_str(), rec.id.as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_container(&self, rec: &ContainerRecord) -> Result<(), Error> {
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(CONTAINERS)?.remove(rec.id.as_str())?;
+            let mut names = tx.open_table(CONTAINER_NAMES)?;
+            remove_if_ours(&mut names, &rec.name_key(), rec.id.as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, Error> {
+        let tx = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(CONTAINERS)?.iter()? {
             let (id, value) = row?;
             let rec = serde_json::from_slice(value.value())
                 .map_err(|source| Error::Decode { id: id.value().to_owned(), source })?;

@@ -185,6 +185,8 @@ pub enum Error {
     Injected(#[from] Injected),
     #[error(transparent)]
     Network(#[from] crate::network::Error),
+    #[error("remove the pod's containers: {0}")]
+    Containers(Box<crate::container::Error>),
     #[error("{cause}; cleaning up also failed: {}", join(cleanup))]
     Undo { cause: Box<Error>, cleanup: Vec<Error> },
     #[error("teardown of sandbox {id}: {}", join(errors))]
@@ -203,6 +205,7 @@ impl Error {
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Supervisor(e) => e.kind(),
             Error::Network(e) => e.kind(),
+            Error::Containers(e) => e.kind(),
             Error::Undo { cause, .. } => cause.kind(),
             _ => ErrorKind::Internal,
         }

@@ -1,4 +1,5 @@
-//! RemovePodSandbox: stop if needed, then delete the pod dir and the record.
+//! RemovePodSandbox: stop if needed, remove its containers and its cgroup, then delete
+//! the pod dir and the record.
 //! Idempotent; an unknown sandbox counts as removed.
 
 use super::Error;
@@ -27,6 +28,7 @@ impl Runtime {
         // processes or mounts a NotReady record may still hold after a crash.
         self.stop_locked(&sandbox).await?;
         let rec = sandbox.snapshot();
+        self.remove_pod_containers(&rec).await.map_err(|e| Error::Containers(Box::new(e)))?;
         match std::fs::remove_dir_all(&rec.pod_dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::RemoveDir { path: rec.pod_dir.clone(), source: e });

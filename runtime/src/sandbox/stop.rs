@@ -35,6 +35,7 @@ impl Runtime {
     /// Stops a sandbox whose `op` lock the caller holds.
     pub(super) async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
         let rec = sandbox.snapshot();
+        self.stop_pod_containers(&rec.id).await;
         let mut errors = teardown(&rec, self.inner.opts.stop_grace).await;
         let mut released = None;
         if let Some(net) = &rec.network {

@@ -5,6 +5,8 @@
 //! `<pod dir>/shim.sock`. It is forked by the daemon's spawner process, runs in its own
 //! session, and keeps running when the daemon (or the spawner) dies or restarts.
 
+mod containers;
+pub mod crilog;
 pub mod server;
 
 use std::io;
@@ -82,11 +84,11 @@ impl Identity {
         Ok(Self { pid, start_time })
     }
 
-    fn to_proto(self) -> podbay_proto::shim::v1::Identity {
+    pub(crate) fn to_proto(self) -> podbay_proto::shim::v1::Identity {
         podbay_proto::shim::v1::Identity { pid: self.pid, start_time: self.start_time }
     }
 
-    fn from_proto(p: Option<podbay_proto::shim::v1::Identity>) -> Option<Self> {
+    pub(crate) fn from_proto(p: Option<podbay_proto::shim::v1::Identity>) -> Option<Self> {
         p.filter(|p| p.pid != 0).map(|p| Self { pid: p.pid, start_time: p.start_time })
     }
 }
@@ -291,6 +293,15 @@ async fn connect(path: &Path) -> Result<UnixStream, Error> {
 
 /// One request/response exchange with a supervisor.
 pub async fn call(pod: &PodLayout, kind: request::Kind) -> Result<response::Kind, Error> {
+    call_within(pod, kind, CALL_TIMEOUT).await
+}
+
+/// A call that may take up to `timeout` (container creation, ExecSync).
+pub async fn call_within(
+    pod: &PodLayout,
+    kind: request::Kind,
+    timeout: Duration,
+) -> Result<response::Kind, Error> {
     let path = pod.socket();
     let exchange = async {
         let mut stream = connect(&path).await?;
@@ -304,9 +315,9 @@ pub async fn call(pod: &PodLayout, kind: request::Kind) -> Result<response::Kind
             _ => Err(Error::Unexpected { path: path.clone() }),
         }
     };
-    tokio::time::timeout(CALL_TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT })?
+        .map_err(|_| Error::CallTimeout { path: path.clone(), timeout })?
 }
 
 /// Asks a supervisor who it is.
@@ -321,6 +332,17 @@ pub async fn ping(pod: &PodLayout) -> Result<PingResponse, Error> {
 pub async fn shutdown(pod: &PodLayout) -> Result<(), Error> {
     match call(pod, request::Kind::Shutdown(ShutdownRequest {})).await? {
         response::Kind::Shutdown(_) => Ok(()),
+        _ => Err(Error::Unexpected { path: pod.socket() }),
+    }
+}
+
+/// Asks a supervisor for the state of each of its containers.
+pub async fn container_states(
+    pod: &PodLayout,
+) -> Result<Vec<podbay_proto::shim::v1::ContainerState>, Error> {
+    let req = request::Kind::ContainerStates(podbay_proto::shim::v1::ContainerStatesRequest {});
+    match call(pod, req).await? {
+        response::Kind::ContainerStates(s) => Ok(s.containers),
         _ => Err(Error::Unexpected { path: pod.socket() }),
     }
 }

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::prctl;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, signal, sigprocmask};
@@ -41,11 +41,13 @@ use nix::unistd::{
 };
 use podbay_proto::frame;
 use podbay_proto::shim::v1::{
-    API_VERSION, Failure, PingResponse, Ready, Request, Response, ShutdownResponse, SpawnRequest,
+    API_VERSION, ContainerStatesResponse, Failure, ForgetContainerResponse, PingResponse, Ready,
+    ReopenLogResponse, Request, Response, ShutdownResponse, SignalContainerResponse, SpawnRequest,
     Started, request, response, started,
 };
 
 use super::Identity;
+use super::containers::Containers;
 use crate::layout::PodLayout;
 
 /// The spawner's loop: one SpawnRequest in, one Started out, until stdin closes.
@@ -147,6 +149,7 @@ struct Supervisor {
     listener: UnixListener,
     socket: PathBuf,
     reaped: u64,
+    containers: Containers,
 }
 
 fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
@@ -204,7 +207,15 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
         supervisor: Some(me.to_proto()),
         pod_init: pod_init.map(Identity::to_proto),
     });
-    let sup = Supervisor { id: req.sandbox_id.clone(), me, pod_init, listener, socket, reaped: 0 };
+    let sup = Supervisor {
+        id: req.sandbox_id.clone(),
+        me,
+        pod_init,
+        listener,
+        socket,
+        reaped: 0,
+        containers: Containers::default(),
+    };
     Ok((sup, ready))
 }
 
@@ -296,12 +307,14 @@ impl Supervisor {
             }
         };
         loop {
-            let (sig_ready, conn_ready) = {
-                let mut fds = [
+            let (sig_ready, conn_ready, readable) = {
+                let extra = self.containers.poll_fds();
+                let mut fds = vec![
                     PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                 ];
-                match poll(&mut fds, PollTimeout::NONE) {
+                fds.extend(extra.iter().map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)));
+                match poll(&mut fds, self.containers.poll_timeout()) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
                         eprintln!("podbay-supervisor {}: poll: {e}", self.id);
@@ -309,8 +322,17 @@ impl Supervisor {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
+                let readable: Vec<_> = extra
+                    .iter()
+                    .zip(&fds[2..])
+                    .filter(|(_, f)| ready(f))
+                    .map(|((_, src), _)| *src)
+                    .collect();
+                (ready(&fds[0]), ready(&fds[1]), readable)
             };
+            for src in readable {
+                self.containers.on_readable(src);
+            }
             if sig_ready {
                 while let Ok(Some(info)) = sfd.read_signal() {
                     if let Next::Exit(code) = self.on_signal(info.ssi_signo as i32) {
@@ -318,6 +340,7 @@ impl Supervisor {
                     }
                 }
             }
+            self.containers.on_timeouts();
             if conn_ready {
                 while let Ok((stream, _)) = self.listener.accept() {
                     if let Next::Exit(code) = self.on_connection(stream) {
@@ -339,10 +362,12 @@ impl Supervisor {
     fn reap(&mut self) -> Next {
         let mut next = Next::Continue;
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            // __WALL: libcontainer clones with CLONE_PARENT, which may leave no exit signal.
+            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return next,
                 Ok(status) => {
                     self.reaped += 1;
+                    self.containers.on_exit(status);
                     let pid = status.pid().map(|p| p.as_raw() as u32);
                     if pid.is_some() && pid == self.pod_init.map(|i| i.pid) {
                         // Without its PID 1 the pod's PID namespace is gone: the pod is over.
@@ -366,6 +391,16 @@ impl Supervisor {
             (failure("peer is not the daemon's user"), Next::Continue)
         } else {
             match frame::read::<Request, _>(&mut stream) {
+                Ok(Some(Request { kind: Some(request::Kind::Exec(req)) })) => {
+                    // Answered when the command exits (see Containers::on_exit).
+                    match self.containers.exec(&req, stream) {
+                        Ok(()) => return Next::Continue,
+                        Err((message, s)) => {
+                            stream = s;
+                            (failure(&message), Next::Continue)
+                        }
+                    }
+                }
                 Ok(Some(Request { kind: Some(kind) })) => self.handle(kind),
                 Ok(_) => return Next::Continue,
                 Err(e) => (failure(&format!("bad request: {e}")), Next::Continue),
@@ -390,11 +425,52 @@ impl Supervisor {
             request::Kind::Shutdown(_) => {
                 (response::Kind::Shutdown(ShutdownResponse {}), Next::Exit(0))
             }
+            request::Kind::CreateContainer(req) => (
+                reply(self.containers.create(&req), response::Kind::CreateContainer),
+                Next::Continue,
+            ),
+            request::Kind::StartContainer(req) => (
+                reply(self.containers.start(&req.id), response::Kind::StartContainer),
+                Next::Continue,
+            ),
+            request::Kind::SignalContainer(req) => (
+                reply(
+                    self.containers
+                        .signal(&req.id, req.signal, req.all)
+                        .map(|()| SignalContainerResponse {}),
+                    response::Kind::SignalContainer,
+                ),
+                Next::Continue,
+            ),
+            request::Kind::ContainerStates(_) => {
+                // Exits not yet read from the signalfd are collected first.
+                if let Next::Exit(code) = self.reap() {
+                    return (failure("pod init exited"), Next::Exit(code));
+                }
+                let containers = self.containers.states();
+                (
+                    response::Kind::ContainerStates(ContainerStatesResponse { containers }),
+                    Next::Continue,
+                )
+            }
+            request::Kind::ForgetContainer(req) => {
+                self.containers.forget(&req.id);
+                (response::Kind::ForgetContainer(ForgetContainerResponse {}), Next::Continue)
+            }
+            request::Kind::ReopenLog(req) => (
+                reply(
+                    self.containers.reopen_log(&req.id).map(|()| ReopenLogResponse {}),
+                    response::Kind::ReopenLog,
+                ),
+                Next::Continue,
+            ),
+            request::Kind::Exec(_) => (failure("exec is answered on its own"), Next::Continue),
         }
     }
 
     /// Kills the pod's processes, reaps them, removes the socket, and returns `code`.
     fn exit(&mut self, code: i32) -> i32 {
+        self.containers.kill_all();
         if let Some(init) = self.pod_init.take() {
             // SIGKILL to a PID namespace's init kills every process in it.
             let _ = kill(Pid::from_raw(init.pid as i32), Signal::SIGKILL);
@@ -403,6 +479,13 @@ impl Supervisor {
         while waitpid(None, None).is_ok() {}
         let _ = std::fs::remove_file(&self.socket);
         code
+    }
+}
+
+fn reply<T>(result: Result<T, String>, kind: fn(T) -> response::Kind) -> response::Kind {
+    match result {
+        Ok(v) => kind(v),
+        Err(message) => failure(&message),
     }
 }
 

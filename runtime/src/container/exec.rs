@@ -1,0 +1,80 @@
+//! ExecSync: the pod's supervisor runs the command in the container (libcontainer's
+//! tenant builder), collects up to a limit of its output and answers when it exits.
+//! The answer does not wait for the output pipes to close, so a background child that
+//! keeps them open cannot hang it.
+
+use std::time::Duration;
+
+use podbay_proto::shim::v1::{ExecRequest, request, response};
+
+use super::{ContainerState, Error};
+use crate::Runtime;
+use crate::layout::PodLayout;
+use crate::supervisor;
+
+/// Bytes kept of each of stdout and stderr.
+pub const OUTPUT_LIMIT: usize = 16 << 20;
+
+/// What an ExecSync returns.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Runtime {
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, Error> {
+        let rec = self.container(id)?.snapshot();
+        if rec.state != ContainerState::Running {
+            return Err(Error::State { id: rec.id, state: rec.state, what: "cannot exec" });
+        }
+        if args.is_empty() {
+            return Err(Error::invalid("cmd", "empty"));
+        }
+        let sandbox = self
+            .get(&rec.sandbox_id)
+            .ok_or(Error::SandboxNotReady { id: rec.sandbox_id.clone() })?;
+        let pod = PodLayout::from_dir(&sandbox.snapshot().pod_dir);
+        let req = request::Kind::Exec(ExecRequest {
+            id: rec.id.to_string(),
+            args,
+            timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+            output_limit: OUTPUT_LIMIT as u64,
+            state_root: pod.containers().to_string_lossy().into_owned(),
+        });
+        // The supervisor enforces the timeout; the call waits a little longer.
+        let wait = timeout.map_or(Duration::from_secs(24 * 3600), |t| t + Duration::from_secs(10));
+        let r = match supervisor::call_within(&pod, req, wait).await {
+            Ok(response::Kind::Exec(r)) => r,
+            Ok(_) => {
+                return Err(Error::Supervisor { id: rec.id, message: "unexpected answer".into() });
+            }
+            Err(supervisor::Error::Refused(message)) => {
+                return Err(Error::Supervisor { id: rec.id, message });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if r.timed_out {
+            return Err(Error::ExecTimeout { id: rec.id, timeout: timeout.unwrap_or_default() });
+        }
+        let note = |mut out: Vec<u8>, cut: bool| {
+            if cut {
+                out.extend_from_slice(
+                    format!("\n[podbay: output cut at {} MiB]\n", OUTPUT_LIMIT >> 20).as_bytes(),
+                );
+            }
+            out
+        };
+        Ok(ExecOutput {
+            exit_code: r.exit_code,
+            stdout: note(r.stdout, r.stdout_truncated),
+            stderr: note(r.stderr, r.stderr_truncated),
+        })
+    }
+}

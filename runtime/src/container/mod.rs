@@ -1,0 +1,318 @@
+//! App containers in pods: the spec podbay runs, the record it keeps, the state machine.
+//!
+//! ```text
+//!  create() ──▶ ┌─────────┐  start()  ┌─────────┐  the process exits,  ┌────────┐
+//!               │ Created │ ────────▶ │ Running │ ───────────────────▶ │ Exited │
+//!               └─────────┘           └─────────┘  or stop()           └───┬────┘
+//!                    │ stop() (never started)                              │ remove()
+//!                    └──────────────────────────────────────────────▶ Exited ──▶ (gone)
+//!  Unknown: the pod's supervisor is gone and what became of the process is not known;
+//!  stop() and remove() finish it.
+//! ```
+//! The pod's supervisor creates, starts and reaps the processes (libcontainer); the
+//! daemon keeps the record in the state database and learns exits from the supervisor.
+
+mod create;
+mod exec;
+mod lifecycle;
+pub mod seccomp;
+pub mod spec;
+mod stats;
+mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use exec::ExecOutput;
+pub use stats::{CgroupUsage, ContainerStats, PodStats};
+pub use status::ContainerFilter;
+
+use crate::ErrorKind;
+use crate::ids::{ContainerId, SandboxId};
+use crate::supervisor::Identity;
+
+/// The container's identity as kubelet gives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerMetadata {
+    pub name: String,
+    pub attempt: u32,
+}
+
+/// Mount propagation of a bind mount (CRI MountPropagation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    #[default]
+    Private,
+    HostToContainer,
+    Bidirectional,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountSpec {
+    pub container_path: String,
+    pub host_path: PathBuf,
+    pub readonly: bool,
+    pub propagation: Propagation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceSpec {
+    pub container_path: String,
+    pub host_path: PathBuf,
+    pub permissions: String,
+}
+
+/// Resource limits (CRI LinuxContainerResources); zero means unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit: i64,
+    pub memory_swap_limit: i64,
+    pub oom_score_adj: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// Page size (`2MB`, `1GB`) → limit in bytes.
+    pub hugepage_limits: BTreeMap<String, u64>,
+    /// cgroup v2 files set as given (`pids.max`, …).
+    pub unified: BTreeMap<String, String>,
+}
+
+/// Whose PID namespace a container uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PidMode {
+    #[default]
+    Container,
+    Pod,
+    Node,
+    /// Another container's (CRI NamespaceMode TARGET).
+    Target(ContainerId),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SeccompProfile {
+    #[default]
+    RuntimeDefault,
+    Unconfined,
+    /// A JSON profile on the node.
+    Localhost(PathBuf),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Security {
+    pub privileged: bool,
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub run_as_username: String,
+    pub supplemental_groups: Vec<u32>,
+    pub readonly_rootfs: bool,
+    pub no_new_privs: bool,
+    /// Empty: the defaults (none when privileged).
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub seccomp: SeccompProfile,
+    pub pid_mode: PidMode,
+}
+
+/// Everything podbay needs to create a container, validated at the CRI edge.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerSpec {
+    pub metadata: ContainerMetadata,
+    /// The image as the request names it.
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<MountSpec>,
+    pub devices: Vec<DeviceSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the sandbox's log directory.
+    pub log_path: String,
+    pub stdin: bool,
+    pub tty: bool,
+    pub resources: Resources,
+    pub security: Security,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+impl ContainerState {
+    pub fn can_start(self) -> bool {
+        self == ContainerState::Created
+    }
+
+    /// Whether the container may still have processes.
+    pub fn may_run(self) -> bool {
+        self != ContainerState::Exited
+    }
+}
+
+/// Why a container exited, as CRI reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ExitReason {
+    Completed,
+    Error,
+    OomKilled,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::OomKilled => "OOMKilled",
+        }
+    }
+}
+
+/// What podbay keeps about a container, in the state database.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerRecord {
+    pub id: ContainerId,
+    pub sandbox_id: SandboxId,
+    pub spec: ContainerSpec,
+    /// The image id (config digest) and the reference reported as image_ref.
+    pub image_id: String,
+    pub image_ref: String,
+    pub state: ContainerState,
+    /// Nanoseconds since the Unix epoch; 0 when not yet.
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub reason: Option<ExitReason>,
+    pub message: String,
+    pub init: Option<Identity>,
+    /// The full log path (sandbox log directory + the container's log path); empty: none.
+    pub log_path: PathBuf,
+    /// cgroupfs path of the container (`<pod cgroup>/<id>`).
+    pub cgroup: String,
+    /// Signal that stops it (the image's STOPSIGNAL, else SIGTERM).
+    pub stop_signal: i32,
+}
+
+impl ContainerRecord {
+    /// The key under which a container attempt is reserved in its pod.
+    pub fn name_key(&self) -> String {
+        name_key(&self.sandbox_id, &self.spec.metadata)
+    }
+}
+
+pub fn name_key(sandbox: &SandboxId, m: &ContainerMetadata) -> String {
+    format!("{}_{}_{}", m.name, sandbox, m.attempt)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("container {id} not found")]
+    NotFound { id: String },
+    #[error("container id prefix {prefix:?} matches more than one container")]
+    Ambiguous { prefix: String },
+    #[error("sandbox {id} not found")]
+    SandboxNotFound { id: String },
+    #[error("sandbox {id} is not ready")]
+    SandboxNotReady { id: SandboxId },
+    #[error("container name {name:?} (attempt {attempt}) is already used by {id} in this pod")]
+    NameTaken { name: String, attempt: u32, id: ContainerId },
+    #[error("image {image:?} not found; pull it first")]
+    ImageNotFound { image: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("container {id} is {state:?}; {what}")]
+    State { id: ContainerId, state: ContainerState, what: &'static str },
+    #[error("container {id}: {message}")]
+    Supervisor { id: ContainerId, message: String },
+    #[error(transparent)]
+    Shim(#[from] crate::supervisor::Error),
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cgroup {cgroup}: {reason}")]
+    Cgroup { cgroup: String, reason: String },
+    #[error("exec in container {id} timed out after {timeout:?}")]
+    ExecTimeout { id: ContainerId, timeout: std::time::Duration },
+    #[error("{cause}; cleaning up also failed: {}", cleanup.join("; "))]
+    Undo { cause: Box<Error>, cleanup: Vec<String> },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. }
+            | Error::SandboxNotFound { .. }
+            | Error::ImageNotFound { .. } => ErrorKind::NotFound,
+            Error::Ambiguous { .. } | Error::Invalid { .. } => ErrorKind::InvalidArgument,
+            Error::NameTaken { .. } => ErrorKind::AlreadyExists,
+            Error::SandboxNotReady { .. } | Error::State { .. } => ErrorKind::FailedPrecondition,
+            Error::ExecTimeout { .. } => ErrorKind::DeadlineExceeded,
+            Error::Shim(e) => e.kind(),
+            Error::Image(e) => e.kind(),
+            Error::Undo { cause, .. } => cause.kind(),
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Invalid { field: field.into(), reason: reason.to_string() }
+    }
+
+    pub(crate) fn io(
+        what: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    }
+}
+
+/// A container as the runtime holds it in memory.
+pub(crate) struct Container {
+    pub(crate) record: std::sync::Mutex<ContainerRecord>,
+    /// Serialises start, stop and remove of this container.
+    pub(crate) op: tokio::sync::Mutex<()>,
+}
+
+impl Container {
+    pub(crate) fn new(record: ContainerRecord) -> Self {
+        Self { record: std::sync::Mutex::new(record), op: tokio::sync::Mutex::new(()) }
+    }
+
+    pub(crate) fn snapshot(&self) -> ContainerRecord {
+        self.record.lock().expect("container record lock").clone()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
+        let mut rec = self.record.lock().expect("container record lock");
+        f(&mut rec);
+        rec.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_predicates() {
+        assert!(ContainerState::Created.can_start());
+        assert!(!ContainerState::Running.can_start());
+        assert!(!ContainerState::Exited.may_run());
+        assert!(ContainerState::Unknown.may_run());
+    }
+}

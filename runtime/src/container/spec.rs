@@ -1,0 +1,824 @@
+//! The OCI runtime spec of a container, built as Kubernetes defines it from the CRI
+//! ContainerConfig (already validated into a [`ContainerSpec`]), its sandbox and its
+//! image's config, with containerd's defaults: mounts, capabilities, masked and read-only
+//! paths, a RuntimeDefault seccomp profile. Pure: every fact about the node comes in
+//! [`NodeFacts`], so the rules are unit-tested without root.
+//!
+//! The spec is assembled as OCI JSON and checked by deserialising it into
+//! `oci_spec::runtime::Spec`, the type libcontainer reads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::{ContainerSpec, Error, PidMode, Propagation, SeccompProfile};
+use crate::ids::ContainerId;
+use crate::layout::NsKind;
+use crate::sandbox::SandboxRecord;
+
+/// The capabilities a container gets unless the request adds or drops some (containerd's).
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability by its bit number (capability.h).
+pub const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Paths hidden from unprivileged containers unless the request lists its own.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths read-only in unprivileged containers unless the request lists its own.
+pub const DEFAULT_READONLY_PATHS: &[&str] =
+    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the image's config says about running it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub stop_signal: String,
+}
+
+impl ImageConfig {
+    /// Reads the run config out of an OCI image config blob.
+    pub fn parse(blob: &[u8]) -> Result<Self, serde_json::Error> {
+        let c: oci_spec::image::ImageConfiguration = serde_json::from_slice(blob)?;
+        let Some(cfg) = c.config() else { return Ok(Self::default()) };
+        Ok(Self {
+            entrypoint: cfg.entrypoint().clone().unwrap_or_default(),
+            cmd: cfg.cmd().clone().unwrap_or_default(),
+            env: cfg.env().clone().unwrap_or_default(),
+            working_dir: cfg.working_dir().clone().unwrap_or_default(),
+            user: cfg.user().clone().unwrap_or_default(),
+            stop_signal: cfg.stop_signal().clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Facts about the node and the container's surroundings.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    /// Capabilities podbay holds (what "privileged" grants).
+    pub capabilities: Vec<String>,
+    /// podbay's own oom_score_adj: without CAP_SYS_RESOURCE nothing lower can be set.
+    pub own_oom_score_adj: i64,
+    /// Names of the cgroup v1 hierarchies mounted under /sys/fs/cgroup (empty on v2).
+    pub cgroup_v1_hierarchies: Vec<String>,
+    /// Host devices a privileged container gets: (path, type c|b, major, minor).
+    pub host_devices: Vec<(PathBuf, char, i64, i64)>,
+}
+
+impl NodeFacts {
+    fn holds(&self, cap: &str) -> bool {
+        self.capabilities.iter().any(|c| c == cap)
+    }
+}
+
+/// The image's /etc/passwd and /etc/group, for user names.
+#[derive(Debug, Clone, Default)]
+pub struct UserDb {
+    pub passwd: String,
+    pub group: String,
+}
+
+/// A user and its groups, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+impl UserDb {
+    fn passwd_by(&self, f: impl Fn(&str, u32) -> bool) -> Option<(String, u32, u32)> {
+        self.passwd.lines().find_map(|l| {
+            let p: Vec<&str> = l.split(':').collect();
+            let (uid, gid) = (p.get(2)?.parse().ok()?, p.get(3)?.parse().ok()?);
+            f(p[0], uid).then(|| (p[0].to_owned(), uid, gid))
+        })
+    }
+
+    fn group_by_name(&self, name: &str) -> Option<u32> {
+        self.group.lines().find_map(|l| {
+            let p: Vec<&str> = l.split(':').collect();
+            (p[0] == name).then(|| p.get(2)?.parse().ok()).flatten()
+        })
+    }
+
+    /// Groups listing `user` as a member.
+    fn member_of(&self, user: &str) -> Vec<u32> {
+        self.group
+            .lines()
+            .filter_map(|l| {
+                let p: Vec<&str> = l.split(':').collect();
+                let members = p.get(3)?;
+                members.split(',').any(|m| m == user).then(|| p.get(2)?.parse().ok()).flatten()
+            })
+            .collect()
+    }
+}
+
+/// Resolves the container's user: run_as_user / run_as_username, else the image's USER;
+/// run_as_group overrides the group; groups the user is a member of, and the
+/// supplemental groups, are added.
+pub fn resolve_user(spec: &ContainerSpec, image_user: &str, db: &UserDb) -> Result<User, Error> {
+    let sec = &spec.security;
+    let (name, uid, mut gid) = if let Some(uid) = sec.run_as_user {
+        match db.passwd_by(|_, u| u == uid) {
+            Some((name, _, gid)) => (Some(name), uid, gid),
+            None => (None, uid, 0),
+        }
+    } else if !sec.run_as_username.is_empty() {
+        let (name, uid, gid) = db.passwd_by(|n, _| n == sec.run_as_username).ok_or_else(|| {
+            Error::invalid(
+                "linux.security_context.run_as_username",
+                format!("no user {:?} in the image's /etc/passwd", sec.run_as_username),
+            )
+        })?;
+        (Some(name), uid, gid)
+    } else {
+        let (user, group) = match image_user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (image_user, None),
+        };
+        let (name, uid, gid) = if user.is_empty() {
+            (Some("root".to_owned()), 0, 0)
+        } else if let Ok(uid) = user.parse::<u32>() {
+            match db.passwd_by(|_, u| u == uid) {
+                Some((n, _, g)) => (Some(n), uid, g),
+                None => (None, uid, 0),
+            }
+        } else {
+            let (n, u, g) = db.passwd_by(|n, _| n == user).ok_or_else(|| {
+                Error::invalid("image USER", format!("no user {user:?} in the image's /etc/passwd"))
+            })?;
+            (Some(n), u, g)
+        };
+        let gid = match group {
+            None => gid,
+            Some(g) => match g.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => db.group_by_name(g).ok_or_else(|| {
+                    Error::invalid(
+                        "image USER",
+                        format!("no group {g:?} in the image's /etc/group"),
+                    )
+                })?,
+            },
+        };
+        (name, uid, gid)
+    };
+    if let Some(g) = sec.run_as_group {
+        gid = g;
+    }
+    let mut additional: Vec<u32> = name.map(|n| db.member_of(&n)).unwrap_or_default();
+    additional.extend(&sec.supplemental_groups);
+    additional.retain(|g| *g != gid);
+    additional.sort_unstable();
+    additional.dedup();
+    Ok(User { uid, gid, additional_gids: additional })
+}
+
+/// The process arguments: command replaces the entrypoint (and drops the image's cmd),
+/// args replace cmd.
+pub fn process_args(spec: &ContainerSpec, image: &ImageConfig) -> Vec<String> {
+    let (entry, cmd) = if spec.command.is_empty() {
+        (&image.entrypoint, if spec.args.is_empty() { &image.cmd } else { &spec.args })
+    } else {
+        (&spec.command, &spec.args)
+    };
+    entry.iter().chain(cmd).cloned().collect()
+}
+
+/// The image's environment with the request's on top; PATH and HOSTNAME are always set.
+pub fn environment(spec: &ContainerSpec, image: &ImageConfig, hostname: &str) -> Vec<String> {
+    let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), hostname.into())];
+    let mut set = |k: &str, v: &str| match env.iter_mut().find(|(ek, _)| ek == k) {
+        Some(e) => e.1 = v.to_owned(),
+        None => env.push((k.to_owned(), v.to_owned())),
+    };
+    for kv in &image.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for (k, v) in &spec.envs {
+        set(k, v);
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(1, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The capability set: privileged gets what podbay holds; otherwise the defaults with
+/// the request's adds and drops ("ALL" works for both), never more than podbay holds.
+pub fn capabilities(spec: &ContainerSpec, node: &NodeFacts) -> Vec<String> {
+    let sec = &spec.security;
+    if sec.privileged {
+        return node.capabilities.clone();
+    }
+    let norm = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        if c.starts_with("CAP_") { c } else { format!("CAP_{c}") }
+    };
+    let add: Vec<String> = sec.add_capabilities.iter().map(norm).collect();
+    let drop: Vec<String> = sec.drop_capabilities.iter().map(norm).collect();
+    let mut caps: Vec<String> = if add.iter().any(|c| c == "CAP_ALL") {
+        ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    } else {
+        let mut c: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        c.extend(add.into_iter().filter(|a| ALL_CAPABILITIES.contains(&a.as_str())));
+        c
+    };
+    if drop.iter().any(|c| c == "CAP_ALL") {
+        caps.clear();
+    }
+    caps.retain(|c| !drop.contains(c) && node.holds(c));
+    caps.sort();
+    caps.dedup();
+    caps
+}
+
+/// Everything the spec is built from.
+pub struct Inputs<'a> {
+    pub id: &'a ContainerId,
+    pub spec: &'a ContainerSpec,
+    pub sandbox: &'a SandboxRecord,
+    pub image: &'a ImageConfig,
+    pub user: &'a User,
+    pub rootfs: &'a Path,
+    pub cgroup: &'a str,
+    pub node: &'a NodeFacts,
+    /// The PID namespace of the target container (PID mode TARGET).
+    pub target_pid_ns: Option<PathBuf>,
+    /// The Localhost seccomp profile's contents.
+    pub seccomp_profile: Option<Value>,
+    /// The pod's hostname, hosts, resolv.conf and /dev/shm.
+    pub pod_files: PodFiles,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodFiles {
+    pub hostname: PathBuf,
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub shm: PathBuf,
+}
+
+/// Builds the OCI spec.
+pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
+    let spec = i.spec;
+    let sec = &spec.security;
+    let args = process_args(spec, i.image);
+    if args.is_empty() {
+        return Err(Error::invalid("command", "neither the request nor the image names a command"));
+    }
+    let caps = capabilities(spec, i.node);
+    let cwd = if !spec.working_dir.is_empty() {
+        spec.working_dir.clone()
+    } else if !i.image.working_dir.is_empty() {
+        i.image.working_dir.clone()
+    } else {
+        "/".into()
+    };
+    if !cwd.starts_with('/') {
+        return Err(Error::invalid("working_dir", format!("{cwd:?} is not absolute")));
+    }
+    let mut process = json!({
+        "terminal": false,
+        "user": { "uid": i.user.uid, "gid": i.user.gid, "additionalGids": i.user.additional_gids },
+        "args": args,
+        "env": environment(spec, i.image, &i.sandbox.spec.hostname),
+        "cwd": cwd,
+        "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+    });
+    // Only when set: libcontainer loads a seccomp filter before dropping capabilities
+    // only when the field is absent, and a `false` would make the load fail later.
+    if sec.no_new_privs {
+        process["noNewPrivileges"] = json!(true);
+    }
+    let res = &spec.resources;
+    if res.oom_score_adj != 0 {
+        let adj = if i.node.holds("CAP_SYS_RESOURCE") {
+            res.oom_score_adj
+        } else {
+            res.oom_score_adj.max(i.node.own_oom_score_adj)
+        };
+        process["oomScoreAdj"] = json!(adj.clamp(-1000, 1000));
+    }
+
+    let linux = json!({
+        "cgroupsPath": i.cgroup,
+        "namespaces": namespaces(i)?,
+        "resources": resources(i),
+        "devices": devices(i)?,
+        "maskedPaths": if sec.privileged { vec![] } else if sec.masked_paths.is_empty() {
+            DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect()
+        } else { sec.masked_paths.clone() },
+        "readonlyPaths": readonly_paths(i),
+    });
+    let mut linux = linux;
+    if let Some(p) = rootfs_propagation(spec) {
+        linux["rootfsPropagation"] = json!(p);
+    }
+    if !sec.privileged {
+        match &sec.seccomp {
+            SeccompProfile::RuntimeDefault => {
+                linux["seccomp"] = super::seccomp::runtime_default(&caps);
+            }
+            SeccompProfile::Localhost(_) => {
+                linux["seccomp"] = i.seccomp_profile.clone().unwrap_or(Value::Null);
+            }
+            SeccompProfile::Unconfined => {}
+        }
+    }
+    let mut annotations: BTreeMap<String, String> = spec.annotations.clone();
+    annotations.insert("io.kubernetes.cri.container-name".into(), spec.metadata.name.clone());
+    annotations.insert("io.kubernetes.cri.sandbox-id".into(), i.sandbox.id.to_string());
+    let doc = json!({
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": { "path": i.rootfs, "readonly": sec.readonly_rootfs },
+        "mounts": mounts(i)?,
+        "annotations": annotations,
+        "linux": linux,
+    });
+    serde_json::from_value(doc).map_err(|e| Error::invalid("container config", e))
+}
+
+fn namespaces(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
+    let mut out = vec![json!({ "type": "mount" })];
+    let pod_ns = |kind: NsKind| i.sandbox.namespaces.get(&kind);
+    for (kind, name) in [(NsKind::Net, "network"), (NsKind::Ipc, "ipc"), (NsKind::Uts, "uts")] {
+        if let Some(path) = pod_ns(kind) {
+            out.push(json!({ "type": name, "path": path }));
+        }
+    }
+    match &i.spec.security.pid_mode {
+        PidMode::Container => out.push(json!({ "type": "pid" })),
+        PidMode::Pod => match pod_ns(NsKind::Pid) {
+            Some(path) => out.push(json!({ "type": "pid", "path": path })),
+            None => {
+                return Err(Error::invalid(
+                    "linux.security_context.namespace_options.pid",
+                    "POD, but the sandbox has no PID namespace of its own",
+                ));
+            }
+        },
+        PidMode::Node => {}
+        PidMode::Target(_) => {
+            let path = i.target_pid_ns.as_ref().ok_or_else(|| {
+                Error::invalid("linux.security_context.namespace_options.target_id", "not running")
+            })?;
+            out.push(json!({ "type": "pid", "path": path }));
+        }
+    }
+    Ok(out)
+}
+
+/// The cgroup limits alone (UpdateContainerResources), as OCI `linux.resources`.
+pub fn linux_resources(r: &super::Resources) -> Result<oci_spec::runtime::LinuxResources, Error> {
+    let mut v = limits(r, true);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("devices");
+    }
+    serde_json::from_value(v).map_err(|e| Error::invalid("linux", e))
+}
+
+fn resources(i: &Inputs<'_>) -> Value {
+    let mut out = limits(&i.spec.resources, i.node.cgroup_v1_hierarchies.is_empty());
+    let mut devices = vec![json!({ "allow": false, "access": "rwm" })];
+    if i.spec.security.privileged {
+        devices.push(json!({ "allow": true, "access": "rwm" }));
+    }
+    for d in &i.spec.devices {
+        if let Some((_, t, major, minor)) =
+            i.node.host_devices.iter().find(|(p, ..)| *p == d.host_path)
+        {
+            let access = if d.permissions.is_empty() { "rwm" } else { &d.permissions };
+            devices.push(json!({ "allow": true, "type": t.to_string(), "major": major, "minor": minor, "access": access }));
+        }
+    }
+    out["devices"] = json!(devices);
+    out
+}
+
+fn limits(r: &super::Resources, unified: bool) -> Value {
+    let mut out = json!({});
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(r.cpu_shares));
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), json!(r.cpu_quota));
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), json!(r.cpu_period));
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(r.cpuset_mems));
+    }
+    if !cpu.is_empty() {
+        out["cpu"] = Value::Object(cpu);
+    }
+    let mut mem = serde_json::Map::new();
+    if r.memory_limit > 0 {
+        mem.insert("limit".into(), json!(r.memory_limit));
+    }
+    if r.memory_swap_limit > 0 {
+        mem.insert("swap".into(), json!(r.memory_swap_limit));
+    }
+    if !mem.is_empty() {
+        out["memory"] = Value::Object(mem);
+    }
+    if !r.hugepage_limits.is_empty() {
+        out["hugepageLimits"] = r
+            .hugepage_limits
+            .iter()
+            .map(|(size, limit)| json!({ "pageSize": size, "limit": limit }))
+            .collect();
+    }
+    if let Some(pids) = r.unified.get("pids.max").and_then(|v| v.parse::<i64>().ok()) {
+        out["pids"] = json!({ "limit": pids });
+    }
+    if unified && !r.unified.is_empty() {
+        out["unified"] = json!(r.unified);
+    }
+    out
+}
+
+fn devices(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
+    let node_dev = |(_, t, major, minor): &(PathBuf, char, i64, i64), dest: &str| json!({ "path": dest, "type": t.to_string(), "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0 });
+    let mut out = Vec::new();
+    if i.spec.security.privileged {
+        for d in &i.node.host_devices {
+            out.push(node_dev(d, &d.0.to_string_lossy()));
+        }
+    }
+    for (n, d) in i.spec.devices.iter().enumerate() {
+        let host =
+            i.node.host_devices.iter().find(|(p, ..)| *p == d.host_path).ok_or_else(|| {
+                Error::invalid(
+                    format!("devices[{n}].host_path"),
+                    format!("{} is not a device on this node", d.host_path.display()),
+                )
+            })?;
+        out.push(node_dev(host, &d.container_path));
+    }
+    Ok(out)
+}
+
+fn readonly_paths(i: &Inputs<'_>) -> Vec<String> {
+    let sec = &i.spec.security;
+    if sec.privileged {
+        return Vec::new();
+    }
+    let mut paths: Vec<String> = if sec.readonly_paths.is_empty() {
+        DEFAULT_READONLY_PATHS.iter().map(|s| s.to_string()).collect()
+    } else {
+        sec.readonly_paths.clone()
+    };
+    // libcontainer bind-mounts each cgroup v1 hierarchy read-write whatever the mount's
+    // options say: each is made read-only here, so a container cannot raise its limits.
+    paths.push("/sys/fs/cgroup".into());
+    paths.extend(i.node.cgroup_v1_hierarchies.iter().map(|h| format!("/sys/fs/cgroup/{h}")));
+    paths
+}
+
+fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
+    if spec.mounts.iter().any(|m| m.propagation == Propagation::Bidirectional) {
+        Some("rshared")
+    } else if spec.mounts.iter().any(|m| m.propagation == Propagation::HostToContainer) {
+        Some("rslave")
+    } else {
+        None
+    }
+}
+
+fn mounts(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
+    let spec = i.spec;
+    let privileged = spec.security.privileged;
+    let ro_sys = if privileged { "rw" } else { "ro" };
+    let requested = |dest: &str| spec.mounts.iter().any(|m| m.container_path == dest);
+    let mut out = vec![
+        json!({ "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] }),
+        json!({ "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] }),
+        json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] }),
+        json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] }),
+        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", ro_sys] }),
+        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", ro_sys] }),
+    ];
+    let files = &i.pod_files;
+    let file_opt = if spec.security.readonly_rootfs { "ro" } else { "rw" };
+    for (dest, src) in [
+        ("/etc/hostname", &files.hostname),
+        ("/etc/hosts", &files.hosts),
+        ("/etc/resolv.conf", &files.resolv_conf),
+    ] {
+        if !requested(dest) {
+            out.push(json!({ "destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", file_opt] }));
+        }
+    }
+    if !requested("/dev/shm") {
+        out.push(json!({ "destination": "/dev/shm", "type": "bind", "source": files.shm, "options": ["rbind", "nosuid", "nodev", "noexec"] }));
+    }
+    for (n, m) in spec.mounts.iter().enumerate() {
+        if !m.container_path.starts_with('/') {
+            return Err(Error::invalid(
+                format!("mounts[{n}].container_path"),
+                format!("{:?} is not absolute", m.container_path),
+            ));
+        }
+        if !m.host_path.exists() {
+            return Err(Error::invalid(
+                format!("mounts[{n}].host_path"),
+                format!("{} does not exist on the node", m.host_path.display()),
+            ));
+        }
+        let propagation = match m.propagation {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
+        };
+        let rw = if m.readonly { "ro" } else { "rw" };
+        out.push(json!({ "destination": m.container_path, "type": "bind", "source": m.host_path, "options": ["rbind", propagation, rw] }));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{ContainerMetadata, MountSpec, Resources, Security};
+
+    pub(crate) fn spec() -> ContainerSpec {
+        ContainerSpec {
+            metadata: ContainerMetadata { name: "web".into(), attempt: 0 },
+            image: "busybox".into(),
+            command: vec![],
+            args: vec![],
+            working_dir: String::new(),
+            envs: vec![],
+            mounts: vec![],
+            devices: vec![],
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            log_path: "web.log".into(),
+            stdin: false,
+            tty: false,
+            resources: Resources::default(),
+            security: Security::default(),
+        }
+    }
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into()],
+            env: vec!["PATH=/opt/bin".into(), "A=image".into()],
+            working_dir: "/srv".into(),
+            user: String::new(),
+            stop_signal: String::new(),
+        }
+    }
+
+    fn node() -> NodeFacts {
+        NodeFacts {
+            capabilities: ALL_CAPABILITIES
+                .iter()
+                .filter(|c| **c != "CAP_SYS_RESOURCE")
+                .map(|c| c.to_string())
+                .collect(),
+            own_oom_score_adj: 0,
+            cgroup_v1_hierarchies: vec!["memory".into(), "cpu,cpuacct".into()],
+            host_devices: vec![(PathBuf::from("/dev/null"), 'c', 1, 3)],
+        }
+    }
+
+    fn db() -> UserDb {
+        UserDb {
+            passwd: "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1001::/home/web:/bin/sh\n".into(),
+            group: "root:x:0:\nweb:x:1001:\nstaff:x:50:web,other\n".into(),
+        }
+    }
+
+    fn built(s: &ContainerSpec) -> Result<Value, Error> {
+        let sandbox = crate::sandbox::tests::record("pod");
+        let user = resolve_user(s, "", &db())?;
+        let inputs = Inputs {
+            id: &ContainerId::generate(),
+            spec: s,
+            sandbox: &sandbox,
+            image: &image(),
+            user: &user,
+            rootfs: Path::new("/rootfs"),
+            cgroup: "/podbay/pod/ctr",
+            node: &node(),
+            target_pid_ns: None,
+            seccomp_profile: None,
+            pod_files: PodFiles {
+                hostname: "/pod/hostname".into(),
+                hosts: "/pod/hosts".into(),
+                resolv_conf: "/pod/resolv.conf".into(),
+                shm: "/pod/shm".into(),
+            },
+        };
+        build(&inputs).map(|s| serde_json::to_value(s).unwrap())
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes() {
+        let mut s = spec();
+        assert_eq!(process_args(&s, &image()), ["/entry", "serve"]);
+        s.args = vec!["a".into()];
+        assert_eq!(process_args(&s, &image()), ["/entry", "a"]);
+        s.command = vec!["/cmd".into()];
+        assert_eq!(process_args(&s, &image()), ["/cmd", "a"]);
+        s.args.clear();
+        assert_eq!(process_args(&s, &image()), ["/cmd"]);
+    }
+
+    #[test]
+    fn env_merges_over_the_image() {
+        let mut s = spec();
+        s.envs = vec![("A".into(), "req".into()), ("B".into(), "b".into())];
+        let env = environment(&s, &image(), "pod");
+        assert_eq!(env, ["HOSTNAME=pod", "PATH=/opt/bin", "A=req", "B=b"]);
+        let env = environment(&spec(), &ImageConfig::default(), "h");
+        assert!(env[1].starts_with("PATH=/usr/local/sbin"));
+    }
+
+    #[test]
+    fn users_resolve_from_the_image() {
+        let mut s = spec();
+        assert_eq!(
+            resolve_user(&s, "", &db()).unwrap(),
+            User { uid: 0, gid: 0, additional_gids: vec![] }
+        );
+        assert_eq!(
+            resolve_user(&s, "web", &db()).unwrap(),
+            User { uid: 1000, gid: 1001, additional_gids: vec![50] }
+        );
+        assert_eq!(resolve_user(&s, "1234:staff", &db()).unwrap().gid, 50);
+        s.security.run_as_user = Some(1000);
+        s.security.run_as_group = Some(7);
+        s.security.supplemental_groups = vec![9];
+        assert_eq!(
+            resolve_user(&s, "", &db()).unwrap(),
+            User { uid: 1000, gid: 7, additional_gids: vec![9, 50] }
+        );
+        let mut s = spec();
+        s.security.run_as_username = "nobody".into();
+        let e = resolve_user(&s, "", &db()).unwrap_err().to_string();
+        assert!(e.contains("run_as_username") && e.contains("nobody"), "{e}");
+    }
+
+    #[test]
+    fn capabilities_add_drop_all_and_privileged() {
+        let mut s = spec();
+        let caps = capabilities(&s, &node());
+        assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len());
+        s.security.drop_capabilities = vec!["NET_RAW".into()];
+        s.security.add_capabilities = vec!["sys_admin".into(), "CAP_SYS_RESOURCE".into()];
+        let caps = capabilities(&s, &node());
+        assert!(caps.contains(&"CAP_SYS_ADMIN".into()));
+        assert!(!caps.contains(&"CAP_NET_RAW".into()));
+        // Not held by podbay: never given, never an error.
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".into()));
+        s.security.drop_capabilities = vec!["ALL".into()];
+        s.security.add_capabilities = vec!["KILL".into()];
+        assert!(capabilities(&s, &node()).is_empty());
+        s.security.privileged = true;
+        assert_eq!(capabilities(&s, &node()).len(), ALL_CAPABILITIES.len() - 1);
+    }
+
+    #[test]
+    fn hardening_defaults_and_privileged() {
+        let v = built(&spec()).unwrap();
+        let masked = v["linux"]["maskedPaths"].as_array().unwrap();
+        assert!(masked.iter().any(|p| p == "/proc/kcore"));
+        let ro = v["linux"]["readonlyPaths"].as_array().unwrap();
+        for p in
+            ["/proc/sys", "/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu,cpuacct"]
+        {
+            assert!(ro.iter().any(|x| x == p), "{p}");
+        }
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(v["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "pid"));
+        let mut s = spec();
+        s.security.privileged = true;
+        let v = built(&s).unwrap();
+        assert!(v["linux"]["maskedPaths"].as_array().is_none_or(|a| a.is_empty()));
+        assert!(v["linux"]["seccomp"].is_null());
+        assert_eq!(v["linux"]["devices"][0]["path"], "/dev/null");
+    }
+
+    #[test]
+    fn oom_score_adj_is_never_below_podbay_without_sys_resource() {
+        let mut s = spec();
+        s.resources.oom_score_adj = -998;
+        let v = built(&s).unwrap();
+        assert_eq!(v["process"]["oomScoreAdj"], 0);
+        s.resources.oom_score_adj = 1000;
+        assert_eq!(built(&s).unwrap()["process"]["oomScoreAdj"], 1000);
+    }
+
+    #[test]
+    fn bad_mounts_name_the_field() {
+        let mut s = spec();
+        s.mounts = vec![MountSpec {
+            container_path: "/data".into(),
+            host_path: "/nonexistent/podbay".into(),
+            readonly: false,
+            propagation: Propagation::Private,
+        }];
+        let e = built(&s).unwrap_err().to_string();
+        assert!(e.contains("mounts[0].host_path") && e.contains("/nonexistent/podbay"), "{e}");
+    }
+
+    #[test]
+    fn resources_reach_the_spec() {
+        let mut s = spec();
+        s.resources.memory_limit = 64 << 20;
+        s.resources.cpu_shares = 512;
+        let v = built(&s).unwrap();
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 512);
+    }
+}

@@ -1,0 +1,255 @@
+//! ContainerStats, PodSandboxStats, UpdateContainerResources and ReopenContainerLog:
+//! the daemon reads and writes the cgroups itself (libcgroups; no process is forked).
+
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, create_cgroup_manager};
+use podbay_proto::shim::v1::{ReopenLogRequest, request};
+
+use super::{ContainerRecord, ContainerState, Error, Resources};
+use crate::Runtime;
+use crate::ids::{ContainerId, SandboxId};
+use crate::layout::PodLayout;
+use crate::supervisor;
+
+#[derive(Debug, Clone)]
+pub struct ContainerStats {
+    pub id: ContainerId,
+    pub sandbox_id: SandboxId,
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub usage: CgroupUsage,
+    /// The writable layer (the overlay's upper dir).
+    pub writable_bytes: u64,
+    pub writable_inodes: u64,
+}
+
+/// CPU and memory of a cgroup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CgroupUsage {
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_ns: u64,
+    pub memory_usage: u64,
+    /// Usage minus inactive file cache (what kubelet evicts on).
+    pub working_set: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodStats {
+    pub sandbox_id: SandboxId,
+    pub timestamp: i64,
+    pub usage: CgroupUsage,
+    /// The pod's eth0: bytes received and sent.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub containers: Vec<ContainerStats>,
+}
+
+fn manager(cgroup: &str) -> Result<libcgroups::common::AnyCgroupManager, String> {
+    create_cgroup_manager(CgroupConfig {
+        cgroup_path: PathBuf::from(cgroup),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// CPU and memory of a cgroup; zeros when it is gone.
+pub fn usage(cgroup: &str) -> CgroupUsage {
+    let Ok(stats) = manager(cgroup).and_then(|m| m.stats().map_err(|e| e.to_string())) else {
+        return CgroupUsage::default();
+    };
+    let mem = stats.memory.memory.usage;
+    let inactive = ["total_inactive_file", "inactive_file"]
+        .iter()
+        .find_map(|k| stats.memory.stats.get(*k))
+        .copied()
+        .unwrap_or(0);
+    CgroupUsage {
+        cpu_ns: stats.cpu.usage.usage_total,
+        memory_usage: mem,
+        working_set: mem.saturating_sub(inactive),
+    }
+}
+
+/// How many times the kernel's OOM killer killed a process of the cgroup.
+pub fn oom_kills(cgroup: &str) -> u64 {
+    let cg = cgroup.trim_start_matches('/');
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory").join(cg).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(cg).join("memory.events"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bytes and inodes under a directory, not crossing into other file systems.
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![dir.to_path_buf()];
+    let (mut bytes, mut inodes) = (0, 0);
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            inodes += 1;
+            bytes += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+/// Bytes received and sent by eth0 in the network namespace of `pid`.
+fn net_bytes(pid: u32) -> (u64, u64) {
+    let Ok(dev) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) else { return (0, 0) };
+    dev.lines()
+        .find_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            if name.trim() != "eth0" {
+                return None;
+            }
+            let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            Some((*f.first()?, *f.get(8)?))
+        })
+        .unwrap_or((0, 0))
+}
+
+impl Runtime {
+    fn stats_of(&self, rec: &ContainerRecord) -> ContainerStats {
+        let (writable_bytes, writable_inodes) =
+            disk_usage(&self.inner.layout.container(rec.id.as_str()).upper());
+        ContainerStats {
+            id: rec.id.clone(),
+            sandbox_id: rec.sandbox_id.clone(),
+            name: rec.spec.metadata.name.clone(),
+            labels: rec.spec.labels.clone(),
+            annotations: rec.spec.annotations.clone(),
+            timestamp: crate::now_ns(),
+            usage: if rec.state == ContainerState::Running {
+                usage(&rec.cgroup)
+            } else {
+                Default::default()
+            },
+            writable_bytes,
+            writable_inodes,
+        }
+    }
+
+    pub async fn container_stats(&self, id: &str) -> Result<ContainerStats, Error> {
+        let rec = self.container(id)?.snapshot();
+        Ok(self.blocking(move |rt| rt.stats_of(&rec)).await)
+    }
+
+    /// Stats of every container `filter` matches.
+    pub async fn list_container_stats(
+        &self,
+        filter: &super::ContainerFilter,
+    ) -> Vec<ContainerStats> {
+        let recs = self.list_containers(filter);
+        self.blocking(move |rt| recs.iter().map(|r| rt.stats_of(r)).collect()).await
+    }
+
+    /// Stats of ready pods (all, or those whose id starts with `id`).
+    pub async fn pod_stats(&self, id: Option<&str>) -> Result<Vec<PodStats>, Error> {
+        let pods: Vec<_> = match id {
+            Some(id) => vec![
+                self.resolve(id).map_err(|_| Error::SandboxNotFound { id: id.into() })?.snapshot(),
+            ],
+            None => self
+                .list_sandboxes(&Default::default())
+                .into_iter()
+                .filter(|r| r.state.is_ready())
+                .collect(),
+        };
+        let ctrs = self.list_containers(&Default::default());
+        Ok(self
+            .blocking(move |rt| {
+                pods.into_iter()
+                    .map(|p| {
+                        let (rx_bytes, tx_bytes) =
+                            p.supervisor.map_or((0, 0), |s| net_bytes(s.pid));
+                        PodStats {
+                            sandbox_id: p.id.clone(),
+                            timestamp: crate::now_ns(),
+                            usage: usage(&super::create::pod_cgroup(&p)),
+                            rx_bytes,
+                            tx_bytes,
+                            containers: ctrs
+                                .iter()
+                                .filter(|c| {
+                                    c.sandbox_id == p.id && c.state == ContainerState::Running
+                                })
+                                .map(|c| rt.stats_of(c))
+                                .collect(),
+                        }
+                    })
+                    .collect()
+            })
+            .await)
+    }
+
+    /// Applies new resource limits to a running or created container's cgroup.
+    pub async fn update_container_resources(&self, id: &str, res: Resources) -> Result<(), Error> {
+        let c = self.container(id)?;
+        let _op = c.op.lock().await;
+        let rec = c.snapshot();
+        if !rec.state.may_run() {
+            return Err(Error::State { id: rec.id, state: rec.state, what: "cannot be updated" });
+        }
+        let linux = super::spec::linux_resources(&res)?;
+        let cgroup = rec.cgroup.clone();
+        self.blocking(move |_| {
+            let m = manager(&cgroup)?;
+            m.apply(&ControllerOpt {
+                resources: &linux,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|reason| Error::Cgroup { cgroup: rec.cgroup.clone(), reason })?;
+        let rec = c.update(|r| r.spec.resources = res);
+        self.persist_container(&rec).await
+    }
+
+    /// Has the supervisor reopen the container's log file (after kubelet rotated it).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Error> {
+        let rec = self.container(id)?.snapshot();
+        if rec.state != ContainerState::Running {
+            return Err(Error::State {
+                id: rec.id,
+                state: rec.state,
+                what: "has no log to reopen",
+            });
+        }
+        let sandbox = self
+            .get(&rec.sandbox_id)
+            .ok_or(Error::SandboxNotReady { id: rec.sandbox_id.clone() })?;
+        let pod = PodLayout::from_dir(&sandbox.snapshot().pod_dir);
+        let req = request::Kind::ReopenLog(ReopenLogRequest { id: rec.id.to_string() });
+        match supervisor::call(&pod, req).await {
+            Ok(_) => Ok(()),
+            Err(supervisor::Error::Refused(message)) => {
+                Err(Error::Supervisor { id: rec.id, message })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

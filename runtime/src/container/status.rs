@@ -1,0 +1,69 @@
+//! ContainerStatus and ListContainers.
+
+use std::collections::BTreeMap;
+
+use super::{ContainerRecord, ContainerState, Error};
+use crate::Runtime;
+
+/// ListContainers' filter (CRI ContainerFilter); unset fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFilter {
+    /// A full id or an id prefix.
+    pub id: Option<String>,
+    pub state: Option<ContainerState>,
+    /// A full sandbox id or prefix.
+    pub sandbox_id: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ContainerFilter {
+    pub fn matches(&self, rec: &ContainerRecord) -> bool {
+        self.id.as_ref().is_none_or(|id| rec.id.as_str().starts_with(id.as_str()))
+            && self.state.is_none_or(|s| s == rec.state)
+            && self
+                .sandbox_id
+                .as_ref()
+                .is_none_or(|s| rec.sandbox_id.as_str().starts_with(s.as_str()))
+            && self.labels.iter().all(|(k, v)| rec.spec.labels.get(k) == Some(v))
+    }
+}
+
+impl Runtime {
+    pub fn container_status(&self, id: &str) -> Result<ContainerRecord, Error> {
+        Ok(self.container(id)?.snapshot())
+    }
+
+    /// The OCI spec a container was created with (ContainerStatus verbose info).
+    pub fn container_oci_spec(&self, rec: &ContainerRecord) -> Option<serde_json::Value> {
+        let path = self.inner.layout.container(rec.id.as_str()).config();
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    pub fn list_containers(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        let mut out: Vec<ContainerRecord> = self
+            .inner
+            .containers
+            .read()
+            .expect("containers lock")
+            .values()
+            .filter_map(|c| {
+                let r = c.record.lock().expect("container record lock");
+                filter.matches(&r).then(|| r.clone())
+            })
+            .collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        out
+    }
+}
+
+impl ContainerState {
+    /// Lower-case name used in logs, JSON info and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+            ContainerState::Unknown => "unknown",
+        }
+    }
+}
