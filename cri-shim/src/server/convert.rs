@@ -6,6 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
+use podbay_runtime::container::{
+    CgroupUsage, ContainerFilter, ContainerMetadata, ContainerRecord, ContainerSpec,
+    ContainerState, ContainerStats, DeviceSpec, MountSpec, PidMode, PodStats, Propagation,
+    Resources, SeccompProfile, Security,
+};
 use podbay_runtime::image::{Credentials, ImageRecord};
 use podbay_runtime::network::PortMapping;
 use podbay_runtime::sandbox::{
@@ -423,6 +428,366 @@ pub fn image_info(rec: &ImageRecord, config: &[u8]) -> serde_json::Value {
         "layers": layers,
         "config": serde_json::from_slice::<serde_json::Value>(config).unwrap_or_default(),
     })
+}
+
+/// Validates a CreateContainer request into the runtime's spec.
+pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerSpec, Status> {
+    let c = config.ok_or_else(|| invalid("config", "is required"))?;
+    let meta = c.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
+    check_name("config.metadata.name", &meta.name)?;
+    let image = image_ref("config.image", c.image.as_ref())?;
+    let mut envs = Vec::new();
+    for (n, kv) in c.envs.into_iter().enumerate() {
+        if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
+            return Err(invalid(
+                &format!("config.envs[{n}].key"),
+                format!("{:?} is not a variable name", kv.key),
+            ));
+        }
+        envs.push((kv.key, kv.value));
+    }
+    let mut mounts = Vec::new();
+    for (n, m) in c.mounts.into_iter().enumerate() {
+        if !m.container_path.starts_with('/') {
+            return Err(invalid(
+                &format!("config.mounts[{n}].container_path"),
+                format!("{:?} is not absolute", m.container_path),
+            ));
+        }
+        if !m.host_path.starts_with('/') {
+            return Err(invalid(
+                &format!("config.mounts[{n}].host_path"),
+                format!("{:?} is not absolute", m.host_path),
+            ));
+        }
+        let propagation = match cri::MountPropagation::try_from(m.propagation) {
+            Ok(cri::MountPropagation::PropagationPrivate) => Propagation::Private,
+            Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
+            Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+            Err(_) => {
+                return Err(invalid(
+                    &format!("config.mounts[{n}].propagation"),
+                    format!("unknown value {}", m.propagation),
+                ));
+            }
+        };
+        mounts.push(MountSpec {
+            container_path: m.container_path,
+            host_path: m.host_path.into(),
+            readonly: m.readonly,
+            propagation,
+        });
+    }
+    let devices = c
+        .devices
+        .into_iter()
+        .map(|d| DeviceSpec {
+            container_path: d.container_path,
+            host_path: d.host_path.into(),
+            permissions: d.permissions,
+        })
+        .collect();
+    let linux = c.linux.unwrap_or_default();
+    let resources = linux.resources.map(resources).unwrap_or_default();
+    let security = security(linux.security_context.unwrap_or_default())?;
+    if c.log_path.starts_with('/') || c.log_path.split('/').any(|p| p == "..") {
+        return Err(invalid(
+            "config.log_path",
+            format!("{:?} must be relative to the pod's log directory", c.log_path),
+        ));
+    }
+    Ok(ContainerSpec {
+        metadata: ContainerMetadata { name: meta.name, attempt: meta.attempt },
+        image,
+        command: c.command,
+        args: c.args,
+        working_dir: c.working_dir,
+        envs,
+        mounts,
+        devices,
+        labels: sorted(c.labels),
+        annotations: sorted(c.annotations),
+        log_path: c.log_path,
+        stdin: c.stdin,
+        tty: c.tty,
+        resources,
+        security,
+    })
+}
+
+pub fn resources(r: cri::LinuxContainerResources) -> Resources {
+    Resources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit: r.memory_limit_in_bytes,
+        memory_swap_limit: r.memory_swap_limit_in_bytes,
+        oom_score_adj: r.oom_score_adj,
+        cpuset_cpus: r.cpuset_cpus,
+        cpuset_mems: r.cpuset_mems,
+        hugepage_limits: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
+        unified: r.unified.into_iter().collect(),
+    }
+}
+
+fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {
+    let field = "config.linux.security_context";
+    let caps = s.capabilities.unwrap_or_default();
+    // No namespace options at all (crictl's minimal configs): the container's own PID
+    // namespace, as kubelet asks by default.
+    let ns = s.namespace_options.unwrap_or(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        ..Default::default()
+    });
+    let pid_mode = match cri::NamespaceMode::try_from(ns.pid) {
+        Ok(cri::NamespaceMode::Container) => PidMode::Container,
+        Ok(cri::NamespaceMode::Pod) => PidMode::Pod,
+        Ok(cri::NamespaceMode::Node) => PidMode::Node,
+        Ok(cri::NamespaceMode::Target) => PidMode::Target(
+            podbay_runtime::ids::ContainerId::parse(&ns.target_id)
+                .map_err(|e| invalid(&format!("{field}.namespace_options.target_id"), e))?,
+        ),
+        Err(_) => {
+            return Err(invalid(
+                &format!("{field}.namespace_options.pid"),
+                format!("unknown mode {}", ns.pid),
+            ));
+        }
+    };
+    let uid = |v: Option<cri::Int64Value>, name: &str| -> Result<Option<u32>, Status> {
+        v.map(|v| {
+            u32::try_from(v.value).map_err(|_| {
+                invalid(&format!("{field}.{name}"), format!("{} is not a valid id", v.value))
+            })
+        })
+        .transpose()
+    };
+    let seccomp = match s.seccomp {
+        // Hardened by default: no profile means RuntimeDefault (see docs/architecture.md).
+        None => SeccompProfile::RuntimeDefault,
+        Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(cri::security_profile::ProfileType::RuntimeDefault) => {
+                SeccompProfile::RuntimeDefault
+            }
+            Ok(cri::security_profile::ProfileType::Unconfined) => SeccompProfile::Unconfined,
+            Ok(cri::security_profile::ProfileType::Localhost) => {
+                if !p.localhost_ref.starts_with('/') {
+                    return Err(invalid(
+                        &format!("{field}.seccomp.localhost_ref"),
+                        format!("{:?} is not an absolute path", p.localhost_ref),
+                    ));
+                }
+                SeccompProfile::Localhost(p.localhost_ref.into())
+            }
+            Err(_) => {
+                return Err(invalid(
+                    &format!("{field}.seccomp.profile_type"),
+                    format!("unknown type {}", p.profile_type),
+                ));
+            }
+        },
+    };
+    Ok(Security {
+        privileged: s.privileged,
+        add_capabilities: caps.add_capabilities,
+        drop_capabilities: caps.drop_capabilities,
+        run_as_user: uid(s.run_as_user, "run_as_user")?,
+        run_as_group: uid(s.run_as_group, "run_as_group")?,
+        run_as_username: s.run_as_username,
+        supplemental_groups: s
+            .supplemental_groups
+            .into_iter()
+            .map(|g| {
+                u32::try_from(g).map_err(|_| {
+                    invalid(
+                        &format!("{field}.supplemental_groups"),
+                        format!("{g} is not a valid id"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        readonly_rootfs: s.readonly_rootfs,
+        no_new_privs: s.no_new_privs,
+        masked_paths: s.masked_paths,
+        readonly_paths: s.readonly_paths,
+        seccomp,
+        pid_mode,
+    })
+}
+
+fn cri_container_state(s: ContainerState) -> i32 {
+    match s {
+        ContainerState::Created => cri::ContainerState::ContainerCreated as i32,
+        ContainerState::Running => cri::ContainerState::ContainerRunning as i32,
+        ContainerState::Exited => cri::ContainerState::ContainerExited as i32,
+        ContainerState::Unknown => cri::ContainerState::ContainerUnknown as i32,
+    }
+}
+
+fn cri_container_metadata(m: &ContainerMetadata) -> cri::ContainerMetadata {
+    cri::ContainerMetadata { name: m.name.clone(), attempt: m.attempt }
+}
+
+fn cri_image_spec(rec: &ContainerRecord) -> cri::ImageSpec {
+    cri::ImageSpec { image: rec.spec.image.clone(), ..Default::default() }
+}
+
+pub fn container_summary(rec: &ContainerRecord) -> cri::Container {
+    cri::Container {
+        id: rec.id.to_string(),
+        pod_sandbox_id: rec.sandbox_id.to_string(),
+        metadata: Some(cri_container_metadata(&rec.spec.metadata)),
+        image: Some(cri_image_spec(rec)),
+        image_ref: rec.image_ref.clone(),
+        state: cri_container_state(rec.state),
+        created_at: rec.created_at,
+        labels: unsorted(&rec.spec.labels),
+        annotations: unsorted(&rec.spec.annotations),
+        ..Default::default()
+    }
+}
+
+pub fn container_status(
+    rec: &ContainerRecord,
+    oci: Option<serde_json::Value>,
+    verbose: bool,
+) -> cri::ContainerStatusResponse {
+    let mounts = rec
+        .spec
+        .mounts
+        .iter()
+        .map(|m| cri::Mount {
+            container_path: m.container_path.clone(),
+            host_path: m.host_path.to_string_lossy().into_owned(),
+            readonly: m.readonly,
+            propagation: match m.propagation {
+                Propagation::Private => cri::MountPropagation::PropagationPrivate,
+                Propagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer,
+                Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
+            } as i32,
+            ..Default::default()
+        })
+        .collect();
+    let status = cri::ContainerStatus {
+        id: rec.id.to_string(),
+        metadata: Some(cri_container_metadata(&rec.spec.metadata)),
+        state: cri_container_state(rec.state),
+        created_at: rec.created_at,
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+        exit_code: rec.exit_code,
+        image: Some(cri_image_spec(rec)),
+        image_ref: rec.image_ref.clone(),
+        reason: rec.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        message: rec.message.clone(),
+        labels: unsorted(&rec.spec.labels),
+        annotations: unsorted(&rec.spec.annotations),
+        mounts,
+        log_path: rec.log_path.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let mut info = HashMap::new();
+    if verbose {
+        let v = serde_json::json!({
+            "sandboxID": rec.sandbox_id,
+            "pid": rec.init.map(|i| i.pid),
+            "imageId": rec.image_id,
+            "cgroup": rec.cgroup,
+            "stopSignal": rec.stop_signal,
+            "runtimeSpec": oci,
+            "config": rec.spec,
+        });
+        info.insert("info".to_owned(), v.to_string());
+    }
+    cri::ContainerStatusResponse { status: Some(status), info }
+}
+
+pub fn container_filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
+    let Some(f) = f else { return ContainerFilter::default() };
+    let state = f.state.map(|s| match cri::ContainerState::try_from(s.state) {
+        Ok(cri::ContainerState::ContainerCreated) => ContainerState::Created,
+        Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
+        Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
+        _ => ContainerState::Unknown,
+    });
+    ContainerFilter {
+        id: Some(f.id).filter(|s| !s.is_empty()),
+        state,
+        sandbox_id: Some(f.pod_sandbox_id).filter(|s| !s.is_empty()),
+        labels: sorted(f.label_selector),
+    }
+}
+
+fn u64v(v: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value: v })
+}
+
+fn cpu_memory(t: i64, u: &CgroupUsage) -> (cri::CpuUsage, cri::MemoryUsage) {
+    (
+        cri::CpuUsage {
+            timestamp: t,
+            usage_core_nano_seconds: u64v(u.cpu_ns),
+            usage_nano_cores: None,
+        },
+        cri::MemoryUsage {
+            timestamp: t,
+            working_set_bytes: u64v(u.working_set),
+            usage_bytes: u64v(u.memory_usage),
+            ..Default::default()
+        },
+    )
+}
+
+pub fn container_stats(s: &ContainerStats) -> cri::ContainerStats {
+    let (cpu, memory) = cpu_memory(s.timestamp, &s.usage);
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: s.id.to_string(),
+            metadata: Some(cri::ContainerMetadata { name: s.name.clone(), attempt: 0 }),
+            labels: unsorted(&s.labels),
+            annotations: unsorted(&s.annotations),
+        }),
+        cpu: Some(cpu),
+        memory: Some(memory),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp: s.timestamp,
+            fs_id: None,
+            used_bytes: u64v(s.writable_bytes),
+            inodes_used: u64v(s.writable_inodes),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn pod_stats(s: &PodStats, rec: Option<&SandboxRecord>) -> cri::PodSandboxStats {
+    let (cpu, memory) = cpu_memory(s.timestamp, &s.usage);
+    let eth0 = cri::NetworkInterfaceUsage {
+        name: "eth0".into(),
+        rx_bytes: u64v(s.rx_bytes),
+        rx_errors: u64v(0),
+        tx_bytes: u64v(s.tx_bytes),
+        tx_errors: u64v(0),
+    };
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: s.sandbox_id.to_string(),
+            metadata: rec.map(|r| cri_metadata(&r.spec.metadata)),
+            labels: rec.map(|r| unsorted(&r.spec.labels)).unwrap_or_default(),
+            annotations: rec.map(|r| unsorted(&r.spec.annotations)).unwrap_or_default(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cpu),
+            memory: Some(memory),
+            network: Some(cri::NetworkUsage {
+                timestamp: s.timestamp,
+                default_interface: Some(eth0.clone()),
+                interfaces: vec![eth0],
+            }),
+            process: None,
+            containers: s.containers.iter().map(container_stats).collect(),
+        }),
+        windows: None,
+    }
 }
 
 #[cfg(test)]

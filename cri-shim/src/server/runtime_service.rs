@@ -1,6 +1,7 @@
 //! The CRI RuntimeService: thin handlers that validate, call the runtime, map errors.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -144,62 +145,110 @@ impl RuntimeService for CriService {
 
     async fn create_container(
         &self,
-        _: Request<cri::CreateContainerRequest>,
+        req: Request<cri::CreateContainerRequest>,
     ) -> Rpc<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        let req = req.into_inner();
+        let spec = convert::container_spec(req.config)?;
+        let id = self
+            .runtime
+            .create_container(&req.pod_sandbox_id, spec)
+            .await
+            .map_err(|e| to_status("CreateContainer", e))?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id: id.to_string() }))
     }
 
     async fn start_container(
         &self,
-        _: Request<cri::StartContainerRequest>,
+        req: Request<cri::StartContainerRequest>,
     ) -> Rpc<cri::StartContainerResponse> {
-        unimplemented("StartContainer")
+        let id = req.into_inner().container_id;
+        self.runtime.start_container(&id).await.map_err(|e| to_status("StartContainer", e))?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _: Request<cri::StopContainerRequest>,
+        req: Request<cri::StopContainerRequest>,
     ) -> Rpc<cri::StopContainerResponse> {
-        unimplemented("StopContainer")
+        let req = req.into_inner();
+        let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+        self.runtime
+            .stop_container(&req.container_id, timeout)
+            .await
+            .map_err(|e| to_status("StopContainer", e))?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _: Request<cri::RemoveContainerRequest>,
+        req: Request<cri::RemoveContainerRequest>,
     ) -> Rpc<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        let id = req.into_inner().container_id;
+        self.runtime.remove_container(&id).await.map_err(|e| to_status("RemoveContainer", e))?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _: Request<cri::ListContainersRequest>,
+        req: Request<cri::ListContainersRequest>,
     ) -> Rpc<cri::ListContainersResponse> {
-        unimplemented("ListContainers")
+        let filter = convert::container_filter(req.into_inner().filter);
+        let containers =
+            self.runtime.list_containers(&filter).iter().map(convert::container_summary).collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _: Request<cri::ContainerStatusRequest>,
+        req: Request<cri::ContainerStatusRequest>,
     ) -> Rpc<cri::ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        let req = req.into_inner();
+        let rec = self
+            .runtime
+            .container_status(&req.container_id)
+            .map_err(|e| to_status("ContainerStatus", e))?;
+        let oci = req.verbose.then(|| self.runtime.container_oci_spec(&rec)).flatten();
+        Ok(Response::new(convert::container_status(&rec, oci, req.verbose)))
     }
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Rpc<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        let req = req.into_inner();
+        let res = convert::resources(req.linux.unwrap_or_default());
+        self.runtime
+            .update_container_resources(&req.container_id, res)
+            .await
+            .map_err(|e| to_status("UpdateContainerResources", e))?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Rpc<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        let id = req.into_inner().container_id;
+        self.runtime
+            .reopen_container_log(&id)
+            .await
+            .map_err(|e| to_status("ReopenContainerLog", e))?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
-    async fn exec_sync(&self, _: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {
-        unimplemented("ExecSync")
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let out = self
+            .runtime
+            .exec_sync(&req.container_id, req.cmd, timeout)
+            .await
+            .map_err(|e| to_status("ExecSync", e))?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
     }
 
     async fn exec(&self, _: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
@@ -219,30 +268,65 @@ impl RuntimeService for CriService {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Rpc<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let id = req.into_inner().container_id;
+        let stats =
+            self.runtime.container_stats(&id).await.map_err(|e| to_status("ContainerStats", e))?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(convert::container_stats(&stats)),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Rpc<cri::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter = podbay_runtime::container::ContainerFilter {
+            id: Some(f.id).filter(|s| !s.is_empty()),
+            state: Some(podbay_runtime::container::ContainerState::Running),
+            sandbox_id: Some(f.pod_sandbox_id).filter(|s| !s.is_empty()),
+            labels: f.label_selector.into_iter().collect(),
+        };
+        let stats = self.runtime.list_container_stats(&filter).await;
+        Ok(Response::new(cri::ListContainerStatsResponse {
+            stats: stats.iter().map(convert::container_stats).collect(),
+        }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Rpc<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = req.into_inner().pod_sandbox_id;
+        let stats =
+            self.runtime.pod_stats(Some(&id)).await.map_err(|e| to_status("PodSandboxStats", e))?;
+        let rec = self.runtime.sandbox_status(&id).ok();
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: stats.first().map(|s| convert::pod_stats(s, rec.as_ref())),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Rpc<cri::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let f = req.into_inner().filter.unwrap_or_default();
+        let stats =
+            self.runtime.pod_stats(None).await.map_err(|e| to_status("ListPodSandboxStats", e))?;
+        let stats = stats
+            .iter()
+            .filter(|s| s.sandbox_id.as_str().starts_with(f.id.as_str()))
+            .filter_map(|s| {
+                let rec = self.runtime.sandbox_status(s.sandbox_id.as_str()).ok()?;
+                f.label_selector
+                    .iter()
+                    .all(|(k, v)| rec.spec.labels.get(k) == Some(v))
+                    .then(|| convert::pod_stats(s, Some(&rec)))
+            })
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn checkpoint_container(

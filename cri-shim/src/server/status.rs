@@ -20,6 +20,12 @@ impl Kinded for podbay_runtime::image::Error {
     }
 }
 
+impl Kinded for podbay_runtime::container::Error {
+    fn kind(&self) -> ErrorKind {
+        podbay_runtime::container::Error::kind(self)
+    }
+}
+
 pub fn code(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::NotFound => Code::NotFound,
@@ -29,6 +35,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
     }
 }

@@ -1,0 +1,332 @@
+//! App containers end to end: pods of busybox containers created, started, logged,
+//! exec'd into, stopped and removed over the CRI, in a node of their own.
+
+use std::time::Duration;
+
+use podbay_tests::images::{Entry, fixtures, write_layout};
+use podbay_tests::{Client, Node, cri, pod_config, remove_pod, require_root, run_pod, wait_until};
+
+const IMAGE: &str = "docker.io/library/busybox:1.36";
+
+/// A node with the busybox test image imported.
+fn node_with_busybox() -> Node {
+    let node = Node::start().unwrap();
+    let layout = node.dir().join("busybox-layout");
+    write_layout(&layout, &[(IMAGE, &Entry::Image(fixtures().busybox))]).unwrap();
+    let out = node.cli(&["image", "import", layout.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    node
+}
+
+fn ctr(name: &str, args: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(cri::ImageSpec { image: IMAGE.into(), ..Default::default() }),
+        command: args.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn logged_pod(node: &Node, name: &str) -> cri::PodSandboxConfig {
+    let mut p = pod_config(name);
+    p.log_directory = node.dir().join("logs").join(name).to_string_lossy().into_owned();
+    p
+}
+
+async fn create(
+    c: &mut Client,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    let req = cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: Some(pod_config.clone()),
+    };
+    Ok(c.create_container(req).await?.into_inner().container_id)
+}
+
+async fn start(c: &mut Client, id: &str) -> Result<(), tonic::Status> {
+    c.start_container(cri::StartContainerRequest { container_id: id.into() }).await.map(drop)
+}
+
+async fn run(
+    c: &mut Client,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> String {
+    let id = create(c, pod, pod_config, config).await.unwrap();
+    start(c, &id).await.unwrap();
+    id
+}
+
+async fn status(c: &mut Client, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
+    let r = c
+        .container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = serde_json::from_str(r.info.get("info").unwrap()).unwrap();
+    (r.status.unwrap(), info)
+}
+
+async fn wait_exited(c: &mut Client, id: &str) -> cri::ContainerStatus {
+    for _ in 0..500 {
+        let (s, _) = status(c, id).await;
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("container {id} did not exit");
+}
+
+async fn exec(
+    c: &mut Client,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    let req = cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    c.exec_sync(req).await.map(|r| r.into_inner())
+}
+
+fn pid_of(info: &serde_json::Value) -> u32 {
+    info["pid"].as_u64().unwrap() as u32
+}
+
+/// A namespace of a process, by its pid in the node's PID namespace.
+fn ns(node: &Node, pid: u32, kind: &str) -> String {
+    node.sh(&format!("readlink /proc/{pid}/ns/{kind}")).unwrap()
+}
+
+/// No container cgroup of this node's pods is left in any hierarchy.
+fn assert_no_cgroups(pods: &[&str]) {
+    for pod in pods {
+        for base in
+            ["/sys/fs/cgroup/memory/podbay", "/sys/fs/cgroup/pids/podbay", "/sys/fs/cgroup/podbay"]
+        {
+            let p = std::path::Path::new(base).join(pod);
+            assert!(!p.exists(), "cgroup {} left behind", p.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_containers_share_localhost_but_not_their_filesystems() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "web");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+
+    let mut httpd = ctr(
+        "httpd",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    );
+    httpd.labels.insert("role".into(), "server".into());
+    let server = run(&mut c, &pod, &pc, httpd).await;
+    let client = run(&mut c, &pod, &pc, ctr("fetch", &["sleep", "3600"])).await;
+
+    // The client reaches the server over the pod's localhost.
+    let mut page = String::new();
+    for _ in 0..100 {
+        let r = exec(&mut c, &client, &["wget", "-q", "-O", "-", "http://localhost:80/"], 5)
+            .await
+            .unwrap();
+        page = String::from_utf8_lossy(&r.stdout).into_owned();
+        if r.exit_code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(page.trim(), "hello-from-httpd");
+    // The server's /www is not in the client's filesystem.
+    let r = exec(&mut c, &client, &["ls", "/www"], 5).await.unwrap();
+    assert_ne!(r.exit_code, 0);
+
+    // A third container binding port 80 fails, and says why in its log.
+    let third = run(&mut c, &pod, &pc, ctr("clash", &["httpd", "-f", "-p", "80"])).await;
+    let st = wait_exited(&mut c, &third).await;
+    assert_ne!(st.exit_code, 0);
+    assert_eq!(st.reason, "Error");
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    assert!(log.to_lowercase().contains("address already in use"), "{log}");
+    assert!(log.contains(" stderr F "), "{log}");
+
+    // Namespaces: net, ipc and uts are the supervisor's; mnt and pid are each their own.
+    let sup = podbay_tests::pod_info(&mut c, &pod).await.unwrap()["pid"].as_u64().unwrap() as u32;
+    let (_, si) = status(&mut c, &server).await;
+    let (_, ci) = status(&mut c, &client).await;
+    let (sp, cp) = (pid_of(&si), pid_of(&ci));
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(ns(&node, sp, kind), ns(&node, sup, kind), "{kind}");
+        assert_eq!(ns(&node, cp, kind), ns(&node, sup, kind), "{kind}");
+    }
+    for kind in ["mnt", "pid"] {
+        assert_ne!(ns(&node, sp, kind), ns(&node, cp, kind), "{kind}");
+        assert_ne!(ns(&node, sp, kind), ns(&node, sup, kind), "{kind}");
+    }
+    assert!(si["runtimeSpec"]["linux"]["seccomp"].is_object());
+
+    // List with filters.
+    let list = |f: cri::ContainerFilter| {
+        let mut c = c.clone();
+        async move {
+            c.list_containers(cri::ListContainersRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+        }
+    };
+    assert_eq!(
+        list(cri::ContainerFilter { pod_sandbox_id: pod.clone(), ..Default::default() })
+            .await
+            .len(),
+        3
+    );
+    let running = cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 };
+    assert_eq!(
+        list(cri::ContainerFilter { state: Some(running), ..Default::default() }).await.len(),
+        2
+    );
+    let by_label = list(cri::ContainerFilter {
+        label_selector: [("role".to_string(), "server".to_string())].into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_label.len(), 1);
+    assert_eq!(by_label[0].id, server);
+    assert_eq!(
+        list(cri::ContainerFilter { id: server[..12].into(), ..Default::default() }).await.len(),
+        1
+    );
+
+    // Stats: CPU and memory of a running container.
+    let s = c
+        .container_stats(cri::ContainerStatsRequest { container_id: server.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(s.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let ps = c
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(ps.linux.unwrap().containers.len(), 2);
+
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    let (st, _) = status(&mut c, &server).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    remove_pod(&mut c, &pod).await.unwrap();
+    let left = c.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap();
+    assert!(left.into_inner().containers.is_empty());
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_reasons_logs_and_stop_escalation() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "jobs");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+
+    let ok =
+        run(&mut c, &pod, &pc, ctr("ok", &["sh", "-c", "echo out; echo err >&2; printf partial"]))
+            .await;
+    let st = wait_exited(&mut c, &ok).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    assert!(st.finished_at >= st.started_at && st.started_at >= st.created_at);
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for l in &lines {
+        let ts = l.split(' ').next().unwrap();
+        assert!(ts.ends_with('Z') && ts.contains('T'), "{l}");
+    }
+    assert!(log.contains(" stdout F out\n") && log.contains(" stderr F err\n"), "{log}");
+    assert!(log.contains(" stdout F partial\n"), "{log}");
+
+    let three = run(&mut c, &pod, &pc, ctr("three", &["sh", "-c", "exit 3"])).await;
+    let st = wait_exited(&mut c, &three).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"));
+
+    // A line longer than 16 KiB is cut into partial entries.
+    let long = run(
+        &mut c,
+        &pod,
+        &pc,
+        ctr("long", &["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' a; echo"]),
+    )
+    .await;
+    let st = wait_exited(&mut c, &long).await;
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    let tags: Vec<&str> = log.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
+    assert_eq!(tags, ["P", "P", "F"], "{}", &log[..200]);
+
+    // Out of memory: OOMKilled.
+    let mut hog =
+        ctr("hog", &["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}"]);
+    hog.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let hog = run(&mut c, &pod, &pc, hog).await;
+    let st = wait_exited(&mut c, &hog).await;
+    assert_eq!(st.reason, "OOMKilled", "exit {}", st.exit_code);
+
+    // SIGTERM ignored: the stop escalates to SIGKILL after the timeout.
+    let stubborn = run(
+        &mut c,
+        &pod,
+        &pc,
+        ctr("stubborn", &["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"]),
+    )
+    .await;
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(node.dir().join("logs/jobs/stubborn.log"))
+            .is_ok_and(|l| l.contains("ready"))
+    })
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    c.stop_container(cri::StopContainerRequest { container_id: stubborn.clone(), timeout: 1 })
+        .await
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    let (st, _) = status(&mut c, &stubborn).await;
+    assert_eq!((st.state, st.exit_code), (cri::ContainerState::ContainerExited as i32, 137));
+    // Stop and remove are idempotent.
+    c.stop_container(cri::StopContainerRequest { container_id: stubborn.clone(), timeout: 1 })
+        .await
+        .unwrap();
+    c.remove_container(cri::RemoveContainerRequest { container_id: stubborn.clone() })
+        .await
+        .unwrap();
+    c.remove_container(cri::RemoveContainerRequest { container_id: stubborn.clone() })
+        .await
+        .unwrap();
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}
