@@ -267,7 +267,7 @@ pub fn worst(failures: &[Failure]) -> Failure {
 }
 
 /// Flattens an error chain into one line (reqwest hides the cause behind "error sending
-/// request").
+/// request"; libcontainer behind "failed to create container").
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -29,6 +29,7 @@ use podbay_proto::shim::v1::{
 };
 
 use super::Identity;
+use crate::image::registry::chain;
 use super::crilog::{LogStream, timestamp};
 
 /// How long a libcontainer call in a child may take.
@@ -470,21 +471,6 @@ fn open_log(path: &Path) -> Result<Option<File>, String> {
         .open(path)
         .map(Some)
         .map_err(|e| format!("open log {}: {e}", path.display()))
-}
-
-/// An error with its sources, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Runs `f` in a forked child and returns what it returned. The child starts with no
