@@ -29,8 +29,8 @@ use podbay_proto::shim::v1::{
 };
 
 use super::Identity;
-use crate::image::registry::chain;
 use super::crilog::{LogStream, timestamp};
+use crate::image::registry::chain;
 
 /// How long a libcontainer call in a child may take.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
