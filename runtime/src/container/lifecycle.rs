@@ -278,6 +278,7 @@ impl Runtime {
             })
             .await
             .expect("cgroup task panicked")?;
+            remove_default_parent();
         }
         Ok(())
     }
@@ -301,6 +302,17 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes podbay's default cgroup parent where no pod uses it any more (rmdir of a
+/// cgroup with children fails at once, so a parent in use stays).
+fn remove_default_parent() {
+    let parent = super::create::DEFAULT_CGROUP_PARENT.trim_start_matches('/');
+    let roots =
+        std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
+    for dir in roots.chain([std::path::PathBuf::from("/sys/fs/cgroup")]).map(|r| r.join(parent)) {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
