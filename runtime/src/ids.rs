@@ -52,6 +52,13 @@ macro_rules! hex_id {
             }
         }
 
+        // Hashes and compares as its string, so maps keyed by ids can be searched by &str.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -78,6 +85,33 @@ hex_id!(
     "container"
 );
 
+/// Why an id given by a client matched no object, or more than one.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    NotFound,
+    Ambiguous,
+}
+
+/// Finds an object by its full id or by a unique prefix of it (as crictl allows).
+pub(crate) fn resolve<K, V>(map: &std::collections::HashMap<K, V>, id: &str) -> Result<V, Lookup>
+where
+    K: std::borrow::Borrow<str> + Eq + std::hash::Hash,
+    V: Clone,
+{
+    if let Some(v) = map.get(id) {
+        return Ok(v.clone());
+    }
+    if id.is_empty() {
+        return Err(Lookup::NotFound);
+    }
+    let mut found = map.iter().filter(|(k, _)| k.borrow().starts_with(id));
+    match (found.next(), found.next()) {
+        (Some((_, v)), None) => Ok(v.clone()),
+        (None, _) => Err(Lookup::NotFound),
+        (Some(_), Some(_)) => Err(Lookup::Ambiguous),
+    }
+}
+
 fn is_hex_id(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -93,6 +127,20 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(SandboxId::parse(a.as_str()).unwrap(), a);
         assert_eq!(a.short().len(), 13);
+    }
+
+    #[test]
+    fn resolves_full_ids_and_unique_prefixes() {
+        let (a, b) = (
+            SandboxId::parse(&"ab".repeat(32)).unwrap(),
+            SandboxId::parse(&"ac".repeat(32)).unwrap(),
+        );
+        let map = std::collections::HashMap::from([(a.clone(), 1), (b, 2)]);
+        assert_eq!(resolve(&map, a.as_str()), Ok(1));
+        assert_eq!(resolve(&map, "aba"), Ok(1));
+        assert_eq!(resolve(&map, "a"), Err(Lookup::Ambiguous));
+        assert_eq!(resolve(&map, "ff"), Err(Lookup::NotFound));
+        assert_eq!(resolve(&map, ""), Err(Lookup::NotFound));
     }
 
     #[test]

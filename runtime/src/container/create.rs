@@ -14,7 +14,7 @@ use super::spec::{self, ImageConfig, Inputs, NodeFacts, PodFiles, UserDb};
 use super::{Container, ContainerRecord, ContainerSpec, ContainerState, Error, PidMode};
 use super::{SeccompProfile, name_key};
 use crate::Runtime;
-use crate::ids::{ContainerId, SandboxId};
+use crate::ids::ContainerId;
 use crate::layout::PodLayout;
 use crate::sandbox::SandboxRecord;
 use crate::supervisor::{self, Identity};
@@ -92,10 +92,7 @@ impl Runtime {
             });
         }
         if !names.insert(key.to_owned()) {
-            return Err(Error::invalid(
-                "metadata.name",
-                format!("container {:?} is being created in this pod already", spec.metadata.name),
-            ));
+            return Err(Error::NameBusy { name: spec.metadata.name.clone() });
         }
         Ok(NameGuard { runtime: self.clone(), key: key.to_owned() })
     }
@@ -413,11 +410,6 @@ fn walk_devices(dir: &Path, out: &mut Vec<(PathBuf, char, i64, i64)>) {
         let (major, minor) = (libc::major(rdev) as i64, libc::minor(rdev) as i64);
         out.push((path, kind, major, minor));
     }
-}
-
-/// Tells a removal of a sandbox which of its containers to remove too.
-pub(crate) fn in_sandbox(rec: &ContainerRecord, sandbox: &SandboxId) -> bool {
-    rec.sandbox_id == *sandbox
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::create::destroy_runtime_state;
 use super::{Container, ContainerRecord, ContainerState, Error, ExitReason};
 use crate::Runtime;
-use crate::ids::{ContainerId, SandboxId};
+use crate::ids::{Lookup, SandboxId};
 use crate::layout::PodLayout;
 use crate::supervisor::{self, Proc};
 
@@ -20,18 +20,10 @@ impl Runtime {
     /// Finds a container by full id or unique id prefix.
     pub(crate) fn container(&self, id: &str) -> Result<Arc<Container>, Error> {
         let map = self.inner.containers.read().expect("containers lock");
-        if let Ok(full) = ContainerId::parse(id) {
-            return map.get(&full).cloned().ok_or(Error::NotFound { id: id.into() });
-        }
-        if id.is_empty() {
-            return Err(Error::NotFound { id: id.into() });
-        }
-        let mut found = map.iter().filter(|(k, _)| k.as_str().starts_with(id));
-        match (found.next(), found.next()) {
-            (Some((_, c)), None) => Ok(c.clone()),
-            (None, _) => Err(Error::NotFound { id: id.into() }),
-            (Some(_), Some(_)) => Err(Error::Ambiguous { prefix: id.into() }),
-        }
+        crate::ids::resolve(&map, id).map_err(|e| match e {
+            Lookup::NotFound => Error::NotFound { id: id.into() },
+            Lookup::Ambiguous => Error::Ambiguous { prefix: id.into() },
+        })
     }
 
     fn pod_of(&self, rec: &ContainerRecord) -> Option<PodLayout> {
@@ -246,7 +238,7 @@ impl Runtime {
             .read()
             .expect("containers lock")
             .values()
-            .filter(|c| super::create::in_sandbox(&c.snapshot(), sandbox))
+            .filter(|c| c.record.lock().expect("container record lock").sandbox_id == *sandbox)
             .cloned()
             .collect()
     }

@@ -227,6 +227,8 @@ pub enum Error {
     SandboxNotReady { id: SandboxId },
     #[error("container name {name:?} (attempt {attempt}) is already used by {id} in this pod")]
     NameTaken { name: String, attempt: u32, id: ContainerId },
+    #[error("container name {name:?} is being created in this pod by another request")]
+    NameBusy { name: String },
     #[error("image {image:?} not found; pull it first")]
     ImageNotFound { image: String },
     #[error("{field}: {reason}")]
@@ -258,7 +260,7 @@ impl Error {
             | Error::SandboxNotFound { .. }
             | Error::ImageNotFound { .. } => ErrorKind::NotFound,
             Error::Ambiguous { .. } | Error::Invalid { .. } => ErrorKind::InvalidArgument,
-            Error::NameTaken { .. } => ErrorKind::AlreadyExists,
+            Error::NameTaken { .. } | Error::NameBusy { .. } => ErrorKind::AlreadyExists,
             Error::SandboxNotReady { .. } | Error::State { .. } => ErrorKind::FailedPrecondition,
             Error::ExecTimeout { .. } => ErrorKind::DeadlineExceeded,
             Error::Shim(e) => e.kind(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Error, Sandbox, SandboxRecord, SandboxState};
 use crate::Runtime;
-use crate::ids::SandboxId;
+use crate::ids::{Lookup, SandboxId};
 
 /// A sandbox as reported to clients.
 pub type SandboxView = SandboxRecord;
@@ -54,18 +54,10 @@ impl Runtime {
     /// Finds a sandbox by full id or unique id prefix.
     pub(crate) fn resolve(&self, id: &str) -> Result<Arc<Sandbox>, Error> {
         let map = self.inner.sandboxes.read().expect("sandboxes lock");
-        if let Ok(full) = SandboxId::parse(id) {
-            return map.get(&full).cloned().ok_or(Error::NotFound { id: id.into() });
-        }
-        if id.is_empty() {
-            return Err(Error::NotFound { id: id.into() });
-        }
-        let mut found = map.iter().filter(|(k, _)| k.as_str().starts_with(id));
-        match (found.next(), found.next()) {
-            (Some((_, s)), None) => Ok(s.clone()),
-            (None, _) => Err(Error::NotFound { id: id.into() }),
-            (Some(_), Some(_)) => Err(Error::Ambiguous { prefix: id.into() }),
-        }
+        crate::ids::resolve(&map, id).map_err(|e| match e {
+            Lookup::NotFound => Error::NotFound { id: id.into() },
+            Lookup::Ambiguous => Error::Ambiguous { prefix: id.into() },
+        })
     }
 }
 
