@@ -272,6 +272,34 @@ impl Node {
             let _ = d.kill();
             let _ = d.wait();
         }
+        self.remove_pod_cgroups();
+    }
+
+    /// Gives back the cgroups of pods a failed test left behind (podbay's default parent
+    /// `/podbay/<sandbox id>/<container id>`), once their processes are dead.
+    fn remove_pod_cgroups(&self) {
+        let roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain([PathBuf::from("/sys/fs/cgroup")])
+            .map(|r| r.join("podbay"))
+            .collect();
+        for pod in self.pod_dirs() {
+            for dir in roots.iter().map(|r| r.join(&pod)).filter(|d| d.is_dir()) {
+                let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+                let leaves: Vec<PathBuf> =
+                    children.filter(|e| e.path().is_dir()).map(|e| e.path()).collect();
+                for d in leaves.iter().chain([&dir]) {
+                    // A killed process leaves its cgroup a moment later.
+                    let _ = wait_until(Duration::from_secs(2), || std::fs::remove_dir(d).is_ok());
+                }
+            }
+        }
+        for root in &roots {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 
     pub async fn image_client(&self) -> anyhow::Result<ImageClient> {
