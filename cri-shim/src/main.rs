@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::cli::PodsQuery;
+use crate::cli::containers::{LogsQuery, PsQuery};
 use crate::config::Config;
 
 #[derive(Parser)]
@@ -71,6 +72,89 @@ enum Command {
         ids: Vec<String>,
         #[arg(short, long)]
         all: bool,
+    },
+    /// Create a container in a pod from crictl's container and pod config files.
+    Create {
+        pod: String,
+        container_config: PathBuf,
+        pod_config: PathBuf,
+        /// Pull the image first if the store does not have it
+        #[arg(long)]
+        with_pull: bool,
+    },
+    /// Run a pod and a container in it from crictl's config files; prints the container id.
+    Run {
+        container_config: PathBuf,
+        pod_config: PathBuf,
+        /// Do not pull the image if the store does not have it
+        #[arg(long)]
+        no_pull: bool,
+    },
+    /// Start created containers.
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop running containers: the stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL (0: kill at once)
+        #[arg(short, long, default_value_t = 0)]
+        timeout: i64,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        ids: Vec<String>,
+        /// Also remove running containers (stopping them first)
+        #[arg(short, long)]
+        force: bool,
+        /// Every container
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// List containers (running ones unless -a).
+    Ps(PsQuery),
+    /// Show the status of containers, with the OCI spec and pid.
+    Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: cli::Output,
+    },
+    /// Print a container's log.
+    Logs(LogsQuery),
+    /// Run a command in a running container (ExecSync) and exit with its exit code.
+    Exec {
+        /// Seconds before the command is killed (0: no limit)
+        #[arg(long, default_value_t = 0)]
+        timeout: i64,
+        id: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// CPU, memory and disk use of containers (running ones, or the ids given).
+    Stats {
+        ids: Vec<String>,
+        /// Only containers of this pod
+        #[arg(short, long)]
+        pod: Option<String>,
+        /// Seconds between the two samples CPU % is computed from
+        #[arg(short, long, default_value_t = 1)]
+        seconds: u64,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Output,
+    },
+    /// CPU, memory and network use of pods.
+    Statsp {
+        /// A pod id or prefix
+        #[arg(long)]
+        id: Option<String>,
+        /// Seconds between the two samples CPU % is computed from
+        #[arg(short, long, default_value_t = 1)]
+        seconds: u64,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Output,
     },
     /// Show the runtime's version.
     Version,
@@ -190,6 +274,32 @@ fn main() -> anyhow::Result<()> {
         Command::Inspectp { ids } => rt()?.block_on(cli::inspectp(&ep, &ids)),
         Command::Stopp { ids } => rt()?.block_on(cli::stopp(&ep, &ids)),
         Command::Rmp { ids, all } => rt()?.block_on(cli::rmp(&ep, &ids, all)),
+        Command::Create { pod, container_config, pod_config, with_pull } => rt()?.block_on(
+            cli::containers::create(&ep, &pod, &container_config, &pod_config, with_pull),
+        ),
+        Command::Run { container_config, pod_config, no_pull } => {
+            rt()?.block_on(cli::containers::run(&ep, &container_config, &pod_config, !no_pull))
+        }
+        Command::Start { ids } => rt()?.block_on(cli::containers::start(&ep, &ids)),
+        Command::Stop { timeout, ids } => rt()?.block_on(cli::containers::stop(&ep, &ids, timeout)),
+        Command::Rm { ids, force, all } => {
+            rt()?.block_on(cli::containers::rm(&ep, &ids, force, all))
+        }
+        Command::Ps(q) => rt()?.block_on(cli::containers::ps(&ep, q)),
+        Command::Inspect { ids, output } => {
+            rt()?.block_on(cli::containers::inspect(&ep, &ids, output))
+        }
+        Command::Logs(q) => rt()?.block_on(cli::containers::logs(&ep, q)),
+        Command::Exec { timeout, id, cmd } => {
+            let code = rt()?.block_on(cli::containers::exec(&ep, &id, &cmd, timeout))?;
+            std::process::exit(code)
+        }
+        Command::Stats { ids, pod, seconds, output } => {
+            rt()?.block_on(cli::containers::stats(&ep, &ids, pod.as_deref(), seconds, output))
+        }
+        Command::Statsp { id, seconds, output } => {
+            rt()?.block_on(cli::containers::statsp(&ep, id.as_deref(), seconds, output))
+        }
         Command::Version => rt()?.block_on(cli::version(&ep)),
         Command::Info => rt()?.block_on(cli::info(&ep)),
         Command::Pull { image, creds } => {

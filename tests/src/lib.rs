@@ -20,6 +20,9 @@ use tonic::transport::{Channel, Endpoint};
 pub mod images;
 
 pub type Client = RuntimeServiceClient<Channel>;
+
+/// The name [`Node::with_busybox`] imports the busybox test image under.
+pub const BUSYBOX: &str = "docker.io/library/busybox:1.36";
 pub type ImageClient = k8s_cri::v1::image_service_client::ImageServiceClient<Channel>;
 
 /// Directory with the `podbay` and `podbay-supervisor` binaries: `$PODBAY_BIN_DIR`, or the
@@ -87,6 +90,19 @@ impl Node {
     /// Environment for the next daemon start.
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
         self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// A new node with a running daemon and the busybox test image ([`BUSYBOX`]) imported.
+    pub fn with_busybox() -> anyhow::Result<Node> {
+        let node = Self::start()?;
+        let layout = node.dir().join("busybox-layout");
+        let image = images::Entry::Image(images::fixtures().busybox);
+        images::write_layout(&layout, &[(BUSYBOX, &image)])?;
+        let out = node.cli(&["image", "import", &layout.to_string_lossy()])?;
+        if !out.status.success() {
+            bail!("import busybox: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(node)
     }
 
     /// A new node without a daemon.

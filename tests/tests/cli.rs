@@ -90,3 +90,115 @@ fn crictl_style_commands() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
     node.assert_clean().unwrap();
 }
+
+fn fail(out: Output) -> String {
+    assert!(!out.status.success(), "podbay should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn crictl_style_container_commands() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let dir = node.dir();
+    let logs = dir.join("logs");
+    let pod = dir.join("pod.json");
+    std::fs::write(
+        &pod,
+        format!(
+            r#"{{"metadata":{{"name":"cli-ctr-pod","namespace":"default","uid":"u1"}},
+                "log_directory":"{}","linux":{{}}}}"#,
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let long = dir.join("long.yaml");
+    std::fs::write(
+        &long,
+        format!(
+            "metadata: {{name: long}}\nimage: {{image: {BUSYBOX}}}\nlogPath: long.log\n\
+             command: [sh, -c, 'echo oops >&2; echo hello; sleep 0.3; echo second; exec sleep 3600']\n\
+             labels: {{app: cli}}\n"
+        ),
+    )
+    .unwrap();
+    let short = dir.join("short.json");
+    std::fs::write(
+        &short,
+        format!(
+            r#"{{"metadata":{{"name":"short"}},"image":{{"image":"{BUSYBOX}"}},
+                "command":["sh","-c","sleep 1; echo done"],"log_path":"short.log"}}"#
+        ),
+    )
+    .unwrap();
+
+    // run: pod + container, started.
+    let id = ok(podbay(&node, &["run", long.to_str().unwrap(), pod.to_str().unwrap()]))
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 64);
+    let pod_id = ok(podbay(&node, &["pods", "-q"])).trim().to_owned();
+    let table = ok(podbay(&node, &["ps"]));
+    assert!(
+        table.contains(&id[..13]) && table.contains("Running") && table.contains("cli-ctr-pod")
+    );
+    assert_eq!(ok(podbay(&node, &["ps", "-q", "--pod", &pod_id[..8]])).trim(), id);
+    assert_eq!(ok(podbay(&node, &["ps", "-q", "--label", "app=cli", "--name", "lo"])).trim(), id);
+    assert_eq!(ok(podbay(&node, &["ps", "-q", "--state", "exited"])).trim(), "");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(podbay(&node, &["ps", "-o", "json"]))).unwrap();
+    assert_eq!(json["containers"][0]["id"], id.as_str());
+
+    // exec passes output and the exit code through.
+    let out =
+        podbay(&node, &["exec", &id[..10], "--", "sh", "-c", "echo out; echo err >&2; exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // logs: stdout and stderr to their own streams, --tail, --timestamps.
+    wait_until(std::time::Duration::from_secs(5), || {
+        ok(podbay(&node, &["logs", &id])).contains("second")
+    })
+    .unwrap();
+    let out = podbay(&node, &["logs", &id]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nsecond\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    let tail = ok(podbay(&node, &["logs", "--tail", "1", "--timestamps", &id]));
+    let (ts, text) = tail.split_once(' ').unwrap_or_else(|| panic!("{tail:?}"));
+    assert!(ts.ends_with('Z') && ts.contains('T'), "{tail}");
+    assert_eq!(text, "second\n");
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(podbay(&node, &["inspect", &id[..8]]))).unwrap();
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING");
+    assert!(inspect["info"]["pid"].as_u64().is_some_and(|p| p > 1), "{inspect:#}");
+    let stats = ok(podbay(&node, &["stats", "-s", "1"]));
+    assert!(stats.contains(&id[..13]) && stats.contains("long"), "{stats}");
+    let statsp = ok(podbay(&node, &["statsp", "-s", "1"]));
+    assert!(statsp.contains("cli-ctr-pod"), "{statsp}");
+
+    // create + start; logs -f follows until the container exits.
+    let second =
+        ok(podbay(&node, &["create", &pod_id, short.to_str().unwrap(), pod.to_str().unwrap()]))
+            .trim()
+            .to_owned();
+    assert_eq!(ok(podbay(&node, &["ps", "-q", "--state", "created"])).trim(), second);
+    ok(podbay(&node, &["start", &second]));
+    assert_eq!(ok(podbay(&node, &["logs", "-f", &second])), "done\n");
+    assert_eq!(ok(podbay(&node, &["ps", "-aq", "--state", "exited"])).trim(), second);
+
+    // A running container is removed only with --force; stop and rm are idempotent.
+    assert!(fail(podbay(&node, &["rm", &id])).contains("running"));
+    ok(podbay(&node, &["stop", "-t", "1", &id]));
+    ok(podbay(&node, &["stop", &id]));
+    ok(podbay(&node, &["rm", "-a"]));
+    assert_eq!(ok(podbay(&node, &["ps", "-aq"])).trim(), "");
+    assert!(fail(podbay(&node, &["inspect", &id])).contains("NotFound"));
+    assert!(
+        fail(podbay(&node, &["create", &pod_id, "/nonexistent.json", pod.to_str().unwrap()]))
+            .contains("/nonexistent.json")
+    );
+    ok(podbay(&node, &["rmp", "-a"]));
+    node.assert_clean().unwrap();
+}

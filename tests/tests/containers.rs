@@ -3,19 +3,12 @@
 
 use std::time::Duration;
 
-use podbay_tests::images::{Entry, fixtures, write_layout};
 use podbay_tests::{Client, Node, cri, pod_config, remove_pod, require_root, run_pod, wait_until};
 
-const IMAGE: &str = "docker.io/library/busybox:1.36";
+const IMAGE: &str = podbay_tests::BUSYBOX;
 
-/// A node with the busybox test image imported.
 fn node_with_busybox() -> Node {
-    let node = Node::start().unwrap();
-    let layout = node.dir().join("busybox-layout");
-    write_layout(&layout, &[(IMAGE, &Entry::Image(fixtures().busybox))]).unwrap();
-    let out = node.cli(&["image", "import", layout.to_str().unwrap()]).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    node
+    Node::with_busybox().unwrap()
 }
 
 fn ctr(name: &str, args: &[&str]) -> cri::ContainerConfig {

@@ -1,5 +1,7 @@
 //! The crictl-compatible client commands of the `podbay` binary.
 
+pub mod containers;
+pub mod ctrconfig;
 pub mod images;
 pub mod podconfig;
 
@@ -108,16 +110,10 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
         Some("notready" | "sandbox_notready") => Some(cri::PodSandboxState::SandboxNotready),
         Some(other) => bail!("--state: {other:?} is not ready or notready"),
     };
-    let mut labels = std::collections::HashMap::new();
-    for l in &q.labels {
-        let (k, v) =
-            l.split_once('=').with_context(|| format!("--label {l:?}: expected key=value"))?;
-        labels.insert(k.to_owned(), v.to_owned());
-    }
     let filter = cri::PodSandboxFilter {
         id: q.id.clone().unwrap_or_default(),
         state: state.map(|s| cri::PodSandboxStateValue { state: s as i32 }),
-        label_selector: labels,
+        label_selector: parse_labels(&q.labels)?,
     };
     let resp = c
         .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
@@ -167,6 +163,18 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--label key=value` flags as a label selector.
+fn parse_labels(flags: &[String]) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    flags
+        .iter()
+        .map(|l| {
+            let (k, v) =
+                l.split_once('=').with_context(|| format!("--label {l:?}: expected key=value"))?;
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
 }
 
 fn ago(created_ns: i64) -> String {

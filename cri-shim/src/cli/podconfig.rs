@@ -87,13 +87,13 @@ struct NamespaceFile {
 /// An enum value given by number or by name.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum Named {
+pub(super) enum Named {
     Number(i32),
     Name(String),
 }
 
 impl Named {
-    fn resolve(&self, field: &str, names: &[&str]) -> anyhow::Result<i32> {
+    pub(super) fn resolve(&self, field: &str, names: &[&str]) -> anyhow::Result<i32> {
         match self {
             Named::Number(n) if (0..names.len() as i32).contains(n) => Ok(*n),
             Named::Number(n) => bail!("{field}: unknown value {n}"),
@@ -106,22 +106,27 @@ impl Named {
     }
 }
 
-const MODES: &[&str] = &["POD", "CONTAINER", "NODE", "TARGET"];
+pub(super) const MODES: &[&str] = &["POD", "CONTAINER", "NODE", "TARGET"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
 
-fn mode(v: &Option<Named>, field: &str) -> anyhow::Result<i32> {
+pub(super) fn mode(v: &Option<Named>, field: &str) -> anyhow::Result<i32> {
     v.as_ref().map_or(Ok(0), |v| v.resolve(field, MODES))
 }
 
 /// Reads a pod config file; `.json` is parsed as JSON, anything else as YAML.
 pub fn read(path: &Path) -> anyhow::Result<cri::PodSandboxConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let file: PodFile = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?
-    } else {
-        serde_norway::from_str(&text).with_context(|| format!("parse {}", path.display()))?
-    };
+    let file: PodFile = parse_file(path)?;
     convert(file).with_context(|| format!("in {}", path.display()))
+}
+
+/// Parses a config file into `T`: `.json` as JSON, anything else as YAML (a superset).
+pub(super) fn parse_file<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    } else {
+        serde_norway::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
 }
 
 fn convert(f: PodFile) -> anyhow::Result<cri::PodSandboxConfig> {
@@ -196,14 +201,14 @@ fn convert(f: PodFile) -> anyhow::Result<cri::PodSandboxConfig> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn ns_options(c: cri::PodSandboxConfig) -> cri::NamespaceOption {
         c.linux.unwrap().security_context.unwrap().namespace_options.unwrap()
     }
 
-    fn write(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    pub(in crate::cli) fn write(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
