@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use podbay_tests::images::{Entry, fixtures, write_layout};
 use podbay_tests::{Client, Node, cri, pod_config, remove_pod, require_root, run_pod, wait_until};
 
 const IMAGE: &str = podbay_tests::BUSYBOX;
@@ -318,6 +319,146 @@ async fn exit_codes_reasons_logs_and_stop_escalation() {
     c.remove_container(cri::RemoveContainerRequest { container_id: stubborn.clone() })
         .await
         .unwrap();
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}
+
+/// Runs `sh -c script` in a container; exit code and stdout + stderr.
+async fn sh(c: &mut Client, id: &str, script: &str) -> (i32, String) {
+    let r = exec(c, id, &["sh", "-c", script], 10).await.unwrap();
+    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&r.stderr));
+    (r.exit_code, out)
+}
+
+fn sleeper(name: &str) -> cri::ContainerConfig {
+    ctr(name, &["sleep", "3600"])
+}
+
+fn security(config: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerSecurityContext {
+    config.linux.get_or_insert_default().security_context.get_or_insert_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_defaults_and_security_context() {
+    require_root!();
+    let node = node_with_busybox();
+    let configured = node.dir().join("configured-layout");
+    let image = Entry::Image(fixtures().configured);
+    write_layout(&configured, &[("example.com/configured:1", &image)]).unwrap();
+    let out = node.cli(&["image", "import", configured.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "sec");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+
+    // Defaults: root with containerd's capability set, RuntimeDefault seccomp.
+    let plain = run(&mut c, &pod, &pc, sleeper("plain")).await;
+    let (code, out) = sh(&mut c, &plain, "ping -c1 -W2 127.0.0.1").await;
+    assert_eq!(code, 0, "NET_RAW is a default capability: {out}");
+    let (code, out) = sh(&mut c, &plain, "unshare -U true").await;
+    assert_ne!(code, 0, "RuntimeDefault seccomp blocks unshare: {out}");
+    // Masked: each reads as empty (/proc/kcore only exists with CONFIG_PROC_KCORE).
+    let (code, out) = sh(
+        &mut c,
+        &plain,
+        "for f in /proc/kcore /proc/keys /proc/timer_list; do \
+         [ -e $f ] && echo $f $(wc -c < $f); done",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("/proc/keys 0\n") && out.contains("/proc/timer_list 0\n"), "{out}");
+    assert!(std::path::Path::new("/proc/kcore").exists() == out.contains("/proc/kcore 0"), "{out}");
+    let (code, _) = sh(&mut c, &plain, "echo 1 > /proc/sysrq-trigger").await;
+    assert_ne!(code, 0, "/proc/sysrq-trigger is read-only");
+    let (_, out) = sh(&mut c, &plain, "grep NoNewPrivs /proc/self/status").await;
+    assert!(out.contains('0'), "{out}");
+    // cgroupfs is read-only: a root container cannot raise its own limits.
+    let (code, out) = sh(
+        &mut c,
+        &plain,
+        "for f in /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max \
+         /sys/fs/cgroup/memory.max; do [ -e $f ] && { echo 1 > $f || exit 9; }; done; \
+         mkdir /sys/fs/cgroup/memory/escape",
+    )
+    .await;
+    assert_eq!(code, 9, "{out}");
+    assert!(out.contains("Read-only"), "{out}");
+    let (code, _) = sh(&mut c, &plain, "test -e /dev/loop0").await;
+    assert_ne!(code, 0, "host devices stay out of unprivileged containers");
+    let (_, out) = sh(&mut c, &plain, "id -u; touch /rootfs-is-writable && echo wrote").await;
+    assert_eq!(out, "0\nwrote\n");
+
+    // NET_RAW dropped: ping has no raw socket.
+    let mut noraw = sleeper("noraw");
+    security(&mut noraw).capabilities =
+        Some(cri::Capability { drop_capabilities: vec!["NET_RAW".into()], ..Default::default() });
+    let noraw = run(&mut c, &pod, &pc, noraw).await;
+    let (code, out) = sh(&mut c, &noraw, "ping -c1 -W2 127.0.0.1").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("permitted") || out.contains("denied"), "{out}");
+
+    // Read-only rootfs, no_new_privs, a user by id and by name.
+    let mut locked = sleeper("locked");
+    let s = security(&mut locked);
+    s.readonly_rootfs = true;
+    s.no_new_privs = true;
+    s.run_as_user = Some(cri::Int64Value { value: 1234 });
+    s.run_as_group = Some(cri::Int64Value { value: 2345 });
+    s.supplemental_groups = vec![3456];
+    let locked = run(&mut c, &pod, &pc, locked).await;
+    let (_, out) = sh(&mut c, &locked, "id -u; id -g; id -G").await;
+    assert_eq!(out, "1234\n2345\n2345 3456\n");
+    let (code, out) = sh(&mut c, &locked, "touch /x").await;
+    assert_ne!(code, 0);
+    assert!(out.contains("Read-only"), "{out}");
+    let (_, out) = sh(&mut c, &locked, "grep NoNewPrivs /proc/self/status").await;
+    assert!(out.contains('1'), "{out}");
+    let (_, out) = sh(&mut c, &locked, "grep CapEff /proc/self/status").await;
+    assert!(out.contains("0000000000000000"), "a non-root user has no effective caps: {out}");
+
+    let mut named = sleeper("named");
+    security(&mut named).run_as_username = "app".into();
+    let named = run(&mut c, &pod, &pc, named).await;
+    assert_eq!(sh(&mut c, &named, "id -un; id -g").await.1, "app\n1000\n");
+
+    // The image's USER (1000:1000), env, working dir and entrypoint.
+    let mut from_image = ctr("from-image", &[]);
+    from_image.image.as_mut().unwrap().image = "example.com/configured:1".into();
+    from_image.args = vec!["id -u; id -g; pwd; echo $GREETING; exec sleep 3600".into()];
+    let from_image = run(&mut c, &pod, &pc, from_image).await;
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(node.dir().join("logs/sec/from-image.log"))
+            .is_ok_and(|l| l.lines().count() == 4)
+    })
+    .unwrap();
+    let log = std::fs::read_to_string(node.dir().join("logs/sec/from-image.log")).unwrap();
+    let text: Vec<&str> = log.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap()).collect();
+    assert_eq!(text, ["1000", "1000", "/tmp", "hello"]);
+    // Exec runs as the container's user too.
+    assert_eq!(sh(&mut c, &from_image, "id -u").await.1, "1000\n");
+
+    // Unconfined seccomp lets unshare through (root keeps CAP_SYS_ADMIN out, so a user
+    // namespace is the one unshare a default root container could make).
+    let mut unconfined = sleeper("unconfined");
+    security(&mut unconfined).seccomp =
+        Some(cri::SecurityProfile { profile_type: 1, ..Default::default() });
+    let unconfined = run(&mut c, &pod, &pc, unconfined).await;
+    let (code, out) = sh(&mut c, &unconfined, "unshare -U true").await;
+    assert_eq!(code, 0, "{out}");
+
+    // Privileged: the host's devices, every capability podbay holds, writable sysfs.
+    let mut privileged = sleeper("privileged");
+    security(&mut privileged).privileged = true;
+    let privileged = run(&mut c, &pod, &pc, privileged).await;
+    let (code, out) = sh(&mut c, &privileged, "test -e /dev/loop0 && echo yes").await;
+    assert_eq!((code, out.as_str()), (0, "yes\n"));
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let cap = |s: &str| s.lines().find(|l| l.starts_with("CapEff")).map(str::to_owned);
+    let (_, out) = sh(&mut c, &privileged, "grep CapEff /proc/self/status").await;
+    assert_eq!(cap(&out), cap(&own));
 
     remove_pod(&mut c, &pod).await.unwrap();
     assert_no_cgroups(&[&pod]);

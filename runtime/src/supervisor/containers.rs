@@ -23,6 +23,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use oci_spec::runtime::{LinuxSeccompAction, LinuxSyscallBuilder, Spec};
 use podbay_proto::shim::v1::{
     ContainerState, CreateContainerRequest, CreateContainerResponse, ExecRequest, ExecResponse,
     StartContainerResponse,
@@ -225,13 +226,14 @@ impl Containers {
             let (err_r, err_w) = pipe()?;
             let (id, args) = (req.id.clone(), req.args.clone());
             let pid = in_child(move || {
+                let process = exec_process(&root, &id, args)?;
                 let pid = ContainerBuilder::new(id, SyscallType::Linux)
                     .with_root_path(root)
                     .map_err(|e| chain(&e))?
                     .with_stdout(out_w)
                     .with_stderr(err_w)
                     .as_tenant()
-                    .with_container_args(args)
+                    .with_process(Some(&*process))
                     .with_detach(true)
                     .as_sibling(true)
                     .build()
@@ -476,6 +478,45 @@ fn open_log(path: &Path) -> Result<Option<File>, String> {
 /// Runs `f` in a forked child and returns what it returned. The child starts with no
 /// signals blocked (the supervisor blocks the ones its signalfd reads, and a container
 /// must not inherit that) and logs libcontainer's warnings to the supervisor's stderr.
+/// Prepares the helper for an ExecSync command: the container's own process spec (user,
+/// groups, capabilities, cwd, env, no_new_privs, rlimits) with `args`, written for
+/// libcontainer's tenant builder, and the container's seccomp filter, installed here.
+///
+/// libcontainer's tenant builder applies neither by itself: without a process file the
+/// command runs as root with the container's capabilities, and it never installs the
+/// spec's seccomp filter. The filter installed in the helper is inherited by the exec'd
+/// process; it also allows `setns`, which libcontainer needs to join the container's
+/// namespaces (and which fails with EPERM anyway without CAP_SYS_ADMIN).
+fn exec_process(root: &Path, id: &str, args: Vec<String>) -> Result<tempfile::TempPath, String> {
+    let container = Container::load(root.join(id)).map_err(|e| chain(&e))?;
+    let config = container.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|e| format!("load {}: {e}", config.display()))?;
+    let mut process = spec.process().clone().ok_or("the container's spec has no process")?;
+    process.set_args(Some(args)).set_terminal(Some(false));
+    let file = tempfile::Builder::new()
+        .prefix(".exec-")
+        .suffix(".json")
+        .tempfile_in(root.join(id))
+        .map_err(|e| format!("process file: {e}"))?;
+    serde_json::to_writer(file.as_file(), &process).map_err(|e| format!("process file: {e}"))?;
+    if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        let mut seccomp = seccomp;
+        if seccomp.default_action() != LinuxSeccompAction::ScmpActAllow {
+            let setns = LinuxSyscallBuilder::default()
+                .names(vec!["setns".to_owned()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .build()
+                .map_err(|e| format!("seccomp: {e}"))?;
+            let mut rules = seccomp.syscalls().clone().unwrap_or_default();
+            rules.push(setns);
+            seccomp.set_syscalls(Some(rules));
+        }
+        libcontainer::seccomp::initialize_seccomp(&seccomp)
+            .map_err(|e| format!("install the container's seccomp filter: {e}"))?;
+    }
+    Ok(file.into_temp_path())
+}
+
 fn in_child(f: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the supervisor is single-threaded, so the child may run arbitrary code.
