@@ -529,7 +529,8 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> anyhow::
 }
 
 pub async fn connect(path: &Path) -> anyhow::Result<Client> {
-    Ok(RuntimeServiceClient::new(channel(path).await?))
+    // ExecSync answers carry up to 16 MiB per stream.
+    Ok(RuntimeServiceClient::new(channel(path).await?).max_decoding_message_size(64 << 20))
 }
 
 /// A gRPC channel over a Unix socket, for any CRI service client.
@@ -668,4 +669,10 @@ pub async fn list_pods(client: &mut Client) -> anyhow::Result<Vec<cri::PodSandbo
         .await?
         .into_inner()
         .items)
+}
+
+/// Nanoseconds since the Unix epoch, as CRI timestamps count.
+pub fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    d.as_nanos() as i64
 }

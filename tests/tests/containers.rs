@@ -464,3 +464,155 @@ async fn hardening_defaults_and_security_context() {
     assert_no_cgroups(&[&pod]);
     node.assert_clean().unwrap();
 }
+
+/// A container's memory limit as its cgroup holds it (v1 or v2), read on the node.
+fn memory_limit(pod: &str, id: &str) -> String {
+    let v1 = format!("/sys/fs/cgroup/memory/podbay/{pod}/{id}/memory.limit_in_bytes");
+    let v2 = format!("/sys/fs/cgroup/podbay/{pod}/{id}/memory.max");
+    std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2)).unwrap().trim().into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_update_stats_and_exec_sync() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "res");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+
+    let mut limited = sleeper("limited");
+    limited.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        cpu_shares: 512,
+        ..Default::default()
+    });
+    let id = run(&mut c, &pod, &pc, limited).await;
+    assert_eq!(memory_limit(&pod, &id), (64u64 << 20).to_string());
+    let (_, inside) = sh(
+        &mut c,
+        &id,
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes \
+                                      /sys/fs/cgroup/memory.max 2>/dev/null",
+    )
+    .await;
+    assert_eq!(inside.trim(), (64u64 << 20).to_string(), "the container sees its limit");
+
+    let update = cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 96 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.update_container_resources(update).await.unwrap();
+    assert_eq!(memory_limit(&pod, &id), (96u64 << 20).to_string());
+    let (_, st) = status(&mut c, &id).await;
+    assert_eq!(st["runtimeSpec"]["linux"]["resources"]["memory"]["limit"], 96u64 << 20);
+    let (_, out) = sh(&mut c, &id, "grep -c . /proc/self/status").await;
+    assert!(out.trim().parse::<u32>().unwrap() > 10);
+
+    // Stats: CPU used by a busy loop, memory in use.
+    sh(&mut c, &id, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done").await;
+    let s = c
+        .container_stats(cri::ContainerStatsRequest { container_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(s.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(s.memory.unwrap().working_set_bytes.unwrap().value > 0);
+
+    // ExecSync: exit codes and both streams.
+    let r = exec(&mut c, &id, &["sh", "-c", "echo out; echo err >&2; exit 5"], 5).await.unwrap();
+    assert_eq!((r.exit_code, &r.stdout[..], &r.stderr[..]), (5, &b"out\n"[..], &b"err\n"[..]));
+    // A background child holding stdout does not hang the call.
+    let t0 = std::time::Instant::now();
+    let r = exec(&mut c, &id, &["sh", "-c", "sleep 30 & echo quick"], 20).await.unwrap();
+    assert_eq!((r.exit_code, &r.stdout[..]), (0, &b"quick\n"[..]));
+    assert!(t0.elapsed() < Duration::from_secs(20), "answered at the exit, not at EOF");
+    // The timeout: DeadlineExceeded, and the command is killed.
+    let err = exec(&mut c, &id, &["sh", "-c", "sleep 77"], 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("1s"), "{err:?}");
+    wait_until(Duration::from_secs(5), || {
+        node.sh("pgrep -f '[s]leep 77' || true").unwrap().trim().is_empty()
+    })
+    .unwrap();
+    // Output beyond 16 MiB is cut, with a note saying so.
+    let r = exec(&mut c, &id, &["head", "-c", "20000000", "/dev/zero"], 30).await.unwrap();
+    assert_eq!((r.exit_code, r.stdout.len()), (0, 16 << 20));
+    let note = String::from_utf8_lossy(&r.stdout[(16 << 20) - 100..]).into_owned();
+    assert!(note.trim_start_matches('\0').starts_with("\n[podbay: output cut at 16 MiB]\n"));
+    // Exec in a container that is not running.
+    let done = run(&mut c, &pod, &pc, ctr("done", &["true"])).await;
+    wait_exited(&mut c, &done).await;
+    let err = exec(&mut c, &done, &["true"], 5).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exits_while_the_daemon_is_down_and_log_reopen() {
+    require_root!();
+    let mut node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "down");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let ticker = run(
+        &mut c,
+        &pod,
+        &pc,
+        ctr("ticker", &["sh", "-c", "while :; do echo tick; sleep 0.05; done"]),
+    )
+    .await;
+    let job = run(&mut c, &pod, &pc, ctr("job", &["sh", "-c", "sleep 1; echo bye; exit 7"])).await;
+    let (started, _) = status(&mut c, &job).await;
+    drop(c);
+
+    // The daemon dies; the job exits while it is down; the daemon comes back.
+    node.kill_daemon().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let back = podbay_tests::now_ns();
+    node.start_daemon().unwrap();
+    let mut c = node.client().await.unwrap();
+    let (st, _) = status(&mut c, &job).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!((st.exit_code, st.reason.as_str()), (7, "Error"));
+    assert!(st.finished_at >= started.started_at + 900_000_000, "{st:?}");
+    assert!(st.finished_at < back, "the supervisor recorded the time of the exit");
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    assert!(log.contains(" stdout F bye\n"), "{log}");
+    let (st, _) = status(&mut c, &ticker).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+
+    // Log rotation: kubelet moves the file and asks for a new one.
+    let path = std::path::PathBuf::from(&st.log_path);
+    let moved = path.with_extension("log.1");
+    std::fs::rename(&path, &moved).unwrap();
+    c.reopen_container_log(cri::ReopenContainerLogRequest { container_id: ticker.clone() })
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&path).is_ok_and(|l| l.contains(" stdout F tick\n"))
+    })
+    .unwrap();
+    let size = std::fs::metadata(&moved).unwrap().len();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::metadata(&moved).unwrap().len(), size, "the old file is closed");
+    // Reopening needs a running container.
+    let err = c
+        .reopen_container_log(cri::ReopenContainerLogRequest { container_id: job.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}

@@ -23,7 +23,8 @@ pub fn endpoint_path(flag: Option<&str>) -> PathBuf {
 }
 
 pub async fn connect(path: &Path) -> anyhow::Result<RuntimeServiceClient<Channel>> {
-    Ok(RuntimeServiceClient::new(channel(path).await?))
+    // ExecSync answers carry up to 16 MiB per stream.
+    Ok(RuntimeServiceClient::new(channel(path).await?).max_decoding_message_size(64 << 20))
 }
 
 /// A gRPC channel to the daemon's socket (CRI and podbay.admin.v1 share it).

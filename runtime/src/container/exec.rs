@@ -63,11 +63,12 @@ impl Runtime {
         if r.timed_out {
             return Err(Error::ExecTimeout { id: rec.id, timeout: timeout.unwrap_or_default() });
         }
+        // A cut stream ends with a note saying so, within the limit.
         let note = |mut out: Vec<u8>, cut: bool| {
             if cut {
-                out.extend_from_slice(
-                    format!("\n[podbay: output cut at {} MiB]\n", OUTPUT_LIMIT >> 20).as_bytes(),
-                );
+                let note = format!("\n[podbay: output cut at {} MiB]\n", OUTPUT_LIMIT >> 20);
+                out.truncate(OUTPUT_LIMIT - note.len());
+                out.extend_from_slice(note.as_bytes());
             }
             out
         };

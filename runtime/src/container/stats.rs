@@ -213,6 +213,7 @@ impl Runtime {
         }
         let linux = super::spec::linux_resources(&res)?;
         let cgroup = rec.cgroup.clone();
+        let config = self.inner.layout.container(rec.id.as_str()).config();
         self.blocking(move |_| {
             let m = manager(&cgroup)?;
             m.apply(&ControllerOpt {
@@ -221,7 +222,8 @@ impl Runtime {
                 oom_score_adj: None,
                 freezer_state: None,
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+            save_resources(&config, linux).map_err(|e| format!("{}: {e}", config.display()))
         })
         .await
         .map_err(|reason| Error::Cgroup { cgroup: rec.cgroup.clone(), reason })?;
@@ -252,4 +254,19 @@ impl Runtime {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Keeps the container's saved OCI spec in step with an update (ContainerStatus shows
+/// it), keeping its device rules.
+fn save_resources(
+    config: &std::path::Path,
+    mut res: oci_spec::runtime::LinuxResources,
+) -> Result<(), oci_spec::OciSpecError> {
+    let mut spec = oci_spec::runtime::Spec::load(config)?;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let devices = linux.resources().as_ref().and_then(|r| r.devices().clone());
+    res.set_devices(devices);
+    linux.set_resources(Some(res));
+    spec.set_linux(Some(linux));
+    spec.save(config)
 }
