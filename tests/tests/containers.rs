@@ -616,3 +616,162 @@ async fn exits_while_the_daemon_is_down_and_log_reopen() {
     assert_no_cgroups(&[&pod]);
     node.assert_clean().unwrap();
 }
+
+/// Everything a node holds for containers: records, mounts, state dirs and cgroups.
+fn footprint(node: &Node, pod: &str) -> (Vec<String>, usize, Vec<String>) {
+    let mounts = node.mounts().unwrap().into_iter().filter(|m| m.contains("rootfs")).collect();
+    let dirs = std::fs::read_dir(node.root().join("containers")).map_or(0, |d| d.count());
+    let cgroups = ["/sys/fs/cgroup/memory/podbay", "/sys/fs/cgroup/podbay"]
+        .iter()
+        .filter_map(|b| std::fs::read_dir(std::path::Path::new(b).join(pod)).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    (mounts, dirs, cgroups)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_named_and_leave_nothing() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "bad");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let good = run(&mut c, &pod, &pc, sleeper("good")).await;
+    let before = footprint(&node, &pod);
+    let count = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            let r = c.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap();
+            r.into_inner().containers.len()
+        }
+    };
+
+    let expect = async |c: &mut Client, pod: &str, config, code, words: &[&str]| {
+        let err = create(c, pod, &pc, config).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        for w in words {
+            assert!(err.message().contains(w), "{w:?} not in {err:?}");
+        }
+    };
+    expect(&mut c, "feedface", sleeper("x"), tonic::Code::NotFound, &["feedface"]).await;
+    let mut unknown = sleeper("x");
+    unknown.image.as_mut().unwrap().image = "example.com/nothing:1".into();
+    expect(&mut c, &pod, unknown, tonic::Code::NotFound, &["example.com/nothing:1"]).await;
+    let mut no_host_path = sleeper("x");
+    no_host_path.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        host_path: "/nonexistent/podbay-test".into(),
+        ..Default::default()
+    });
+    expect(
+        &mut c,
+        &pod,
+        no_host_path,
+        tonic::Code::InvalidArgument,
+        &["mounts[0].host_path", "/nonexistent/podbay-test"],
+    )
+    .await;
+    let mut no_name = sleeper("x");
+    no_name.metadata = None;
+    expect(&mut c, &pod, no_name, tonic::Code::InvalidArgument, &["metadata"]).await;
+    let mut escape = sleeper("x");
+    escape.log_path = "../../etc/x.log".into();
+    expect(&mut c, &pod, escape, tonic::Code::InvalidArgument, &["log_path"]).await;
+    let mut bad_cap = sleeper("x");
+    security(&mut bad_cap).capabilities =
+        Some(cri::Capability { add_capabilities: vec!["FLY".into()], ..Default::default() });
+    expect(&mut c, &pod, bad_cap, tonic::Code::InvalidArgument, &["FLY"]).await;
+    expect(&mut c, &pod, sleeper("good"), tonic::Code::AlreadyExists, &["good", &good[..12]]).await;
+
+    // A command missing from the image: libcontainer refuses it at create (as runc does),
+    // naming it.
+    let err = create(&mut c, &pod, &pc, ctr("missing", &["/no/such/binary"])).await.unwrap_err();
+    assert!(err.message().contains("/no/such/binary"), "{err:?}");
+    // Unknown ids.
+    let err = start(&mut c, "0123456789ab").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    c.stop_container(cri::StopContainerRequest { container_id: "0123456789ab".into(), timeout: 0 })
+        .await
+        .unwrap_err();
+
+    assert_eq!(count(&mut c).await, 1);
+    assert_eq!(footprint(&node, &pod), before, "a failed call left something behind");
+
+    // A stopped pod takes no new containers.
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    expect(&mut c, &pod, sleeper("late"), tonic::Code::FailedPrecondition, &[&pod[..12]]).await;
+    assert_eq!(count(&mut c).await, 1);
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_namespace_modes_and_pods_by_ip() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = podbay_tests::with_pid_mode(logged_pod(&node, "shared"), cri::NamespaceMode::Pod);
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let pod_mode = |mut config: cri::ContainerConfig| {
+        security(&mut config).namespace_options = Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
+            ..Default::default()
+        });
+        config
+    };
+    let a = run(&mut c, &pod, &pc, pod_mode(ctr("a", &["sleep", "3601"]))).await;
+    let b = run(&mut c, &pod, &pc, pod_mode(ctr("b", &["sleep", "3602"]))).await;
+    // Each sees the other's processes, and the same PID namespace.
+    let (_, out) = sh(&mut c, &b, "ps -o args").await;
+    assert!(out.contains("sleep 3601") && out.contains("sleep 3602"), "{out}");
+    let (ai, bi) = (status(&mut c, &a).await.1, status(&mut c, &b).await.1);
+    assert_eq!(ns(&node, pid_of(&ai), "pid"), ns(&node, pid_of(&bi), "pid"));
+    // TARGET: a debug container in a's PID namespace.
+    let mut target = sleeper("debug");
+    security(&mut target).namespace_options = Some(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Target as i32,
+        target_id: a.clone(),
+        ..Default::default()
+    });
+    let debug = run(&mut c, &pod, &pc, target).await;
+    let (_, out) = sh(&mut c, &debug, "ps -o args").await;
+    assert!(out.contains("sleep 3601"), "{out}");
+
+    // A second pod (own PID namespaces) reaches the first by pod IP.
+    let pc2 = logged_pod(&node, "client");
+    let pod2 = run_pod(&mut c, pc2.clone()).await.unwrap();
+    let own = run(&mut c, &pod2, &pc2, sleeper("own")).await;
+    let (_, out) = sh(&mut c, &own, "ps -o args").await;
+    assert!(!out.contains("sleep 3601"), "{out}");
+    run(
+        &mut c,
+        &pod,
+        &pc,
+        pod_mode(ctr(
+            "web",
+            &["sh", "-c", "mkdir -p /www && echo pod-one > /www/index.html && httpd -f -h /www"],
+        )),
+    )
+    .await;
+    let ip = podbay_tests::pod_ip(&mut c, &pod).await.unwrap();
+    let mut page = String::new();
+    for _ in 0..100 {
+        let (code, out) = sh(&mut c, &own, &format!("wget -q -O - http://{ip}/")).await;
+        page = out;
+        if code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(page, "pod-one\n");
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    remove_pod(&mut c, &pod2).await.unwrap();
+    assert_no_cgroups(&[&pod, &pod2]);
+    node.assert_clean().unwrap();
+}

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
+use podbay_runtime::container::spec::ALL_CAPABILITIES;
 use podbay_runtime::container::{
     CgroupUsage, ContainerFilter, ContainerMetadata, ContainerRecord, ContainerSpec,
     ContainerState, ContainerStats, DeviceSpec, MountSpec, PidMode, PodStats, Propagation,
@@ -587,6 +588,21 @@ fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {
             }
         },
     };
+    for (list, names) in [
+        ("add_capabilities", &caps.add_capabilities),
+        ("drop_capabilities", &caps.drop_capabilities),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let upper = name.to_ascii_uppercase();
+            let cap = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+            if cap != "CAP_ALL" && !ALL_CAPABILITIES.contains(&cap.as_str()) {
+                return Err(invalid(
+                    &format!("{field}.capabilities.{list}[{i}]"),
+                    format!("unknown capability {name:?}"),
+                ));
+            }
+        }
+    }
     Ok(Security {
         privileged: s.privileged,
         add_capabilities: caps.add_capabilities,

@@ -571,6 +571,52 @@ fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
     }
 }
 
+/// cgroup v1 controllers libcgroups places a container in (each a hierarchy's name).
+const V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpu,cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "net_cls",
+    "net_prio",
+    "net_cls,net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// `/sys/fs/cgroup` in the container. On cgroup v2, libcontainer's cgroup mount. On v1,
+/// a tmpfs with the container's own cgroup of each controller bound on it, as runc
+/// mounts them: libcontainer's v1 mount looks the init process up in /proc by its pid
+/// in the container's PID namespace, which fails when that namespace is the pod's
+/// (PID mode POD or TARGET).
+fn cgroup_mounts(i: &Inputs<'_>, ro: &str) -> Vec<Value> {
+    let common = ["nosuid", "noexec", "nodev"];
+    if i.node.cgroup_v1_hierarchies.is_empty() {
+        return vec![
+            json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": [common[0], common[1], common[2], "relatime", ro] }),
+        ];
+    }
+    let mut out = vec![
+        json!({ "destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs", "options": [common[0], common[1], common[2], "mode=755", "size=64k"] }),
+    ];
+    for h in i.node.cgroup_v1_hierarchies.iter().filter(|h| V1_CONTROLLERS.contains(&h.as_str())) {
+        out.push(json!({
+            "destination": format!("/sys/fs/cgroup/{h}"),
+            "type": "bind",
+            "source": format!("/sys/fs/cgroup/{h}{}", i.cgroup),
+            "options": ["bind", common[0], common[1], common[2], ro],
+        }));
+    }
+    out
+}
+
 fn mounts(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
     let spec = i.spec;
     let privileged = spec.security.privileged;
@@ -582,8 +628,8 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
         json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] }),
         json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] }),
         json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", ro_sys] }),
-        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", ro_sys] }),
     ];
+    out.extend(cgroup_mounts(i, ro_sys));
     let files = &i.pod_files;
     let file_opt = if spec.security.readonly_rootfs { "ro" } else { "rw" };
     for (dest, src) in [
@@ -780,6 +826,15 @@ mod tests {
             assert!(ro.iter().any(|x| x == p), "{p}");
         }
         assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        // cgroup v1: the container's own cgroup of each controller, read-only.
+        let memory = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys/fs/cgroup/memory")
+            .unwrap();
+        assert_eq!(memory["source"], "/sys/fs/cgroup/memory/podbay/pod/ctr");
+        assert!(memory["options"].as_array().unwrap().iter().any(|o| o == "ro"));
         assert!(v["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "pid"));
         let mut s = spec();
         s.security.privileged = true;
