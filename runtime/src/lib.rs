@@ -10,6 +10,7 @@ pub mod image;
 pub mod layout;
 pub mod network;
 pub mod sandbox;
+mod steps;
 pub mod store;
 pub mod supervisor;
 

@@ -17,6 +17,7 @@ use crate::Runtime;
 use crate::ids::ContainerId;
 use crate::layout::PodLayout;
 use crate::sandbox::SandboxRecord;
+use crate::steps::StepTimer;
 use crate::supervisor::{self, Identity};
 
 /// How long the supervisor may take to create a container.
@@ -107,11 +108,13 @@ impl Runtime {
         if !sandbox.state.is_ready() {
             return Err(Error::SandboxNotReady { id: sandbox.id.clone() });
         }
+        let mut timer = StepTimer::new();
         let Some((image, name)) = self.find_image(&spec.image).await? else {
             return Err(Error::ImageNotFound { image: spec.image.clone() });
         };
         undo.push(Undo::Rootfs(id.clone()));
         let rootfs = self.mount_rootfs(id.as_str(), &image.id).await?;
+        timer.done("rootfs");
         let config = ImageConfig::parse(&self.image_config(&image).await?)
             .map_err(|e| Error::invalid("image config", e))?;
         let users = UserDb {
@@ -156,6 +159,7 @@ impl Runtime {
         };
         std::fs::create_dir_all(pod.containers())
             .map_err(Error::io("create", &pod.containers()))?;
+        timer.done("spec");
         undo.push(Undo::Runtime { pod: pod.clone(), id: id.clone(), cgroup: cgroup.clone() });
         let req = request::Kind::CreateContainer(CreateContainerRequest {
             id: id.to_string(),
@@ -171,6 +175,7 @@ impl Runtime {
             }
             Err(e) => return Err(e.into()),
         };
+        timer.done("libcontainer");
         let image_ref = image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone());
         let rec = ContainerRecord {
             id: id.clone(),
@@ -194,7 +199,8 @@ impl Runtime {
             stop_signal: stop_signal(&config.stop_signal),
         };
         self.persist_container(&rec).await?;
-        debug!(pid = init.map(|i| i.pid), "container created");
+        timer.done("persist");
+        debug!(pid = init.map(|i| i.pid), steps = %timer.summary(), "container created");
         Ok(rec)
     }
 

@@ -20,34 +20,8 @@ use crate::Runtime;
 use crate::ids::SandboxId;
 use crate::layout::NsKind;
 use crate::network::{Grant, PodNetwork};
+use crate::steps::StepTimer;
 use crate::supervisor::{Identity, Proc, SpawnRequest};
-
-/// Time spent per step of a RunPodSandbox, logged at debug level when it is ready (the
-/// per-step breakdown the benchmarks refer to).
-struct StepTimer {
-    last: std::time::Instant,
-    steps: Vec<(&'static str, Duration)>,
-}
-
-impl StepTimer {
-    fn new() -> Self {
-        Self { last: std::time::Instant::now(), steps: Vec::new() }
-    }
-
-    fn done(&mut self, step: &'static str) {
-        let now = std::time::Instant::now();
-        self.steps.push((step, now - self.last));
-        self.last = now;
-    }
-
-    fn summary(&self) -> String {
-        self.steps
-            .iter()
-            .map(|(s, d)| format!("{s}={}us", d.as_micros()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
 
 /// Undo actions of a RunPodSandbox in progress, run in reverse on failure.
 #[derive(Default)]

@@ -1,0 +1,74 @@
+//! What the bench binaries share: percentiles, the report line, memory of node processes.
+
+use std::time::Duration;
+
+use crate::Node;
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn report(name: &str, mut samples: Vec<Duration>, target_p50_ms: f64) {
+    samples.sort();
+    let p50 = ms(percentile(&samples, 0.5));
+    println!(
+        "{name:<38} n={:<4} min {:>7.3} ms  p50 {:>7.3} ms  p90 {:>7.3} ms  p99 {:>7.3} ms  target p50 <= {target_p50_ms} ms ({:.2}x of target) {}",
+        samples.len(),
+        ms(samples[0]),
+        p50,
+        ms(percentile(&samples, 0.9)),
+        ms(percentile(&samples, 0.99)),
+        p50 / target_p50_ms,
+        if p50 <= target_p50_ms { "OK" } else { "MISSED" }
+    );
+}
+
+/// Pss or Rss (kB) of a node process, read from the host through the node's /proc.
+pub fn smaps_kb(node: &Node, ns_pid: u64, field: &str) -> u64 {
+    let path = format!("/proc/{}/root/proc/{ns_pid}/smaps_rollup", node.init_pid());
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn daemon_ns_pid(node: &Node) -> u64 {
+    let host = node.daemon_pid().expect("daemon running");
+    let status = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    line.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+/// Where a call's time goes: the median of each step over every call of the daemon's run,
+/// from its debug log lines `<marker> … steps=a=12us b=34us`.
+pub fn step_breakdown(node: &Node, marker: &str, call: &str) {
+    let mut steps: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut order = Vec::new();
+    for line in node.log().lines().filter(|l| l.contains(marker)) {
+        let Some(rest) = line.split("steps=").nth(1) else { continue };
+        for part in rest.split_whitespace() {
+            let Some((name, us)) = part.split_once('=') else { continue };
+            let Some(us) = us.strip_suffix("us").and_then(|v| v.parse().ok()) else { continue };
+            if !order.contains(&name.to_owned()) {
+                order.push(name.to_owned());
+            }
+            steps.entry(name.to_owned()).or_default().push(us);
+        }
+    }
+    let parts: Vec<String> = order
+        .iter()
+        .map(|name| {
+            let v = steps.get_mut(name).expect("collected");
+            v.sort();
+            format!("{name} {:.2}", v[v.len() / 2] as f64 / 1e3)
+        })
+        .collect();
+    println!("-- {call} step medians (ms, all calls): {}", parts.join(", "));
+}
