@@ -256,10 +256,10 @@ pub async fn ps(ep: &Path, q: PsQuery) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let doc = || serde_json::json!({ "containers": items });
     match q.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&doc())?),
-        Output::Yaml => print!("{}", serde_norway::to_string(&doc())?),
+        Output::Json | Output::Yaml => {
+            print_doc(q.output, &serde_json::json!({ "containers": items }))?
+        }
         Output::Table => {
             let pods = pod_names(&mut c).await?;
             println!(
@@ -302,11 +302,7 @@ pub async fn inspect(ep: &Path, ids: &[String], output: Output) -> anyhow::Resul
             .get("info")
             .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
             .unwrap_or_default();
-        let doc = serde_json::json!({ "status": status, "info": info });
-        match output {
-            Output::Yaml => print!("{}", serde_norway::to_string(&doc)?),
-            _ => println!("{}", serde_json::to_string_pretty(&doc)?),
-        }
+        print_doc(output, &serde_json::json!({ "status": status, "info": info }))?;
     }
     Ok(())
 }
@@ -459,6 +455,26 @@ pub async fn logs(ep: &Path, q: LogsQuery) -> anyhow::Result<()> {
     }
 }
 
+/// JSON, or YAML when asked for.
+fn print_doc(output: Output, doc: &serde_json::Value) -> anyhow::Result<()> {
+    match output {
+        Output::Yaml => print!("{}", serde_norway::to_string(doc)?),
+        _ => println!("{}", serde_json::to_string_pretty(doc)?),
+    }
+    Ok(())
+}
+
+/// Two samples `seconds` apart (CPU % is computed between them).
+async fn two_samples<T>(
+    c: &mut Client,
+    seconds: u64,
+    mut sample: impl AsyncFnMut(&mut Client) -> anyhow::Result<Vec<T>>,
+) -> anyhow::Result<(Vec<T>, Vec<T>)> {
+    let first = sample(c).await?;
+    tokio::time::sleep(Duration::from_secs(seconds.max(1))).await;
+    Ok((first, sample(c).await?))
+}
+
 /// CPU cores used between two samples, as a percentage of one core.
 fn cpu_percent(a: Option<&cri::CpuUsage>, b: Option<&cri::CpuUsage>) -> f64 {
     let (Some(a), Some(b)) = (a, b) else { return 0.0 };
@@ -510,18 +526,11 @@ pub async fn stats(
         let req = cri::ListContainerStatsRequest { filter: Some(filter) };
         Ok(c.list_container_stats(req).await.map_err(status_msg)?.into_inner().stats)
     };
-    let first = sample(&mut c).await?;
-    tokio::time::sleep(Duration::from_secs(seconds.max(1))).await;
-    let second = sample(&mut c).await?;
+    let (first, second) = two_samples(&mut c, seconds, sample).await?;
     let key = |s: &cri::ContainerStats| s.attributes.as_ref().map(|a| a.id.clone());
     let before: HashMap<_, _> = first.iter().map(|s| (key(s), s)).collect();
     if output != Output::Table {
-        let doc = serde_json::json!({ "stats": second });
-        match output {
-            Output::Yaml => print!("{}", serde_norway::to_string(&doc)?),
-            _ => println!("{}", serde_json::to_string_pretty(&doc)?),
-        }
-        return Ok(());
+        return print_doc(output, &serde_json::json!({ "stats": second }));
     }
     println!(
         "{:<13}  {:<20}  {:>6}  {:>9}  {:>9}  INODES",
@@ -560,18 +569,11 @@ pub async fn statsp(
         let req = cri::ListPodSandboxStatsRequest { filter: Some(filter) };
         Ok(c.list_pod_sandbox_stats(req).await.map_err(status_msg)?.into_inner().stats)
     };
-    let first = sample(&mut c).await?;
-    tokio::time::sleep(Duration::from_secs(seconds.max(1))).await;
-    let second = sample(&mut c).await?;
+    let (first, second) = two_samples(&mut c, seconds, sample).await?;
     let key = |s: &cri::PodSandboxStats| s.attributes.as_ref().map(|a| a.id.clone());
     let before: HashMap<_, _> = first.iter().map(|s| (key(s), s)).collect();
     if output != Output::Table {
-        let doc = serde_json::json!({ "stats": second });
-        match output {
-            Output::Yaml => print!("{}", serde_norway::to_string(&doc)?),
-            _ => println!("{}", serde_json::to_string_pretty(&doc)?),
-        }
-        return Ok(());
+        return print_doc(output, &serde_json::json!({ "stats": second }));
     }
     println!(
         "{:<30}  {:<13}  {:>6}  {:>9}  {:>9}  {:>9}",
