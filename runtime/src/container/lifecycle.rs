@@ -93,15 +93,7 @@ impl Runtime {
     /// Asks a pod's supervisor for its containers' states and records the exits. When the
     /// supervisor is gone, containers that were running are recorded as exited.
     pub(crate) async fn refresh_pod(&self, sandbox: &SandboxId) {
-        let containers: Vec<Arc<Container>> = self
-            .inner
-            .containers
-            .read()
-            .expect("containers lock")
-            .values()
-            .filter(|c| c.record.lock().expect("container record lock").sandbox_id == *sandbox)
-            .cloned()
-            .collect();
+        let containers = self.containers_of(sandbox);
         let pod = self.get(sandbox).map(|s| PodLayout::from_dir(&s.snapshot().pod_dir));
         let states = match &pod {
             Some(pod) => supervisor::container_states(pod).await.ok(),
