@@ -94,7 +94,7 @@ mod tests {
         let req = Request { kind: Some(request::Kind::Ping(Default::default())) };
         let mut buf = Vec::new();
         write(&mut buf, &req).unwrap();
-        write(&mut buf, &Failure { message: "x".into() }).unwrap();
+        write(&mut buf, &Failure { message: "x".into(), ..Default::default() }).unwrap();
         let mut r = &buf[..];
         assert_eq!(read::<Request, _>(&mut r).unwrap(), Some(req));
         assert_eq!(read::<Failure, _>(&mut r).unwrap().unwrap().message, "x");

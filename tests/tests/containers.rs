@@ -775,3 +775,53 @@ async fn pid_namespace_modes_and_pods_by_ip() {
     assert_no_cgroups(&[&pod, &pod2]);
     node.assert_clean().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_sysctls_are_namespaced_only() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let mut pc = logged_pod(&node, "tuned");
+    let sysctls = &mut pc.linux.get_or_insert_default().sysctls;
+    sysctls.insert("net.ipv4.ping_group_range".into(), "0 2147483647".into());
+    sysctls.insert("net/ipv4/ip_unprivileged_port_start".into(), "0".into());
+    sysctls.insert("kernel.shm_rmid_forced".into(), "1".into());
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+    let (_, out) = sh(
+        &mut c,
+        &id,
+        "cat /proc/sys/net/ipv4/ping_group_range /proc/sys/net/ipv4/ip_unprivileged_port_start \
+         /proc/sys/kernel/shm_rmid_forced",
+    )
+    .await;
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "2147483647", "0", "1"]);
+    // The node's own values are untouched.
+    assert_ne!(node.sh("cat /proc/sys/net/ipv4/ping_group_range").unwrap(), "0\t2147483647");
+
+    // Refused, naming the sysctl, with nothing made: a node-wide sysctl, one in a
+    // namespace the pod shares with the node, one the kernel does not have, a bad value.
+    let pods = podbay_tests::list_pods(&mut c).await.unwrap().len();
+    let cases: [(&str, &str, bool, &str); 4] = [
+        ("kernel.panic", "1", false, "not a namespaced sysctl"),
+        ("net.ipv4.ip_forward", "1", true, "node's network namespace"),
+        ("net.ipv4.no_such_knob", "1", false, "refused"),
+        ("net.ipv4.ip_unprivileged_port_start", "not-a-number", false, "refused"),
+    ];
+    for (key, value, host_network, words) in cases {
+        let mut bad = logged_pod(&node, "bad-sysctl");
+        bad.linux.get_or_insert_default().sysctls.insert(key.into(), value.into());
+        if host_network {
+            bad = podbay_tests::with_network_mode(bad, cri::NamespaceMode::Node);
+        }
+        let err = run_pod(&mut c, bad).await.unwrap_err();
+        let status = err.downcast_ref::<tonic::Status>().expect("a gRPC status");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{key}: {status:?}");
+        assert!(status.message().contains(key), "{status:?}");
+        assert!(status.message().contains(words), "{status:?}");
+    }
+    assert_eq!(podbay_tests::list_pods(&mut c).await.unwrap().len(), pods);
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.assert_clean().unwrap();
+}

@@ -58,6 +58,7 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
     let namespaces = namespace_spec(&ns)?;
     let cgroup_parent = Some(linux.cgroup_parent).filter(|c| !c.is_empty());
     let port_mappings = port_mappings(&config.port_mappings)?;
+    let sysctls = sysctls(linux.sysctls, &namespaces)?;
     Ok(SandboxSpec {
         metadata: PodMetadata {
             name: meta.name,
@@ -74,7 +75,64 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
         cgroup_parent,
         runtime_handler: req.runtime_handler,
         port_mappings,
+        sysctls,
     })
+}
+
+/// IPC sysctls Kubernetes counts as namespaced (besides `fs.mqueue.*`); `net.*` is the
+/// network namespace's.
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "kernel.shmmax",
+    "kernel.shmall",
+    "kernel.shmmni",
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+];
+
+/// The pod's sysctls: namespaced ones only, and only in namespaces the pod owns (as
+/// kubelet's and containerd's checks have it). Keys may use `/` as the separator.
+fn sysctls(
+    raw: HashMap<String, String>,
+    ns: &NamespaceSpec,
+) -> Result<BTreeMap<String, String>, Status> {
+    let mut out = BTreeMap::new();
+    for (key, value) in raw {
+        let field = format!("config.linux.sysctls[{key:?}]");
+        let dotted = key.replace('/', ".");
+        let valid = !key.is_empty()
+            && key.split(['.', '/']).all(|p| {
+                !p.is_empty()
+                    && p != ".."
+                    && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            });
+        if !valid {
+            return Err(invalid(&field, "is not a sysctl name"));
+        }
+        if value.contains(['\n', '\0']) {
+            return Err(invalid(&field, format!("{value:?} is not a sysctl value")));
+        }
+        let (owner, mode) = if dotted.starts_with("net.") {
+            ("network", ns.network)
+        } else if dotted.starts_with("fs.mqueue.") || IPC_SYSCTLS.contains(&dotted.as_str()) {
+            ("IPC", ns.ipc)
+        } else {
+            return Err(invalid(
+                &field,
+                "is not a namespaced sysctl (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)",
+            ));
+        };
+        if mode == NamespaceMode::Node {
+            return Err(invalid(
+                &field,
+                format!("the pod uses the node's {owner} namespace, so it cannot set it"),
+            ));
+        }
+        out.insert(key, value);
+    }
+    Ok(out)
 }
 
 /// hostPorts. kubelet lists every container port; one with host_port 0 maps nothing and
@@ -829,6 +887,30 @@ mod tests {
         let e = sandbox_spec(request(f)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         e.message().to_owned()
+    }
+
+    #[test]
+    fn sysctls_are_namespaced_and_well_formed() {
+        let with = |key: &str| {
+            let key = key.to_owned();
+            move |c: &mut cri::PodSandboxConfig| {
+                c.linux.get_or_insert_default().sysctls.insert(key, "1".into());
+            }
+        };
+        for ok in ["net.ipv4.ip_forward", "net/ipv4/conf/eth0.100/forwarding", "fs.mqueue.msg_max"]
+        {
+            let spec = sandbox_spec(request(with(ok))).unwrap();
+            assert_eq!(spec.sysctls.len(), 1, "{ok}");
+        }
+        for (bad, words) in [
+            ("kernel.panic", "not a namespaced sysctl"),
+            ("net/../../../etc/passwd", "not a sysctl name"),
+            ("net..ipv4", "not a sysctl name"),
+            ("vm.swappiness", "not a namespaced sysctl"),
+        ] {
+            let e = err(with(bad));
+            assert!(e.contains(bad) && e.contains(words), "{e}");
+        }
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct SandboxSpec {
     /// hostPorts (CRI PortMapping).
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
+    /// Namespaced sysctls, set in the pod's network and IPC namespaces (keys with dots).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -236,6 +239,7 @@ pub(crate) mod tests {
                 cgroup_parent: None,
                 runtime_handler: String::new(),
                 port_mappings: Vec::new(),
+                sysctls: Default::default(),
             },
             state: SandboxState::Ready,
             created_at: 1,

@@ -198,6 +198,7 @@ impl Runtime {
                 new_uts: own_net,
                 new_pid: own_pid,
                 hostname: &spec.hostname,
+                sysctls: &spec.sysctls,
                 interface: interface.as_ref(),
             })
             .await?;

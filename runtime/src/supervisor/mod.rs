@@ -9,6 +9,7 @@ mod containers;
 pub mod crilog;
 pub mod server;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub enum Error {
     Spawn { exe: PathBuf, source: io::Error },
     #[error("pod supervisor failed to start: {message} (log: {log})")]
     Start { message: String, log: PathBuf },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     #[error("pod supervisor did not report ({status}); see {log}")]
     NoReport { status: String, log: PathBuf },
     #[error("pod supervisor did not report within {0:?}")]
@@ -61,6 +64,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Connect { .. } | Error::CallTimeout { .. } => ErrorKind::Unavailable,
+            Error::Invalid { .. } => ErrorKind::InvalidArgument,
             _ => ErrorKind::Internal,
         }
     }
@@ -157,6 +161,8 @@ pub struct SpawnRequest<'a> {
     pub new_uts: bool,
     pub new_pid: bool,
     pub hostname: &'a str,
+    /// Namespaced sysctls to set in the new namespaces (keys with dots or slashes).
+    pub sysctls: &'a BTreeMap<String, String>,
     /// The pod's eth0, created by the supervisor (pods with their own network and an IP).
     pub interface: Option<&'a podbay_netplug::pod::PodInterface>,
 }
@@ -219,6 +225,7 @@ impl Spawner {
             new_uts: req.new_uts,
             new_pid: req.new_pid,
             hostname: req.hostname.to_owned(),
+            sysctls: req.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             interface: req.interface.map(|i| podbay_proto::shim::v1::PodInterface {
                 host_veth: i.host_veth.clone(),
                 address: i.address.to_string(),
@@ -271,6 +278,9 @@ fn launched(started: Started, log: PathBuf) -> Result<Launched, Error> {
             let supervisor = Identity::from_proto(ready.supervisor)
                 .ok_or_else(|| Error::Start { message: "report without pid".into(), log })?;
             Ok(Launched { supervisor, pod_init: Identity::from_proto(ready.pod_init) })
+        }
+        Some(started::Result::Failure(f)) if !f.field.is_empty() => {
+            Err(Error::Invalid { field: f.field, message: f.message })
         }
         Some(started::Result::Failure(f)) => Err(Error::Start { message: f.message, log }),
         None => Err(Error::NoReport { status: "empty report".into(), log }),

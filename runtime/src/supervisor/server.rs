@@ -70,8 +70,9 @@ pub fn spawner_main() -> i32 {
                 return 1;
             }
         };
-        let result =
-            spawn_one(&req).unwrap_or_else(|message| started::Result::Failure(Failure { message }));
+        let result = spawn_one(&req).unwrap_or_else(|message| {
+            started::Result::Failure(Failure { message, ..Default::default() })
+        });
         if frame::write(&mut stdout, &Started { result: Some(result) })
             .and_then(|()| stdout.flush())
             .is_err()
@@ -120,9 +121,9 @@ fn supervisor_main(req: &SpawnRequest, report_fd: OwnedFd) -> i32 {
             drop(report_pipe);
             sup.serve()
         }
-        Err(message) => {
+        Err(StartError { message, field }) => {
             eprintln!("podbay-supervisor {}: {message}", req.sandbox_id);
-            let failure = started::Result::Failure(Failure { message });
+            let failure = started::Result::Failure(Failure { message, field });
             let _ = frame::write(&mut report_pipe, &Started { result: Some(failure) });
             1
         }
@@ -152,7 +153,19 @@ struct Supervisor {
     containers: Containers,
 }
 
-fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
+/// Why a supervisor could not start; `field` names the pod config's field at fault.
+struct StartError {
+    message: String,
+    field: String,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError { message, field: String::new() }
+    }
+}
+
+fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), StartError> {
     // The spawner ignores SIGCHLD; a supervisor reaps its children itself.
     // SAFETY: SIG_DFL installs no handler code; this process is single-threaded.
     unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }
@@ -190,6 +203,13 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
     if req.new_uts && !req.hostname.is_empty() {
         sethostname(&req.hostname).map_err(|e| format!("set hostname {:?}: {e}", req.hostname))?;
     }
+    // /proc/sys/net and the IPC sysctls are those of the writer's namespaces.
+    for (key, value) in &req.sysctls {
+        std::fs::write(sysctl_path(key), value).map_err(|e| StartError {
+            message: format!("the kernel refused sysctl {key}={value:?}: {e}"),
+            field: format!("config.linux.sysctls[{key:?}]"),
+        })?;
+    }
     prctl::set_child_subreaper(true).map_err(|e| format!("set child subreaper: {e}"))?;
     let _ = prctl::set_name(c"podbay-pod");
     let me = Identity::of(getpid().as_raw() as u32).map_err(|e| format!("own identity: {e}"))?;
@@ -200,7 +220,7 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), String> {
             if let Some(init) = pod_init {
                 let _ = kill(Pid::from_raw(init.pid as i32), Signal::SIGKILL);
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     let ready = started::Result::Ready(Ready {
@@ -490,5 +510,12 @@ fn reply<T>(result: Result<T, String>, kind: fn(T) -> response::Kind) -> respons
 }
 
 fn failure(message: &str) -> response::Kind {
-    response::Kind::Failure(Failure { message: message.into() })
+    response::Kind::Failure(Failure { message: message.into(), ..Default::default() })
+}
+
+/// `/proc/sys/…` of a sysctl given with dots (`net.ipv4.ip_forward`) or slashes
+/// (`net/ipv4/conf/eth0.100/forwarding`, for names that contain dots).
+pub fn sysctl_path(key: &str) -> std::path::PathBuf {
+    let rel = if key.contains('/') { key.to_owned() } else { key.replace('.', "/") };
+    std::path::Path::new("/proc/sys").join(rel)
 }
