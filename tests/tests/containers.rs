@@ -825,3 +825,42 @@ async fn pod_sysctls_are_namespaced_only() {
     remove_pod(&mut c, &pod).await.unwrap();
     node.assert_clean().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tty_and_stdin() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "term");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+
+    // A terminal: the process sees one, and its output is logged as stdout.
+    let mut tty =
+        ctr("tty", &["sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty; echo err >&2"]);
+    tty.tty = true;
+    tty.stdin = true;
+    let tty = run(&mut c, &pod, &pc, tty).await;
+    let st = wait_exited(&mut c, &tty).await;
+    assert_eq!(st.exit_code, 0);
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    assert!(log.contains(" stdout F on-a-tty\r\n"), "{log}");
+    assert!(log.contains(" stdout F err\r\n") && !log.contains(" stderr "), "{log}");
+
+    // stdin: open (reads block) when asked for, /dev/null (EOF at once) otherwise.
+    let reader = |name: &str, stdin: bool| {
+        let mut r = ctr(name, &["sh", "-c", "read line"]);
+        r.stdin = stdin;
+        r
+    };
+    let open = run(&mut c, &pod, &pc, reader("open", true)).await;
+    let closed = run(&mut c, &pod, &pc, reader("closed", false)).await;
+    let st = wait_exited(&mut c, &closed).await;
+    assert_eq!(st.exit_code, 1, "read sees EOF");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, _) = status(&mut c, &open).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32, "read waits");
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}

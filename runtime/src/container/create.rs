@@ -166,6 +166,8 @@ impl Runtime {
             bundle: dirs.bundle().to_string_lossy().into_owned(),
             state_root: pod.containers().to_string_lossy().into_owned(),
             log_path: log_path.to_string_lossy().into_owned(),
+            tty: spec.tty,
+            stdin: spec.stdin,
         });
         let init = match supervisor::call_within(&pod, req, CREATE_TIMEOUT).await {
             Ok(response::Kind::CreateContainer(r)) => Identity::from_proto(r.init),

@@ -358,7 +358,7 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
         return Err(Error::invalid("working_dir", format!("{cwd:?} is not absolute")));
     }
     let mut process = json!({
-        "terminal": false,
+        "terminal": i.spec.tty,
         "user": { "uid": i.user.uid, "gid": i.user.gid, "additionalGids": i.user.additional_gids },
         "args": args,
         "env": environment(spec, i.image, &i.sandbox.spec.hostname),

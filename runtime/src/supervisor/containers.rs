@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,9 @@ struct Ctr {
     exit: Option<Exit>,
     state_root: PathBuf,
     out: [Option<Pipe>; 2],
+    /// The write end of an open stdin (CRI `stdin`), held so reads block instead of
+    /// seeing EOF.
+    stdin: Option<OwnedFd>,
     log_path: PathBuf,
     log: Option<File>,
 }
@@ -106,18 +109,44 @@ impl Containers {
         if self.ctrs.iter().any(|(i, _)| *i == req.id) {
             return Err(format!("container {} already exists in this pod", req.id));
         }
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
         let log_path = PathBuf::from(&req.log_path);
         let log = open_log(&log_path)?;
         let (id, bundle, root) =
             (req.id.clone(), PathBuf::from(&req.bundle), PathBuf::from(&req.state_root));
+        // With a terminal, the container's init sends its pty master to this socket (as
+        // runc's --console-socket); without, stdout and stderr are pipes.
+        let console = req.tty.then(|| Console::bind(&root, &req.id)).transpose()?;
+        let (out, pipes) = match &console {
+            Some(_) => ([None, None], None),
+            None => {
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                let out = [
+                    Some(Pipe { fd: out_r, stream: LogStream::stdout() }),
+                    Some(Pipe { fd: err_r, stream: LogStream::stderr() }),
+                ];
+                (out, Some((out_w, err_w)))
+            }
+        };
+        let (stdin_r, stdin_w) = match req.stdin && !req.tty {
+            true => pipe2(OFlag::O_CLOEXEC)
+                .map(|(r, w)| (Some(r), Some(w)))
+                .map_err(|e| format!("pipe: {e}"))?,
+            false => (None, None),
+        };
+        let console_path = console.as_ref().map(|c| c.path.clone());
         let pid = in_child(move || {
-            let container = ContainerBuilder::new(id, SyscallType::Linux)
+            let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)
                 .map_err(|e| chain(&e))?
-                .with_stdout(out_w)
-                .with_stderr(err_w)
+                .with_console_socket(console_path);
+            if let Some((out_w, err_w)) = pipes {
+                builder = builder.with_stdout(out_w).with_stderr(err_w);
+            }
+            if let Some(r) = stdin_r {
+                builder = builder.with_stdin(r);
+            }
+            let container = builder
                 .as_init(bundle)
                 .with_systemd(false)
                 .with_detach(true)
@@ -128,15 +157,17 @@ impl Containers {
         })?;
         let pid: u32 = pid.parse().map_err(|_| format!("libcontainer reported pid {pid:?}"))?;
         let init = Identity::of(pid).map_err(|e| format!("container init {pid}: {e}"))?;
+        let out = match console {
+            Some(c) => [Some(Pipe { fd: c.receive()?, stream: LogStream::stdout() }), None],
+            None => out,
+        };
         let ctr = Ctr {
             init,
             started_at: 0,
             exit: None,
             state_root: PathBuf::from(&req.state_root),
-            out: [
-                Some(Pipe { fd: out_r, stream: LogStream::stdout() }),
-                Some(Pipe { fd: err_r, stream: LogStream::stderr() }),
-            ],
+            out,
+            stdin: stdin_w,
             log_path,
             log,
         };
@@ -346,6 +377,7 @@ impl Containers {
                 pump_log(&mut ctr.out[i], &mut ctr.log);
             }
             ctr.exit = Some(Exit { code, signal, finished_at: now_ns() });
+            ctr.stdin = None;
             return;
         }
         if let Some(i) = self.execs.iter().position(|e| e.pid == pid) {
@@ -454,6 +486,59 @@ fn answer(mut e: Exec, exit_code: i32, timed_out: bool) {
 
 /// A pipe whose read end is non-blocking and close-on-exec; the write end is for a
 /// container's stdio.
+/// The socket a container's init sends its pty master to.
+struct Console {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Console {
+    /// Binds `<dir>/<id>.tty` (through `/proc/self/fd`, as the path may be longer than a
+    /// socket address can be).
+    fn bind(dir: &Path, id: &str) -> Result<Console, String> {
+        let path = dir.join(format!("{id}.tty"));
+        let _ = std::fs::remove_file(&path);
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let d = File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+        let short = Path::new("/proc/self/fd")
+            .join(std::os::fd::AsRawFd::as_raw_fd(&d).to_string())
+            .join(format!("{id}.tty"));
+        let listener =
+            UnixListener::bind(&short).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        listener.set_nonblocking(true).map_err(|e| format!("console socket: {e}"))?;
+        Ok(Console { listener, path })
+    }
+
+    /// The pty master the init sent (it did before libcontainer's create returned).
+    fn receive(self) -> Result<OwnedFd, String> {
+        let _ = std::fs::remove_file(&self.path);
+        let (conn, _) =
+            self.listener.accept().map_err(|e| format!("the container sent no terminal: {e}"))?;
+        let mut name = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut name)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = nix::sys::socket::recvmsg::<()>(
+            std::os::fd::AsRawFd::as_raw_fd(&conn),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("receive the container's terminal: {e}"))?;
+        for cmsg in msg.cmsgs().map_err(|e| format!("receive the container's terminal: {e}"))? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg
+                && let Some(&fd) = fds.first()
+            {
+                // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
+                let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                    .map_err(|e| format!("terminal: {e}"))?;
+                return Ok(master);
+            }
+        }
+        Err("the container's terminal message carried no descriptor".into())
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("pipe: {e}"))?;
