@@ -276,14 +276,11 @@ pub(crate) async fn destroy_runtime_state(
         let _ = proc.signal(rustix::process::Signal::KILL);
         proc.wait_exit(Duration::from_secs(5)).await;
     }
+    // libcontainer's state is a directory of files (its delete would only add another
+    // cgroup manager, which re-reads mountinfo per controller).
     let state = pod.containers().join(id.as_str());
     let cgroup2 = cgroup.to_owned();
     tokio::task::spawn_blocking(move || {
-        if state.exists()
-            && let Ok(mut c) = libcontainer::container::Container::load(state.clone())
-        {
-            let _ = c.delete(true);
-        }
         remove_cgroup(&cgroup2)
             .map_err(|reason| Error::Cgroup { cgroup: cgroup2.clone(), reason })?;
         match std::fs::remove_dir_all(&state) {
@@ -302,16 +299,48 @@ pub(crate) async fn destroy_runtime_state(
     Ok(())
 }
 
-/// Removes a cgroup in every hierarchy (v1) or the unified one; gone counts as done.
+/// A cgroup's directory in every hierarchy mounted under `/sys/fs/cgroup` (each v1
+/// hierarchy, or the unified one), whether it exists or not.
+pub(crate) fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path());
+    hierarchies.chain([root.to_path_buf()]).map(|h| h.join(rel)).collect()
+}
+
+/// Removes a cgroup in every hierarchy; gone counts as done. Processes still in it (PID
+/// mode POD or NODE can leave a container's other processes behind when its init dies)
+/// are killed first. Plain rmdir: a cgroup manager would re-read mountinfo per controller.
 pub(crate) fn remove_cgroup(cgroup: &str) -> Result<(), String> {
-    let mgr = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: PathBuf::from(cgroup),
-        systemd_cgroup: false,
-        container_name: String::new(),
-    })
-    .map_err(|e| e.to_string())?;
-    use libcgroups::common::CgroupManager;
-    mgr.remove().map_err(|e| e.to_string())
+    for dir in cgroup_dirs(cgroup) {
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
+                    tries += 1;
+                    kill_procs(&dir);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(format!("remove {}: {e}", dir.display())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGKILL to every process of a cgroup directory.
+fn kill_procs(dir: &Path) {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
 }
 
 /// Reads a small file of the image through its rootfs, never following a link out of it.

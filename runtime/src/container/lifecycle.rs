@@ -165,7 +165,11 @@ impl Runtime {
                 && supervisor::call(&pod, signal(rec.stop_signal, false)).await.is_ok()
                 && proc.wait_exit(timeout).await;
             if !exited {
-                if let Err(e) = supervisor::call(&pod, signal(libc::SIGKILL, true)).await {
+                // In a PID namespace of its own, the kernel kills every process of the
+                // container with its init; otherwise every process of its cgroup is
+                // killed (libcontainer's kill-all, which freezes the cgroup first).
+                let all = !matches!(rec.spec.security.pid_mode, super::PidMode::Container);
+                if let Err(e) = supervisor::call(&pod, signal(libc::SIGKILL, all)).await {
                     warn!(container.id = %rec.id, error = %e, "SIGKILL through the supervisor");
                     let _ = proc.signal(rustix::process::Signal::KILL);
                 }
@@ -292,10 +296,7 @@ impl Runtime {
 /// Removes podbay's default cgroup parent where no pod uses it any more (rmdir of a
 /// cgroup with children fails at once, so a parent in use stays).
 fn remove_default_parent() {
-    let parent = super::create::DEFAULT_CGROUP_PARENT.trim_start_matches('/');
-    let roots =
-        std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
-    for dir in roots.chain([std::path::PathBuf::from("/sys/fs/cgroup")]).map(|r| r.join(parent)) {
+    for dir in super::create::cgroup_dirs(super::create::DEFAULT_CGROUP_PARENT) {
         let _ = std::fs::remove_dir(dir);
     }
 }
