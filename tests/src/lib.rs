@@ -18,6 +18,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod bench;
+pub mod containerd;
 pub mod images;
 
 pub type Client = RuntimeServiceClient<Channel>;
