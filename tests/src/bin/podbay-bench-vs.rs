@@ -5,15 +5,48 @@
 
 use std::time::{Duration, Instant};
 
-use podbay_tests::bench::{ms, percentile};
+use futures_util::StreamExt;
+use podbay_tests::bench::{ms, percentile, smaps_kb};
 use podbay_tests::containerd::{self, Containerd};
 use podbay_tests::*;
 
-/// One runtime under test: its CRI client and what its pods' configs add.
-struct Runtime {
+/// One runtime under test: its CRI client, its node, its daemon's process name and what
+/// its pods' configs add.
+struct Runtime<'a> {
     name: &'static str,
     client: Client,
+    node: &'a Node,
+    daemon: &'static str,
     cgroup_parent: &'static str,
+}
+
+/// Memory and density of one runtime with 100 one-container pods running.
+#[derive(Default)]
+struct Density {
+    daemon_idle_rss_kib: u64,
+    pss_per_pod_kib: f64,
+    daemon_growth_kib: f64,
+    processes_per_pod: f64,
+    pods_per_second: f64,
+    list_containers: Vec<Duration>,
+}
+
+/// The node's processes: pid (node numbering), name and command line.
+fn node_processes(node: &Node) -> anyhow::Result<Vec<(u64, String, String)>> {
+    let out = node.sh(
+        "for p in /proc/[0-9]*; do echo \"${p#/proc/}|$(cat $p/comm 2>/dev/null)|$(tr '\\0' ' ' <$p/cmdline 2>/dev/null)\"; done",
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, '|');
+            let pid = parts.next()?.parse().ok()?;
+            Some((pid, parts.next()?.to_owned(), parts.next()?.trim().to_owned()))
+        })
+        .filter(|(pid, comm, _)| {
+            *pid != 1 && !matches!(comm.as_str(), "sh" | "nsenter" | "cat" | "tr")
+        })
+        .collect())
 }
 
 /// Per-pod lifecycle timings of one runtime.
@@ -35,7 +68,89 @@ fn container(name: &str) -> cri::ContainerConfig {
     }
 }
 
-impl Runtime {
+impl Runtime<'_> {
+    fn daemon_pid(&self) -> anyhow::Result<u64> {
+        node_processes(self.node)?
+            .into_iter()
+            .find(|(_, comm, _)| comm == self.daemon)
+            .map(|(pid, ..)| pid)
+            .ok_or_else(|| anyhow::anyhow!("no {} process in its node", self.daemon))
+    }
+
+    /// A pod with one running container.
+    async fn whole_pod(&self, name: String) -> anyhow::Result<String> {
+        let mut c = self.client.clone();
+        let config = self.pod(&name);
+        let pod = run_pod(&mut c, config.clone()).await?;
+        let req = cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container("app")),
+            sandbox_config: Some(config),
+        };
+        let id = c.create_container(req).await?.into_inner().container_id;
+        c.start_container(cri::StartContainerRequest { container_id: id }).await?;
+        Ok(pod)
+    }
+
+    /// 100 pods started 10 at a time; then memory, processes and ListContainers with
+    /// them (and a second container each) running.
+    async fn density(&mut self, into: &mut Density) -> anyhow::Result<()> {
+        let daemon = self.daemon_pid()?;
+        let before = node_processes(self.node)?;
+        let daemon_before = smaps_kb(self.node, daemon, "Pss:");
+        let t = Instant::now();
+        let pods: Vec<String> = futures_util::stream::iter(0..100)
+            .map(|i| self.whole_pod(format!("d{i}")))
+            .buffer_unordered(10)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        into.pods_per_second = 100.0 / t.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let known: std::collections::HashSet<u64> = before.iter().map(|p| p.0).collect();
+        // Every process the runtime added, but not the containers' own `sleep 3600`.
+        let added: Vec<u64> = node_processes(self.node)?
+            .into_iter()
+            .filter(|(pid, _, cmd)| !known.contains(pid) && cmd != "sleep 3600")
+            .map(|(pid, ..)| pid)
+            .collect();
+        into.processes_per_pod = added.len() as f64 / 100.0;
+        into.pss_per_pod_kib =
+            added.iter().map(|p| smaps_kb(self.node, *p, "Pss:")).sum::<u64>() as f64 / 100.0;
+        into.daemon_growth_kib =
+            smaps_kb(self.node, daemon, "Pss:").saturating_sub(daemon_before) as f64 / 100.0;
+        for (i, pod) in pods.iter().enumerate() {
+            let req = cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container("sidecar")),
+                sandbox_config: Some(self.pod(&format!("d{i}"))),
+            };
+            self.client.create_container(req).await?;
+        }
+        for _ in 0..50 {
+            let t = Instant::now();
+            let req = cri::ListContainersRequest { filter: None };
+            let n = self.client.list_containers(req).await?.into_inner().containers.len();
+            into.list_containers.push(t.elapsed());
+            anyhow::ensure!(n == 200, "{} lists {n} containers, not 200", self.name);
+        }
+        futures_util::stream::iter(pods)
+            .map(|pod| {
+                let mut c = self.client.clone();
+                async move {
+                    stop_pod(&mut c, &pod).await?;
+                    remove_pod(&mut c, &pod).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(10)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<()>>()
+    }
+
     fn pod(&self, name: &str) -> cri::PodSandboxConfig {
         let mut config = pod_config(name);
         if !self.cgroup_parent.is_empty() {
@@ -101,13 +216,25 @@ async fn main() -> anyhow::Result<()> {
     let podbay_node = Node::with_busybox()?;
     let containerd = Containerd::start().await?;
     let mut runtimes = [
-        Runtime { name: "podbay", client: podbay_node.client().await?, cgroup_parent: "" },
+        Runtime {
+            name: "podbay",
+            client: podbay_node.client().await?,
+            node: &podbay_node,
+            daemon: "podbay",
+            cgroup_parent: "",
+        },
         Runtime {
             name: "containerd",
             client: containerd.client().await?,
+            node: &containerd.node,
+            daemon: "containerd",
             cgroup_parent: containerd::CGROUP_PARENT,
         },
     ];
+    let mut density = [Density::default(), Density::default()];
+    for (rt, d) in runtimes.iter().zip(density.iter_mut()) {
+        d.daemon_idle_rss_kib = smaps_kb(rt.node, rt.daemon_pid()?, "Rss:");
+    }
     let outcome = measure(&mut runtimes, count).await;
     if outcome.is_err() {
         let log = std::fs::read_to_string(containerd.node.dir().join("containerd.log"))
@@ -116,6 +243,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("containerd's log (last lines, newest first):\n{}", tail.join("\n"));
     }
     let results = outcome?;
+    for (rt, d) in runtimes.iter_mut().zip(density.iter_mut()) {
+        rt.density(d).await?;
+    }
     println!(
         "\n| scenario (ms: min / p50 / p90 / p99) | {} | {} | p50 ratio |",
         runtimes[0].name, runtimes[1].name
@@ -126,12 +256,38 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", row("CreateContainer + StartContainer", &p.create_start, &c.create_start));
     println!("{}", row("whole pod start (sandbox + one container)", &p.whole_pod, &c.whole_pod));
     println!("{}", row("StopPodSandbox + RemovePodSandbox", &p.teardown, &c.teardown));
+    let [dp, dc] = &density;
+    println!(
+        "{}",
+        row("ListContainers, 100 pods x 2 containers", &dp.list_containers, &dc.list_containers)
+    );
+    println!(
+        "\n| density, 100 one-container pods | podbay | containerd | ratio |\n|---|---|---|---|"
+    );
+    let line = |what: &str, a: f64, b: f64, unit: &str| {
+        println!("| {what} | {a:.1} {unit} | {b:.1} {unit} | {:.3} (1/{:.1}) |", a / b, b / a)
+    };
+    line("pods started per second, 10 in flight", dp.pods_per_second, dc.pods_per_second, "/s");
+    line(
+        "runtime memory per pod (PSS of added processes + daemon growth)",
+        dp.pss_per_pod_kib + dp.daemon_growth_kib,
+        dc.pss_per_pod_kib + dc.daemon_growth_kib,
+        "KiB",
+    );
+    line("  of which daemon growth", dp.daemon_growth_kib, dc.daemon_growth_kib, "KiB");
+    line("runtime processes per pod", dp.processes_per_pod, dc.processes_per_pod, "");
+    line(
+        "daemon idle RSS",
+        dp.daemon_idle_rss_kib as f64 / 1024.0,
+        dc.daemon_idle_rss_kib as f64 / 1024.0,
+        "MiB",
+    );
     podbay_node.assert_clean()?;
     Ok(())
 }
 
 /// Warm-up, then `count` pod lifecycles per runtime, interleaved.
-async fn measure(runtimes: &mut [Runtime; 2], count: usize) -> anyhow::Result<[Lifecycle; 2]> {
+async fn measure(runtimes: &mut [Runtime<'_>; 2], count: usize) -> anyhow::Result<[Lifecycle; 2]> {
     let mut results = [Lifecycle::default(), Lifecycle::default()];
     let mut warm = [Lifecycle::default(), Lifecycle::default()];
     for i in 0..5 {
