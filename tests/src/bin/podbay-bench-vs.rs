@@ -212,6 +212,17 @@ fn row(scenario: &str, a: &[Duration], b: &[Duration]) -> String {
 async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(is_root(), "the bench needs root (node namespaces, cgroups)");
     let count: usize = std::env::var("BENCH_VS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    // Interrupted, the run's future is dropped: both nodes, containerd, the registry and
+    // every cgroup are given back by their Drop, as at the end of a run.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = run(count) => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; everything it started is removed"),
+        _ = term.recv() => anyhow::bail!("terminated; everything it started is removed"),
+    }
+}
+
+async fn run(count: usize) -> anyhow::Result<()> {
     println!("podbay vs {}: {count} interleaved pod lifecycles each", Containerd::version());
     let podbay_node = Node::with_busybox()?;
     let containerd = Containerd::start().await?;
@@ -246,42 +257,12 @@ async fn main() -> anyhow::Result<()> {
     for (rt, d) in runtimes.iter_mut().zip(density.iter_mut()) {
         rt.density(d).await?;
     }
-    println!(
-        "\n| scenario (ms: min / p50 / p90 / p99) | {} | {} | p50 ratio |",
-        runtimes[0].name, runtimes[1].name
-    );
-    println!("|---|---|---|---|");
-    let [p, c] = &results;
-    println!("{}", row("RunPodSandbox", &p.run_pod, &c.run_pod));
-    println!("{}", row("CreateContainer + StartContainer", &p.create_start, &c.create_start));
-    println!("{}", row("whole pod start (sandbox + one container)", &p.whole_pod, &c.whole_pod));
-    println!("{}", row("StopPodSandbox + RemovePodSandbox", &p.teardown, &c.teardown));
-    let [dp, dc] = &density;
-    println!(
-        "{}",
-        row("ListContainers, 100 pods x 2 containers", &dp.list_containers, &dc.list_containers)
-    );
-    println!(
-        "\n| density, 100 one-container pods | podbay | containerd | ratio |\n|---|---|---|---|"
-    );
-    let line = |what: &str, a: f64, b: f64, unit: &str| {
-        println!("| {what} | {a:.1} {unit} | {b:.1} {unit} | {:.3} (1/{:.1}) |", a / b, b / a)
-    };
-    line("pods started per second, 10 in flight", dp.pods_per_second, dc.pods_per_second, "/s");
-    line(
-        "runtime memory per pod (PSS of added processes + daemon growth)",
-        dp.pss_per_pod_kib + dp.daemon_growth_kib,
-        dc.pss_per_pod_kib + dc.daemon_growth_kib,
-        "KiB",
-    );
-    line("  of which daemon growth", dp.daemon_growth_kib, dc.daemon_growth_kib, "KiB");
-    line("runtime processes per pod", dp.processes_per_pod, dc.processes_per_pod, "");
-    line(
-        "daemon idle RSS",
-        dp.daemon_idle_rss_kib as f64 / 1024.0,
-        dc.daemon_idle_rss_kib as f64 / 1024.0,
-        "MiB",
-    );
+    let report = report(&results, &density, count);
+    print!("\n{report}");
+    let dir = std::path::PathBuf::from(std::env::var("BENCH_REPORT_DIR").unwrap_or("docs".into()));
+    std::fs::write(dir.join("benchmarks.md"), &report)?;
+    chart(&dir.join("bench-pod-start.svg"), &results)?;
+    println!("\nwritten: {0}/benchmarks.md, {0}/bench-pod-start.svg", dir.display());
     podbay_node.assert_clean()?;
     Ok(())
 }
@@ -301,4 +282,137 @@ async fn measure(runtimes: &mut [Runtime<'_>; 2], count: usize) -> anyhow::Resul
         }
     }
     Ok(results)
+}
+
+/// The Markdown report: the machine, both runtimes' versions, and the tables.
+fn report(results: &[Lifecycle; 2], density: &[Density; 2], count: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    let cgroups = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2"
+    } else if std::path::Path::new("/sys/fs/cgroup/unified").exists() {
+        "v1 (hybrid: cgroup2 at /sys/fs/cgroup/unified)"
+    } else {
+        "v1"
+    };
+    let version = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_owned()
+            })
+            .unwrap_or_default()
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(out, "# podbay vs containerd\n");
+    let _ = writeln!(
+        out,
+        "Written by `scripts/bench --vs containerd` ({count} interleaved pod lifecycles per \
+         runtime after 5 of warm-up; the same in-process CRI client, pod and container \
+         configs for both; each runtime in a node namespace of its own).\n"
+    );
+    let _ = writeln!(out, "- machine: {cpu}, {cores} cores, {mem}");
+    let _ =
+        writeln!(out, "- kernel: {}, cgroups {cgroups}", read("/proc/sys/kernel/osrelease").trim());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let _ = writeln!(out, "- podbay {} (commit `{commit}`)", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "- {}; {}", Containerd::version(), version("runc", "--version"));
+    let _ = writeln!(
+        out,
+        "\n| scenario (ms: min / p50 / p90 / p99) | podbay | containerd | podbay/containerd p50 |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    let [p, c] = results;
+    for (name, a, b) in [
+        ("RunPodSandbox", &p.run_pod, &c.run_pod),
+        ("CreateContainer + StartContainer", &p.create_start, &c.create_start),
+        ("whole pod start (sandbox + one container)", &p.whole_pod, &c.whole_pod),
+        ("StopPodSandbox + RemovePodSandbox", &p.teardown, &c.teardown),
+    ] {
+        let _ = writeln!(out, "{}", row(name, a, b));
+    }
+    let [dp, dc] = density;
+    let _ = writeln!(
+        out,
+        "{}",
+        row("ListContainers, 100 pods x 2 containers", &dp.list_containers, &dc.list_containers)
+    );
+    let _ = writeln!(out, "\n| 100 one-container pods | podbay | containerd | podbay/containerd |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let mut line = |what: &str, a: f64, b: f64, unit: &str| {
+        let _ = writeln!(out, "| {what} | {a:.1} {unit} | {b:.1} {unit} | {:.3} |", a / b);
+    };
+    line("pods started per second, 10 in flight", dp.pods_per_second, dc.pods_per_second, "/s");
+    line(
+        "runtime memory per pod (PSS of the processes it adds + daemon growth)",
+        dp.pss_per_pod_kib + dp.daemon_growth_kib,
+        dc.pss_per_pod_kib + dc.daemon_growth_kib,
+        "KiB",
+    );
+    line("— of which daemon growth", dp.daemon_growth_kib, dc.daemon_growth_kib, "KiB");
+    line("runtime processes per pod", dp.processes_per_pod, dc.processes_per_pod, "");
+    line(
+        "daemon idle RSS",
+        dp.daemon_idle_rss_kib as f64 / 1024.0,
+        dc.daemon_idle_rss_kib as f64 / 1024.0,
+        "MiB",
+    );
+    let _ = writeln!(out, "\n![whole pod start, both runtimes](bench-pod-start.svg)");
+    out
+}
+
+/// The whole-pod-start latencies of both runtimes as cumulative distributions (log x).
+fn chart(path: &std::path::Path, results: &[Lifecycle; 2]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (800, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let ms_of = |l: &Lifecycle| {
+        let mut v: Vec<f64> = l.whole_pod.iter().map(|d| ms(*d)).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let series = [("podbay", ms_of(&results[0]), BLUE), ("containerd", ms_of(&results[1]), RED)];
+    let max = series.iter().filter_map(|(_, v, _)| v.last()).fold(1.0, |a: f64, b| a.max(*b));
+    let min = series.iter().filter_map(|(_, v, _)| v.first()).fold(max, |a: f64, b| a.min(*b));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "whole pod start (RunPodSandbox + CreateContainer + StartContainer)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(((min * 0.8)..(max * 1.2)).log_scale(), 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("milliseconds (log scale)")
+        .y_desc("fraction of pods started")
+        .draw()?;
+    for (name, v, color) in series {
+        let n = v.len() as f64;
+        let points = v.iter().enumerate().map(|(i, x)| (*x, (i + 1) as f64 / n));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
 }
