@@ -46,9 +46,14 @@ pub fn daemon_ns_pid(node: &Node) -> u64 {
     line.split_whitespace().last().unwrap().parse().unwrap()
 }
 
-/// Where a call's time goes: the median of each step over every call of the daemon's run,
-/// from its debug log lines `<marker> … steps=a=12us b=34us`.
+/// Where a call's time goes, printed (see [`step_medians`]).
 pub fn step_breakdown(node: &Node, marker: &str, call: &str) {
+    println!("-- {call} step medians (ms, all calls): {}", step_medians(node, marker));
+}
+
+/// The median of each step over every call of the daemon's run, from its debug log lines
+/// `<marker> … steps=a=12us b=34us`: "a 0.01, b 0.03" (ms).
+pub fn step_medians(node: &Node, marker: &str) -> String {
     let mut steps: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
     let mut order = Vec::new();
     for line in node.log().lines().filter(|l| l.contains(marker)) {
@@ -70,5 +75,5 @@ pub fn step_breakdown(node: &Node, marker: &str, call: &str) {
             format!("{name} {:.2}", v[v.len() / 2] as f64 / 1e3)
         })
         .collect();
-    println!("-- {call} step medians (ms, all calls): {}", parts.join(", "));
+    parts.join(", ")
 }

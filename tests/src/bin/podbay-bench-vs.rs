@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use podbay_tests::bench::{ms, percentile, smaps_kb};
+use podbay_tests::bench::{ms, percentile, smaps_kb, step_medians};
 use podbay_tests::containerd::{self, Containerd};
 use podbay_tests::*;
 
@@ -56,6 +56,8 @@ struct Lifecycle {
     create_start: Vec<Duration>,
     whole_pod: Vec<Duration>,
     teardown: Vec<Duration>,
+    /// From the RunPodSandbox call until the pod's IP answers the node's ping.
+    ping: Vec<Duration>,
 }
 
 fn container(name: &str) -> cri::ContainerConfig {
@@ -166,6 +168,10 @@ impl Runtime<'_> {
         let t = Instant::now();
         let pod = run_pod(&mut self.client, config.clone()).await?;
         let run = t.elapsed();
+        let ip = pod_ip(&mut self.client, &pod).await?;
+        let out = self.node.sh_output(&format!("ping -q -n -c 1 -w 2 -i 0.002 {ip}"))?;
+        anyhow::ensure!(out.status.success(), "{}: {ip} does not answer ping", self.name);
+        into.ping.push(t.elapsed());
         let t = Instant::now();
         let req = cri::CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
@@ -254,10 +260,23 @@ async fn run(count: usize) -> anyhow::Result<()> {
         eprintln!("containerd's log (last lines, newest first):\n{}", tail.join("\n"));
     }
     let results = outcome?;
+    // Before the density runs: those start 10 pods at a time.
+    let steps = [
+        ("RunPodSandbox", step_medians(&podbay_node, "sandbox ready")),
+        ("CreateContainer", step_medians(&podbay_node, "container created")),
+    ];
     for (rt, d) in runtimes.iter_mut().zip(density.iter_mut()) {
         rt.density(d).await?;
     }
-    let report = report(&results, &density, count);
+    let mut floor: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = podbay_node.sh_output("ping -q -n -c 1 -w 2 -i 0.002 127.0.0.1");
+            t.elapsed()
+        })
+        .collect();
+    floor.sort();
+    let report = report(&results, &density, count, &steps, floor[floor.len() / 2]);
     print!("\n{report}");
     let dir = std::path::PathBuf::from(std::env::var("BENCH_REPORT_DIR").unwrap_or("docs".into()));
     std::fs::write(dir.join("benchmarks.md"), &report)?;
@@ -285,7 +304,13 @@ async fn measure(runtimes: &mut [Runtime<'_>; 2], count: usize) -> anyhow::Resul
 }
 
 /// The Markdown report: the machine, both runtimes' versions, and the tables.
-fn report(results: &[Lifecycle; 2], density: &[Density; 2], count: usize) -> String {
+fn report(
+    results: &[Lifecycle; 2],
+    density: &[Density; 2],
+    count: usize,
+    steps: &[(&str, String)],
+    ping_floor: Duration,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
@@ -344,6 +369,7 @@ fn report(results: &[Lifecycle; 2], density: &[Density; 2], count: usize) -> Str
         ("CreateContainer + StartContainer", &p.create_start, &c.create_start),
         ("whole pod start (sandbox + one container)", &p.whole_pod, &c.whole_pod),
         ("StopPodSandbox + RemovePodSandbox", &p.teardown, &c.teardown),
+        ("RunPodSandbox until the pod's IP answers ping (¹)", &p.ping, &c.ping),
     ] {
         let _ = writeln!(out, "{}", row(name, a, b));
     }
@@ -373,6 +399,20 @@ fn report(results: &[Lifecycle; 2], density: &[Density; 2], count: usize) -> Str
         dc.daemon_idle_rss_kib as f64 / 1024.0,
         "MiB",
     );
+    let _ = writeln!(
+        out,
+        "\n(¹) The node's `ping -c 1 -i 0.002` run through `nsenter`; starting it takes \
+         {:.1} ms here (p50 of pinging the node's own loopback), in both columns.",
+        ms(ping_floor)
+    );
+    let _ = writeln!(
+        out,
+        "\nWhere podbay's pod start goes (medians of each step over the warm-up and the \
+         interleaved calls, ms, from the daemon's debug log):\n"
+    );
+    for (call, medians) in steps {
+        let _ = writeln!(out, "- {call}: {medians}");
+    }
     let _ = writeln!(out, "\n![whole pod start, both runtimes](bench-pod-start.svg)");
     out
 }
