@@ -193,8 +193,7 @@ impl RuntimeService for CriService {
         req: Request<cri::ListContainersRequest>,
     ) -> Rpc<cri::ListContainersResponse> {
         let filter = convert::container_filter(req.into_inner().filter);
-        let containers =
-            self.runtime.list_containers(&filter).iter().map(convert::container_summary).collect();
+        let containers = self.runtime.map_containers(&filter, convert::container_summary);
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::{ContainerRecord, ContainerState, Error};
 use crate::Runtime;
+use crate::ids::ContainerId;
 
 /// ListContainers' filter (CRI ContainerFilter); unset fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +41,17 @@ impl Runtime {
     }
 
     pub fn list_containers(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
-        let mut out: Vec<ContainerRecord> = self
+        self.map_containers(filter, ContainerRecord::clone)
+    }
+
+    /// `f` of each container the filter matches, oldest first; `f` sees the record in
+    /// place (ListContainers converts without copying whole records).
+    pub fn map_containers<T>(
+        &self,
+        filter: &ContainerFilter,
+        f: impl Fn(&ContainerRecord) -> T,
+    ) -> Vec<T> {
+        let mut out: Vec<(i64, ContainerId, T)> = self
             .inner
             .containers
             .read()
@@ -48,11 +59,11 @@ impl Runtime {
             .values()
             .filter_map(|c| {
                 let r = c.record.lock().expect("container record lock");
-                filter.matches(&r).then(|| r.clone())
+                filter.matches(&r).then(|| (r.created_at, r.id.clone(), f(&r)))
             })
             .collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        out
+        out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        out.into_iter().map(|(.., t)| t).collect()
     }
 }
 
