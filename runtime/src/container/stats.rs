@@ -57,22 +57,37 @@ fn manager(cgroup: &str) -> Result<libcgroups::common::AnyCgroupManager, String>
     .map_err(|e| e.to_string())
 }
 
-/// CPU and memory of a cgroup; zeros when it is gone.
+/// CPU and memory of a cgroup; zeros when it is gone. Read from the cgroup's files
+/// directly: a libcgroups manager would re-read mountinfo for every controller, and
+/// kubelet asks for every container's stats every few seconds.
 pub fn usage(cgroup: &str) -> CgroupUsage {
-    let Ok(stats) = manager(cgroup).and_then(|m| m.stats().map_err(|e| e.to_string())) else {
-        return CgroupUsage::default();
+    let cg = cgroup.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+    let number = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
+    let stat = |text: Option<String>, key: &str| {
+        text.and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        })
     };
-    let mem = stats.memory.memory.usage;
-    let inactive = ["total_inactive_file", "inactive_file"]
-        .iter()
-        .find_map(|k| stats.memory.stats.get(*k))
-        .copied()
-        .unwrap_or(0);
-    CgroupUsage {
-        cpu_ns: stats.cpu.usage.usage_total,
-        memory_usage: mem,
-        working_set: mem.saturating_sub(inactive),
+    if root.join("cgroup.controllers").exists() {
+        let dir = root.join(cg);
+        let memory_usage = number(read(dir.join("memory.current"))).unwrap_or(0);
+        let inactive = stat(read(dir.join("memory.stat")), "inactive_file").unwrap_or(0);
+        return CgroupUsage {
+            cpu_ns: stat(read(dir.join("cpu.stat")), "usage_usec").unwrap_or(0) * 1000,
+            memory_usage,
+            working_set: memory_usage.saturating_sub(inactive),
+        };
     }
+    let cpu_ns = ["cpuacct", "cpu,cpuacct"]
+        .iter()
+        .find_map(|h| number(read(root.join(h).join(cg).join("cpuacct.usage"))))
+        .unwrap_or(0);
+    let memory = root.join("memory").join(cg);
+    let memory_usage = number(read(memory.join("memory.usage_in_bytes"))).unwrap_or(0);
+    let inactive = stat(read(memory.join("memory.stat")), "total_inactive_file").unwrap_or(0);
+    CgroupUsage { cpu_ns, memory_usage, working_set: memory_usage.saturating_sub(inactive) }
 }
 
 /// How many times the kernel's OOM killer killed a process of the cgroup.

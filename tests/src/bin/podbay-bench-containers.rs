@@ -155,6 +155,17 @@ async fn memory(node: &Node, c: &mut Client) -> anyhow::Result<()> {
         if per_pod <= 1024.0 { "OK" } else { "MISSED" }
     );
     println!("runtime processes per pod: 1 (the supervisor; the container's process is its child)");
+    // What kubelet's periodic stats calls cost with these pods.
+    let mut list_stats = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let req = cri::ListContainerStatsRequest { filter: None };
+        let n = c.list_container_stats(req).await?.into_inner().stats.len();
+        list_stats.push(t.elapsed());
+        anyhow::ensure!(n == 100, "ListContainerStats gave {n} of 100 containers");
+    }
+    // Budget: 1 % of one core at kubelet's 10 s stats period.
+    report("ListContainerStats, 100 containers", list_stats, 100.0);
     for id in &ids {
         teardown(c, id).await?;
     }
