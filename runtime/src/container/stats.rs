@@ -1,5 +1,6 @@
 //! ContainerStats, PodSandboxStats, UpdateContainerResources and ReopenContainerLog:
-//! the daemon reads and writes the cgroups itself (libcgroups; no process is forked).
+//! the daemon reads the cgroup files itself and writes limits through libcgroups (no process
+//! is forked).
 
 use std::path::{Path, PathBuf};
 
