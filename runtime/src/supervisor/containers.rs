@@ -500,18 +500,14 @@ impl Console {
         let _ = std::fs::remove_file(&path);
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let d = File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
-        let short = Path::new("/proc/self/fd")
-            .join(std::os::fd::AsRawFd::as_raw_fd(&d).to_string())
-            .join(format!("{id}.tty"));
-        let listener =
-            UnixListener::bind(&short).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        let listener = UnixListener::bind(super::via_dir_fd(&d, format!("{id}.tty")))
+            .map_err(|e| format!("bind {}: {e}", path.display()))?;
         listener.set_nonblocking(true).map_err(|e| format!("console socket: {e}"))?;
         Ok(Console { listener, path })
     }
 
     /// The pty master the init sent (it did before libcontainer's create returned).
     fn receive(self) -> Result<OwnedFd, String> {
-        let _ = std::fs::remove_file(&self.path);
         let (conn, _) =
             self.listener.accept().map_err(|e| format!("the container sent no terminal: {e}"))?;
         let mut name = [0u8; 64];
@@ -536,6 +532,13 @@ impl Console {
             }
         }
         Err("the container's terminal message carried no descriptor".into())
+    }
+}
+
+/// The socket file goes with the console, also when the create failed.
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

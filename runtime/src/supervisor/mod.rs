@@ -295,10 +295,14 @@ async fn connect(path: &Path) -> Result<UnixStream, Error> {
         return UnixStream::connect(path).await.map_err(err);
     }
     let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("/"))).map_err(err)?;
-    let name = path.file_name().unwrap_or_default();
+    UnixStream::connect(via_dir_fd(&dir, path.file_name().unwrap_or_default())).await.map_err(err)
+}
+
+/// `/proc/self/fd/<dir fd>/<name>`: a short name for a socket in a directory whose path
+/// is too long for sun_path (108 bytes). Valid while `dir` stays open.
+pub(crate) fn via_dir_fd(dir: &std::fs::File, name: impl AsRef<std::ffi::OsStr>) -> PathBuf {
     use std::os::fd::AsRawFd;
-    let short = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
-    UnixStream::connect(&short).await.map_err(err)
+    Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name.as_ref())
 }
 
 /// One request/response exchange with a supervisor.
