@@ -37,11 +37,11 @@ impl Containerd {
     pub async fn start() -> anyhow::Result<Containerd> {
         let node = Node::empty()?;
         let mut made = Vec::new();
-        for dir in ["/var/lib/cni"] {
-            if !Path::new(dir).exists() {
-                std::fs::create_dir_all(dir)?;
-                made.push(PathBuf::from(dir));
-            }
+        // The mount point, made on the host if missing and removed again.
+        let cni = Path::new("/var/lib/cni");
+        if !cni.exists() {
+            std::fs::create_dir_all(cni)?;
+            made.push(cni.to_path_buf());
         }
         node.sh("mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib/cni")?;
         let registry = Registry::start(&node, REGISTRY_PORT, None)?;
@@ -112,35 +112,10 @@ impl Drop for Containerd {
         let _ = self.daemon.wait();
         // The node's end kills the shims and pause processes; their cgroups stay.
         self.node.kill_all();
-        remove_cgroup_tree(CGROUP_PARENT);
+        crate::remove_cgroup_tree(CGROUP_PARENT);
         for dir in &self.made {
             let _ = std::fs::remove_dir(dir);
         }
-    }
-}
-
-/// Removes a cgroup and everything below it, deepest first, in every hierarchy.
-fn remove_cgroup_tree(cgroup: &str) {
-    fn rm(dir: &Path) {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    rm(&e.path());
-                }
-            }
-        }
-        for _ in 0..100 {
-            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let rel = cgroup.trim_start_matches('/');
-    let root = Path::new("/sys/fs/cgroup");
-    let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path());
-    for h in hierarchies.chain([root.to_path_buf()]) {
-        rm(&h.join(rel));
     }
 }
 

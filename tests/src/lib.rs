@@ -296,27 +296,11 @@ impl Node {
     /// Gives back the cgroups of pods a failed test left behind (podbay's default parent
     /// `/podbay/<sandbox id>/<container id>`), once their processes are dead.
     fn remove_pod_cgroups(&self) {
-        let roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .chain([PathBuf::from("/sys/fs/cgroup")])
-            .map(|r| r.join("podbay"))
-            .collect();
         for pod in self.pod_dirs() {
-            for dir in roots.iter().map(|r| r.join(&pod)).filter(|d| d.is_dir()) {
-                let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-                let leaves: Vec<PathBuf> =
-                    children.filter(|e| e.path().is_dir()).map(|e| e.path()).collect();
-                for d in leaves.iter().chain([&dir]) {
-                    // A killed process leaves its cgroup a moment later.
-                    let _ = wait_until(Duration::from_secs(2), || std::fs::remove_dir(d).is_ok());
-                }
-            }
+            remove_cgroup_tree(&format!("podbay/{pod}"));
         }
-        for root in &roots {
-            let _ = std::fs::remove_dir(root);
+        for dir in cgroup_dirs("podbay") {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 
@@ -677,4 +661,30 @@ pub async fn list_pods(client: &mut Client) -> anyhow::Result<Vec<cri::PodSandbo
 pub fn now_ns() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     d.as_nanos() as i64
+}
+
+/// A cgroup's directory in every hierarchy under `/sys/fs/cgroup` (v1's, or the unified).
+pub fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path());
+    hierarchies.chain([root.to_path_buf()]).map(|h| h.join(rel)).collect()
+}
+
+/// Removes a cgroup and everything below it, deepest first, in every hierarchy. A killed
+/// process leaves its cgroup a moment later, so each rmdir is retried for up to 2 s.
+pub fn remove_cgroup_tree(cgroup: &str) {
+    fn rm(dir: &Path) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rm(&e.path());
+            }
+        }
+        let _ = wait_until(Duration::from_secs(2), || {
+            std::fs::remove_dir(dir).is_ok() || !dir.exists()
+        });
+    }
+    for dir in cgroup_dirs(cgroup).iter().filter(|d| d.is_dir()) {
+        rm(dir);
+    }
 }

@@ -196,7 +196,7 @@ fn row(scenario: &str, a: &[Duration], b: &[Duration]) -> String {
     let stats = |v: &[Duration]| {
         let mut v = v.to_vec();
         v.sort();
-        [0.0, 0.5, 0.9, 0.99].map(|p| ms(if p == 0.0 { v[0] } else { percentile(&v, p) }))
+        [0.0, 0.5, 0.9, 0.99].map(|p| ms(percentile(&v, p)))
     };
     let (pa, pb) = (stats(a), stats(b));
     format!(
