@@ -131,8 +131,9 @@ impl Runtime {
             _ => None,
         };
         let pod = PodLayout::from_dir(&sandbox.pod_dir);
-        let cgroup = format!("{}/{}", pod_cgroup(sandbox), id);
         let node = node_facts(&self.inner.node_facts);
+        ensure_pod_cgroup(&pod_cgroup(sandbox), node)?;
+        let cgroup = format!("{}/{}", pod_cgroup(sandbox), id);
         let oci = spec::build(&Inputs {
             id,
             spec,
@@ -296,6 +297,43 @@ pub(crate) async fn destroy_runtime_state(
         id: id.to_string(),
     });
     let _ = supervisor::call(pod, req).await;
+    Ok(())
+}
+
+/// Held while the pod cgroups are made and while podbay's default parent is removed: a
+/// RemovePodSandbox dropping the parent once it is empty must not race a new pod's mkdir
+/// below it (which would then fail with ENOENT).
+pub(crate) static CGROUP_PARENT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Makes the pod's cgroup in each hierarchy libcontainer will place the container in,
+/// before libcontainer makes the container's below it.
+fn ensure_pod_cgroup(pod: &str, node: &NodeFacts) -> Result<(), Error> {
+    let rel = pod.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let dirs: Vec<PathBuf> = if node.cgroup_v1_hierarchies.is_empty() {
+        vec![root.join(rel)]
+    } else {
+        node.cgroup_v1_hierarchies
+            .iter()
+            .filter(|h| spec::V1_CONTROLLERS.contains(&h.as_str()))
+            .map(|h| root.join(h).join(rel))
+            .collect()
+    };
+    let _parent = CGROUP_PARENT_LOCK.lock().expect("cgroup parent lock");
+    for dir in dirs {
+        // Tried again when something outside podbay dropped an empty parent meanwhile.
+        let mut made = std::fs::create_dir_all(&dir);
+        for _ in 0..2 {
+            if !matches!(&made, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                break;
+            }
+            made = std::fs::create_dir_all(&dir);
+        }
+        made.map_err(|e| Error::Cgroup {
+            cgroup: pod.to_owned(),
+            reason: format!("create {}: {e}", dir.display()),
+        })?;
+    }
     Ok(())
 }
 

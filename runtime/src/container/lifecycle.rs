@@ -296,6 +296,7 @@ impl Runtime {
 /// Removes podbay's default cgroup parent where no pod uses it any more (rmdir of a
 /// cgroup with children fails at once, so a parent in use stays).
 fn remove_default_parent() {
+    let _parent = super::create::CGROUP_PARENT_LOCK.lock().expect("cgroup parent lock");
     for dir in super::create::cgroup_dirs(super::create::DEFAULT_CGROUP_PARENT) {
         let _ = std::fs::remove_dir(dir);
     }

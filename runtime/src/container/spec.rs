@@ -572,7 +572,7 @@ fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
 }
 
 /// cgroup v1 controllers libcgroups places a container in (each a hierarchy's name).
-const V1_CONTROLLERS: &[&str] = &[
+pub(crate) const V1_CONTROLLERS: &[&str] = &[
     "blkio",
     "cpu",
     "cpuacct",
