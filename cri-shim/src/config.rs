@@ -107,6 +107,61 @@ pub struct NetworkSection {
     pub masquerade: bool,
     /// Hairpin mode on every pod's bridge port.
     pub hairpin: bool,
+    /// Where the node subnet comes from: `local` (node_subnet, one node) or `etcd` (leased,
+    /// with a VXLAN overlay to every other node).
+    pub subnet_store: String,
+    /// Size of each node's subnet with `etcd`; 0: 24.
+    pub subnet_len: u8,
+    /// The address other nodes send VXLAN to; empty: the underlay interface's first.
+    pub public_ip: String,
+    /// The underlay interface; empty: the one holding the default route.
+    pub iface: String,
+    pub etcd: EtcdSection,
+    pub vxlan: VxlanSection,
+}
+
+/// `[network.etcd]`: where subnet leases are kept with `subnet_store = "etcd"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdSection {
+    pub endpoints: Vec<String>,
+    /// flannel's key prefix: `<prefix>/config`, `<prefix>/subnets/…`.
+    pub prefix: String,
+    /// TLS: the CA that signed etcd's certificate, and a client certificate and key.
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// TTL of this node's lease; renewed every third of it.
+    pub lease_ttl_seconds: u64,
+}
+
+impl Default for EtcdSection {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            prefix: podbay_netplug::etcd::DEFAULT_PREFIX.into(),
+            ca_file: PathBuf::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            lease_ttl_seconds: podbay_netplug::etcd::DEFAULT_LEASE_TTL.as_secs(),
+        }
+    }
+}
+
+/// `[network.vxlan]`: the overlay device (flannel's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VxlanSection {
+    pub device: String,
+    pub vni: u32,
+    pub port: u16,
+}
+
+impl Default for VxlanSection {
+    fn default() -> Self {
+        let d = podbay_netplug::config::VxlanConfig::default();
+        Self { device: d.device, vni: d.vni, port: d.port }
+    }
 }
 
 impl Default for NetworkSection {
@@ -118,6 +173,12 @@ impl Default for NetworkSection {
             mtu: 0,
             masquerade: true,
             hairpin: true,
+            subnet_store: "local".into(),
+            subnet_len: 0,
+            public_ip: String::new(),
+            iface: String::new(),
+            etcd: EtcdSection::default(),
+            vxlan: VxlanSection::default(),
         }
     }
 }
@@ -131,9 +192,30 @@ impl NetworkSection {
             mtu: self.mtu,
             masquerade: self.masquerade,
             hairpin: self.hairpin,
+            subnet_store: &self.subnet_store,
+            subnet_len: self.subnet_len,
+            etcd: Some(podbay_netplug::etcd::EtcdConfig {
+                endpoints: self.etcd.endpoints.clone(),
+                prefix: self.etcd.prefix.clone(),
+                ca_file: non_empty(&self.etcd.ca_file),
+                cert_file: non_empty(&self.etcd.cert_file),
+                key_file: non_empty(&self.etcd.key_file),
+                lease_ttl: std::time::Duration::from_secs(self.etcd.lease_ttl_seconds),
+            }),
+            vxlan: podbay_netplug::config::VxlanConfig {
+                device: self.vxlan.device.clone(),
+                vni: self.vxlan.vni,
+                port: self.vxlan.port,
+            },
+            public_ip: &self.public_ip,
+            iface: &self.iface,
         })
         .map_err(Error::Network)
     }
+}
+
+fn non_empty(p: &Path) -> Option<PathBuf> {
+    (!p.as_os_str().is_empty()).then(|| p.to_path_buf())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

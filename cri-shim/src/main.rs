@@ -198,6 +198,72 @@ enum Command {
         #[command(subcommand)]
         command: NetCommand,
     },
+    /// A multi-node cluster on this machine (underlay bridge, etcd, one daemon per node),
+    /// for experiments and tests.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build the underlay, start etcd and N nodes, each with its own daemon, and wait until
+    /// every node's pod network is ready.
+    Up {
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+        /// The underlay network: lab0 takes .1 (and runs etcd), node N takes .10+N
+        #[arg(long, default_value = cli::lab::DEFAULT_UNDERLAY)]
+        underlay: ipnet::Ipv4Net,
+        /// An OCI layout or archive to import into every node (repeatable)
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+    },
+    /// Each node: underlay IP, whether its network is ready, its subnet, VTEP MAC, peers.
+    Status {
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+        #[arg(short, long, default_value = "text")]
+        output: String,
+    },
+    /// Run a command inside a node (`node1` or `1`; `hub` is the underlay namespace with
+    /// etcd), with PODBAY_ENDPOINT set to the node's socket.
+    Exec {
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+        /// Run it in this pod's network namespace (id or unique prefix)
+        #[arg(long)]
+        pod: Option<String>,
+        node: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Print the node's CRI socket (for crictl --runtime-endpoint or podbay --endpoint).
+    Endpoint {
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+        node: String,
+    },
+    /// (internal) Build a lab and stay as the parent of its processes.
+    #[command(hide = true)]
+    Keep {
+        #[arg(long)]
+        nodes: usize,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        underlay: ipnet::Ipv4Net,
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+    },
+    /// Stop and remove everything of the lab (also after a crash of its processes).
+    Down {
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -323,5 +389,44 @@ fn main() -> anyhow::Result<()> {
         Command::Net { command: NetCommand::Show { output } } => {
             rt()?.block_on(cli::net_show(&ep, &output))
         }
+        Command::Lab { command } => lab(command),
+    }
+}
+
+fn lab(command: LabCommand) -> anyhow::Result<()> {
+    match command {
+        LabCommand::Up { nodes, name, underlay, images } => {
+            let started = std::time::Instant::now();
+            let state =
+                cli::lab::up(&cli::lab::UpOptions { name: name.clone(), nodes, underlay, images })?;
+            println!(
+                "lab {name} up in {:.1} s: {} nodes on {}, etcd {}",
+                started.elapsed().as_secs_f64(),
+                state.nodes.len(),
+                state.underlay,
+                state.etcd
+            );
+            for n in &state.nodes {
+                println!("  {:<8} {:<14} {}", n.name, n.ip.to_string(), n.socket().display());
+            }
+            Ok(())
+        }
+        LabCommand::Status { name, output } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(cli::lab::status(&name, output == "json"))
+        }
+        LabCommand::Exec { name, pod, node, cmd } => {
+            let code = cli::lab::exec(&name, &node, pod.as_deref(), &cmd)?;
+            std::process::exit(code)
+        }
+        LabCommand::Endpoint { name, node } => {
+            let state = cli::lab::load(&name)?;
+            println!("{}", cli::lab::find_node(&state, &node)?.socket().display());
+            Ok(())
+        }
+        LabCommand::Keep { nodes, name, underlay, images } => {
+            cli::lab::keep(&cli::lab::UpOptions { name, nodes, underlay, images })
+        }
+        LabCommand::Down { name } => cli::lab::down(&name),
     }
 }

@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::etcd::EtcdConfig;
 use crate::ipam::NodeSubnet;
+use crate::lease::{DEFAULT_VNI, DEFAULT_VXLAN_PORT};
+use crate::vxlan::DEFAULT_DEVICE;
 
 /// Embedded defaults: flannel's cluster CIDR and the CNI bridge name.
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -25,6 +28,38 @@ pub struct NetworkConfig {
     pub mtu: Option<u32>,
     pub masquerade: bool,
     pub hairpin: bool,
+    /// Where the node subnet comes from.
+    pub store: StoreConfig,
+    /// Size of each node's subnet in the cluster CIDR (flannel's SubnetLen).
+    pub subnet_len: u8,
+    pub vxlan: VxlanConfig,
+    /// The node's address other nodes send VXLAN to; None: the underlay interface's first.
+    pub public_ip: Option<Ipv4Addr>,
+    /// The underlay interface; None: the one holding the default route.
+    pub iface: Option<String>,
+}
+
+/// Where the node's subnet lease is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// One node: `node_subnet` as configured, no overlay.
+    Local,
+    /// Many nodes: leases in etcd, VXLAN to every peer.
+    Etcd(EtcdConfig),
+}
+
+/// The VXLAN device (flannel's defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanConfig {
+    pub device: String,
+    pub vni: u32,
+    pub port: u16,
+}
+
+impl Default for VxlanConfig {
+    fn default() -> Self {
+        Self { device: DEFAULT_DEVICE.into(), vni: DEFAULT_VNI, port: DEFAULT_VXLAN_PORT }
+    }
 }
 
 /// The settings as written in config.toml (text, optional fields).
@@ -38,6 +73,17 @@ pub struct NetworkSettings<'a> {
     pub mtu: u32,
     pub masquerade: bool,
     pub hairpin: bool,
+    /// `local` or `etcd`.
+    pub subnet_store: &'a str,
+    /// 0: 24 (or the cluster CIDR's own length if it is longer).
+    pub subnet_len: u8,
+    /// With `subnet_store = "etcd"`.
+    pub etcd: Option<EtcdConfig>,
+    pub vxlan: VxlanConfig,
+    /// Empty: the underlay interface's first IPv4 address.
+    pub public_ip: &'a str,
+    /// Empty: the interface holding the default route.
+    pub iface: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +106,84 @@ impl NetworkConfig {
                 format!("{cluster_cidr} has host bits set; did you mean {}?", cluster_cidr.trunc()),
             ));
         }
+        let subnet_len = match s.subnet_len {
+            0 => DEFAULT_SUBNET_LEN.max(cluster_cidr.prefix_len()),
+            l if l < cluster_cidr.prefix_len() || l > crate::ipam::MAX_PREFIX => {
+                return Err(err(
+                    "subnet_len",
+                    format!(
+                        "{l} must be between the cluster CIDR's /{} and /{}",
+                        cluster_cidr.prefix_len(),
+                        crate::ipam::MAX_PREFIX
+                    ),
+                ));
+            }
+            l => l,
+        };
+        let store = match (s.subnet_store, &s.etcd) {
+            ("" | "local", _) => StoreConfig::Local,
+            ("etcd", Some(etcd)) => {
+                if etcd.endpoints.is_empty() {
+                    return Err(err("etcd.endpoints", "at least one endpoint is needed".into()));
+                }
+                if let Some(bad) = etcd.endpoints.iter().find(|e| {
+                    !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 9
+                }) {
+                    return Err(err(
+                        "etcd.endpoints",
+                        format!("{bad:?} is not an http:// or https:// URL"),
+                    ));
+                }
+                if !etcd.prefix.starts_with('/') || etcd.prefix.ends_with('/') {
+                    return Err(err(
+                        "etcd.prefix",
+                        format!("{:?} must start with '/' and not end with one", etcd.prefix),
+                    ));
+                }
+                if etcd.cert_file.is_some() != etcd.key_file.is_some() {
+                    return Err(err("etcd.cert_file", "cert_file and key_file go together".into()));
+                }
+                if etcd.lease_ttl.as_secs() < 10 {
+                    return Err(err("etcd.lease_ttl_seconds", "must be at least 10".into()));
+                }
+                if !s.node_subnet.is_empty() {
+                    return Err(err(
+                        "node_subnet",
+                        "is leased from etcd with subnet_store = \"etcd\"; leave it empty".into(),
+                    ));
+                }
+                StoreConfig::Etcd(etcd.clone())
+            }
+            ("etcd", None) => {
+                return Err(err("etcd", "subnet_store = \"etcd\" needs [network.etcd]".into()));
+            }
+            (other, _) => {
+                return Err(err("subnet_store", format!("{other:?} is not \"local\" or \"etcd\"")));
+            }
+        };
+        validate_ifname(&s.vxlan.device).map_err(|reason| err("vxlan.device", reason))?;
+        if s.vxlan.vni == 0 || s.vxlan.vni >= 1 << 24 {
+            return Err(err("vxlan.vni", format!("{} is outside 1..=16777215", s.vxlan.vni)));
+        }
+        if s.vxlan.port == 0 {
+            return Err(err("vxlan.port", "0 is not a UDP port".into()));
+        }
+        let public_ip =
+            match s.public_ip {
+                "" => None,
+                text => Some(text.parse::<Ipv4Addr>().map_err(|e| {
+                    err("public_ip", format!("{text:?} is not an IPv4 address ({e})"))
+                })?),
+            };
+        let iface = match s.iface {
+            "" => None,
+            name => {
+                validate_ifname(name).map_err(|reason| err("iface", reason))?;
+                Some(name.to_owned())
+            }
+        };
         let node_subnet = if s.node_subnet.is_empty() {
-            let len = DEFAULT_SUBNET_LEN.max(cluster_cidr.prefix_len());
+            let len = subnet_len;
             let first = Ipv4Net::new(cluster_cidr.network(), len).expect("prefix ≤ 32");
             NodeSubnet::new(first).map_err(|e| err("cluster_cidr", e.to_string()))?
         } else {
@@ -86,7 +208,17 @@ impl NetworkConfig {
             mtu,
             masquerade: s.masquerade,
             hairpin: s.hairpin,
+            store,
+            subnet_len,
+            vxlan: s.vxlan.clone(),
+            public_ip,
+            iface,
         })
+    }
+
+    /// The node's subnet once leased (the overlay's lease replaces the configured one).
+    pub fn with_subnet(&self, subnet: NodeSubnet) -> Self {
+        Self { node_subnet: subnet, ..self.clone() }
     }
 
     pub fn gateway(&self) -> Ipv4Addr {
@@ -120,6 +252,7 @@ mod tests {
             mtu: 0,
             masquerade: true,
             hairpin: true,
+            ..Default::default()
         }
     }
 
@@ -165,6 +298,75 @@ mod tests {
                 e.to_string().contains(why) && e.to_string().starts_with(&format!("network.{key}")),
                 "{e}"
             );
+        }
+    }
+
+    fn etcd() -> EtcdConfig {
+        EtcdConfig {
+            endpoints: vec!["http://10.99.0.1:2379".into()],
+            prefix: crate::etcd::DEFAULT_PREFIX.into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            lease_ttl: crate::etcd::DEFAULT_LEASE_TTL,
+        }
+    }
+
+    #[test]
+    fn the_etcd_store_and_vxlan_settings_are_checked() {
+        let ok = NetworkSettings { subnet_store: "etcd", etcd: Some(etcd()), ..settings() };
+        let c = NetworkConfig::from_settings(&ok).unwrap();
+        assert_eq!(c.store, StoreConfig::Etcd(etcd()));
+        assert_eq!((c.vxlan.device.as_str(), c.vxlan.vni, c.vxlan.port), ("flannel.1", 1, 8472));
+        assert_eq!(c.subnet_len, 24);
+        let cases: Vec<(NetworkSettings<'static>, &str, &str)> = vec![
+            (NetworkSettings { subnet_store: "consul", ..settings() }, "subnet_store", "consul"),
+            (NetworkSettings { subnet_store: "etcd", ..settings() }, "etcd", "[network.etcd]"),
+            (
+                NetworkSettings {
+                    etcd: Some(EtcdConfig { endpoints: vec![], ..etcd() }),
+                    ..ok.clone()
+                },
+                "etcd.endpoints",
+                "at least one",
+            ),
+            (
+                NetworkSettings {
+                    etcd: Some(EtcdConfig { endpoints: vec!["10.0.0.1:2379".into()], ..etcd() }),
+                    ..ok.clone()
+                },
+                "etcd.endpoints",
+                "http://",
+            ),
+            (
+                NetworkSettings {
+                    etcd: Some(EtcdConfig { prefix: "coreos.com/".into(), ..etcd() }),
+                    ..ok.clone()
+                },
+                "etcd.prefix",
+                "start with '/'",
+            ),
+            (
+                NetworkSettings { node_subnet: "10.244.5.0/24", ..ok.clone() },
+                "node_subnet",
+                "leased",
+            ),
+            (NetworkSettings { subnet_len: 8, ..ok.clone() }, "subnet_len", "between"),
+            (
+                NetworkSettings {
+                    vxlan: VxlanConfig { vni: 1 << 24, ..Default::default() },
+                    ..ok.clone()
+                },
+                "vxlan.vni",
+                "16777215",
+            ),
+            (NetworkSettings { public_ip: "10.0.0", ..ok.clone() }, "public_ip", "IPv4"),
+            (NetworkSettings { iface: "eth0/1", ..ok.clone() }, "iface", "not a valid"),
+        ];
+        for (s, key, why) in cases {
+            let e = NetworkConfig::from_settings(&s).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().contains(why), "{e}");
         }
     }
 

@@ -698,6 +698,7 @@ mod tests {
             mtu: 0,
             masquerade,
             hairpin: true,
+            ..Default::default()
         })
         .unwrap()
     }

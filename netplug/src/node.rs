@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
@@ -13,9 +14,14 @@ use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, RouteMessageBuilder};
 
 use crate::ErrorKind;
-use crate::config::{FALLBACK_MTU, NetworkConfig};
+use crate::config::{FALLBACK_MTU, NetworkConfig, StoreConfig};
+use crate::etcd::EtcdStore;
 use crate::firewall::{self, Firewall, PortMap};
+use crate::ipam::NodeSubnet;
+use crate::lease::{self, LeaseAttrs, SubnetStore, VxlanData};
+use crate::overlay::Overlay;
 use crate::pod::{format_mac, pod_mac};
+use crate::vxlan::{self, Device, DeviceSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,12 +39,22 @@ pub enum Error {
     Sysctl { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Firewall(#[from] firewall::Error),
+    #[error("subnet lease: {0}")]
+    Lease(#[from] lease::Error),
+    #[error("vxlan: {0}")]
+    Vxlan(#[from] vxlan::Error),
+    #[error("no underlay for the overlay: {0}")]
+    Underlay(String),
+    #[error("leased subnet {subnet}: {reason}")]
+    LeasedSubnet { subnet: String, reason: String },
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NotABridge { .. } | Error::BridgeAddress { .. } => ErrorKind::Unavailable,
+            Error::Lease(e) => e.kind(),
+            Error::Underlay(_) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         }
     }
@@ -73,6 +89,16 @@ pub struct Node {
     mtu: u32,
     node_ip: Option<Ipv4Addr>,
     firewall: Firewall,
+    overlay: Option<Arc<Overlay<EtcdStore>>>,
+}
+
+/// What joining the overlay gave: the leased subnet, the device's MTU and this node's
+/// underlay address, and the loop to start once the node is up.
+struct Joined {
+    subnet: NodeSubnet,
+    mtu: u32,
+    public_ip: Ipv4Addr,
+    overlay: Arc<Overlay<EtcdStore>>,
 }
 
 impl Node {
@@ -81,16 +107,37 @@ impl Node {
     pub async fn ensure(cfg: &NetworkConfig, ports: &[PortMap]) -> Result<Node, Error> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
         tokio::spawn(conn);
-        let uplink = default_route_link(&handle).await?;
-        let mtu = match (cfg.mtu, &uplink) {
+        let uplink =
+            match &cfg.iface {
+                Some(name) => Some(link_by_name(&handle, name).await?.ok_or_else(|| {
+                    Error::Underlay(format!("network.iface {name} does not exist"))
+                })?),
+                None => default_route_link(&handle).await?,
+            };
+        let mut mtu = match (cfg.mtu, &uplink) {
             (Some(m), _) => m,
             (None, Some(link)) => link_mtu(link).unwrap_or(FALLBACK_MTU),
             (None, None) => FALLBACK_MTU,
         };
-        let node_ip = match &uplink {
+        let mut node_ip = match &uplink {
             Some(link) => first_ipv4(&handle, link.header.index).await?,
             None => None,
         };
+        let mut cfg = cfg.clone();
+        let mut overlay = None;
+        if let StoreConfig::Etcd(etcd) = &cfg.store {
+            let uplink = uplink.as_ref().ok_or_else(|| {
+                Error::Underlay("no interface holds a default route; set network.iface".into())
+            })?;
+            let joined = join_overlay(&handle, &cfg, etcd, uplink, node_ip).await?;
+            cfg = cfg.with_subnet(joined.subnet);
+            if cfg.mtu.is_none() {
+                mtu = joined.mtu;
+            }
+            node_ip = Some(joined.public_ip);
+            overlay = Some(joined.overlay);
+        }
+        let cfg = &cfg;
         let bridge_index = ensure_bridge(&handle, cfg, mtu).await?;
         sysctl("net/ipv4/ip_forward", "1")?;
         // kube-proxy needs bridged traffic to pass iptables/nftables; only if loaded.
@@ -106,7 +153,15 @@ impl Node {
         tokio::task::spawn_blocking(move || fw.ensure(&ports))
             .await
             .expect("firewall task panicked")?;
-        Ok(Node { handle, cfg: cfg.clone(), bridge_index, mtu, node_ip, firewall })
+        if let Some(o) = &overlay {
+            tokio::spawn(o.clone().run());
+        }
+        Ok(Node { handle, cfg: cfg.clone(), bridge_index, mtu, node_ip, firewall, overlay })
+    }
+
+    /// The overlay, with `subnet_store = "etcd"`.
+    pub fn overlay(&self) -> Option<&Arc<Overlay<EtcdStore>>> {
+        self.overlay.as_ref()
     }
 
     pub fn config(&self) -> &NetworkConfig {
@@ -188,6 +243,72 @@ impl Node {
             other => other.map_err(nl(format!("delete link {index}"))),
         }
     }
+}
+
+/// Connects to etcd, gets the VXLAN device ready with a stable MAC, and leases the subnet.
+async fn join_overlay(
+    handle: &Handle,
+    cfg: &NetworkConfig,
+    etcd: &crate::etcd::EtcdConfig,
+    uplink: &LinkMessage,
+    uplink_ip: Option<Ipv4Addr>,
+) -> Result<Joined, Error> {
+    let uplink_name = link_name(uplink).unwrap_or_default();
+    let public_ip = cfg.public_ip.or(uplink_ip).ok_or_else(|| {
+        Error::Underlay(format!("{uplink_name} has no IPv4 address; set network.public_ip"))
+    })?;
+    let underlay_mtu = link_mtu(uplink).unwrap_or(FALLBACK_MTU);
+    let network = lease::Network {
+        cluster_cidr: cfg.cluster_cidr,
+        subnet_len: cfg.subnet_len,
+        vni: cfg.vxlan.vni,
+        port: cfg.vxlan.port,
+    };
+    let store = EtcdStore::connect(etcd, &network).await?;
+    // The VTEP MAC stays what it was: the device's if it survived, else the one in this
+    // node's lease (a reboot), else a new one.
+    let mac = match Device::existing_mac(handle, &cfg.vxlan.device).await? {
+        Some(mac) => mac,
+        None => match store.find(public_ip).await? {
+            Some(l) => {
+                vxlan::parse_mac(&l.attrs.backend_data.vtep_mac).unwrap_or_else(vxlan::random_mac)
+            }
+            None => vxlan::random_mac(),
+        },
+    };
+    let spec = DeviceSpec {
+        name: cfg.vxlan.device.clone(),
+        vni: cfg.vxlan.vni,
+        port: cfg.vxlan.port,
+        local: public_ip,
+        underlay_index: uplink.header.index,
+        mtu: cfg.mtu.unwrap_or(underlay_mtu.saturating_sub(vxlan::OVERHEAD)),
+        mac,
+    };
+    let device = Device::ensure(handle, &spec).await?;
+    let attrs = LeaseAttrs {
+        public_ip,
+        backend_type: lease::BACKEND_VXLAN.into(),
+        backend_data: VxlanData { vni: cfg.vxlan.vni, vtep_mac: format_mac(&mac) },
+    };
+    let own = store.acquire(&attrs, None).await?;
+    let subnet = NodeSubnet::new(own.subnet).map_err(|e| Error::LeasedSubnet {
+        subnet: own.subnet.to_string(),
+        reason: e.to_string(),
+    })?;
+    device.set_address(own.subnet.network()).await?;
+    tracing::info!(
+        subnet = %own.subnet, public_ip = %public_ip, device = %spec.name,
+        vtep_mac = %format_mac(&mac), mtu = spec.mtu, "joined the overlay"
+    );
+    let renew_every = etcd.lease_ttl / 3;
+    let mtu = spec.mtu;
+    Ok(Joined {
+        subnet,
+        mtu,
+        public_ip,
+        overlay: Arc::new(Overlay::new(store, device, own, renew_every)),
+    })
 }
 
 fn libc_enodev() -> i32 {

@@ -137,9 +137,11 @@ impl Network {
         }
     }
 
-    /// Leases an IP (round-robin) and reserves the hostPorts for a new pod.
+    /// Leases an IP of the node's subnet (round-robin) and reserves the hostPorts for a new
+    /// pod.
     pub(crate) fn grant(
         &self,
+        subnet: &NodeSubnet,
         id: &SandboxId,
         pod: &str,
         ports: &[PortMapping],
@@ -159,7 +161,7 @@ impl Network {
                 });
             }
         }
-        let ip = self.cfg.node_subnet.next_free(l.last, |ip| l.ips.contains_key(&ip))?;
+        let ip = subnet.next_free(l.last, |ip| l.ips.contains_key(&ip))?;
         l.last = Some(ip);
         l.ips.insert(ip, id.clone());
         for p in ports {
@@ -179,10 +181,6 @@ impl Network {
                 l.ports.remove(&p.key());
             }
         }
-    }
-
-    pub(crate) fn subnet(&self) -> NodeSubnet {
-        self.cfg.node_subnet
     }
 }
 
@@ -205,6 +203,11 @@ pub struct NetworkReport {
     pub pods: Vec<PodReport>,
     /// podbay's nftables table, in nft syntax.
     pub rules: String,
+    /// `local` or `etcd <endpoints>`.
+    pub subnet_store: String,
+    /// The VXLAN overlay and its peers, with `subnet_store = "etcd"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<podbay_netplug::overlay::OverlayReport>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -220,9 +223,18 @@ pub struct PodReport {
 }
 
 impl crate::Runtime {
-    pub fn network_report(&self) -> NetworkReport {
-        let cfg = &self.inner.network.cfg;
+    pub async fn network_report(&self) -> NetworkReport {
         let node = self.inner.network.node();
+        // Once up, the node's config holds the subnet actually leased.
+        let cfg = match &node {
+            Ok(n) => n.config().clone(),
+            Err(_) => self.inner.network.cfg.clone(),
+        };
+        let overlay = match node.as_ref().ok().and_then(|n| n.overlay()) {
+            Some(o) => Some(o.report().await),
+            None => None,
+        };
+        let leased = matches!(cfg.store, podbay_netplug::config::StoreConfig::Etcd(_));
         let mut pods: Vec<PodReport> = {
             let map = self.inner.sandboxes.read().expect("sandboxes lock");
             map.values()
@@ -252,14 +264,25 @@ impl crate::Runtime {
             reason: node.as_ref().err().map(ToString::to_string),
             bridge: cfg.bridge.clone(),
             cluster_cidr: cfg.cluster_cidr.to_string(),
-            subnet: cfg.node_subnet.net().to_string(),
+            subnet: if leased && node.is_err() {
+                "(not leased yet)".into()
+            } else {
+                cfg.node_subnet.net().to_string()
+            },
             gateway: cfg.gateway().to_string(),
             mtu: node.as_ref().ok().map(|n| n.mtu()),
             node_ip: node.as_ref().ok().and_then(|n| n.node_ip()),
             masquerade: cfg.masquerade,
             hairpin: cfg.hairpin,
             pods,
-            rules: podbay_netplug::firewall::Firewall::new(cfg).render(),
+            rules: podbay_netplug::firewall::Firewall::new(&cfg).render(),
+            subnet_store: match &cfg.store {
+                podbay_netplug::config::StoreConfig::Local => "local".into(),
+                podbay_netplug::config::StoreConfig::Etcd(e) => {
+                    format!("etcd {} ({})", e.endpoints_text(), e.prefix)
+                }
+            },
+            overlay,
         }
     }
 
@@ -375,18 +398,20 @@ mod tests {
 
     use super::*;
 
-    fn network(subnet: &str) -> Network {
-        Network::new(
-            NetworkConfig::from_settings(&NetworkSettings {
-                cluster_cidr: DEFAULT_CLUSTER_CIDR,
-                node_subnet: subnet,
-                bridge: DEFAULT_BRIDGE,
-                mtu: 0,
-                masquerade: true,
-                hairpin: true,
-            })
-            .unwrap(),
-        )
+    /// A network and a node config holding `subnet` (no kernel involved: grants only
+    /// read the node's subnet).
+    fn network(subnet: &str) -> (Network, NetworkConfig) {
+        let cfg = NetworkConfig::from_settings(&NetworkSettings {
+            cluster_cidr: DEFAULT_CLUSTER_CIDR,
+            node_subnet: subnet,
+            bridge: DEFAULT_BRIDGE,
+            mtu: 0,
+            masquerade: true,
+            hairpin: true,
+            ..Default::default()
+        })
+        .unwrap();
+        (Network::new(cfg.clone()), cfg)
     }
 
     fn tcp(host_port: u16) -> PortMapping {
@@ -395,10 +420,10 @@ mod tests {
 
     #[test]
     fn grants_round_robin_and_releases() {
-        let n = network("10.244.0.0/29");
+        let (n, cfg) = network("10.244.0.0/29");
         let (a, b) = (SandboxId::generate(), SandboxId::generate());
-        let ga = n.grant(&a, "a", &[]).unwrap();
-        let gb = n.grant(&b, "b", &[]).unwrap();
+        let ga = n.grant(&cfg.node_subnet, &a, "a", &[]).unwrap();
+        let gb = n.grant(&cfg.node_subnet, &b, "b", &[]).unwrap();
         assert_eq!(
             (ga.ip.to_string().as_str(), gb.ip.to_string().as_str()),
             ("10.244.0.2", "10.244.0.3")
@@ -406,32 +431,32 @@ mod tests {
         n.release(&a, ga.ip, &[]);
         // Not reused right away.
         let c = SandboxId::generate();
-        assert_eq!(n.grant(&c, "c", &[]).unwrap().ip.to_string(), "10.244.0.4");
+        assert_eq!(n.grant(&cfg.node_subnet, &c, "c", &[]).unwrap().ip.to_string(), "10.244.0.4");
     }
 
     #[test]
     fn a_taken_host_port_names_its_holder() {
-        let n = network("");
+        let (n, cfg) = network("");
         let (a, b) = (SandboxId::generate(), SandboxId::generate());
-        n.grant(&a, "default/web", &[tcp(8080)]).unwrap();
-        let e = n.grant(&b, "default/other", &[tcp(8080)]).unwrap_err();
+        n.grant(&cfg.node_subnet, &a, "default/web", &[tcp(8080)]).unwrap();
+        let e = n.grant(&cfg.node_subnet, &b, "default/other", &[tcp(8080)]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AlreadyExists);
         assert!(e.to_string().contains("8080/tcp") && e.to_string().contains("default/web"), "{e}");
         // Same port, other protocol: fine. Twice in one request: invalid.
         let udp = PortMapping { protocol: Protocol::Udp, ..tcp(8080) };
-        n.grant(&b, "default/other", &[udp]).unwrap();
+        n.grant(&cfg.node_subnet, &b, "default/other", &[udp]).unwrap();
         let c = SandboxId::generate();
         assert_eq!(
-            n.grant(&c, "x", &[tcp(1), tcp(1)]).unwrap_err().kind(),
+            n.grant(&cfg.node_subnet, &c, "x", &[tcp(1), tcp(1)]).unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
     }
 
     #[test]
     fn a_full_subnet_is_resource_exhausted() {
-        let n = network("10.244.0.0/30");
-        n.grant(&SandboxId::generate(), "a", &[]).unwrap();
-        let e = n.grant(&SandboxId::generate(), "b", &[]).unwrap_err();
+        let (n, cfg) = network("10.244.0.0/30");
+        n.grant(&cfg.node_subnet, &SandboxId::generate(), "a", &[]).unwrap();
+        let e = n.grant(&cfg.node_subnet, &SandboxId::generate(), "b", &[]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
         assert!(e.to_string().contains("10.244.0.0/30"), "{e}");
     }

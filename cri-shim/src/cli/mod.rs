@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod ctrconfig;
 pub mod images;
+pub mod lab;
 pub mod podconfig;
 
 use std::path::{Path, PathBuf};
@@ -266,7 +267,9 @@ pub async fn version(ep: &Path) -> anyhow::Result<()> {
 }
 
 /// The runtime's verbose status: conditions, and the info JSON.
-async fn status_info(ep: &Path) -> anyhow::Result<(Option<cri::RuntimeStatus>, serde_json::Value)> {
+pub(crate) async fn status_info(
+    ep: &Path,
+) -> anyhow::Result<(Option<cri::RuntimeStatus>, serde_json::Value)> {
     let mut c = connect(ep).await?;
     let s = c.status(cri::StatusRequest { verbose: true }).await.map_err(status_msg)?.into_inner();
     let info = s

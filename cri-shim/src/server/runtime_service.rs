@@ -25,7 +25,7 @@ pub(super) fn unimplemented<T>(rpc: &str) -> Rpc<T> {
 }
 
 /// Runtime information shown by `Status` (verbose) and `podbay info`.
-pub fn runtime_info(runtime: &Runtime) -> serde_json::Value {
+pub async fn runtime_info(runtime: &Runtime) -> serde_json::Value {
     let opts = runtime.options();
     serde_json::json!({
         "runtimeName": RUNTIME_NAME,
@@ -34,7 +34,7 @@ pub fn runtime_info(runtime: &Runtime) -> serde_json::Value {
         "runDir": opts.run,
         "supervisor": opts.supervisor_exe,
         "cgroupDriver": "cgroupfs",
-        "network": runtime.network_report(),
+        "network": runtime.network_report().await,
     })
 }
 
@@ -114,7 +114,7 @@ impl RuntimeService for CriService {
         let conditions = vec![condition("RuntimeReady", true, "", ""), network];
         let mut info = std::collections::HashMap::new();
         if req.into_inner().verbose {
-            info.insert("info".into(), runtime_info(&self.runtime).to_string());
+            info.insert("info".into(), runtime_info(&self.runtime).await.to_string());
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),

@@ -373,6 +373,30 @@ pub(crate) fn remove_cgroup(cgroup: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes a cgroup and every cgroup below it, deepest first, in every hierarchy (for
+/// cleaning up after a whole node, such as a lab node, is gone).
+pub fn remove_cgroup_tree(cgroup: &str) -> Result<(), String> {
+    fn children(rel: &str, out: &mut Vec<String>) {
+        let mut seen = std::collections::BTreeSet::new();
+        for dir in cgroup_dirs(rel) {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    seen.insert(format!("{rel}/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        for child in seen {
+            children(&child, out);
+            out.push(child);
+        }
+    }
+    let rel = cgroup.trim_matches('/').to_owned();
+    let mut all = Vec::new();
+    children(&rel, &mut all);
+    all.push(rel);
+    all.iter().try_for_each(|c| remove_cgroup(c))
+}
+
 /// SIGKILL to every process of a cgroup directory.
 fn kill_procs(dir: &Path) {
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();

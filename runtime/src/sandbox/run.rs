@@ -171,7 +171,8 @@ impl Runtime {
         let grant = if own_net {
             let node = self.inner.network.node()?;
             let pod_name = format!("{}/{}", spec.metadata.namespace, spec.metadata.name);
-            let grant = self.inner.network.grant(id, &pod_name, &spec.port_mappings)?;
+            let subnet = node.config().node_subnet;
+            let grant = self.inner.network.grant(&subnet, id, &pod_name, &spec.port_mappings)?;
             undo.push(UndoStep::Release(grant.clone()));
             Some((node, grant))
         } else {
@@ -180,8 +181,8 @@ impl Runtime {
         let interface = grant.as_ref().map(|(node, g)| podbay_netplug::pod::PodInterface {
             host_veth: podbay_netplug::pod::host_veth_name(id.as_str()),
             address: g.ip,
-            prefix_len: self.inner.network.subnet().net().prefix_len(),
-            gateway: self.inner.network.subnet().gateway(),
+            prefix_len: node.config().node_subnet.net().prefix_len(),
+            gateway: node.config().gateway(),
             mtu: node.mtu(),
         });
         timer.done("network");
