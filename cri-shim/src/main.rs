@@ -247,6 +247,29 @@ enum LabCommand {
         name: String,
         node: String,
     },
+    /// Add one more node to a running lab (its daemon started, network ready).
+    Add {
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+        /// An OCI layout or archive to import into the node (repeatable)
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+    },
+    /// Stop a node's daemon (its pods keep running) or the lab's etcd: `node2`, `etcd`.
+    Stop {
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+        what: String,
+    },
+    /// Start what `lab stop` stopped, and wait until it serves.
+    Start {
+        #[arg(long, default_value = cli::lab::DEFAULT_LAB)]
+        name: String,
+        /// A node: return once its daemon answers, ready or not
+        #[arg(long)]
+        no_wait: bool,
+        what: String,
+    },
     /// (internal) Build a lab and stay as the parent of its processes.
     #[command(hide = true)]
     Keep {
@@ -424,6 +447,13 @@ fn lab(command: LabCommand) -> anyhow::Result<()> {
             println!("{}", cli::lab::find_node(&state, &node)?.socket().display());
             Ok(())
         }
+        LabCommand::Add { name, images } => {
+            let node = cli::lab::add(&name, &images)?;
+            println!("{} {} {}", node.name, node.ip, node.socket().display());
+            Ok(())
+        }
+        LabCommand::Stop { name, what } => cli::lab::stop(&name, &what),
+        LabCommand::Start { name, no_wait, what } => cli::lab::start(&name, &what, !no_wait),
         LabCommand::Keep { nodes, name, underlay, images } => {
             cli::lab::keep(&cli::lab::UpOptions { name, nodes, underlay, images })
         }

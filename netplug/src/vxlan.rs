@@ -15,7 +15,9 @@ use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
+};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use crate::lease::Lease;
@@ -283,7 +285,10 @@ impl Device {
         fdb: &[([u8; 6], Ipv4Addr)],
     ) -> Result<(), Error> {
         for (subnet, gw) in routes {
-            match self.handle.route().del(self.route(*subnet, *gw)).execute().await {
+            // Any protocol: a stale route someone added by hand is `proto boot`.
+            let mut route = self.route(*subnet, *gw);
+            route.header.protocol = RouteProtocol::Unspec;
+            match self.handle.route().del(route).execute().await {
                 Err(e) if !gone(&e) => return Err(nl(format!("delete route {subnet}"))(e)),
                 _ => {}
             }

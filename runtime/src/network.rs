@@ -359,7 +359,7 @@ impl crate::Runtime {
                         }
                         Err(reason) => runtime.inner.network.set_node(Err(reason)),
                     }
-                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
                 }
             });
         }

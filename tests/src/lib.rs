@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 pub mod bench;
 pub mod containerd;
 pub mod images;
+pub mod lab;
 
 pub type Client = RuntimeServiceClient<Channel>;
 

@@ -243,7 +243,9 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<LabState> {
     for image in &opts.images {
         cmd.arg("--image").arg(image);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    // stderr to /dev/null: the keeper outlives this command, and whoever reads this
+    // command's stderr would wait for it. Its errors come back on stdout.
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     // SAFETY: as in spawn_holder.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
@@ -330,96 +332,17 @@ fn build(opts: &UpOptions) -> anyhow::Result<LabState> {
                 "ip link add lab0 type bridge && ip addr add {bridge_ip}/{prefix} dev lab0 && ip link set lab0 up"
             ),
         )?;
-        let data = dir.join("etcd");
-        let peer = "http://127.0.0.1:2380";
-        spawn_in(
-            &state.hub,
-            &[
-                "etcd".as_ref(),
-                "--name".as_ref(),
-                "lab".as_ref(),
-                "--data-dir".as_ref(),
-                data.as_os_str(),
-                "--listen-client-urls".as_ref(),
-                format!("{etcd},http://127.0.0.1:{ETCD_PORT}").as_ref(),
-                "--advertise-client-urls".as_ref(),
-                etcd.as_ref(),
-                "--listen-peer-urls".as_ref(),
-                peer.as_ref(),
-                "--initial-advertise-peer-urls".as_ref(),
-                peer.as_ref(),
-                "--initial-cluster".as_ref(),
-                format!("lab={peer}").as_ref(),
-            ],
-            &dir.join("etcd.log"),
-        )?;
-        for i in 1..=opts.nodes {
-            let name = format!("node{i}");
-            let ip = host(opts.underlay, 10 + i as u32);
-            let node_dir = dir.join(&name);
-            std::fs::create_dir_all(node_dir.join("run"))?;
-            let holder = spawn_holder(&node_dir.join("holder.log"))?;
-            state.nodes.push(LabNode { name: name.clone(), ip, holder, dir: node_dir.clone() });
-            save(&state)?;
-            let port = format!("lab-{name}");
-            // Only the hub's network namespace: `netns PID` names the node by its host pid.
-            run_net(
-                &state.hub,
-                &format!(
-                    "ip link add {port} type veth peer name eth0 netns {pid} && ip link set {port} master lab0 up",
-                    pid = holder.pid
-                ),
-            )?;
-            run_in(
-                &holder,
-                &format!(
-                    "ip addr add {ip}/{prefix} dev eth0 && ip link set eth0 up && ip route add default via {bridge_ip}"
-                ),
-            )?;
-            std::fs::write(node_dir.join("config.toml"), node_config(&etcd))?;
+        start_etcd(&state)?;
+        for _ in 0..opts.nodes {
+            add_node(&mut state)?;
         }
-        wait_for_etcd(&state, &dir)?;
-        let exe = std::env::current_exe().context("find the podbay executable")?;
+        wait_for_etcd(&state)?;
         for node in &state.nodes {
-            let config = node.dir.join("config.toml");
-            let root = node.dir.join("root");
-            let run = node.run_dir();
-            let socket = node.socket();
-            spawn_in(
-                &node.holder,
-                &[
-                    exe.as_os_str(),
-                    "serve".as_ref(),
-                    "--config".as_ref(),
-                    config.as_os_str(),
-                    "--root".as_ref(),
-                    root.as_os_str(),
-                    "--run-dir".as_ref(),
-                    run.as_os_str(),
-                    "--socket".as_ref(),
-                    socket.as_os_str(),
-                ],
-                &node.dir.join("daemon.log"),
-            )?;
+            start_daemon(node)?;
         }
         for node in &state.nodes {
             wait_for_daemon(node)?;
-            for image in &opts.images {
-                let out = Command::new(&exe)
-                    .arg("--endpoint")
-                    .arg(node.socket())
-                    .args(["image", "import"])
-                    .arg(image)
-                    .output()?;
-                if !out.status.success() {
-                    bail!(
-                        "import {} into {}: {}",
-                        image.display(),
-                        node.name,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
-            }
+            import(node, &opts.images)?;
         }
         Ok::<_, anyhow::Error>(())
     })();
@@ -432,7 +355,180 @@ fn build(opts: &UpOptions) -> anyhow::Result<LabState> {
     Ok(state)
 }
 
-fn wait_for_etcd(state: &LabState, dir: &Path) -> anyhow::Result<()> {
+fn podbay_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("find the podbay executable")
+}
+
+/// Starts the lab's etcd in the hub, listening on the bridge address.
+fn start_etcd(state: &LabState) -> anyhow::Result<()> {
+    let dir = lab_dir(&state.name);
+    let data = dir.join("etcd");
+    let peer = "http://127.0.0.1:2380";
+    let etcd = &state.etcd;
+    spawn_in(
+        &state.hub,
+        &[
+            "etcd".as_ref(),
+            "--name".as_ref(),
+            "lab".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--listen-client-urls".as_ref(),
+            format!("{etcd},http://127.0.0.1:{ETCD_PORT}").as_ref(),
+            "--advertise-client-urls".as_ref(),
+            etcd.as_ref(),
+            "--listen-peer-urls".as_ref(),
+            peer.as_ref(),
+            "--initial-advertise-peer-urls".as_ref(),
+            peer.as_ref(),
+            "--initial-cluster".as_ref(),
+            format!("lab={peer}").as_ref(),
+        ],
+        &dir.join("etcd.log"),
+    )
+}
+
+/// Adds node N+1: its namespaces, its eth0 on the underlay bridge, its config. The
+/// daemon is not started.
+fn add_node(state: &mut LabState) -> anyhow::Result<LabNode> {
+    let i = state.nodes.len() + 1;
+    let name = format!("node{i}");
+    let ip = host(state.underlay, 10 + i as u32);
+    if !state.underlay.contains(&ip) || ip == state.underlay.broadcast() {
+        bail!("underlay {} has no room for {name}", state.underlay);
+    }
+    let node_dir = lab_dir(&state.name).join(&name);
+    std::fs::create_dir_all(node_dir.join("run"))?;
+    let holder = spawn_holder(&node_dir.join("holder.log"))?;
+    let node = LabNode { name: name.clone(), ip, holder, dir: node_dir.clone() };
+    state.nodes.push(node.clone());
+    save(state)?;
+    let port = format!("lab-{name}");
+    // Only the hub's network namespace: `netns PID` names the node by its host pid.
+    run_net(
+        &state.hub,
+        &format!(
+            "ip link add {port} type veth peer name eth0 netns {pid} && ip link set {port} master lab0 up",
+            pid = holder.pid
+        ),
+    )?;
+    let prefix = state.underlay.prefix_len();
+    let gateway = host(state.underlay, 1);
+    run_in(
+        &holder,
+        &format!(
+            "ip addr add {ip}/{prefix} dev eth0 && ip link set eth0 up && ip route add default via {gateway}"
+        ),
+    )?;
+    std::fs::write(node_dir.join("config.toml"), node_config(&state.etcd))?;
+    Ok(node)
+}
+
+/// Starts a node's daemon (not waiting for it).
+fn start_daemon(node: &LabNode) -> anyhow::Result<()> {
+    let exe = podbay_exe()?;
+    let config = node.dir.join("config.toml");
+    let root = node.dir.join("root");
+    let run = node.run_dir();
+    let socket = node.socket();
+    spawn_in(
+        &node.holder,
+        &[
+            exe.as_os_str(),
+            "serve".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--run-dir".as_ref(),
+            run.as_os_str(),
+            "--socket".as_ref(),
+            socket.as_os_str(),
+        ],
+        &node.dir.join("daemon.log"),
+    )
+}
+
+fn import(node: &LabNode, images: &[PathBuf]) -> anyhow::Result<()> {
+    for image in images {
+        let out = Command::new(podbay_exe()?)
+            .arg("--endpoint")
+            .arg(node.socket())
+            .args(["image", "import"])
+            .arg(image)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "import {} into {}: {}",
+                image.display(),
+                node.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `podbay lab add`: one more node joins the running lab.
+pub fn add(name: &str, images: &[PathBuf]) -> anyhow::Result<LabNode> {
+    let mut state = load(name)?;
+    let node = add_node(&mut state)?;
+    start_daemon(&node)?;
+    wait_for_daemon(&node)?;
+    import(&node, images)?;
+    Ok(node)
+}
+
+/// `podbay lab stop NODE|etcd`: SIGTERM to a node's daemon (its pods keep running, as on a
+/// node whose runtime restarts) or to etcd, waiting until it is gone.
+pub fn stop(name: &str, what: &str) -> anyhow::Result<()> {
+    let state = load(name)?;
+    let (holder, process) = if what == "etcd" {
+        (state.hub, "etcd")
+    } else {
+        (find_node(&state, what)?.holder, "podbay")
+    };
+    let _ = run_in(&holder, &format!("pkill -TERM -x {process}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while run_in(&holder, &format!("pgrep -x {process}")).is_ok() {
+        if Instant::now() > deadline {
+            let _ = run_in(&holder, &format!("pkill -KILL -x {process}"));
+            bail!("{what}: {process} did not stop within 15 s; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `podbay lab start NODE|etcd`: starts what `lab stop` stopped and waits until it serves
+/// (a node: until its pod network is ready, which needs etcd).
+pub fn start(name: &str, what: &str, wait: bool) -> anyhow::Result<()> {
+    let state = load(name)?;
+    if what == "etcd" {
+        start_etcd(&state)?;
+        return wait_for_etcd(&state);
+    }
+    let node = find_node(&state, what)?;
+    if run_in(&node.holder, "pgrep -x podbay").is_ok() {
+        bail!("{what}: the daemon is already running");
+    }
+    start_daemon(node)?;
+    if wait { wait_for_daemon(node) } else { wait_for_socket(node) }
+}
+
+/// Waits until the node's daemon answers on its socket, ready or not.
+fn wait_for_socket(node: &LabNode) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(node.socket()).is_err() {
+        if Instant::now() > deadline {
+            bail!("{}: the daemon did not answer on {}", node.name, node.socket().display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn wait_for_etcd(state: &LabState) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = in_ns(&state.hub, "etcdctl")
@@ -444,7 +540,8 @@ fn wait_for_etcd(state: &LabState, dir: &Path) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(lab_dir(&state.name).join("etcd.log")).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(5).collect();
             bail!("etcd did not become healthy at {}: {tail:?}", state.etcd);
         }
