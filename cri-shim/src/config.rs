@@ -155,12 +155,19 @@ pub struct VxlanSection {
     pub device: String,
     pub vni: u32,
     pub port: u16,
+    /// Keep tx checksum offload on flannel.1 (faster; off by default, see the README).
+    pub tx_checksum_offload: bool,
 }
 
 impl Default for VxlanSection {
     fn default() -> Self {
         let d = podbay_netplug::config::VxlanConfig::default();
-        Self { device: d.device, vni: d.vni, port: d.port }
+        Self {
+            device: d.device,
+            vni: d.vni,
+            port: d.port,
+            tx_checksum_offload: d.tx_checksum_offload,
+        }
     }
 }
 
@@ -206,6 +213,7 @@ impl NetworkSection {
                 device: self.vxlan.device.clone(),
                 vni: self.vxlan.vni,
                 port: self.vxlan.port,
+                tx_checksum_offload: self.vxlan.tx_checksum_offload,
             },
             public_ip: &self.public_ip,
             iface: &self.iface,

@@ -54,11 +54,18 @@ pub struct VxlanConfig {
     pub device: String,
     pub vni: u32,
     pub port: u16,
+    /// Keep tx checksum offload (and with it TSO) on the device; off by default.
+    pub tx_checksum_offload: bool,
 }
 
 impl Default for VxlanConfig {
     fn default() -> Self {
-        Self { device: DEFAULT_DEVICE.into(), vni: DEFAULT_VNI, port: DEFAULT_VXLAN_PORT }
+        Self {
+            device: DEFAULT_DEVICE.into(),
+            vni: DEFAULT_VNI,
+            port: DEFAULT_VXLAN_PORT,
+            tx_checksum_offload: false,
+        }
     }
 }
 

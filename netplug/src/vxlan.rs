@@ -31,7 +31,7 @@ pub const DEFAULT_DEVICE: &str = "flannel.1";
 pub enum Error {
     #[error("{what}: {source}")]
     Netlink { what: String, source: rtnetlink::Error },
-    #[error("turn off tx checksum offload on {device}: {source}")]
+    #[error("set tx checksum offload on {device}: {source}")]
     Checksum { device: String, source: nix::Error },
     #[error("lease of {subnet}: VtepMAC {mac:?} is not a MAC address")]
     BadMac { subnet: Ipv4Net, mac: String },
@@ -67,6 +67,8 @@ pub struct DeviceSpec {
     pub underlay_index: u32,
     pub mtu: u32,
     pub mac: [u8; 6],
+    /// Leave tx checksum offload on (off by default: see [`set_tx_checksum`]).
+    pub tx_checksum_offload: bool,
 }
 
 /// A peer node as the kernel needs it.
@@ -160,7 +162,7 @@ impl Device {
                 let set =
                     LinkUnspec::new_with_index(existing.header.index).mtu(spec.mtu).up().build();
                 handle.link().set(set).execute().await.map_err(nl(format!("set {name} up")))?;
-                disable_tx_checksum(name)?;
+                set_tx_checksum(name, spec.tx_checksum_offload)?;
                 return Ok(Device {
                     handle: handle.clone(),
                     spec: spec.clone(),
@@ -189,7 +191,7 @@ impl Device {
             .ok_or_else(|| nl(format!("look up {name}"))(rtnetlink::Error::RequestFailed))?
             .header
             .index;
-        disable_tx_checksum(name)?;
+        set_tx_checksum(name, spec.tx_checksum_offload)?;
         let up = LinkUnspec::new_with_index(index).up().build();
         handle.link().set(up).execute().await.map_err(nl(format!("set {name} up")))?;
         Ok(Device { handle: handle.clone(), spec: spec.clone(), index })
@@ -464,10 +466,12 @@ fn matches_spec(l: &LinkMessage, spec: &DeviceSpec) -> bool {
         && link_mac(l) == Some(spec.mac)
 }
 
-/// `ethtool -K <dev> tx off`: the legacy ETHTOOL_STXCSUM request clears every tx checksum
-/// feature, `tx-checksum-ip-generic` included. VXLAN devices with tx checksum offload on
-/// have been seen sending packets with bad inner checksums (flannel's users turn it off).
-fn disable_tx_checksum(device: &str) -> Result<(), Error> {
+/// `ethtool -K <dev> tx off|on`: the legacy ETHTOOL_STXCSUM request sets every tx checksum
+/// feature, `tx-checksum-ip-generic` included. Off by default, as flannel's users had to:
+/// with it on, the kernel's NAT rewrote VXLAN's outer UDP checksum wrongly (fixed in 5.7 by
+/// commit ea64d8d6c675, still reported behind NAT on later kernels), and the receiver drops
+/// the packets. Off also turns off TSO on the device, which costs throughput.
+fn set_tx_checksum(device: &str, on: bool) -> Result<(), Error> {
     use nix::sys::socket::{AddressFamily as Af, SockFlag, SockType, socket};
     const SIOCETHTOOL: u64 = 0x8946;
     const ETHTOOL_STXCSUM: u32 = 0x17;
@@ -484,7 +488,7 @@ fn disable_tx_checksum(device: &str) -> Result<(), Error> {
     }
     let fail = |source| Error::Checksum { device: device.to_owned(), source };
     let sock = socket(Af::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(fail)?;
-    let mut value = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
+    let mut value = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: u32::from(on) };
     let mut req = IfReq { name: [0; 16], data: &mut value, _pad: [0; 16] };
     req.name[..device.len().min(15)].copy_from_slice(&device.as_bytes()[..device.len().min(15)]);
     // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to, both alive

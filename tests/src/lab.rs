@@ -42,6 +42,13 @@ impl Lab {
         self.dir.path().to_path_buf()
     }
 
+    /// The host pid of the hub's PID 1 (the namespace with the underlay bridge and etcd).
+    pub fn hub_pid(&self) -> anyhow::Result<u32> {
+        let state = std::fs::read_to_string(self.dir.path().join(&self.name).join("state.json"))?;
+        let state: serde_json::Value = serde_json::from_str(&state)?;
+        state["hub"]["pid"].as_u64().map(|p| p as u32).context("no hub pid in state.json")
+    }
+
     /// `podbay <args>` with this lab's state dir.
     pub fn podbay(&self) -> Command {
         let mut cmd = Command::new(podbay_bin());

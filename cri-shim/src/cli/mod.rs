@@ -319,6 +319,41 @@ fn render_network(net: &serde_json::Value) -> String {
     let _ = writeln!(out, "node ip:      {}", s(&net["nodeIp"]));
     let _ =
         writeln!(out, "masquerade:   {}   hairpin: {}", s(&net["masquerade"]), s(&net["hairpin"]));
+    let _ = writeln!(out, "subnets:      {}", s(&net["subnetStore"]));
+    let o = &net["overlay"];
+    if o.is_object() {
+        let _ = writeln!(
+            out,
+            "overlay:      {} vni {} port {} local {} vtep {} mtu {}",
+            s(&o["device"]),
+            s(&o["vni"]),
+            s(&o["port"]),
+            s(&o["localVtep"]),
+            s(&o["vtepMac"]),
+            s(&o["mtu"])
+        );
+        if let Some(e) = o["storeError"].as_str() {
+            let _ = writeln!(out, "lease store:  NOT FOLLOWED: {e}");
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<18} {:<18} {:<6} {:<6} FDB",
+            "PEER NODE", "SUBNET", "VTEP MAC", "ROUTE", "ARP"
+        );
+        let yes = |v: &serde_json::Value| if v == true { "yes" } else { "NO" };
+        for p in o["peers"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<18} {:<18} {:<6} {:<6} {}",
+                s(&p["nodeIp"]),
+                s(&p["subnet"]),
+                s(&p["vtepMac"]),
+                yes(&p["route"]),
+                yes(&p["arp"]),
+                yes(&p["fdb"])
+            );
+        }
+    }
     let _ = writeln!(out, "\n{:<16} {:<14} {:<18} {:<30} HOSTPORTS", "IP", "VETH", "MAC", "POD");
     for p in net["pods"].as_array().into_iter().flatten() {
         let ports: Vec<String> = p["hostPorts"].as_array().into_iter().flatten().map(s).collect();
