@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use nix::errno::Errno;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, RouteMessageBuilder};
 
 use crate::ErrorKind;
@@ -45,6 +46,8 @@ pub enum Error {
     Vxlan(#[from] vxlan::Error),
     #[error("no underlay for the overlay: {0}")]
     Underlay(String),
+    #[error("overlay: {0}")]
+    Overlay(#[from] crate::overlay::Error),
     #[error("leased subnet {subnet}: {reason}")]
     LeasedSubnet { subnet: String, reason: String },
 }
@@ -53,7 +56,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NotABridge { .. } | Error::BridgeAddress { .. } => ErrorKind::Unavailable,
-            Error::Lease(e) => e.kind(),
+            Error::Lease(e) | Error::Overlay(crate::overlay::Error::Store(e)) => e.kind(),
             Error::Underlay(_) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         }
@@ -66,9 +69,9 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
 }
 
 /// errno of a netlink error, if it is one.
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| Errno::from_raw(-c.get())),
         _ => None,
     }
 }
@@ -99,6 +102,8 @@ struct Joined {
     mtu: u32,
     public_ip: Ipv4Addr,
     overlay: Arc<Overlay<EtcdStore>>,
+    /// The revision of the first sync, which the watch starts from.
+    revision: i64,
 }
 
 impl Node {
@@ -135,7 +140,7 @@ impl Node {
                 mtu = joined.mtu;
             }
             node_ip = Some(joined.public_ip);
-            overlay = Some(joined.overlay);
+            overlay = Some((joined.overlay, joined.revision));
         }
         let cfg = &cfg;
         let bridge_index = ensure_bridge(&handle, cfg, mtu).await?;
@@ -153,9 +158,10 @@ impl Node {
         tokio::task::spawn_blocking(move || fw.ensure(&ports))
             .await
             .expect("firewall task panicked")?;
-        if let Some(o) = &overlay {
-            tokio::spawn(o.clone().run());
-        }
+        let overlay = overlay.map(|(o, revision)| {
+            tokio::spawn(o.clone().run(revision));
+            o
+        });
         Ok(Node { handle, cfg: cfg.clone(), bridge_index, mtu, node_ip, firewall, overlay })
     }
 
@@ -239,7 +245,7 @@ impl Node {
     /// Deletes a link (a stale veth); one already gone counts as deleted.
     pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
         match self.handle.link().del(index).execute().await {
-            Err(e) if errno(&e) == Some(libc_enodev()) => Ok(()),
+            Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(()),
             other => other.map_err(nl(format!("delete link {index}"))),
         }
     }
@@ -304,16 +310,10 @@ async fn join_overlay(
     );
     let renew_every = etcd.lease_ttl / 3;
     let mtu = spec.mtu;
-    Ok(Joined {
-        subnet,
-        mtu,
-        public_ip,
-        overlay: Arc::new(Overlay::new(store, device, own, renew_every)),
-    })
-}
-
-fn libc_enodev() -> i32 {
-    nix::errno::Errno::ENODEV as i32
+    // Ready only with every peer in place and nothing stale left on the device.
+    let overlay = Arc::new(Overlay::new(store, device, own, renew_every));
+    let revision = overlay.resync().await?;
+    Ok(Joined { subnet, mtu, public_ip, overlay, revision })
 }
 
 fn link_name(l: &LinkMessage) -> Option<String> {
@@ -340,23 +340,29 @@ fn link_kind(l: &LinkMessage) -> Option<String> {
     })
 }
 
-async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
+/// The link called `name`, if there is one.
+pub(crate) async fn find_link(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, rtnetlink::Error> {
     match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
-        Ok(link) => Ok(link),
-        Err(e) if errno(&e) == Some(libc_enodev()) => Ok(None),
-        Err(e) => Err(nl(format!("look up {name}"))(e)),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
+        other => other,
     }
+}
+
+async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
+    find_link(handle, name).await.map_err(nl(format!("look up {name}")))
+}
+
+/// Every IPv4 route.
+pub(crate) async fn ipv4_routes(handle: &Handle) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+    handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute().try_collect().await
 }
 
 /// The link of the IPv4 default route in the main table, if there is one.
 async fn default_route_link(handle: &Handle) -> Result<Option<LinkMessage>, Error> {
-    let routes: Vec<_> = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("list routes"))?;
+    let routes = ipv4_routes(handle).await.map_err(nl("list routes"))?;
     let oif = routes
         .iter()
         .filter(|r| {
@@ -421,7 +427,7 @@ async fn ensure_bridge(handle: &Handle, cfg: &NetworkConfig, mtu: u32) -> Result
             let bridge =
                 LinkBridge::new(name).mtu(mtu).address(pod_mac(gateway).to_vec()).up().build();
             match handle.link().add(bridge).execute().await {
-                Err(e) if errno(&e) == Some(nix::errno::Errno::EEXIST as i32) => {}
+                Err(e) if errno(&e) == Some(Errno::EEXIST) => {}
                 other => other.map_err(nl(format!("create bridge {name}")))?,
             }
             link_by_name(handle, name)

@@ -15,11 +15,19 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-use crate::lease::{Event, Lease, SubnetStore};
+use crate::lease::{self, Event, Lease, SubnetStore};
 use crate::pod::format_mac;
-use crate::vxlan::{Device, Peer};
+use crate::vxlan::{self, Device, Peer};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] lease::Error),
+    #[error(transparent)]
+    Device(#[from] vxlan::Error),
+}
 
 pub struct Overlay<S> {
     store: S,
@@ -79,26 +87,38 @@ impl<S: SubnetStore> Overlay<S> {
         *self.store_error.lock().expect("store error lock") = e;
     }
 
-    /// Follows the leases for as long as the daemon runs.
-    pub async fn run(self: Arc<Self>) {
+    /// Follows the leases for as long as the daemon runs, from `revision`: the one the
+    /// first [`Overlay::resync`] returned.
+    pub async fn run(self: Arc<Self>, revision: i64) {
+        let mut from = Some(revision);
         let mut backoff = Duration::from_millis(500);
         loop {
-            match self.follow().await {
-                Ok(()) => backoff = Duration::from_millis(500),
-                Err(reason) => {
-                    tracing::warn!(store = %self.store.describe(), error = %reason, retry_in = ?backoff, "subnet leases: not following; retrying");
-                    self.set_error(Some(reason));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+            let round = match from.take() {
+                Some(revision) => Ok(revision),
+                None => self.resync().await.map_err(|e| e.to_string()),
+            };
+            match round {
+                Ok(revision) => match self.follow(revision).await {
+                    Ok(()) => backoff = Duration::from_millis(500),
+                    Err(reason) => self.back_off(reason, &mut backoff).await,
+                },
+                Err(reason) => self.back_off(reason, &mut backoff).await,
             }
         }
     }
 
-    /// One round: list, sync, then watch until the watch breaks (then `Ok`, to list again
-    /// right away) or something fails (`Err`, to back off).
-    async fn follow(&self) -> Result<(), String> {
-        let (leases, revision) = self.store.list().await.map_err(|e| e.to_string())?;
+    async fn back_off(&self, reason: String, backoff: &mut Duration) {
+        tracing::warn!(store = %self.store.describe(), error = %reason, retry_in = ?*backoff, "subnet leases: not following; retrying");
+        self.set_error(Some(reason));
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Lists every lease and makes the device hold exactly those peers (removing what no
+    /// lease explains); takes this node's lease back if it is gone. Returns the revision
+    /// the list was read at, to watch from.
+    pub async fn resync(&self) -> Result<i64, Error> {
+        let (leases, revision) = self.store.list().await?;
         let own = self.own.lock().expect("own lease lock").clone();
         if !leases.contains(&own) {
             self.reclaim().await?;
@@ -113,11 +133,16 @@ impl<S: SubnetStore> Overlay<S> {
             }
         }
         let list: Vec<Peer> = peers.values().copied().collect();
-        let stale = self.device.sync(&list).await.map_err(|e| e.to_string())?;
+        let stale = self.device.sync(&list).await?;
         tracing::info!(peers = list.len(), stale, revision, "overlay in sync with the leases");
         *self.peers.lock().expect("peers lock") = peers;
         self.set_error(None);
+        Ok(revision)
+    }
 
+    /// Watches from `revision` until the watch breaks (then `Ok`, to list again right away)
+    /// or something fails (`Err`, to back off).
+    async fn follow(&self, revision: i64) -> Result<(), String> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(256);
         let watch = self.store.watch(revision, tx);
         tokio::pin!(watch);
@@ -136,7 +161,7 @@ impl<S: SubnetStore> Overlay<S> {
                     let own = self.own.lock().expect("own lease lock").clone();
                     match self.store.renew(&own).await {
                         Ok(true) => tracing::debug!(subnet = %own.subnet, "lease renewed"),
-                        Ok(false) => self.reclaim().await?,
+                        Ok(false) => self.reclaim().await.map_err(|e| e.to_string())?,
                         Err(e) => return Err(e.to_string()),
                     }
                 }
@@ -146,11 +171,10 @@ impl<S: SubnetStore> Overlay<S> {
 
     /// Our lease is gone (expired while etcd was away, or deleted by hand): take the same
     /// subnet back.
-    async fn reclaim(&self) -> Result<(), String> {
+    async fn reclaim(&self) -> Result<(), lease::Error> {
         let own = self.own.lock().expect("own lease lock").clone();
         tracing::warn!(subnet = %own.subnet, "this node's lease is gone; taking it back");
-        let got =
-            self.store.acquire(&own.attrs, Some(own.subnet)).await.map_err(|e| e.to_string())?;
+        let got = self.store.acquire(&own.attrs, Some(own.subnet)).await?;
         if got.subnet != own.subnet {
             tracing::error!(
                 held = %own.subnet, leased = %got.subnet,

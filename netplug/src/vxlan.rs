@@ -21,6 +21,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use crate::lease::Lease;
+use crate::node::{errno, find_link, ipv4_routes};
 use crate::pod::format_mac;
 
 /// VXLAN over IPv4 adds 50 bytes (outer IP 20, UDP 8, VXLAN 8, inner Ethernet 14).
@@ -40,13 +41,6 @@ pub enum Error {
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
     let what = what.into();
     move |source| Error::Netlink { what, source }
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<nix::errno::Errno> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| nix::errno::Errno::from_raw(-c.get())),
-        _ => None,
-    }
 }
 
 /// Errors that mean "already gone" for a delete.
@@ -335,14 +329,7 @@ impl Device {
     /// What the device holds now: routes through it, its ARP and FDB entries.
     pub async fn programmed(&self) -> Result<Programmed, Error> {
         let mut out = Programmed::default();
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list routes"))?;
+        let routes = ipv4_routes(&self.handle).await.map_err(nl("list routes"))?;
         for r in routes.iter().filter(|r| r.header.table == RouteHeader::RT_TABLE_MAIN) {
             let attr = |f: fn(&RouteAttribute) -> Option<Ipv4Addr>| r.attributes.iter().find_map(f);
             let oif = r.attributes.iter().find_map(|a| match a {
@@ -433,11 +420,7 @@ impl Device {
 }
 
 async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
-    match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
-        Ok(l) => Ok(l),
-        Err(e) if errno(&e) == Some(nix::errno::Errno::ENODEV) => Ok(None),
-        Err(e) => Err(nl(format!("look up {name}"))(e)),
-    }
+    find_link(handle, name).await.map_err(nl(format!("look up {name}")))
 }
 
 fn link_mac(l: &LinkMessage) -> Option<[u8; 6]> {
