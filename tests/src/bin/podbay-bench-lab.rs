@@ -118,30 +118,30 @@ fn iperf(lab: &Lab, server: Side, client: Side) -> anyhow::Result<f64> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut out = None;
+    // iperf3 3.12 exits 0 with `-J` even when it could not connect (the JSON then holds
+    // "error"), so success is a throughput in the answer; until the server listens, retry.
     let mut last = String::new();
     for _ in 0..50 {
         let o = client
             .command(lab, &["iperf3", "-c", server.address(), "-p", "5201", "-t", SECONDS, "-J"])
             .output()?;
-        if o.status.success() {
-            out = Some(o);
-            break;
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if let Some(bps) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
+            let _ = srv.wait();
+            return Ok(bps);
         }
-        last =
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        last = match json["error"].as_str() {
+            Some(e) => e.to_owned(),
+            None => {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            }
+        };
         std::thread::sleep(Duration::from_millis(100));
     }
-    let Some(out) = out else {
-        let _ = srv.kill();
-        let _ = srv.wait();
-        anyhow::bail!("iperf3 to {} never succeeded: {last}", server.address());
-    };
+    let _ = srv.kill();
     let _ = srv.wait();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .ok_or_else(|| anyhow::anyhow!("no throughput in iperf3's answer"))
+    anyhow::bail!("iperf3 to {} never succeeded: {last}", server.address())
 }
 
 fn rtt(lab: &Lab, name: &str, node: &str, pod: Option<&LabPod>, to: &str) -> anyhow::Result<()> {
