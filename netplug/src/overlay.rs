@@ -93,25 +93,23 @@ impl<S: SubnetStore> Overlay<S> {
         let mut from = Some(revision);
         let mut backoff = Duration::from_millis(500);
         loop {
-            let round = match from.take() {
-                Some(revision) => Ok(revision),
-                None => self.resync().await.map_err(|e| e.to_string()),
+            let round = async {
+                let revision = match from.take() {
+                    Some(revision) => revision,
+                    None => self.resync().await.map_err(|e| e.to_string())?,
+                };
+                self.follow(revision).await
             };
-            match round {
-                Ok(revision) => match self.follow(revision).await {
-                    Ok(()) => backoff = Duration::from_millis(500),
-                    Err(reason) => self.back_off(reason, &mut backoff).await,
-                },
-                Err(reason) => self.back_off(reason, &mut backoff).await,
+            match round.await {
+                Ok(()) => backoff = Duration::from_millis(500),
+                Err(reason) => {
+                    tracing::warn!(store = %self.store.describe(), error = %reason, retry_in = ?backoff, "subnet leases: not following; retrying");
+                    self.set_error(Some(reason));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
-    }
-
-    async fn back_off(&self, reason: String, backoff: &mut Duration) {
-        tracing::warn!(store = %self.store.describe(), error = %reason, retry_in = ?*backoff, "subnet leases: not following; retrying");
-        self.set_error(Some(reason));
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 
     /// Lists every lease and makes the device hold exactly those peers (removing what no
