@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod bench;
 pub mod containerd;
+pub mod ctr;
 pub mod images;
 pub mod lab;
 
@@ -98,14 +99,20 @@ impl Node {
     /// A new node with a running daemon and the busybox test image ([`BUSYBOX`]) imported.
     pub fn with_busybox() -> anyhow::Result<Node> {
         let node = Self::start()?;
-        let layout = node.dir().join("busybox-layout");
+        node.import_busybox()?;
+        Ok(node)
+    }
+
+    /// Imports the busybox test image ([`BUSYBOX`]) into the running daemon.
+    pub fn import_busybox(&self) -> anyhow::Result<()> {
+        let layout = self.dir().join("busybox-layout");
         let image = images::Entry::Image(images::fixtures().busybox);
         images::write_layout(&layout, &[(BUSYBOX, &image)])?;
-        let out = node.cli(&["image", "import", &layout.to_string_lossy()])?;
+        let out = self.cli(&["image", "import", &layout.to_string_lossy()])?;
         if !out.status.success() {
             bail!("import busybox: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Ok(node)
+        Ok(())
     }
 
     /// A new node without a daemon.
