@@ -154,6 +154,13 @@ impl Runtime {
                 _lock: lock,
             }),
         };
+        let node = container::node_facts(&runtime.inner.node_facts);
+        if !node.hugetlb {
+            tracing::info!(
+                "no hugetlb cgroup controller on this node: hugepage limits in container \
+                 requests are dropped (as containerd does)"
+            );
+        }
         runtime.open_images().await?;
         runtime.recover().await?;
         runtime.recover_containers().await?;

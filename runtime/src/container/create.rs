@@ -480,7 +480,26 @@ pub(crate) fn node_facts(cell: &OnceLock<NodeFacts>) -> &NodeFacts {
         };
         let mut host_devices = Vec::new();
         walk_devices(Path::new("/dev"), &mut host_devices);
-        NodeFacts { capabilities, own_oom_score_adj, cgroup_v1_hierarchies, host_devices }
+        let v2 = cgroup_v1_hierarchies.is_empty();
+        let hugetlb = hugetlb_available(v2);
+        NodeFacts { capabilities, own_oom_score_adj, cgroup_v1_hierarchies, host_devices, hugetlb }
+    })
+}
+
+/// Whether containers can get hugepage limits: on cgroup v2 the root lists the hugetlb
+/// controller; on v1 a cgroup hierarchy is mounted with it (libcgroups looks for it in
+/// the mount table the same way).
+fn hugetlb_available(v2: bool) -> bool {
+    if v2 {
+        let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers");
+        return controllers.is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb"));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo.lines().any(|line| {
+        // `… - <fstype> <source> <super options>`
+        let Some((_, tail)) = line.split_once(" - ") else { return false };
+        let mut f = tail.split_whitespace();
+        f.next() == Some("cgroup") && f.nth(1).is_some_and(|o| o.split(',').any(|o| o == "hugetlb"))
     })
 }
 

@@ -23,6 +23,7 @@ mod status;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub(crate) use create::node_facts;
 pub use create::remove_cgroup_tree;
 pub use exec::ExecOutput;
 pub use stats::{CgroupUsage, ContainerStats, PodStats};

@@ -139,6 +139,10 @@ pub struct NodeFacts {
     pub cgroup_v1_hierarchies: Vec<String>,
     /// Host devices a privileged container gets: (path, type c|b, major, minor).
     pub host_devices: Vec<(PathBuf, char, i64, i64)>,
+    /// Whether the hugetlb controller is there. kubelet sends hugepage limits (0 when
+    /// the pod asks for none) for every page size the kernel has, whether or not the
+    /// controller is mounted; without it they are dropped, as containerd does.
+    pub hugetlb: bool,
 }
 
 impl NodeFacts {
@@ -450,8 +454,11 @@ fn namespaces(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
 }
 
 /// The cgroup limits alone (UpdateContainerResources), as OCI `linux.resources`.
-pub fn linux_resources(r: &super::Resources) -> Result<oci_spec::runtime::LinuxResources, Error> {
-    let mut v = limits(r, true);
+pub fn linux_resources(
+    r: &super::Resources,
+    node: &NodeFacts,
+) -> Result<oci_spec::runtime::LinuxResources, Error> {
+    let mut v = limits(r, node);
     if let Some(o) = v.as_object_mut() {
         o.remove("devices");
     }
@@ -459,7 +466,7 @@ pub fn linux_resources(r: &super::Resources) -> Result<oci_spec::runtime::LinuxR
 }
 
 fn resources(i: &Inputs<'_>) -> Value {
-    let mut out = limits(&i.spec.resources, i.node.cgroup_v1_hierarchies.is_empty());
+    let mut out = limits(&i.spec.resources, i.node);
     let mut devices = vec![json!({ "allow": false, "access": "rwm" })];
     if i.spec.security.privileged {
         devices.push(json!({ "allow": true, "access": "rwm" }));
@@ -476,7 +483,8 @@ fn resources(i: &Inputs<'_>) -> Value {
     out
 }
 
-fn limits(r: &super::Resources, unified: bool) -> Value {
+fn limits(r: &super::Resources, node: &NodeFacts) -> Value {
+    let unified = node.cgroup_v1_hierarchies.is_empty();
     let mut out = json!({});
     let mut cpu = serde_json::Map::new();
     if r.cpu_shares > 0 {
@@ -507,7 +515,7 @@ fn limits(r: &super::Resources, unified: bool) -> Value {
     if !mem.is_empty() {
         out["memory"] = Value::Object(mem);
     }
-    if !r.hugepage_limits.is_empty() {
+    if node.hugetlb && !r.hugepage_limits.is_empty() {
         out["hugepageLimits"] = r
             .hugepage_limits
             .iter()
@@ -714,6 +722,7 @@ mod tests {
             own_oom_score_adj: 0,
             cgroup_v1_hierarchies: vec!["memory".into(), "cpu,cpuacct".into()],
             host_devices: vec![(PathBuf::from("/dev/null"), 'c', 1, 3)],
+            hugetlb: false,
         }
     }
 
@@ -725,6 +734,10 @@ mod tests {
     }
 
     fn built(s: &ContainerSpec) -> Result<Value, Error> {
+        built_on(s, &node())
+    }
+
+    fn built_on(s: &ContainerSpec, node: &NodeFacts) -> Result<Value, Error> {
         let sandbox = crate::sandbox::tests::record("pod");
         let user = resolve_user(s, "", &db())?;
         let inputs = Inputs {
@@ -735,7 +748,7 @@ mod tests {
             user: &user,
             rootfs: Path::new("/rootfs"),
             cgroup: "/podbay/pod/ctr",
-            node: &node(),
+            node,
             target_pid_ns: None,
             seccomp_profile: None,
             pod_files: PodFiles {
@@ -875,5 +888,22 @@ mod tests {
         let v = built(&s).unwrap();
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 512);
+    }
+
+    #[test]
+    fn hugepage_limits_only_where_the_controller_is() {
+        let mut s = spec();
+        s.resources.hugepage_limits = [("2MB".to_string(), 0), ("1GB".to_string(), 0)].into();
+        // kubelet sends these for every page size; without hugetlb they are dropped.
+        let v = built(&s).unwrap();
+        assert!(v["linux"]["resources"].get("hugepageLimits").is_none(), "{v}");
+        let with = NodeFacts { hugetlb: true, ..node() };
+        let v = built_on(&s, &with).unwrap();
+        let limits = v["linux"]["resources"]["hugepageLimits"].as_array().unwrap();
+        assert_eq!(limits.len(), 2);
+        let update = linux_resources(&s.resources, &node()).unwrap();
+        assert!(update.hugepage_limits().as_ref().is_none_or(|l| l.is_empty()));
+        let update = linux_resources(&s.resources, &with).unwrap();
+        assert_eq!(update.hugepage_limits().as_ref().map(Vec::len), Some(2));
     }
 }

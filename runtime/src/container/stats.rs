@@ -227,7 +227,8 @@ impl Runtime {
         if !rec.state.may_run() {
             return Err(Error::State { id: rec.id, state: rec.state, what: "cannot be updated" });
         }
-        let linux = super::spec::linux_resources(&res)?;
+        let node = super::create::node_facts(&self.inner.node_facts);
+        let linux = super::spec::linux_resources(&res, node)?;
         let cgroup = rec.cgroup.clone();
         let config = self.inner.layout.container(rec.id.as_str()).config();
         self.blocking(move |_| {
