@@ -1,8 +1,8 @@
 fn main() {
-    println!("cargo:rerun-if-changed=proto/shim.proto");
+    println!("cargo:rerun-if-changed=proto/supervisor.proto");
     println!("cargo:rerun-if-changed=proto/admin.proto");
-    prost_build::compile_protos(&["proto/shim.proto"], &["proto/"])
-        .expect("compile proto/shim.proto (is protoc installed? scripts/install-deps)");
+    prost_build::compile_protos(&["proto/supervisor.proto"], &["proto/"])
+        .expect("compile proto/supervisor.proto (is protoc installed? scripts/install-deps)");
     // The admin API is a tonic service; only the daemon and CLI build it (feature
     // `admin`), so the pod supervisor links no gRPC.
     if std::env::var_os("CARGO_FEATURE_ADMIN").is_some() {

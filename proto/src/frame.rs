@@ -87,7 +87,7 @@ pub mod tokio_io {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::v1::{Failure, Request, request};
+    use crate::supervisor::v1::{Failure, Request, request};
 
     #[test]
     fn round_trip() {

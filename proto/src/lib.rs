@@ -1,13 +1,14 @@
-//! podbay's own protobuf APIs (`podbay.shim.v1`, `podbay.admin.v1`) and the shim's framing.
+//! podbay's own protobuf APIs (`podbay.supervisor.v1`, `podbay.admin.v1`) and their framing.
 //!
 //! The CRI itself comes from the `k8s-cri` crate; this crate only carries the small
-//! protocol between the daemon and each pod supervisor, see `proto/shim.proto`.
+//! protocol between the daemon and each pod supervisor (`proto/supervisor.proto`) and the
+//! CLI's extra calls (`proto/admin.proto`).
 
 #![forbid(unsafe_code)]
 
-pub mod shim {
+pub mod supervisor {
     pub mod v1 {
-        include!(concat!(env!("OUT_DIR"), "/podbay.shim.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/podbay.supervisor.v1.rs"));
 
         /// Version of the call set; grows when a call is added.
         pub const API_VERSION: u32 = 2;

@@ -12,7 +12,7 @@
 //!                              its OCI bundle (config.json)
 //! <run>/                       volatile (default /run/podbay), empty after a reboot
 //!   pods/<sandbox id>/
-//!     shim.sock                the supervisor's podbay.shim.v1 socket
+//!     supervisor.sock          the supervisor's podbay.supervisor.v1 socket
 //!     supervisor.log           the supervisor's stderr
 //!     hostname hosts resolv.conf
 //!     shm/                     the pod's /dev/shm (tmpfs), unless IPC is the node's
@@ -167,7 +167,7 @@ impl PodLayout {
     }
 
     /// File name of the supervisor socket inside the pod dir (kept short: sun_path is 108 bytes).
-    pub const SOCKET_NAME: &'static str = "shim.sock";
+    pub const SOCKET_NAME: &'static str = "supervisor.sock";
 
     pub fn socket(&self) -> PathBuf {
         self.dir.join(Self::SOCKET_NAME)

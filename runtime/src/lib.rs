@@ -1,9 +1,26 @@
-//! podbay's runtime: pod sandboxes (and, with later issues, containers and images) over
-//! a pod supervisor per pod, with state in an embedded transactional database.
+//! podbay's runtime: pod sandboxes and their containers over a pod supervisor per pod,
+//! images, the pod network as pods use it, with state in an embedded transactional
+//! database. No gRPC here: the CRI edge (`cri-shim`) converts requests into the types of
+//! this crate.
 //!
-//! No gRPC here: the CRI edge (`cri-shim`) converts requests into the types of this crate.
+//! The runtime is made of parts that each own their state and their errors:
+//!
+//! | part | owns |
+//! |---|---|
+//! | [`sandbox::Sandboxes`] | sandboxes in memory, their records, name reservations, the supervisor spawner |
+//! | [`container::Containers`] | containers in memory, their records, name reservations |
+//! | [`image::Images`] | image content, unpacked layers, container rootfs, image records |
+//! | [`network::PodNetwork`] | the node network, IP leases and hostPorts in memory |
+//! | [`store::Store`] | the database: tables and bytes, transactions |
+//!
+//! [`Runtime`] composes them: it opens them in order at start, and it carries the CRI
+//! calls that span parts (StopPodSandbox stops the pod's containers before the pod).
+//! Calls within one part go to the part itself (`runtime.containers().start(id)`).
 
+pub mod cgroups;
+pub mod clock;
 pub mod container;
+pub mod error;
 pub mod failpoint;
 pub mod ids;
 pub mod image;
@@ -13,48 +30,27 @@ pub mod sandbox;
 mod steps;
 pub mod store;
 pub mod supervisor;
+mod undo;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use error::ErrorKind;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::container::{ContainerSpec, Containers, PodStats};
 use crate::failpoint::Failpoints;
-use crate::ids::{ContainerId, SandboxId};
+use crate::ids::ContainerId;
+use crate::image::Images;
 use crate::layout::Layout;
-use crate::sandbox::{Sandbox, SandboxRecord};
+use crate::network::{NetworkReport, PodNetwork};
+use crate::sandbox::{SandboxRecord, Sandboxes};
 use crate::store::Store;
-
-/// What kind of failure an error is; the CRI edge maps this to a gRPC code in one place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    AlreadyExists,
-    InvalidArgument,
-    FailedPrecondition,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    DeadlineExceeded,
-    Internal,
-}
-
-impl From<podbay_netplug::ErrorKind> for ErrorKind {
-    fn from(k: podbay_netplug::ErrorKind) -> Self {
-        match k {
-            podbay_netplug::ErrorKind::NotFound => ErrorKind::NotFound,
-            podbay_netplug::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
-            podbay_netplug::ErrorKind::ResourceExhausted => ErrorKind::ResourceExhausted,
-            podbay_netplug::ErrorKind::Unavailable => ErrorKind::Unavailable,
-            podbay_netplug::ErrorKind::Internal => ErrorKind::Internal,
-        }
-    }
-}
+use crate::supervisor::Spawner;
 
 /// Settings the runtime needs from the daemon's configuration.
 #[derive(Debug, Clone)]
@@ -85,43 +81,54 @@ pub enum OpenError {
     Lock { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] store::Error),
-    #[error("start the supervisor spawner: {0}")]
-    Spawner(#[from] supervisor::Error),
     #[error("open the image store: {0}")]
     Images(#[from] image::Error),
     #[error("recover sandboxes: {0}")]
-    Recover(#[from] sandbox::Error),
+    Sandboxes(#[from] sandbox::Error),
+    #[error("recover the pod network: {0}")]
+    Network(#[from] network::Error),
     #[error("recover containers: {0}")]
-    RecoverContainers(#[from] container::Error),
+    Containers(#[from] container::Error),
+}
+
+/// A CRI call that spans sandboxes and containers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::Error),
+    #[error("the pod's containers: {0}")]
+    Containers(#[from] container::Error),
+}
+
+impl PodError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PodError::Sandbox(e) => e.kind(),
+            PodError::Containers(e) => e.kind(),
+        }
+    }
 }
 
 /// The runtime: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Runtime {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) opts: RuntimeOptions,
-    pub(crate) layout: Layout,
-    pub(crate) store: Store,
-    pub(crate) sandboxes: RwLock<HashMap<SandboxId, Arc<Sandbox>>>,
-    /// Pod name key → lock held while a RunPodSandbox for that pod attempt is in flight.
-    pub(crate) reservations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub(crate) failpoints: Failpoints,
-    pub(crate) spawner: supervisor::Spawner,
-    pub(crate) network: network::Network,
-    pub(crate) images: image::Images,
-    pub(crate) containers: RwLock<HashMap<ContainerId, Arc<container::Container>>>,
-    /// Container name keys with a CreateContainer in flight.
-    pub(crate) creating: Mutex<std::collections::HashSet<String>>,
-    pub(crate) node_facts: std::sync::OnceLock<container::spec::NodeFacts>,
+struct Inner {
+    opts: RuntimeOptions,
+    layout: Layout,
+    network: PodNetwork,
+    images: Images,
+    sandboxes: Sandboxes,
+    containers: Containers,
     _lock: Flock<File>,
 }
 
 impl Runtime {
-    /// Takes the root lock, opens the state database and recovers every recorded sandbox
-    /// (reconnecting to live supervisors, marking dead ones NotReady, removing orphans).
+    /// Takes the root lock, opens the state database and recovers: image store, then
+    /// sandboxes (reconnecting to live supervisors, marking dead ones NotReady, removing
+    /// orphans), then the pod network with the live pods' leases, then containers.
     pub async fn open(opts: RuntimeOptions, failpoints: Failpoints) -> Result<Runtime, OpenError> {
         let layout = Layout::new(&opts.root, &opts.run);
         // 0711, as containerd: others may traverse to what is meant for them (a pod's
@@ -132,39 +139,42 @@ impl Runtime {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
         }
         let lock = lock_root(&layout)?;
-        let store = Store::open(&layout.database())?;
-        let spawner = supervisor::Spawner::new(&opts.supervisor_exe);
-        spawner.warm_up().await?;
-        let network = network::Network::new(opts.network.clone());
-        let images = image::Images::new(opts.registries.clone());
-        let runtime = Runtime {
-            inner: Arc::new(Inner {
-                network,
-                images,
-                containers: RwLock::new(HashMap::new()),
-                creating: Mutex::new(Default::default()),
-                node_facts: std::sync::OnceLock::new(),
-                opts,
-                layout,
-                store,
-                sandboxes: RwLock::new(HashMap::new()),
-                reservations: Mutex::new(HashMap::new()),
-                failpoints,
-                spawner,
-                _lock: lock,
-            }),
+        let store = Arc::new(Store::open(&layout.database())?);
+        let network = PodNetwork::new(opts.network.clone(), store.clone());
+        let images = Images::new(store.clone(), layout.clone(), opts.registries.clone());
+        let settings = sandbox::Settings {
+            stop_grace: opts.stop_grace,
+            shm_size: opts.shm_size,
+            host_etc: opts.host_etc.clone(),
         };
-        let node = container::node_facts(&runtime.inner.node_facts);
-        if !node.hugetlb {
+        let sandboxes = Sandboxes::new(
+            store.clone(),
+            network.clone(),
+            Spawner::new(&opts.supervisor_exe),
+            layout.clone(),
+            failpoints,
+            settings,
+        );
+        sandboxes.warm_up().await?;
+        let containers = Containers::new(store, images.clone(), layout.clone());
+        if !containers.node().hugetlb {
             tracing::info!(
                 "no hugetlb cgroup controller on this node: hugepage limits in container \
                  requests are dropped (as containerd does)"
             );
         }
-        runtime.open_images().await?;
-        runtime.recover().await?;
-        runtime.recover_containers().await?;
-        Ok(runtime)
+        images.open().await?;
+        sandboxes.recover().await?;
+        let live = sandboxes.live_pods();
+        let restored = network.clone();
+        tokio::task::spawn_blocking(move || restored.restore(&live))
+            .await
+            .expect("lease recovery task panicked")?;
+        let pods = sandboxes.clone();
+        network.start(Arc::new(move || pods.live_pods())).await;
+        containers.recover().await?;
+        let inner = Inner { opts, layout, network, images, sandboxes, containers, _lock: lock };
+        Ok(Runtime { inner: Arc::new(inner) })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -175,36 +185,97 @@ impl Runtime {
         &self.inner.opts
     }
 
-    /// Writes a record (and its lease; `released` is a lease it gives back) to the state
-    /// database off the async worker threads.
-    pub(crate) async fn persist(
+    pub fn sandboxes(&self) -> &Sandboxes {
+        &self.inner.sandboxes
+    }
+
+    pub fn containers(&self) -> &Containers {
+        &self.inner.containers
+    }
+
+    pub fn images(&self) -> &Images {
+        &self.inner.images
+    }
+
+    pub fn network(&self) -> &PodNetwork {
+        &self.inner.network
+    }
+
+    /// StopPodSandbox: the pod's containers, then the pod. Idempotent; runs in its own
+    /// task, so a caller that goes away does not cut a teardown short.
+    pub async fn stop_sandbox(&self, id: &str) -> Result<(), PodError> {
+        let Some(pod) = self.inner.sandboxes.find(id)? else { return Ok(()) };
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let _op = pod.lock().await;
+            rt.inner.containers.stop_all_in(&pod.id()).await;
+            Ok(rt.inner.sandboxes.stop_locked(&pod).await?)
+        })
+        .await
+        .expect("StopPodSandbox task panicked")
+    }
+
+    /// RemovePodSandbox: stop if needed (teardown is idempotent and also catches what a
+    /// NotReady record may still hold after a crash), remove the pod's containers and its
+    /// cgroup, then the pod. Idempotent; runs in its own task.
+    pub async fn remove_sandbox(&self, id: &str) -> Result<(), PodError> {
+        let Some(pod) = self.inner.sandboxes.find(id)? else { return Ok(()) };
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let _op = pod.lock().await;
+            let id = pod.id();
+            if !rt.inner.sandboxes.contains(&id) {
+                return Ok(()); // removed by a concurrent call
+            }
+            rt.inner.containers.stop_all_in(&id).await;
+            rt.inner.sandboxes.stop_locked(&pod).await?;
+            rt.inner.containers.remove_all_in(&pod.snapshot()).await?;
+            Ok(rt.inner.sandboxes.remove_locked(&pod).await?)
+        })
+        .await
+        .expect("RemovePodSandbox task panicked")
+    }
+
+    /// CreateContainer in the sandbox `sandbox` (a full id or a unique prefix).
+    pub async fn create_container(
         &self,
-        rec: SandboxRecord,
-        released: Option<std::net::Ipv4Addr>,
-    ) -> Result<(), store::Error> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.store.put_sandbox(&rec, released))
-            .await
-            .expect("state store task panicked")
+        sandbox: &str,
+        spec: ContainerSpec,
+    ) -> Result<ContainerId, container::Error> {
+        let record = match self.inner.sandboxes.resolve(sandbox) {
+            Ok(s) => s.snapshot(),
+            Err(sandbox::Error::Ambiguous { prefix }) => {
+                let reason = format!("{prefix:?} is ambiguous");
+                return Err(container::Error::invalid("pod_sandbox_id", reason));
+            }
+            Err(_) => return Err(container::Error::SandboxNotFound { id: sandbox.into() }),
+        };
+        self.inner.containers.create(record, spec).await
     }
 
-    /// Whether pods can get a network, or why not (CRI's NetworkReady condition).
-    pub fn network_ready(&self) -> Result<(), String> {
-        self.inner.network.node().map(drop).map_err(|e| e.to_string())
+    /// Stats of ready pods (all, or the one `id` names) and their running containers.
+    pub async fn pod_stats(&self, id: Option<&str>) -> Result<Vec<PodStats>, container::Error> {
+        let sandboxes = &self.inner.sandboxes;
+        let pods: Vec<SandboxRecord> = match id {
+            Some(id) => vec![
+                sandboxes
+                    .resolve(id)
+                    .map_err(|_| container::Error::SandboxNotFound { id: id.into() })?
+                    .snapshot(),
+            ],
+            None => sandboxes
+                .list(&Default::default())
+                .into_iter()
+                .filter(|r| r.state.is_ready())
+                .collect(),
+        };
+        Ok(self.inner.containers.pod_stats(pods).await)
     }
 
-    /// The node network, when ready (for `podbay net show`).
-    pub fn network_node(&self) -> Option<Arc<podbay_netplug::Node>> {
-        self.inner.network.node().ok()
+    /// The node network with the pods that hold a network now.
+    pub async fn network_report(&self) -> NetworkReport {
+        self.inner.network.report(&self.inner.sandboxes.live_pods()).await
     }
-}
-
-/// Nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 fn lock_root(layout: &Layout) -> Result<Flock<File>, OpenError> {

@@ -1,32 +1,25 @@
 //! The state store: an embedded transactional database (redb) under the root dir.
 //!
-//! Tables (values are JSON, so a record stays readable and can grow fields):
-//! - `sandboxes`: sandbox id → `SandboxRecord`
-//! - `sandbox_names`: pod name key (`name_namespace_uid_attempt`) → sandbox id
-//! - `ip_leases`: pod IP → sandbox id
-//! - `ipam`: `last` → the IP handed out last (round-robin survives restarts)
-//! - `containers`: container id → `ContainerRecord`
-//! - `container_names`: `name_sandbox_attempt` → container id
-//!
-//! A sandbox record, its name reservation and its IP lease change in one transaction:
-//! a crash leaves either a pod with its lease or neither.
+//! The store knows tables, keys and bytes, nothing of the records kept in them: each part
+//! defines its own tables and encodes its own records (`sandbox/records.rs`,
+//! `container/records.rs`, `image/records.rs`, `network/leases.rs`). Two kinds of table:
+//! a [`RecordTable`] maps a key to a JSON record; an [`IndexTable`] maps a key (a name, an
+//! IP) to an id. A change that spans parts (a sandbox record and its IP lease) is one
+//! [`Store::write`] transaction, committed with one fdatasync: a crash leaves either all
+//! of it or none.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::ErrorKind;
-use crate::container::ContainerRecord;
-use crate::sandbox::SandboxRecord;
 
-const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
-const SANDBOX_NAMES: TableDefinition<&str, &str> = TableDefinition::new("sandbox_names");
-const IP_LEASES: TableDefinition<&str, &str> = TableDefinition::new("ip_leases");
-const IPAM: TableDefinition<&str, &str> = TableDefinition::new("ipam");
-const IPAM_LAST: &str = "last";
-const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
-const CONTAINER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("container_names");
+/// A table of JSON records by key.
+pub type RecordTable = TableDefinition<'static, &'static str, &'static [u8]>;
+/// A table of ids by key (names, IPs).
+pub type IndexTable = TableDefinition<'static, &'static str, &'static str>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,8 +33,8 @@ pub enum Error {
     Storage(#[from] Box<redb::StorageError>),
     #[error("state database commit: {0}")]
     Commit(#[from] Box<redb::CommitError>),
-    #[error("record {id}: {source}")]
-    Decode { id: String, source: serde_json::Error },
+    #[error("record {key} in table {table}: {source}")]
+    Decode { table: String, key: String, source: serde_json::Error },
 }
 
 macro_rules! boxed_from {
@@ -59,210 +52,190 @@ impl Error {
     }
 }
 
-/// The IP leases (IP → sandbox id) and the IP handed out last.
-pub type Leases = (Vec<(Ipv4Addr, String)>, Option<Ipv4Addr>);
-
 pub struct Store {
     db: Database,
 }
 
 impl Store {
-    /// Opens (or creates) the database and its tables.
+    /// Opens (or creates) the database. Tables are made by the first write to them.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let db = Database::create(path)
             .map_err(|source| Error::Open { path: path.into(), source: Box::new(source) })?;
         // The records hold pod specs (labels, annotations): root only.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        let tx = db.begin_write()?;
-        tx.open_table(SANDBOXES)?;
-        tx.open_table(SANDBOX_NAMES)?;
-        tx.open_table(IP_LEASES)?;
-        tx.open_table(IPAM)?;
-        tx.open_table(CONTAINERS)?;
-        tx.open_table(CONTAINER_NAMES)?;
-        crate::image::records::create_tables(&tx)?;
-        tx.commit()?;
         Ok(Self { db })
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
-    }
-
-    /// Inserts or replaces a sandbox record together with its name reservation and its IP
-    /// lease; `released` is a lease of this sandbox to free in the same transaction.
-    pub fn put_sandbox(
+    /// Runs `f` in one write transaction and commits it (durably) if `f` succeeds.
+    pub fn write<T, E: From<Error>>(
         &self,
-        rec: &SandboxRecord,
-        released: Option<Ipv4Addr>,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.db.begin_write().map_err(Error::from)?;
+        let out = f(&Tx(&tx))?;
+        tx.commit().map_err(Error::from)?;
+        Ok(out)
+    }
+
+    /// Runs `f` on one consistent snapshot.
+    pub fn read<T, E: From<Error>>(&self, f: impl FnOnce(&ReadTx) -> Result<T, E>) -> Result<T, E> {
+        let tx = self.db.begin_read().map_err(Error::from)?;
+        f(&ReadTx(tx))
+    }
+}
+
+/// A write transaction in progress.
+pub struct Tx<'a>(&'a redb::WriteTransaction);
+
+impl Tx<'_> {
+    /// Inserts or replaces a record.
+    pub fn put<T: Serialize>(
+        &self,
+        table: RecordTable,
+        key: &str,
+        record: &T,
     ) -> Result<(), Error> {
-        let value = serde_json::to_vec(rec).expect("a sandbox record serialises");
-        let tx = self.db.begin_write()?;
-        {
-            let mut sandboxes = tx.open_table(SANDBOXES)?;
-            sandboxes.insert(rec.id.as_str(), value.as_slice())?;
-            let mut names = tx.open_table(SANDBOX_NAMES)?;
-            names.insert(rec.spec.metadata.name_key().as_str(), rec.id.as_str())?;
-            let mut leases = tx.open_table(IP_LEASES)?;
-            if let Some(ip) = released {
-                remove_if_ours(&mut leases, &ip.to_string(), rec.id.as_str())?;
-            }
-            if let Some(net) = &rec.network {
-                let ip = net.ip.to_string();
-                if leases.insert(ip.as_str(), rec.id.as_str())?.is_none() {
-                    tx.open_table(IPAM)?.insert(IPAM_LAST, ip.as_str())?;
-                }
-            }
-        }
-        tx.commit()?;
+        let value = serde_json::to_vec(record).expect("a record serialises");
+        self.0.open_table(table)?.insert(key, value.as_slice())?;
         Ok(())
     }
 
-    /// Deletes a sandbox record, its name reservation and its lease (each only if it still
-    /// points at this id).
-    pub fn delete_sandbox(&self, rec: &SandboxRecord) -> Result<(), Error> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut sandboxes = tx.open_table(SANDBOXES)?;
-            sandboxes.remove(rec.id.as_str())?;
-            let mut names = tx.open_table(SANDBOX_NAMES)?;
-            remove_if_ours(&mut names, &rec.spec.metadata.name_key(), rec.id.as_str())?;
-            if let Some(net) = &rec.network {
-                let mut leases = tx.open_table(IP_LEASES)?;
-                remove_if_ours(&mut leases, &net.ip.to_string(), rec.id.as_str())?;
-            }
-        }
-        tx.commit()?;
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: RecordTable,
+        key: &str,
+    ) -> Result<Option<T>, Error> {
+        let t = self.0.open_table(table)?;
+        let value = t.get(key)?.map(|v| v.value().to_vec());
+        value.map(|v| decode(&table, key, &v)).transpose()
+    }
+
+    /// Removes a record; whether there was one.
+    pub fn remove(&self, table: RecordTable, key: &str) -> Result<bool, Error> {
+        Ok(self.0.open_table(table)?.remove(key)?.is_some())
+    }
+
+    /// Points `key` at `id`; returns what it pointed at before.
+    pub fn set(&self, table: IndexTable, key: &str, id: &str) -> Result<Option<String>, Error> {
+        Ok(self.0.open_table(table)?.insert(key, id)?.map(|v| v.value().to_owned()))
+    }
+
+    pub fn lookup(&self, table: IndexTable, key: &str) -> Result<Option<String>, Error> {
+        Ok(self.0.open_table(table)?.get(key)?.map(|v| v.value().to_owned()))
+    }
+
+    /// Removes `key` whatever it points at.
+    pub fn unset(&self, table: IndexTable, key: &str) -> Result<(), Error> {
+        self.0.open_table(table)?.remove(key)?;
         Ok(())
     }
 
-    /// Every IP lease (IP → sandbox id) and the IP handed out last.
-    pub fn leases(&self) -> Result<Leases, Error> {
-        let tx = self.db.begin_read()?;
+    /// Removes `key` only if it still points at `id` (a name or lease another object took
+    /// meanwhile stays).
+    pub fn unset_if(&self, table: IndexTable, key: &str, id: &str) -> Result<(), Error> {
+        let mut t = self.0.open_table(table)?;
+        if t.get(key)?.is_some_and(|v| v.value() == id) {
+            t.remove(key)?;
+        }
+        Ok(())
+    }
+}
+
+/// A read-only snapshot.
+pub struct ReadTx(redb::ReadTransaction);
+
+impl ReadTx {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: RecordTable,
+        key: &str,
+    ) -> Result<Option<T>, Error> {
+        let Some(t) = missing_is_empty(self.0.open_table(table))? else { return Ok(None) };
+        let value = t.get(key)?;
+        value.map(|v| decode(&table, key, v.value())).transpose()
+    }
+
+    /// Every record of a table, by key.
+    pub fn all<T: DeserializeOwned>(&self, table: RecordTable) -> Result<Vec<(String, T)>, Error> {
+        let Some(t) = missing_is_empty(self.0.open_table(table))? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
-        for row in tx.open_table(IP_LEASES)?.iter()? {
-            let (ip, id) = row?;
-            if let Ok(ip) = ip.value().parse() {
-                out.push((ip, id.value().to_owned()));
-            }
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), decode(&table, k.value(), v.value())?));
         }
-        let last = tx.open_table(IPAM)?.get(IPAM_LAST)?.and_then(|v| v.value().parse().ok());
-        Ok((out, last))
+        Ok(out)
     }
 
-    /// Frees leases in one transaction.
-    pub fn delete_leases(&self, ips: &[Ipv4Addr]) -> Result<(), Error> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut leases = tx.open_table(IP_LEASES)?;
-            for ip in ips {
-                leases.remove(ip.to_string().as_str())?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    pub fn lookup(&self, table: IndexTable, key: &str) -> Result<Option<String>, Error> {
+        let Some(t) = missing_is_empty(self.0.open_table(table))? else { return Ok(None) };
+        Ok(t.get(key)?.map(|v| v.value().to_owned()))
     }
 
-    /// Every sandbox record.
-    pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>, Error> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(SANDBOXES)?;
+    /// Every (key, id) of an index.
+    pub fn entries(&self, table: IndexTable) -> Result<Vec<(String, String)>, Error> {
+        let Some(t) = missing_is_empty(self.0.open_table(table))? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (id, value) = row?;
-            let rec = serde_json::from_slice(value.value())
-                .map_err(|source| Error::Decode { id: id.value().to_owned(), source })?;
-            out.push(rec);
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), v.value().to_owned()));
         }
         Ok(out)
     }
 }
 
-impl Store {
-    /// Inserts or replaces a container record and its name reservation in one transaction.
-    pub fn put_container(&self, rec: &ContainerRecord) -> Result<(), Error> {
-        let value = serde_json::to_vec(rec).expect("a container record serialises");
-        let tx = self.db.begin_write()?;
-        {
-            tx.open_table(CONTAINERS)?.insert(rec.id.as_str(), value.as_slice())?;
-            tx.open_table(CONTAINER_NAMES)?.insert(rec.name_key().as_str(), rec.id.as_str())?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn delete_container(&self, rec: &ContainerRecord) -> Result<(), Error> {
-        let tx = self.db.begin_write()?;
-        {
-            tx.open_table(CONTAINERS)?.remove(rec.id.as_str())?;
-            let mut names = tx.open_table(CONTAINER_NAMES)?;
-            remove_if_ours(&mut names, &rec.name_key(), rec.id.as_str())?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn containers(&self) -> Result<Vec<ContainerRecord>, Error> {
-        let tx = self.db.begin_read()?;
-        let mut out = Vec::new();
-        for row in tx.open_table(CONTAINERS)?.iter()? {
-            let (id, value) = row?;
-            let rec = serde_json::from_slice(value.value())
-                .map_err(|source| Error::Decode { id: id.value().to_owned(), source })?;
-            out.push(rec);
-        }
-        Ok(out)
+/// A table nothing was ever written to reads as empty.
+fn missing_is_empty<T>(opened: Result<T, TableError>) -> Result<Option<T>, Error> {
+    match opened {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn remove_if_ours(table: &mut redb::Table<&str, &str>, key: &str, id: &str) -> Result<(), Error> {
-    if table.get(key)?.is_some_and(|v| v.value() == id) {
-        table.remove(key)?;
-    }
-    Ok(())
+fn decode<T: DeserializeOwned>(table: &RecordTable, key: &str, v: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(v).map_err(|source| Error::Decode {
+        table: table.to_string(),
+        key: key.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::tests::record;
+
+    const THINGS: RecordTable = TableDefinition::new("things");
+    const NAMES: IndexTable = TableDefinition::new("names");
 
     #[test]
-    fn put_list_delete() {
+    fn records_and_indexes_change_in_one_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let a = record("a");
-        let b = record("b");
-        store.put_sandbox(&a, None).unwrap();
-        store.put_sandbox(&b, None).unwrap();
-        assert_eq!(store.sandboxes().unwrap().len(), 2);
-        store.delete_sandbox(&a).unwrap();
-        let left = store.sandboxes().unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].id, b.id);
+        // Nothing written yet: tables read as empty.
+        assert!(store.read(|tx| tx.all::<u32>(THINGS)).unwrap().is_empty());
+        store
+            .write(|tx| {
+                tx.put(THINGS, "a", &1u32)?;
+                tx.set(NAMES, "one", "a")
+            })
+            .unwrap();
+        // A failing write leaves nothing of itself.
+        let failed: Result<(), Error> = store.write(|tx| {
+            tx.put(THINGS, "b", &2u32)?;
+            Err(Error::Decode {
+                table: "x".into(),
+                key: "y".into(),
+                source: serde_json::from_str::<u32>("z").unwrap_err(),
+            })
+        });
+        assert!(failed.is_err());
         drop(store);
-        // Reopening sees the committed state.
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        assert_eq!(store.sandboxes().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn leases_change_with_the_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let ip: Ipv4Addr = "10.244.0.2".parse().unwrap();
-        let mut a = record("a");
-        a.network = Some(crate::network::PodNetwork { ip, host_veth: "vethx".into() });
-        store.put_sandbox(&a, None).unwrap();
-        assert_eq!(store.leases().unwrap(), (vec![(ip, a.id.as_str().to_owned())], Some(ip)));
-        // Stop: the record loses its network and the lease goes in the same transaction.
-        a.network = None;
-        store.put_sandbox(&a, Some(ip)).unwrap();
-        assert_eq!(store.leases().unwrap(), (vec![], Some(ip)));
-        a.network = Some(crate::network::PodNetwork { ip, host_veth: "vethx".into() });
-        store.put_sandbox(&a, None).unwrap();
-        store.delete_sandbox(&a).unwrap();
-        assert!(store.leases().unwrap().0.is_empty());
+        assert_eq!(store.read(|tx| tx.all::<u32>(THINGS)).unwrap(), vec![("a".into(), 1)]);
+        store.write(|tx| tx.unset_if(NAMES, "one", "other")).unwrap();
+        assert_eq!(store.read(|tx| tx.lookup(NAMES, "one")).unwrap().as_deref(), Some("a"));
+        store.write(|tx| tx.unset_if(NAMES, "one", "a")).unwrap();
+        assert!(store.read(|tx| tx.entries(NAMES)).unwrap().is_empty());
     }
 }

@@ -593,7 +593,7 @@ fn down_state(state: &LabState) -> anyhow::Result<()> {
     for node in &state.nodes {
         for pod in std::fs::read_dir(node.run_dir().join("pods")).into_iter().flatten().flatten() {
             let cgroup = format!("podbay/{}", pod.file_name().to_string_lossy());
-            if let Err(e) = podbay_runtime::container::remove_cgroup_tree(&cgroup) {
+            if let Err(e) = podbay_runtime::cgroups::remove_tree(&cgroup) {
                 eprintln!("lab down: {e}");
             }
         }

@@ -36,8 +36,12 @@ impl Images for AdminService {
         if path.is_empty() {
             return Err(Status::invalid_argument("path is empty"));
         }
-        let images =
-            self.runtime.import_images(path.as_ref()).await.map_err(|e| to_status("Import", e))?;
+        let images = self
+            .runtime
+            .images()
+            .import(path.as_ref())
+            .await
+            .map_err(|e| to_status("Import", e))?;
         Ok(Response::new(admin::ImportResponse { images: images.iter().map(stored).collect() }))
     }
 
@@ -48,6 +52,7 @@ impl Images for AdminService {
         let req = req.into_inner();
         let path = self
             .runtime
+            .images()
             .mount_rootfs(&req.id, &req.image)
             .await
             .map_err(|e| to_status("Mount", e))?;
@@ -59,6 +64,7 @@ impl Images for AdminService {
         req: Request<admin::UnmountRequest>,
     ) -> Result<Response<admin::UnmountResponse>, Status> {
         self.runtime
+            .images()
             .unmount_rootfs(&req.into_inner().id)
             .await
             .map_err(|e| to_status("Unmount", e))?;
@@ -79,14 +85,15 @@ impl Images for AdminService {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let runtime = self.runtime.clone();
         tokio::spawn(async move {
-            let pull = runtime.pull_image(&req.image, creds);
+            let images = runtime.images().clone();
+            let pull = images.pull(&req.image, creds);
             tokio::pin!(pull);
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             let outcome = loop {
                 tokio::select! {
                     r = &mut pull => break r,
                     _ = tick.tick() => {
-                        let layers = runtime.pull_progress(&req.image).map(|p| p.snapshot()).unwrap_or_default();
+                        let layers = images.pull_progress(&req.image).map(|p| p.snapshot()).unwrap_or_default();
                         let event = admin::PullEvent { layers: layers.into_iter().map(|l| admin::LayerProgress {
                             digest: l.digest, total: l.total, done: l.done, state: l.state.into(),
                         }).collect(), image: None };

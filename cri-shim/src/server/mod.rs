@@ -1,9 +1,17 @@
 //! `podbay serve`: the CRI gRPC server on a Unix socket.
 
 pub mod admin_service;
-pub mod convert;
+mod container;
+mod container_config;
+mod container_stats;
+mod fields;
+mod image;
 pub mod image_service;
+pub mod runtime;
 pub mod runtime_service;
+mod sandbox;
+mod sandbox_config;
+mod sandbox_stats;
 pub mod status;
 
 use std::os::unix::fs::PermissionsExt;

@@ -8,23 +8,21 @@ pub trait Kinded: std::fmt::Display {
     fn kind(&self) -> ErrorKind;
 }
 
-impl Kinded for podbay_runtime::sandbox::Error {
-    fn kind(&self) -> ErrorKind {
-        podbay_runtime::sandbox::Error::kind(self)
-    }
+macro_rules! kinded {
+    ($($t:ty),*) => {$(
+        impl Kinded for $t {
+            fn kind(&self) -> ErrorKind {
+                <$t>::kind(self)
+            }
+        }
+    )*};
 }
-
-impl Kinded for podbay_runtime::image::Error {
-    fn kind(&self) -> ErrorKind {
-        podbay_runtime::image::Error::kind(self)
-    }
-}
-
-impl Kinded for podbay_runtime::container::Error {
-    fn kind(&self) -> ErrorKind {
-        podbay_runtime::container::Error::kind(self)
-    }
-}
+kinded!(
+    podbay_runtime::sandbox::Error,
+    podbay_runtime::image::Error,
+    podbay_runtime::container::Error,
+    podbay_runtime::PodError
+);
 
 pub fn code(kind: ErrorKind) -> Code {
     match kind {

@@ -6,5 +6,5 @@ fn main() {
         eprintln!("podbay-supervisor takes no arguments; it is started by `podbay serve`");
         std::process::exit(2);
     }
-    std::process::exit(podbay_runtime::supervisor::server::spawner_main());
+    std::process::exit(podbay_runtime::supervisor::process::spawner_main());
 }

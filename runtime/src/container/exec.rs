@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use podbay_proto::shim::v1::{ExecRequest, request, response};
+use podbay_proto::supervisor::v1::ExecRequest;
 
-use super::{ContainerState, Error};
-use crate::Runtime;
-use crate::layout::PodLayout;
-use crate::supervisor;
+use super::{ContainerState, Containers, Error};
+use crate::supervisor::Client;
 
 /// Bytes kept of each of stdout and stderr.
 pub const OUTPUT_LIMIT: usize = 16 << 20;
@@ -23,43 +21,33 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
-impl Runtime {
+impl Containers {
     pub async fn exec_sync(
         &self,
         id: &str,
         args: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, Error> {
-        let rec = self.container(id)?.snapshot();
+        let rec = self.resolve(id)?.snapshot();
         if rec.state != ContainerState::Running {
             return Err(Error::State { id: rec.id, state: rec.state, what: "cannot exec" });
         }
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
-        let sandbox = self
-            .get(&rec.sandbox_id)
+        let pod = self
+            .pod_of(&rec.sandbox_id)
             .ok_or(Error::SandboxNotReady { id: rec.sandbox_id.clone() })?;
-        let pod = PodLayout::from_dir(&sandbox.snapshot().pod_dir);
-        let req = request::Kind::Exec(ExecRequest {
+        let req = ExecRequest {
             id: rec.id.to_string(),
             args,
             timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
             output_limit: OUTPUT_LIMIT as u64,
             state_root: pod.containers().to_string_lossy().into_owned(),
-        });
+        };
         // The supervisor enforces the timeout; the call waits a little longer.
         let wait = timeout.map_or(Duration::from_secs(24 * 3600), |t| t + Duration::from_secs(10));
-        let r = match supervisor::call_within(&pod, req, wait).await {
-            Ok(response::Kind::Exec(r)) => r,
-            Ok(_) => {
-                return Err(Error::Supervisor { id: rec.id, message: "unexpected answer".into() });
-            }
-            Err(supervisor::Error::Refused(message)) => {
-                return Err(Error::Supervisor { id: rec.id, message });
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let r = Client::new(&pod).exec(req, wait).await.map_err(Error::supervisor(&rec.id))?;
         if r.timed_out {
             return Err(Error::ExecTimeout { id: rec.id, timeout: timeout.unwrap_or_default() });
         }

@@ -11,27 +11,41 @@
 //! ```
 //! The pod's supervisor creates, starts and reaps the processes (libcontainer); the
 //! daemon keeps the record in the state database and learns exits from the supervisor.
+//!
+//! [`Containers`] owns every container in memory and its record; it mounts rootfs through
+//! the image part and reaches each pod's supervisor at the pod dir the layout names. It
+//! reads sandbox records the runtime hands it, and never changes a sandbox.
 
 mod create;
 mod exec;
-mod lifecycle;
+mod exits;
+mod log;
+mod node;
+mod records;
+mod remove;
 pub mod seccomp;
 pub mod spec;
+mod start;
 mod stats;
 mod status;
+mod stop;
+mod update;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
-pub(crate) use create::node_facts;
-pub use create::remove_cgroup_tree;
 pub use exec::ExecOutput;
-pub use stats::{CgroupUsage, ContainerStats, PodStats};
+pub use stats::{ContainerStats, PodStats};
 pub use status::ContainerFilter;
 
 use crate::ErrorKind;
-use crate::ids::{ContainerId, SandboxId};
+use crate::ids::{ContainerId, Lookup, SandboxId};
+use crate::image::Images;
+use crate::layout::{Layout, PodLayout};
+use crate::store::Store;
 use crate::supervisor::Identity;
+use crate::undo::WithCleanup;
 
 /// The container's identity as kubelet gives it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -237,22 +251,28 @@ pub enum Error {
     Invalid { field: String, reason: String },
     #[error("container {id} is {state:?}; {what}")]
     State { id: ContainerId, state: ContainerState, what: &'static str },
-    #[error("container {id}: {message}")]
-    Supervisor { id: ContainerId, message: String },
-    #[error(transparent)]
-    Shim(#[from] crate::supervisor::Error),
+    #[error("container {id}: {source}")]
+    Supervisor { id: ContainerId, source: crate::supervisor::Error },
     #[error(transparent)]
     Image(#[from] crate::image::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("cgroup {cgroup}: {reason}")]
-    Cgroup { cgroup: String, reason: String },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::Error),
+    #[error("save the OCI spec {path}: {source}")]
+    SaveSpec { path: PathBuf, source: oci_spec::OciSpecError },
     #[error("exec in container {id} timed out after {timeout:?}")]
     ExecTimeout { id: ContainerId, timeout: std::time::Duration },
-    #[error("{cause}; cleaning up also failed: {}", cleanup.join("; "))]
-    Undo { cause: Box<Error>, cleanup: Vec<String> },
+    #[error("{cause}; cleaning up also failed: {}", crate::error::join(cleanup))]
+    Undo { cause: Box<Error>, cleanup: Vec<Error> },
+}
+
+impl WithCleanup for Error {
+    fn with_cleanup(cause: Self, cleanup: Vec<Self>) -> Self {
+        Error::Undo { cause: Box::new(cause), cleanup }
+    }
 }
 
 impl Error {
@@ -265,7 +285,7 @@ impl Error {
             Error::NameTaken { .. } | Error::NameBusy { .. } => ErrorKind::AlreadyExists,
             Error::SandboxNotReady { .. } | Error::State { .. } => ErrorKind::FailedPrecondition,
             Error::ExecTimeout { .. } => ErrorKind::DeadlineExceeded,
-            Error::Shim(e) => e.kind(),
+            Error::Supervisor { source, .. } => source.kind(),
             Error::Image(e) => e.kind(),
             Error::Undo { cause, .. } => cause.kind(),
             _ => ErrorKind::Internal,
@@ -283,28 +303,106 @@ impl Error {
         let path = path.to_path_buf();
         move |source| Error::Io { what, path, source }
     }
+
+    /// A supervisor call about container `id` failed.
+    pub(crate) fn supervisor(id: &ContainerId) -> impl FnOnce(crate::supervisor::Error) -> Self {
+        let id = id.clone();
+        move |source| Error::Supervisor { id, source }
+    }
 }
 
-/// A container as the runtime holds it in memory.
-pub(crate) struct Container {
-    pub(crate) record: std::sync::Mutex<ContainerRecord>,
-    /// Serialises start, stop and remove of this container.
-    pub(crate) op: tokio::sync::Mutex<()>,
+/// One container in memory: its record, and the lock that serialises start, stop and
+/// remove.
+pub struct Container {
+    record: Mutex<ContainerRecord>,
+    op: tokio::sync::Mutex<()>,
 }
 
 impl Container {
-    pub(crate) fn new(record: ContainerRecord) -> Self {
-        Self { record: std::sync::Mutex::new(record), op: tokio::sync::Mutex::new(()) }
+    fn new(record: ContainerRecord) -> Self {
+        Self { record: Mutex::new(record), op: tokio::sync::Mutex::new(()) }
     }
 
-    pub(crate) fn snapshot(&self) -> ContainerRecord {
+    pub fn snapshot(&self) -> ContainerRecord {
         self.record.lock().expect("container record lock").clone()
     }
 
-    pub(crate) fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
+    fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
         let mut rec = self.record.lock().expect("container record lock");
         f(&mut rec);
         rec.clone()
+    }
+
+    fn sandbox_id(&self) -> SandboxId {
+        self.record.lock().expect("container record lock").sandbox_id.clone()
+    }
+}
+
+/// Every container of the node. Cheap to clone.
+#[derive(Clone)]
+pub struct Containers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    map: RwLock<HashMap<ContainerId, Arc<Container>>>,
+    /// Container name keys with a CreateContainer in flight.
+    creating: Mutex<HashSet<String>>,
+    store: Arc<Store>,
+    images: Images,
+    layout: Layout,
+    node: spec::NodeFacts,
+}
+
+impl Containers {
+    pub(crate) fn new(store: Arc<Store>, images: Images, layout: Layout) -> Self {
+        let inner = Inner {
+            map: RwLock::new(HashMap::new()),
+            creating: Mutex::new(HashSet::new()),
+            store,
+            images,
+            layout,
+            node: node::facts(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// What podbay found out about the node at start (capabilities, cgroups, devices).
+    pub fn node(&self) -> &spec::NodeFacts {
+        &self.inner.node
+    }
+
+    /// Finds a container by full id or unique id prefix.
+    pub fn resolve(&self, id: &str) -> Result<Arc<Container>, Error> {
+        let map = self.inner.map.read().expect("containers lock");
+        crate::ids::resolve(&map, id).map_err(|e| match e {
+            Lookup::NotFound => Error::NotFound { id: id.into() },
+            Lookup::Ambiguous => Error::Ambiguous { prefix: id.into() },
+        })
+    }
+
+    fn contains(&self, id: &ContainerId) -> bool {
+        self.inner.map.read().expect("containers lock").contains_key(id)
+    }
+
+    /// Every container of a sandbox.
+    fn of_pod(&self, sandbox: &SandboxId) -> Vec<Arc<Container>> {
+        let map = self.inner.map.read().expect("containers lock");
+        map.values().filter(|c| c.sandbox_id() == *sandbox).cloned().collect()
+    }
+
+    /// The pod dir of a container's sandbox, while it exists (its supervisor's socket).
+    fn pod_of(&self, sandbox: &SandboxId) -> Option<PodLayout> {
+        let pod = self.inner.layout.pod(sandbox);
+        pod.dir().is_dir().then_some(pod)
+    }
+
+    async fn persist(&self, rec: &ContainerRecord) -> Result<(), Error> {
+        let (store, rec) = (self.inner.store.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || records::put(&store, &rec))
+            .await
+            .expect("state store task panicked")
+            .map_err(Error::from)
     }
 }
 

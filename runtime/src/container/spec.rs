@@ -579,26 +579,6 @@ fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
     }
 }
 
-/// cgroup v1 controllers libcgroups places a container in (each a hierarchy's name).
-pub(crate) const V1_CONTROLLERS: &[&str] = &[
-    "blkio",
-    "cpu",
-    "cpuacct",
-    "cpu,cpuacct",
-    "cpuset",
-    "devices",
-    "freezer",
-    "hugetlb",
-    "memory",
-    "net_cls",
-    "net_prio",
-    "net_cls,net_prio",
-    "perf_event",
-    "pids",
-    "rdma",
-    "misc",
-];
-
 /// `/sys/fs/cgroup` in the container. On cgroup v2, libcontainer's cgroup mount. On v1,
 /// a tmpfs with the container's own cgroup of each controller bound on it, as runc
 /// mounts them: libcontainer's v1 mount looks the init process up in /proc by its pid
@@ -614,7 +594,12 @@ fn cgroup_mounts(i: &Inputs<'_>, ro: &str) -> Vec<Value> {
     let mut out = vec![
         json!({ "destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs", "options": [common[0], common[1], common[2], "mode=755", "size=64k"] }),
     ];
-    for h in i.node.cgroup_v1_hierarchies.iter().filter(|h| V1_CONTROLLERS.contains(&h.as_str())) {
+    for h in i
+        .node
+        .cgroup_v1_hierarchies
+        .iter()
+        .filter(|h| crate::cgroups::V1_CONTROLLERS.contains(&h.as_str()))
+    {
         out.push(json!({
             "destination": format!("/sys/fs/cgroup/{h}"),
             "type": "bind",

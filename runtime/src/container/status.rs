@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ContainerRecord, ContainerState, Error};
-use crate::Runtime;
+use super::{ContainerRecord, ContainerState, Containers, Error};
 use crate::ids::ContainerId;
 
 /// ListContainers' filter (CRI ContainerFilter); unset fields match everything.
@@ -29,31 +28,27 @@ impl ContainerFilter {
     }
 }
 
-impl Runtime {
-    pub fn container_status(&self, id: &str) -> Result<ContainerRecord, Error> {
-        Ok(self.container(id)?.snapshot())
+impl Containers {
+    pub fn status(&self, id: &str) -> Result<ContainerRecord, Error> {
+        Ok(self.resolve(id)?.snapshot())
     }
 
     /// The OCI spec a container was created with (ContainerStatus verbose info).
-    pub fn container_oci_spec(&self, rec: &ContainerRecord) -> Option<serde_json::Value> {
+    pub fn oci_spec(&self, rec: &ContainerRecord) -> Option<serde_json::Value> {
         let path = self.inner.layout.container(rec.id.as_str()).config();
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
-    pub fn list_containers(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
-        self.map_containers(filter, ContainerRecord::clone)
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        self.map(filter, ContainerRecord::clone)
     }
 
     /// `f` of each container the filter matches, oldest first; `f` sees the record in
     /// place (ListContainers converts without copying whole records).
-    pub fn map_containers<T>(
-        &self,
-        filter: &ContainerFilter,
-        f: impl Fn(&ContainerRecord) -> T,
-    ) -> Vec<T> {
+    pub fn map<T>(&self, filter: &ContainerFilter, f: impl Fn(&ContainerRecord) -> T) -> Vec<T> {
         let mut out: Vec<(i64, ContainerId, T)> = self
             .inner
-            .containers
+            .map
             .read()
             .expect("containers lock")
             .values()

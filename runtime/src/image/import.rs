@@ -15,8 +15,7 @@ use serde::Deserialize;
 
 use super::pull::{BlobRef, Body, Progress, Source, is_index, select_platform};
 use super::unpack::{Compression, clean_path};
-use super::{Error, ImageRecord, digest_name, name_of, normalize, sha256_hex, sha256_of};
-use crate::Runtime;
+use super::{Error, ImageRecord, Images, digest_name, name_of, normalize, sha256_hex, sha256_of};
 
 /// The files of an archive: a directory, or a tar spooled into temp files.
 struct Files {
@@ -77,13 +76,13 @@ struct DockerEntry {
 const NAME_ANNOTATIONS: [&str; 2] =
     ["io.containerd.image.name", "org.opencontainers.image.ref.name"];
 
-impl Runtime {
+impl Images {
     /// Imports every named image in the archive at `path` (in its own task, so it always
     /// finishes or cleans up).
-    pub async fn import_images(&self, path: &Path) -> Result<Vec<ImageRecord>, Error> {
-        let rt = self.clone();
+    pub async fn import(&self, path: &Path) -> Result<Vec<ImageRecord>, Error> {
+        let images = self.clone();
         let path = path.to_path_buf();
-        tokio::spawn(async move { rt.import_detached(&path).await })
+        tokio::spawn(async move { images.import_detached(&path).await })
             .await
             .expect("import task panicked")
     }

@@ -12,6 +12,9 @@
 //! ```
 //! Nothing is visible before the commit; a crash before it leaves only files in `tmp/`
 //! (emptied at start) or blobs and layers no record names (collected at start).
+//!
+//! [`Images`] owns the image store: its files under the root dir and its records in the
+//! state database.
 
 pub mod import;
 pub mod pull;
@@ -30,7 +33,9 @@ use sha2::{Digest, Sha256};
 
 pub use self::records::{ImageRecord, LayerRecord, RootfsRecord};
 pub use self::registry::{Credentials, RegistryConfig};
-use crate::{ErrorKind, Runtime, store};
+use crate::ErrorKind;
+use crate::layout::Layout;
+use crate::store::{self, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -178,28 +183,38 @@ impl KeyLocks {
     }
 }
 
-/// Image state the runtime keeps in memory.
-pub(crate) struct Images {
-    pub(crate) registries: RegistryConfig,
-    pub(crate) pulls: pull::Flights,
-    pub(crate) keys: KeyLocks,
+/// The node's images. Cheap to clone.
+#[derive(Clone)]
+pub struct Images {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    layout: Layout,
+    registries: RegistryConfig,
+    pulls: pull::Flights,
+    keys: KeyLocks,
     /// Pulls, imports and rootfs mounts hold it shared; garbage collection exclusively, so
     /// it never takes what a pull has stored but not yet committed.
-    pub(crate) gc: tokio::sync::RwLock<()>,
+    gc: tokio::sync::RwLock<()>,
     /// Unpacks at a time (they are CPU-bound).
-    pub(crate) unpack_slots: tokio::sync::Semaphore,
+    unpack_slots: tokio::sync::Semaphore,
 }
 
 impl Images {
-    pub(crate) fn new(registries: RegistryConfig) -> Self {
+    pub(crate) fn new(store: Arc<Store>, layout: Layout, registries: RegistryConfig) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self {
+        let inner = Inner {
+            store,
+            layout,
             registries,
             pulls: pull::Flights::default(),
             keys: KeyLocks::default(),
             gc: tokio::sync::RwLock::new(()),
             unpack_slots: tokio::sync::Semaphore::new(cores),
-        }
+        };
+        Self { inner: Arc::new(inner) }
     }
 }
 
@@ -210,45 +225,40 @@ pub struct FsUsage {
     pub inodes: u64,
 }
 
-impl Runtime {
+impl Images {
     /// Runs blocking work (database, file system) off the async workers.
-    pub(crate) async fn blocking<T: Send + 'static>(
+    async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Runtime) -> T + Send + 'static,
+        f: impl FnOnce(&Images) -> T + Send + 'static,
     ) -> T {
-        let rt = self.clone();
-        tokio::task::spawn_blocking(move || f(&rt)).await.expect("blocking task panicked")
+        let images = self.clone();
+        tokio::task::spawn_blocking(move || f(&images)).await.expect("blocking task panicked")
     }
 
     /// Finds an image by id (`sha256:…`, bare hex, or a unique hex prefix of 4+), by full
     /// or short name (`busybox` is `docker.io/library/busybox:latest`), or by `name@digest`.
     /// Also returns the name it was found by, if any.
-    pub async fn find_image(
-        &self,
-        spec: &str,
-    ) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
+    pub async fn find(&self, spec: &str) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
         let spec = spec.to_owned();
-        self.blocking(move |rt| rt.find_image_blocking(&spec)).await
+        self.blocking(move |img| img.find_blocking(&spec)).await
     }
 
-    pub(crate) fn find_image_blocking(
-        &self,
-        spec: &str,
-    ) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
+    fn find_blocking(&self, spec: &str) -> Result<Option<(ImageRecord, Option<String>)>, Error> {
         let store = &self.inner.store;
         let bare = spec.strip_prefix("sha256:").unwrap_or(spec);
         let hex = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_hexdigit());
         if hex && bare.len() == 64 {
-            return Ok(store.image(&format!("sha256:{bare}"))?.map(|r| (r, None)));
+            return Ok(records::image(store, &format!("sha256:{bare}"))?.map(|r| (r, None)));
         }
         if let Ok(r) = normalize(spec) {
             let name = name_of(&r);
-            if let Some(id) = store.image_by_name(&name)? {
-                return Ok(store.image(&id)?.map(|r| (r, Some(name))));
+            if let Some(id) = records::image_by_name(store, &name)? {
+                return Ok(records::image(store, &id)?.map(|r| (r, Some(name))));
             }
         }
         if hex && bare.len() >= 4 {
-            let mut found = store.images()?.into_iter().filter(|i| i.id[7..].starts_with(bare));
+            let mut found =
+                records::images(store)?.into_iter().filter(|i| i.id[7..].starts_with(bare));
             if let (Some(one), None) = (found.next(), found.next()) {
                 return Ok(Some((one, None)));
             }
@@ -257,22 +267,23 @@ impl Runtime {
     }
 
     /// Every image, optionally only those `filter` finds.
-    pub async fn list_images(&self, filter: Option<&str>) -> Result<Vec<ImageRecord>, Error> {
+    pub async fn list(&self, filter: Option<&str>) -> Result<Vec<ImageRecord>, Error> {
         match filter.filter(|f| !f.is_empty()) {
-            Some(f) => Ok(self.find_image(f).await?.map(|(r, _)| r).into_iter().collect()),
-            None => Ok(self.blocking(|rt| rt.inner.store.images()).await?),
+            Some(f) => Ok(self.find(f).await?.map(|(r, _)| r).into_iter().collect()),
+            None => Ok(self.blocking(|img| records::images(&img.inner.store)).await?),
         }
     }
 
     /// Removes an image: by tag, that tag (and the image once no tag is left); by id or
     /// digest, the image with all its names. Layers a container's rootfs still uses stay
     /// until that container is removed. Unknown images are not an error.
-    pub async fn remove_image(&self, spec: &str) -> Result<(), Error> {
-        let Some((rec, name)) = self.find_image(spec).await? else {
+    pub async fn remove(&self, spec: &str) -> Result<(), Error> {
+        let Some((rec, name)) = self.find(spec).await? else {
             return Ok(());
         };
-        let deleted =
-            self.blocking(move |rt| rt.inner.store.remove_image(&rec.id, name.as_deref())).await?;
+        let deleted = self
+            .blocking(move |img| records::remove_image(&img.inner.store, &rec.id, name.as_deref()))
+            .await?;
         if deleted {
             self.collect_garbage().await?;
         }
@@ -281,15 +292,15 @@ impl Runtime {
 
     /// Deletes every blob and unpacked layer that no image and no container rootfs needs.
     pub async fn collect_garbage(&self) -> Result<(), Error> {
-        let _gc = self.inner.images.gc.write().await;
-        self.blocking(|rt| rt.collect_garbage_blocking()).await
+        let _gc = self.inner.gc.write().await;
+        self.blocking(|img| img.collect_garbage_blocking()).await
     }
 
     fn collect_garbage_blocking(&self) -> Result<(), Error> {
         let store = &self.inner.store;
         let layout = &self.inner.layout;
-        let images = store.images()?;
-        let rootfs = store.rootfs_records()?;
+        let images = records::images(store)?;
+        let rootfs = records::rootfs_records(store)?;
         let keep_blobs: HashSet<&str> =
             images.iter().flat_map(|i| i.blobs()).filter_map(sha256_hex).collect();
         let keep_layers: HashSet<&str> = images
@@ -318,7 +329,7 @@ impl Runtime {
 
     /// Prepares the image store at start: dirs exist, leftovers of interrupted pulls go,
     /// and anything no record needs is collected.
-    pub(crate) async fn open_images(&self) -> Result<(), Error> {
+    pub(crate) async fn open(&self) -> Result<(), Error> {
         let layout = self.inner.layout.clone();
         self.blocking(move |_| {
             let tmp = layout.image_tmp_dir();
@@ -337,7 +348,7 @@ impl Runtime {
     }
 
     /// Bytes and inodes used under the image store.
-    pub async fn image_fs_usage(&self) -> Result<FsUsage, Error> {
+    pub async fn fs_usage(&self) -> Result<FsUsage, Error> {
         let dir = self.inner.layout.images_dir();
         self.blocking(move |_| {
             let mut usage = FsUsage::default();
@@ -360,13 +371,13 @@ impl Runtime {
         .await
     }
 
-    /// The image's config JSON (for verbose status and, later, container specs).
-    pub async fn image_config(&self, rec: &ImageRecord) -> Result<Vec<u8>, Error> {
+    /// The image's config JSON (verbose status, container specs).
+    pub async fn config(&self, rec: &ImageRecord) -> Result<Vec<u8>, Error> {
         let path = self.blob_path(&rec.id)?;
         tokio::fs::read(&path).await.map_err(Error::io("read image config", &path))
     }
 
-    pub(crate) fn blob_path(&self, digest: &str) -> Result<PathBuf, Error> {
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, Error> {
         let hex = sha256_hex(digest).ok_or_else(|| Error::Invalid {
             image: digest.into(),
             what: format!("digest {digest:?} is not sha256:<64 hex>"),
@@ -374,7 +385,7 @@ impl Runtime {
         Ok(self.inner.layout.blob(hex))
     }
 
-    pub(crate) fn layer_path(&self, chain_id: &str) -> PathBuf {
+    fn layer_path(&self, chain_id: &str) -> PathBuf {
         self.inner.layout.layer(sha256_hex(chain_id).unwrap_or(chain_id))
     }
 }

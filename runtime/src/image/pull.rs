@@ -19,10 +19,9 @@ use tracing::{debug, info};
 
 use super::registry::{self, Endpoint, Failure, Protocol};
 use super::{
-    Credentials, Error, ImageRecord, LayerRecord, chain_ids, digest_name, name_of, normalize,
-    sha256_hex, sha256_of,
+    Credentials, Error, ImageRecord, Images, LayerRecord, chain_ids, digest_name, name_of,
+    normalize, records, sha256_hex, sha256_of,
 };
-use crate::Runtime;
 
 const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
@@ -102,18 +101,18 @@ struct Flight {
 #[derive(Default)]
 pub(crate) struct Flights(Mutex<HashMap<String, Flight>>);
 
-impl Runtime {
+impl Images {
     /// Pulls an image (coalesced with a pull of the same image already under way) and
     /// returns its record. The pull runs in its own task: a caller that goes away (kubelet
     /// timing out) does not leave it half done.
-    pub async fn pull_image(
+    pub async fn pull(
         &self,
         reference: &str,
         creds: Option<Credentials>,
     ) -> Result<ImageRecord, Error> {
-        let rt = self.clone();
+        let images = self.clone();
         let reference = reference.to_owned();
-        tokio::spawn(async move { rt.pull_coalesced(&reference, creds).await })
+        tokio::spawn(async move { images.pull_coalesced(&reference, creds).await })
             .await
             .expect("pull task panicked")
     }
@@ -127,7 +126,7 @@ impl Runtime {
         let mut h = std::hash::DefaultHasher::new();
         creds.hash(&mut h);
         let key = format!("{}\0{:x}", name_of(&r), h.finish());
-        let flights = &self.inner.images.pulls.0;
+        let flights = &self.inner.pulls.0;
         let flight = flights
             .lock()
             .unwrap()
@@ -151,7 +150,7 @@ impl Runtime {
     /// The progress of a pull of `reference` under way, if there is one.
     pub fn pull_progress(&self, reference: &str) -> Option<Arc<Progress>> {
         let name = name_of(&normalize(reference).ok()?);
-        let map = self.inner.images.pulls.0.lock().unwrap();
+        let map = self.inner.pulls.0.lock().unwrap();
         map.iter()
             .find(|(k, _)| k.split('\0').next() == Some(name.as_str()))
             .map(|(_, f)| f.progress.clone())
@@ -165,7 +164,7 @@ impl Runtime {
     ) -> Result<ImageRecord, Error> {
         let started = std::time::Instant::now();
         let image = name_of(r);
-        let endpoints = self.inner.images.registries.endpoints(r.registry());
+        let endpoints = self.inner.registries.endpoints(r.registry());
         let mut failures = Vec::new();
         let mut details = Vec::new();
         for ep in &endpoints {
@@ -238,11 +237,11 @@ impl Runtime {
                         && ep.protocol == Protocol::HttpsThenHttp
                         && !http
                     {
-                        debug!(host = %ep.host, error = %registry::chain(&e), "no TLS on a loopback registry; trying plain HTTP");
+                        debug!(host = %ep.host, error = %crate::error::chain(&e), "no TLS on a loopback registry; trying plain HTTP");
                         http = true;
                         continue;
                     }
-                    return Err(Attempt::Failed(failure, registry::chain(&e)));
+                    return Err(Attempt::Failed(failure, crate::error::chain(&e)));
                 }
             }
         }
@@ -294,7 +293,7 @@ impl Runtime {
         let (m, _) = client
             .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
             .await
-            .map_err(|e| Attempt::Failed(Failure::of(&e), registry::chain(&e)))?;
+            .map_err(|e| Attempt::Failed(Failure::of(&e), crate::error::chain(&e)))?;
         let m = m.to_vec();
         check(image, &child, m.len() as u64, &sha256_of(&m)).map_err(Attempt::Fatal)?;
         Ok(Resolved {
@@ -353,7 +352,7 @@ impl Runtime {
         repo_digests: Vec<String>,
         progress: &Progress,
     ) -> Result<(ImageRecord, Vec<String>), Error> {
-        let _gc = self.inner.images.gc.read().await;
+        let _gc = self.inner.gc.read().await;
         let (mbytes, mdigest) = manifest;
         let m = parse_manifest(image, &mbytes)?;
         let config = BlobRef::of(m.config());
@@ -422,12 +421,12 @@ impl Runtime {
         let images_dir = self.inner.layout.images_dir();
         let to_commit = rec.clone();
         let gone = self
-            .blocking(move |rt| {
+            .blocking(move |img| {
                 // Everything the record names is on disk before the record is.
                 let dir =
                     std::fs::File::open(&images_dir).map_err(Error::io("open", &images_dir))?;
                 rustix::fs::syncfs(&dir).map_err(|e| Error::io("sync", &images_dir)(e.into()))?;
-                rt.inner.store.put_image(&to_commit).map_err(Error::from)
+                records::put_image(&img.inner.store, &to_commit).map_err(Error::from)
             })
             .await?;
         Ok((rec, gone))
@@ -441,7 +440,7 @@ impl Runtime {
         l: &LayerRecord,
         progress: &Progress,
     ) -> Result<(), Error> {
-        let _key = self.inner.images.keys.lock(&format!("layer:{}", l.chain_id)).await;
+        let _key = self.inner.keys.lock(&format!("layer:{}", l.chain_id)).await;
         let dest = self.layer_path(&l.chain_id);
         if dest.is_dir() {
             progress.set(&l.digest, |p| {
@@ -454,7 +453,7 @@ impl Runtime {
             BlobRef { digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone() };
         self.ensure_blob(image, source, &blob, Some(progress)).await?;
         progress.set(&l.digest, |p| p.state = "unpacking");
-        let _slot = self.inner.images.unpack_slots.acquire().await.expect("semaphore open");
+        let _slot = self.inner.unpack_slots.acquire().await.expect("semaphore open");
         let blob_path = self.blob_path(&l.digest)?;
         let tmp = self.temp_path(&format!("layer-{}", &l.chain_id[7..]));
         let (image_s, l2, tmp2) = (image.to_owned(), l.clone(), tmp.clone());
@@ -501,7 +500,7 @@ impl Runtime {
         progress: Option<&Progress>,
     ) -> Result<(), Error> {
         let dest = self.blob_path(&blob.digest)?;
-        let _key = self.inner.images.keys.lock(&format!("blob:{}", blob.digest)).await;
+        let _key = self.inner.keys.lock(&format!("blob:{}", blob.digest)).await;
         if dest.is_file() {
             return Ok(());
         }
@@ -625,7 +624,7 @@ impl Source for RegistrySource {
             .client
             .pull_blob_stream(&self.reference, blob.digest.as_str())
             .await
-            .map_err(|e| registry::chain(&e))?;
+            .map_err(|e| crate::error::chain(&e))?;
         Ok(Body::Stream(s.stream))
     }
 }

@@ -266,22 +266,6 @@ pub fn worst(failures: &[Failure]) -> Failure {
     Failure::Other
 }
 
-/// Flattens an error chain into one line (reqwest hides the cause behind "error sending
-/// request"; libcontainer behind "failed to create container").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,15 +6,14 @@ use std::path::PathBuf;
 
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{Error, RootfsRecord};
-use crate::Runtime;
+use super::{Error, Images, RootfsRecord, records};
 
-impl Runtime {
+impl Images {
     /// Mounts the rootfs of `container` from `image` and returns the mountpoint.
     pub async fn mount_rootfs(&self, container: &str, image: &str) -> Result<PathBuf, Error> {
         check_id(container)?;
-        let _gc = self.inner.images.gc.read().await;
-        let Some((rec, _)) = self.find_image(image).await? else {
+        let _gc = self.inner.gc.read().await;
+        let Some((rec, _)) = self.find(image).await? else {
             return Err(Error::NotFound(image.to_owned()));
         };
         let (container, lowers) = (
@@ -25,12 +24,12 @@ impl Runtime {
             image: rec.id.clone(),
             chain_ids: rec.layers.iter().map(|l| l.chain_id.clone()).collect(),
         };
-        self.blocking(move |rt| {
-            let dirs = rt.inner.layout.container(&container);
-            if rt.inner.store.rootfs_records()?.iter().any(|(c, _)| *c == container) {
+        self.blocking(move |img| {
+            let dirs = img.inner.layout.container(&container);
+            if records::rootfs_records(&img.inner.store)?.iter().any(|(c, _)| *c == container) {
                 return Err(Error::Rootfs { container, reason: "already has a rootfs".into() });
             }
-            rt.inner.store.put_rootfs(&container, &record)?;
+            records::put_rootfs(&img.inner.store, &container, &record)?;
             let mounted = (|| {
                 for d in [dirs.upper(), dirs.work(), dirs.rootfs()] {
                     std::fs::create_dir_all(&d).map_err(Error::io("create", &d))?;
@@ -63,7 +62,7 @@ impl Runtime {
             })();
             if let Err(e) = mounted {
                 let _ = std::fs::remove_dir_all(dirs.dir());
-                let _ = rt.inner.store.delete_rootfs(&container);
+                let _ = records::delete_rootfs(&img.inner.store, &container);
                 return Err(e);
             }
             Ok(dirs.rootfs())
@@ -77,8 +76,8 @@ impl Runtime {
         check_id(container)?;
         let container = container.to_owned();
         let image_gone = self
-            .blocking(move |rt| -> Result<bool, Error> {
-                let dirs = rt.inner.layout.container(&container);
+            .blocking(move |img| -> Result<bool, Error> {
+                let dirs = img.inner.layout.container(&container);
                 match nix::mount::umount2(&dirs.rootfs(), MntFlags::MNT_DETACH) {
                     Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
                     Err(e) => {
@@ -90,11 +89,12 @@ impl Runtime {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("remove", dirs.dir())(e)),
                 }
-                let rec =
-                    rt.inner.store.rootfs_records()?.into_iter().find(|(c, _)| *c == container);
-                rt.inner.store.delete_rootfs(&container)?;
+                let rec = records::rootfs_records(&img.inner.store)?
+                    .into_iter()
+                    .find(|(c, _)| *c == container);
+                records::delete_rootfs(&img.inner.store, &container)?;
                 Ok(match rec {
-                    Some((_, r)) => rt.inner.store.image(&r.image)?.is_none(),
+                    Some((_, r)) => records::image(&img.inner.store, &r.image)?.is_none(),
                     None => false,
                 })
             })

@@ -13,26 +13,36 @@
 //! ```
 //! Unknown is reported to CRI as NOTREADY. After a reboot (the run dir is empty) every
 //! record is NotReady.
+//!
+//! [`Sandboxes`] owns every sandbox in memory and its record in the state database; it
+//! uses the pod network ([`PodNetwork`]) for leases and hostPorts and the supervisor
+//! spawner for the pod's processes. It knows nothing of containers: the runtime stops and
+//! removes a pod's containers before it asks this part to stop or remove the pod.
 
 pub mod files;
 pub mod mounts;
+mod records;
 mod recover;
 mod remove;
 mod run;
 mod status;
 mod stop;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-pub use status::{SandboxFilter, SandboxView};
+pub use status::SandboxFilter;
 
 use crate::ErrorKind;
-use crate::failpoint::Injected;
-use crate::ids::SandboxId;
-use crate::layout::NsKind;
-use crate::network::{PodNetwork, PortMapping};
-use crate::supervisor::Identity;
+use crate::failpoint::{Failpoints, Injected};
+use crate::ids::{Lookup, SandboxId};
+use crate::layout::{Layout, NsKind};
+use crate::network::{Attachment, LivePod, PodNetwork, PortMapping};
+use crate::store::{self, Store};
+use crate::supervisor::{Identity, Spawner};
+use crate::undo::WithCleanup;
 
 /// The pod's identity as kubelet gives it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -140,23 +150,161 @@ pub struct SandboxRecord {
     /// The pod's IP lease and veth while it has them (not for hostNetwork pods, and gone
     /// once the sandbox is stopped).
     #[serde(default)]
-    pub network: Option<PodNetwork>,
+    pub network: Option<Attachment>,
 }
 
-/// A sandbox as the runtime holds it in memory.
-pub(crate) struct Sandbox {
-    pub(crate) record: std::sync::Mutex<SandboxRecord>,
-    /// Serialises stop and remove of this sandbox.
-    pub(crate) op: tokio::sync::Mutex<()>,
+impl SandboxRecord {
+    /// The pod as the pod network lists it, while it holds a network.
+    fn live_pod(&self) -> Option<LivePod> {
+        Some(LivePod {
+            id: self.id.clone(),
+            namespace: self.spec.metadata.namespace.clone(),
+            name: self.spec.metadata.name.clone(),
+            attachment: self.network.clone()?,
+            ports: self.spec.port_mappings.clone(),
+        })
+    }
+}
+
+/// One sandbox in memory: its record, and the lock that serialises stop and remove.
+pub struct Sandbox {
+    record: Mutex<SandboxRecord>,
+    op: tokio::sync::Mutex<()>,
 }
 
 impl Sandbox {
-    pub(crate) fn new(record: SandboxRecord) -> Self {
-        Self { record: std::sync::Mutex::new(record), op: tokio::sync::Mutex::new(()) }
+    fn new(record: SandboxRecord) -> Self {
+        Self { record: Mutex::new(record), op: tokio::sync::Mutex::new(()) }
     }
 
-    pub(crate) fn snapshot(&self) -> SandboxRecord {
+    pub fn id(&self) -> SandboxId {
+        self.record.lock().expect("sandbox record lock").id.clone()
+    }
+
+    pub fn snapshot(&self) -> SandboxRecord {
         self.record.lock().expect("sandbox record lock").clone()
+    }
+
+    /// Held while the sandbox is stopped or removed (and while its containers are).
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.op.lock().await
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SandboxRecord)) -> SandboxRecord {
+        let mut rec = self.record.lock().expect("sandbox record lock");
+        f(&mut rec);
+        rec.clone()
+    }
+}
+
+/// What the sandboxes part needs from the daemon's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long StopPodSandbox waits after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+    /// Size of each pod's /dev/shm tmpfs, in bytes.
+    pub shm_size: u64,
+    /// Where the node's hosts and resolv.conf live (normally /etc).
+    pub host_etc: PathBuf,
+}
+
+/// Every sandbox of the node. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandboxes {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    map: RwLock<HashMap<SandboxId, Arc<Sandbox>>>,
+    /// Pod name key → lock held while a RunPodSandbox for that pod attempt is in flight.
+    reservations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    store: Arc<Store>,
+    network: PodNetwork,
+    spawner: Spawner,
+    layout: Layout,
+    failpoints: Failpoints,
+    settings: Settings,
+}
+
+impl Sandboxes {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        network: PodNetwork,
+        spawner: Spawner,
+        layout: Layout,
+        failpoints: Failpoints,
+        settings: Settings,
+    ) -> Self {
+        let inner = Inner {
+            map: RwLock::new(HashMap::new()),
+            reservations: Mutex::new(HashMap::new()),
+            store,
+            network,
+            spawner,
+            layout,
+            failpoints,
+            settings,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Starts the supervisor spawner now, so the first pod does not pay for it.
+    pub(crate) async fn warm_up(&self) -> Result<(), Error> {
+        Ok(self.inner.spawner.warm_up().await?)
+    }
+
+    pub fn get(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
+        self.inner.map.read().expect("sandboxes lock").get(id).cloned()
+    }
+
+    /// Finds a sandbox by full id or unique id prefix.
+    pub fn resolve(&self, id: &str) -> Result<Arc<Sandbox>, Error> {
+        let map = self.inner.map.read().expect("sandboxes lock");
+        crate::ids::resolve(&map, id).map_err(|e| match e {
+            Lookup::NotFound => Error::NotFound { id: id.into() },
+            Lookup::Ambiguous => Error::Ambiguous { prefix: id.into() },
+        })
+    }
+
+    /// Like [`Sandboxes::resolve`], with an unknown sandbox as `None` (stop and remove are
+    /// idempotent).
+    pub fn find(&self, id: &str) -> Result<Option<Arc<Sandbox>>, Error> {
+        match self.resolve(id) {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the sandbox is still known (not removed meanwhile).
+    pub fn contains(&self, id: &SandboxId) -> bool {
+        self.inner.map.read().expect("sandboxes lock").contains_key(id)
+    }
+
+    /// Every pod that holds a network now.
+    pub fn live_pods(&self) -> Vec<LivePod> {
+        let map = self.inner.map.read().expect("sandboxes lock");
+        map.values()
+            .filter_map(|s| s.record.lock().expect("sandbox record lock").live_pod())
+            .collect()
+    }
+
+    fn insert(&self, sandbox: Arc<Sandbox>) {
+        let id = sandbox.id();
+        self.inner.map.write().expect("sandboxes lock").insert(id, sandbox);
+    }
+
+    /// Writes a record (and its lease; `released` is a lease it gives back) to the state
+    /// database off the async worker threads.
+    async fn persist(
+        &self,
+        rec: SandboxRecord,
+        released: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), store::Error> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || records::put(&store, &rec, released))
+            .await
+            .expect("state store task panicked")
     }
 }
 
@@ -188,16 +336,16 @@ pub enum Error {
     Injected(#[from] Injected),
     #[error(transparent)]
     Network(#[from] crate::network::Error),
-    #[error("remove the pod's containers: {0}")]
-    Containers(Box<crate::container::Error>),
-    #[error("{cause}; cleaning up also failed: {}", join(cleanup))]
+    #[error("{cause}; cleaning up also failed: {}", crate::error::join(cleanup))]
     Undo { cause: Box<Error>, cleanup: Vec<Error> },
-    #[error("teardown of sandbox {id}: {}", join(errors))]
+    #[error("teardown of sandbox {id}: {}", crate::error::join(errors))]
     Teardown { id: SandboxId, errors: Vec<Error> },
 }
 
-fn join(errors: &[Error]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+impl WithCleanup for Error {
+    fn with_cleanup(cause: Self, cleanup: Vec<Self>) -> Self {
+        Error::Undo { cause: Box::new(cause), cleanup }
+    }
 }
 
 impl Error {
@@ -208,7 +356,6 @@ impl Error {
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Supervisor(e) => e.kind(),
             Error::Network(e) => e.kind(),
-            Error::Containers(e) => e.kind(),
             Error::Undo { cause, .. } => cause.kind(),
             _ => ErrorKind::Internal,
         }

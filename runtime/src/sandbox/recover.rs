@@ -3,12 +3,13 @@
 //! - A Ready record whose supervisor still runs (same pid and start time, pod dir present,
 //!   socket answers) stays Ready and is watched again.
 //! - A Ready record whose supervisor is gone (it died, or the node rebooted and the run dir
-//!   is empty) becomes NotReady; its leftover mounts are released.
+//!   is empty) becomes NotReady; its leftover mounts are released, and its network (the
+//!   namespace and the veth went with the supervisor) is dropped from the record with
+//!   its lease.
 //! - A pod dir that no record explains (a crash between start and commit) is torn down:
 //!   its supervisor is stopped, its mounts released, the dir removed.
-//! - Network: only Ready pods keep their IP lease; every other lease in the database is
-//!   freed. The node network is then ensured with a firewall table holding exactly the
-//!   live pods' hostPorts, and bridge ports no live pod explains are deleted.
+//!
+//! The runtime then frees every lease no live pod holds and brings the node network up.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -18,101 +19,49 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::stop::teardown;
-use super::{Error, Sandbox, SandboxRecord, SandboxState, mounts};
-use crate::Runtime;
+use super::{Error, Sandbox, SandboxRecord, SandboxState, Sandboxes, mounts, records};
 use crate::layout::{NsKind, PodLayout};
-use crate::supervisor::{self, Proc};
+use crate::supervisor::{Client, Proc, kill_and_wait};
 
-impl Runtime {
+impl Sandboxes {
     pub(crate) async fn recover(&self) -> Result<(), Error> {
-        let records = {
-            let inner = self.inner.clone();
-            tokio::task::spawn_blocking(move || inner.store.sandboxes())
-                .await
-                .expect("state store task panicked")?
-        };
+        let store = self.inner.store.clone();
+        let recs = tokio::task::spawn_blocking(move || records::all(&store))
+            .await
+            .expect("state store task panicked")?;
         let mut known = HashSet::new();
-        let mut live = Vec::new();
-        for mut rec in records {
+        for rec in recs {
             known.insert(rec.id.as_str().to_owned());
-            let watch = rec.state == SandboxState::Ready && self.alive(&rec).await;
-            let was = rec.clone();
-            if rec.state == SandboxState::Ready && !watch {
-                info!(sandbox.id = %rec.id, "supervisor gone; sandbox not ready");
-                let errors = teardown(&rec, Duration::ZERO).await;
-                rec.state =
-                    if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
-            }
-            let mut released = None;
-            if let Some(net) = &rec.network {
-                if watch {
-                    let pod = format!("{}/{}", rec.spec.metadata.namespace, rec.spec.metadata.name);
-                    live.push((rec.id.clone(), pod, net.ip, rec.spec.port_mappings.clone()));
-                } else {
-                    // Its namespace, and with it the veth, is gone: so is the lease.
-                    released = Some(net.ip);
-                    rec.network = None;
-                }
-            }
-            if rec != was {
-                self.persist(rec.clone(), released).await?;
-            }
-            let id = rec.id.clone();
+            let live = rec.state == SandboxState::Ready && alive(&rec).await;
+            let rec = self.settle(rec, live).await?;
             let sandbox = Arc::new(Sandbox::new(rec));
-            self.inner
-                .sandboxes
-                .write()
-                .expect("sandboxes lock")
-                .insert(id.clone(), sandbox.clone());
-            if watch {
-                self.watch(id, sandbox);
+            self.insert(sandbox.clone());
+            if live {
+                self.watch(sandbox);
             }
         }
         self.remove_orphans(&known).await;
-        self.free_stale_leases(live).await?;
-        self.start_network().await;
         Ok(())
     }
 
-    /// Frees every lease in the database that no live pod holds, and restores the
-    /// allocator's state from the rest.
-    async fn free_stale_leases(
-        &self,
-        live: Vec<(
-            crate::ids::SandboxId,
-            String,
-            std::net::Ipv4Addr,
-            Vec<crate::network::PortMapping>,
-        )>,
-    ) -> Result<(), Error> {
-        let inner = self.inner.clone();
-        let held: HashSet<_> =
-            live.iter().map(|(id, _, ip, _)| (*ip, id.as_str().to_owned())).collect();
-        let last = tokio::task::spawn_blocking(move || {
-            let (leases, last) = inner.store.leases()?;
-            let stale: Vec<_> =
-                leases.into_iter().filter(|l| !held.contains(l)).map(|(ip, _)| ip).collect();
-            if !stale.is_empty() {
-                info!(count = stale.len(), "freeing IP leases no running pod holds");
-                inner.store.delete_leases(&stale)?;
-            }
-            Ok::<_, crate::store::Error>(last)
-        })
-        .await
-        .expect("state store task panicked")?;
-        self.inner.network.restore(last, live);
-        Ok(())
-    }
-
-    async fn alive(&self, rec: &SandboxRecord) -> bool {
-        let Some(id) = rec.supervisor else {
-            return false;
-        };
-        if !rec.pod_dir.is_dir() || Proc::open(id).is_none() {
-            return false;
+    /// A record whose supervisor is gone: torn down, NotReady, without its network.
+    async fn settle(&self, mut rec: SandboxRecord, live: bool) -> Result<SandboxRecord, Error> {
+        if live {
+            return Ok(rec);
         }
-        let pod = PodLayout::from_dir(&rec.pod_dir);
-        matches!(supervisor::ping(&pod).await, Ok(p) if p.sandbox_id == rec.id.as_str())
+        let was = rec.clone();
+        if rec.state == SandboxState::Ready {
+            info!(sandbox.id = %rec.id, "supervisor gone; sandbox not ready");
+            let errors = teardown(&rec, Duration::ZERO).await;
+            rec.state =
+                if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
+        }
+        // Its namespace, and with it the veth, is gone: so is the lease.
+        let released = rec.network.take().map(|n| n.ip);
+        if rec != was {
+            self.persist(rec.clone(), released).await?;
+        }
+        Ok(rec)
     }
 
     /// Tears down pod dirs that no record explains.
@@ -133,21 +82,32 @@ impl Runtime {
     }
 }
 
+async fn alive(rec: &SandboxRecord) -> bool {
+    let Some(id) = rec.supervisor else {
+        return false;
+    };
+    if !rec.pod_dir.is_dir() || Proc::open(id).is_none() {
+        return false;
+    }
+    let client = Client::new(&PodLayout::from_dir(&rec.pod_dir));
+    matches!(client.ping().await, Ok(p) if p.sandbox_id == rec.id.as_str())
+}
+
 async fn remove_orphan(dir: &Path) -> Result<(), Error> {
     let pod = PodLayout::from_dir(dir);
+    let client = Client::new(&pod);
     // A live orphan supervisor is asked to shut down (it kills its pod-init); one that does
     // not answer, or does not go, is killed.
-    if let Ok(p) = supervisor::ping(&pod).await {
-        let proc = supervisor::ping_identity(&p).and_then(Proc::open);
-        let _ = supervisor::shutdown(&pod).await;
+    if let Ok(p) = client.ping().await {
+        let proc = p.supervisor.and_then(Proc::open);
+        let _ = client.shutdown().await;
         if let Some(proc) = proc
             && !proc.wait_exit(Duration::from_secs(2)).await
         {
-            super::run::kill_and_wait(proc.identity()).await;
+            kill_and_wait(proc.identity()).await;
         }
         if let Some(init) = p.pod_init {
-            let init = supervisor::Identity { pid: init.pid, start_time: init.start_time };
-            super::run::kill_and_wait(init).await;
+            kill_and_wait(init).await;
         }
     }
     mounts::unmount(&pod.shm())?;

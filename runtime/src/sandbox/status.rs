@@ -1,14 +1,8 @@
 //! PodSandboxStatus and ListPodSandbox, answered from memory.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use super::{Error, Sandbox, SandboxRecord, SandboxState};
-use crate::Runtime;
-use crate::ids::{Lookup, SandboxId};
-
-/// A sandbox as reported to clients.
-pub type SandboxView = SandboxRecord;
+use super::{Error, SandboxRecord, SandboxState, Sandboxes};
 
 /// ListPodSandbox filters; every set field must match.
 #[derive(Debug, Clone, Default)]
@@ -28,14 +22,14 @@ impl SandboxFilter {
     }
 }
 
-impl Runtime {
-    pub fn sandbox_status(&self, id: &str) -> Result<SandboxView, Error> {
+impl Sandboxes {
+    pub fn status(&self, id: &str) -> Result<SandboxRecord, Error> {
         Ok(self.resolve(id)?.snapshot())
     }
 
     /// Sandboxes matching the filter, oldest first.
-    pub fn list_sandboxes(&self, filter: &SandboxFilter) -> Vec<SandboxView> {
-        let map = self.inner.sandboxes.read().expect("sandboxes lock");
+    pub fn list(&self, filter: &SandboxFilter) -> Vec<SandboxRecord> {
+        let map = self.inner.map.read().expect("sandboxes lock");
         let mut out: Vec<_> = map
             .values()
             .filter_map(|s| {
@@ -45,19 +39,6 @@ impl Runtime {
             .collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
-    }
-
-    pub(crate) fn get(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
-        self.inner.sandboxes.read().expect("sandboxes lock").get(id).cloned()
-    }
-
-    /// Finds a sandbox by full id or unique id prefix.
-    pub(crate) fn resolve(&self, id: &str) -> Result<Arc<Sandbox>, Error> {
-        let map = self.inner.sandboxes.read().expect("sandboxes lock");
-        crate::ids::resolve(&map, id).map_err(|e| match e {
-            Lookup::NotFound => Error::NotFound { id: id.into() },
-            Lookup::Ambiguous => Error::Ambiguous { prefix: id.into() },
-        })
     }
 }
 

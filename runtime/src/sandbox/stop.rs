@@ -1,7 +1,7 @@
 //! StopPodSandbox: stop the supervisor (SIGTERM, SIGKILL after the grace period), unmount
 //! /dev/shm and unpin the namespaces (the kernel then removes the pod's veth pair in the
 //! background), remove the pod's hostPorts and free its IP lease (as containerd does).
-//! Idempotent; an unknown sandbox counts as stopped.
+//! Idempotent. The runtime stops the pod's containers first, under the same lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,50 +9,28 @@ use std::time::Duration;
 use rustix::process::Signal;
 use tracing::{info, warn};
 
-use super::run::kill_and_wait;
-use super::{Error, Sandbox, SandboxRecord, SandboxState, mounts};
-use crate::Runtime;
-use crate::ids::SandboxId;
-use crate::supervisor::Proc;
+use super::{Error, Sandbox, SandboxRecord, SandboxState, Sandboxes, mounts};
+use crate::supervisor::{Proc, kill_and_wait};
 
-impl Runtime {
-    /// Runs in its own task, so a caller that goes away does not cut a teardown short.
-    pub async fn stop_sandbox(&self, id: &str) -> Result<(), Error> {
-        let sandbox = match self.resolve(id) {
-            Ok(s) => s,
-            Err(Error::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let runtime = self.clone();
-        tokio::spawn(async move {
-            let _op = sandbox.op.lock().await;
-            runtime.stop_locked(&sandbox).await
-        })
-        .await
-        .expect("StopPodSandbox task panicked")
-    }
-
-    /// Stops a sandbox whose `op` lock the caller holds.
-    pub(super) async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
+impl Sandboxes {
+    /// Stops a sandbox whose lock ([`Sandbox::lock`]) the caller holds.
+    pub async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
         let rec = sandbox.snapshot();
-        self.stop_pod_containers(&rec.id).await;
-        let mut errors = teardown(&rec, self.inner.opts.stop_grace).await;
+        let mut errors = teardown(&rec, self.inner.settings.stop_grace).await;
         let mut released = None;
         if let Some(net) = &rec.network {
-            match self.teardown_network(&rec.id, net, &rec.spec.port_mappings).await {
+            match self.inner.network.teardown(&rec.id, net, &rec.spec.port_mappings).await {
                 Ok(()) => released = Some(net.ip),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.into()),
             }
         }
         let state = if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
-        let updated = {
-            let mut r = sandbox.record.lock().expect("sandbox record lock");
+        let updated = sandbox.update(|r| {
             r.state = state;
             if released.is_some() {
                 r.network = None;
             }
-            r.clone()
-        };
+        });
         if updated != rec {
             self.persist(updated, released).await?;
         }
@@ -60,33 +38,35 @@ impl Runtime {
     }
 
     /// Marks a sandbox NotReady when its supervisor exits on its own.
-    pub(crate) fn watch(&self, id: SandboxId, sandbox: Arc<Sandbox>) {
-        let supervisor = sandbox.record.lock().expect("sandbox record lock").supervisor;
-        let Some(proc) = supervisor.and_then(Proc::open) else {
+    pub(super) fn watch(&self, sandbox: Arc<Sandbox>) {
+        let rec = sandbox.snapshot();
+        let Some(proc) = rec.supervisor.and_then(Proc::open) else {
             return;
         };
-        let runtime = Arc::downgrade(&self.inner);
+        let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             proc.exited().await;
-            let Some(inner) = runtime.upgrade() else {
+            let Some(inner) = weak.upgrade() else {
                 return;
             };
-            let runtime = Runtime { inner };
-            let _op = sandbox.op.lock().await;
-            if runtime.get(&id).is_none() {
+            let sandboxes = Sandboxes { inner };
+            let _op = sandbox.lock().await;
+            if !sandboxes.contains(&rec.id) {
                 return; // removed meanwhile
             }
-            let updated = {
-                let mut r = sandbox.record.lock().expect("sandbox record lock");
-                if r.state != SandboxState::Ready {
-                    return;
+            let mut was_ready = false;
+            let updated = sandbox.update(|r| {
+                was_ready = r.state == SandboxState::Ready;
+                if was_ready {
+                    r.state = SandboxState::NotReady;
                 }
-                r.state = SandboxState::NotReady;
-                r.clone()
-            };
-            warn!(sandbox.id = %id, pid = proc.identity().pid, "pod supervisor exited; sandbox not ready");
-            if let Err(e) = runtime.persist(updated, None).await {
-                warn!(sandbox.id = %id, error = %e, "record supervisor exit");
+            });
+            if !was_ready {
+                return;
+            }
+            warn!(sandbox.id = %rec.id, pid = proc.identity().pid, "pod supervisor exited; sandbox not ready");
+            if let Err(e) = sandboxes.persist(updated, None).await {
+                warn!(sandbox.id = %rec.id, error = %e, "record supervisor exit");
             }
         });
     }

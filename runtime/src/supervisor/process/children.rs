@@ -1,7 +1,8 @@
-//! The supervisor's side of containers: create and start them with libcontainer, hold
-//! their stdout/stderr pipes and write the CRI log, record exits, run ExecSync commands.
+//! The supervisor's children: the containers it creates and starts with libcontainer, whose
+//! stdout/stderr pipes it holds and logs in the CRI format and whose exits it records, and
+//! the ExecSync commands it runs.
 //!
-//! libcontainer's calls run in a short-lived child of the supervisor (`in_child`): they
+//! libcontainer's calls run in a short-lived child of the supervisor (`helper.rs`): they
 //! change the calling process (oom_score_adj, dumpable, cwd) and allocate, and the
 //! supervisor must stay small and unchanged. The container's processes are cloned with
 //! `CLONE_PARENT` (libcontainer's `as_sibling`), so they are the supervisor's children
@@ -9,35 +10,34 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use nix::poll::PollTimeout;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{Pid, pipe2};
 use oci_spec::runtime::{LinuxSeccompAction, LinuxSyscallBuilder, Spec};
-use podbay_proto::shim::v1::{
+use podbay_proto::supervisor::v1::{
     ContainerState, CreateContainerRequest, CreateContainerResponse, ExecRequest, ExecResponse,
     StartContainerResponse,
 };
 
-use super::Identity;
 use super::crilog::{LogStream, timestamp};
-use crate::image::registry::chain;
-
-/// How long a libcontainer call in a child may take.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+use super::failure::Failed;
+use super::{fork, helper};
+use crate::clock::now_ns;
+use crate::supervisor::Identity;
 
 /// One container as the supervisor holds it.
-struct Ctr {
+struct Held {
     init: Identity,
     started_at: i64,
     exit: Option<Exit>,
@@ -82,32 +82,28 @@ pub enum Source {
 }
 
 #[derive(Default)]
-pub struct Containers {
-    ctrs: Vec<(String, Ctr)>,
+pub struct Children {
+    ctrs: Vec<(String, Held)>,
     execs: Vec<Exec>,
     /// Exits of processes reaped before anyone claimed them.
     unclaimed: HashMap<i32, WaitStatus>,
 }
 
-pub fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
-impl Containers {
-    fn find(&mut self, id: &str) -> Result<&mut Ctr, String> {
+impl Children {
+    fn find(&mut self, id: &str) -> Result<&mut Held, Failed> {
         self.ctrs
             .iter_mut()
             .find(|(i, _)| i == id)
             .map(|(_, c)| c)
-            .ok_or_else(|| format!("container {id} is not in this pod"))
+            .ok_or_else(|| Failed::NoContainer(id.to_owned()))
     }
 
     pub fn create(
         &mut self,
         req: &CreateContainerRequest,
-    ) -> Result<CreateContainerResponse, String> {
+    ) -> Result<CreateContainerResponse, Failed> {
         if self.ctrs.iter().any(|(i, _)| *i == req.id) {
-            return Err(format!("container {} already exists in this pod", req.id));
+            return Err(Failed::ContainerExists(req.id.clone()));
         }
         let log_path = PathBuf::from(&req.log_path);
         let log = open_log(&log_path)?;
@@ -131,14 +127,13 @@ impl Containers {
         let (stdin_r, stdin_w) = match req.stdin && !req.tty {
             true => pipe2(OFlag::O_CLOEXEC)
                 .map(|(r, w)| (Some(r), Some(w)))
-                .map_err(|e| format!("pipe: {e}"))?,
+                .map_err(Failed::sys("pipe"))?,
             false => (None, None),
         };
         let console_path = console.as_ref().map(|c| c.path.clone());
-        let pid = in_child(move || {
+        let pid = helper::run(move || {
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
-                .with_root_path(root)
-                .map_err(|e| chain(&e))?
+                .with_root_path(root)?
                 .with_console_socket(console_path);
             if let Some((out_w, err_w)) = pipes {
                 builder = builder.with_stdout(out_w).with_stderr(err_w);
@@ -151,17 +146,16 @@ impl Containers {
                 .with_systemd(false)
                 .with_detach(true)
                 .as_sibling(true)
-                .build()
-                .map_err(|e| chain(&e))?;
-            Ok(container.pid().map(|p| p.as_raw()).unwrap_or(0).to_string())
+                .build()?;
+            Ok(container.pid().map_or(0, |p| p.as_raw() as u32))
         })?;
-        let pid: u32 = pid.parse().map_err(|_| format!("libcontainer reported pid {pid:?}"))?;
-        let init = Identity::of(pid).map_err(|e| format!("container init {pid}: {e}"))?;
+        let init =
+            Identity::of(pid).map_err(Failed::io("container init", format!("/proc/{pid}")))?;
         let out = match console {
             Some(c) => [Some(Pipe { fd: c.receive()?, stream: LogStream::stdout() }), None],
             None => out,
         };
-        let ctr = Ctr {
+        let ctr = Held {
             init,
             started_at: 0,
             exit: None,
@@ -175,41 +169,39 @@ impl Containers {
         Ok(CreateContainerResponse { init: Some(init.to_proto()) })
     }
 
-    pub fn start(&mut self, id: &str) -> Result<StartContainerResponse, String> {
+    pub fn start(&mut self, id: &str) -> Result<StartContainerResponse, Failed> {
         let ctr = self.find(id)?;
         if ctr.exit.is_some() {
-            return Err(format!("container {id} has exited"));
+            return Err(Failed::Exited(id.to_owned()));
         }
         let dir = ctr.state_root.join(id);
-        in_child(move || {
-            let mut c = Container::load(dir).map_err(|e| chain(&e))?;
-            c.start().map_err(|e| chain(&e))?;
-            Ok(String::new())
+        helper::run(move || {
+            Container::load(dir)?.start()?;
+            Ok(0)
         })?;
         ctr.started_at = now_ns();
         Ok(StartContainerResponse { started_at: ctr.started_at })
     }
 
-    pub fn signal(&mut self, id: &str, signo: i32, all: bool) -> Result<(), String> {
+    pub fn signal(&mut self, id: &str, signo: i32, all: bool) -> Result<(), Failed> {
         let ctr = self.find(id)?;
         if ctr.exit.is_some() {
             return Ok(());
         }
-        let sig = Signal::try_from(signo).map_err(|_| format!("bad signal {signo}"))?;
+        let sig = Signal::try_from(signo).map_err(|_| Failed::BadSignal(signo))?;
         // Not reaped yet (no exit recorded), so the pid is still this container's init.
         match kill(Pid::from_raw(ctr.init.pid as i32), sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => return Err(format!("signal container {id}: {e}")),
+            Err(e) => return Err(Failed::Sys { what: "signal the container's init", source: e }),
         }
         if all {
             let dir = ctr.state_root.join(id);
             // Every process of the container's cgroup (PID mode POD or NODE leaves others
             // behind when only init dies); libcontainer freezes the cgroup while it kills.
-            let _ = in_child(move || {
-                let mut c = Container::load(dir).map_err(|e| chain(&e))?;
-                let sig = libcontainer::signal::Signal::try_from(signo).map_err(|e| chain(&e))?;
-                c.kill(sig, true).map_err(|e| chain(&e))?;
-                Ok(String::new())
+            let _ = helper::run(move || {
+                let sig = libcontainer::signal::Signal::try_from(signo)?;
+                Container::load(dir)?.kill(sig, true)?;
+                Ok(0)
             });
         }
         Ok(())
@@ -234,7 +226,7 @@ impl Containers {
         self.ctrs.retain(|(i, _)| i != id);
     }
 
-    pub fn reopen_log(&mut self, id: &str) -> Result<(), String> {
+    pub fn reopen_log(&mut self, id: &str) -> Result<(), Failed> {
         let ctr = self.find(id)?;
         ctr.log = open_log(&ctr.log_path)?;
         Ok(())
@@ -245,10 +237,10 @@ impl Containers {
         &mut self,
         req: &ExecRequest,
         reply: UnixStream,
-    ) -> Result<(), (String, UnixStream)> {
+    ) -> Result<(), (Failed, UnixStream)> {
         let ctr = match self.find(&req.id) {
             Ok(c) if c.exit.is_none() && c.started_at != 0 => c,
-            Ok(_) => return Err((format!("container {} is not running", req.id), reply)),
+            Ok(_) => return Err((Failed::NotRunning(req.id.clone()), reply)),
             Err(e) => return Err((e, reply)),
         };
         let root = ctr.state_root.clone();
@@ -256,23 +248,20 @@ impl Containers {
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
             let (id, args) = (req.id.clone(), req.args.clone());
-            let pid = in_child(move || {
+            let pid = helper::run(move || {
                 let process = exec_process(&root, &id, args)?;
                 let pid = ContainerBuilder::new(id, SyscallType::Linux)
-                    .with_root_path(root)
-                    .map_err(|e| chain(&e))?
+                    .with_root_path(root)?
                     .with_stdout(out_w)
                     .with_stderr(err_w)
                     .as_tenant()
                     .with_process(Some(&*process))
                     .with_detach(true)
                     .as_sibling(true)
-                    .build()
-                    .map_err(|e| chain(&e))?;
-                Ok(pid.as_raw().to_string())
+                    .build()?;
+                Ok(pid.as_raw() as u32)
             })?;
-            let pid = pid.parse().map_err(|_| format!("libcontainer reported pid {pid:?}"))?;
-            Ok::<_, String>((pid, out_r, err_r))
+            Ok::<_, Failed>((pid as i32, out_r, err_r))
         })();
         let (pid, out_r, err_r) = match started {
             Ok(s) => s,
@@ -476,16 +465,14 @@ fn answer(mut e: Exec, exit_code: i32, timed_out: bool) {
         stderr_truncated: e.truncated[1],
         timed_out,
     };
-    let kind = podbay_proto::shim::v1::response::Kind::Exec(resp);
+    let kind = podbay_proto::supervisor::v1::response::Kind::Exec(resp);
     let _ = e.reply.set_write_timeout(Some(Duration::from_secs(5)));
     let _ = podbay_proto::frame::write(
         &mut e.reply,
-        &podbay_proto::shim::v1::Response { kind: Some(kind) },
+        &podbay_proto::supervisor::v1::Response { kind: Some(kind) },
     );
 }
 
-/// A pipe whose read end is non-blocking and close-on-exec; the write end is for a
-/// container's stdio.
 /// The socket a container's init sends its pty master to.
 struct Console {
     listener: UnixListener,
@@ -495,21 +482,20 @@ struct Console {
 impl Console {
     /// Binds `<dir>/<id>.tty` (through `/proc/self/fd`, as the path may be longer than a
     /// socket address can be).
-    fn bind(dir: &Path, id: &str) -> Result<Console, String> {
+    fn bind(dir: &Path, id: &str) -> Result<Console, Failed> {
         let path = dir.join(format!("{id}.tty"));
         let _ = std::fs::remove_file(&path);
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let d = File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
-        let listener = UnixListener::bind(super::via_dir_fd(&d, format!("{id}.tty")))
-            .map_err(|e| format!("bind {}: {e}", path.display()))?;
-        listener.set_nonblocking(true).map_err(|e| format!("console socket: {e}"))?;
+        std::fs::create_dir_all(dir).map_err(Failed::io("create", dir))?;
+        let d = File::open(dir).map_err(Failed::io("open", dir))?;
+        let listener = UnixListener::bind(crate::supervisor::via_dir_fd(&d, format!("{id}.tty")))
+            .map_err(Failed::io("bind", &path))?;
+        listener.set_nonblocking(true).map_err(Failed::io("set non-blocking", &path))?;
         Ok(Console { listener, path })
     }
 
     /// The pty master the init sent (it did before libcontainer's create returned).
-    fn receive(self) -> Result<OwnedFd, String> {
-        let (conn, _) =
-            self.listener.accept().map_err(|e| format!("the container sent no terminal: {e}"))?;
+    fn receive(self) -> Result<OwnedFd, Failed> {
+        let (conn, _) = self.listener.accept().map_err(|e| Failed::NoTerminal(e.to_string()))?;
         let mut name = [0u8; 64];
         let mut iov = [std::io::IoSliceMut::new(&mut name)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
@@ -519,19 +505,18 @@ impl Console {
             Some(&mut space),
             nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
         )
-        .map_err(|e| format!("receive the container's terminal: {e}"))?;
-        for cmsg in msg.cmsgs().map_err(|e| format!("receive the container's terminal: {e}"))? {
+        .map_err(Failed::sys("receive the container's terminal"))?;
+        for cmsg in msg.cmsgs().map_err(Failed::sys("receive the container's terminal"))? {
             if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg
                 && let Some(&fd) = fds.first()
             {
-                // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
-                let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                let master = fork::received_fd(fd);
                 fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                    .map_err(|e| format!("terminal: {e}"))?;
+                    .map_err(Failed::sys("set the terminal non-blocking"))?;
                 return Ok(master);
             }
         }
-        Err("the container's terminal message carried no descriptor".into())
+        Err(Failed::NoTerminal("its message carried no descriptor".into()))
     }
 }
 
@@ -542,30 +527,29 @@ impl Drop for Console {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("pipe: {e}"))?;
+/// A pipe whose read end is non-blocking and close-on-exec; the write end is for a
+/// container's stdio.
+fn pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
+    fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(Failed::sys("pipe"))?;
     Ok((r, w))
 }
 
-fn open_log(path: &Path) -> Result<Option<File>, String> {
+fn open_log(path: &Path) -> Result<Option<File>, Failed> {
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(Failed::io("create", dir))?;
     }
     File::options()
         .create(true)
         .append(true)
         .open(path)
         .map(Some)
-        .map_err(|e| format!("open log {}: {e}", path.display()))
+        .map_err(Failed::io("open log", path))
 }
 
-/// Runs `f` in a forked child and returns what it returned. The child starts with no
-/// signals blocked (the supervisor blocks the ones its signalfd reads, and a container
-/// must not inherit that) and logs libcontainer's warnings to the supervisor's stderr.
 /// Prepares the helper for an ExecSync command: the container's own process spec (user,
 /// groups, capabilities, cwd, env, no_new_privs, rlimits) with `args`, written for
 /// libcontainer's tenant builder, and the container's seccomp filter, installed here.
@@ -575,103 +559,30 @@ fn open_log(path: &Path) -> Result<Option<File>, String> {
 /// spec's seccomp filter. The filter installed in the helper is inherited by the exec'd
 /// process; it also allows `setns`, which libcontainer needs to join the container's
 /// namespaces (and which fails with EPERM anyway without CAP_SYS_ADMIN).
-fn exec_process(root: &Path, id: &str, args: Vec<String>) -> Result<tempfile::TempPath, String> {
-    let container = Container::load(root.join(id)).map_err(|e| chain(&e))?;
-    let config = container.bundle().join("config.json");
-    let spec = Spec::load(&config).map_err(|e| format!("load {}: {e}", config.display()))?;
+fn exec_process(
+    root: &Path,
+    id: &str,
+    args: Vec<String>,
+) -> Result<tempfile::TempPath, Box<dyn std::error::Error>> {
+    let container = Container::load(root.join(id))?;
+    let spec = Spec::load(container.bundle().join("config.json"))?;
     let mut process = spec.process().clone().ok_or("the container's spec has no process")?;
     process.set_args(Some(args)).set_terminal(Some(false));
-    let file = tempfile::Builder::new()
-        .prefix(".exec-")
-        .suffix(".json")
-        .tempfile_in(root.join(id))
-        .map_err(|e| format!("process file: {e}"))?;
-    serde_json::to_writer(file.as_file(), &process).map_err(|e| format!("process file: {e}"))?;
+    let file =
+        tempfile::Builder::new().prefix(".exec-").suffix(".json").tempfile_in(root.join(id))?;
+    serde_json::to_writer(file.as_file(), &process)?;
     if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
         let mut seccomp = seccomp;
         if seccomp.default_action() != LinuxSeccompAction::ScmpActAllow {
             let setns = LinuxSyscallBuilder::default()
                 .names(vec!["setns".to_owned()])
                 .action(LinuxSeccompAction::ScmpActAllow)
-                .build()
-                .map_err(|e| format!("seccomp: {e}"))?;
+                .build()?;
             let mut rules = seccomp.syscalls().clone().unwrap_or_default();
             rules.push(setns);
             seccomp.set_syscalls(Some(rules));
         }
-        libcontainer::seccomp::initialize_seccomp(&seccomp)
-            .map_err(|e| format!("install the container's seccomp filter: {e}"))?;
+        libcontainer::seccomp::initialize_seccomp(&seccomp)?;
     }
     Ok(file.into_temp_path())
-}
-
-fn in_child(f: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
-    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the supervisor is single-threaded, so the child may run arbitrary code.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => {
-            drop(r);
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-            let _ = tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_max_level(tracing::Level::ERROR)
-                .with_ansi(false)
-                .try_init();
-            // One line: the container's processes inherit the pipe, so the parent reads
-            // up to the newline instead of waiting for the end of the stream.
-            let msg = match f() {
-                Ok(s) => format!("O{}\n", s.replace('\n', " ")),
-                Err(e) => format!("E{}\n", e.replace('\n', " ")),
-            };
-            let mut w = File::from(w);
-            let _ = w.write_all(msg.as_bytes());
-            drop(w);
-            // SAFETY: _exit skips atexit handlers and buffers inherited from the parent.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => {
-            drop(w);
-            let result = read_report(&r);
-            if result.is_err() {
-                let _ = kill(child, Signal::SIGKILL);
-            }
-            let _ = waitpid(child, None);
-            let msg = result?;
-            match msg.split_at_checked(1) {
-                Some(("O", s)) => Ok(s.to_owned()),
-                Some(("E", e)) => Err(e.to_owned()),
-                _ => Err("the libcontainer helper died without an answer".into()),
-            }
-        }
-    }
-}
-
-fn read_report(r: &OwnedFd) -> Result<String, String> {
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let mut out = Vec::new();
-    let mut f = File::from(r.try_clone().map_err(|e| format!("dup: {e}"))?);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("libcontainer did not finish within {CHILD_TIMEOUT:?}"));
-        }
-        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(left.as_millis().min(60_000) as u16)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-        let mut chunk = [0u8; 4096];
-        match f.read(&mut chunk) {
-            Ok(0) => return Ok(String::new()),
-            Ok(n) => {
-                out.extend_from_slice(&chunk[..n]);
-                if let Some(nl) = out.iter().position(|&b| b == b'\n') {
-                    return Ok(String::from_utf8_lossy(&out[..nl]).into_owned());
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
 }

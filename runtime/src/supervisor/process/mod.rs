@@ -1,24 +1,32 @@
 //! The pod supervisor process (`podbay-supervisor`): the pod's pause process.
 //!
-//! Single-threaded and without an async runtime, so forking (and, with the containers
-//! issue, libcontainer's clone) is safe.
+//! Single-threaded and without an async runtime, so forking (and libcontainer's clone) is
+//! safe; the forking and the `unsafe` code are in `fork.rs`.
 //!
 //! The daemon starts one **spawner** (`podbay-supervisor`, this binary) and sends it a
 //! `SpawnRequest` per pod. The spawner forks; the child becomes the pod's supervisor:
 //!
 //! 1. setsid; unshare the namespaces the pod owns (net, ipc, uts); `lo` up; with an
 //!    interface, create the veth pair (eth0 here, the peer in the node's namespace), the
-//!    address and the default route; set the hostname.
+//!    address and the default route; set the hostname and the pod's sysctls.
 //! 2. PR_SET_CHILD_SUBREAPER; for PID mode POD, unshare the PID namespace and fork the
 //!    pod's PID 1 (`pod-init`, reaps zombies), then return to the node's PID namespace.
-//! 3. bind `<pod dir>/shim.sock`, report `Started` through a pipe to the spawner, which
-//!    forwards it to the daemon; serve until told to stop.
+//! 3. bind `<pod dir>/supervisor.sock`, report `Started` through a pipe to the spawner,
+//!    which forwards it to the daemon; serve until told to stop.
 //!
 //! Forking from a warm, small process instead of exec'ing a binary per pod saves the exec
 //! and dynamic loading (~0.7 ms on a 2-core VM). Children are not reaped by the spawner
 //! (SIGCHLD is ignored there), and a supervisor does not depend on the spawner or the
 //! daemon: both may exit or restart while pods run. The spawner exits when the daemon
 //! closes its stdin.
+//!
+//! Every failure is a [`Failed`], which reaches the daemon as a typed `Failure`.
+
+mod children;
+pub mod crilog;
+mod failure;
+mod fork;
+mod helper;
 
 use std::fs::File;
 use std::io::Write;
@@ -31,31 +39,31 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::prctl;
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, signal, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{
-    ForkResult, Pid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, fork, getpid, getppid,
-    sethostname, setsid,
+    Pid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, getpid, getppid, sethostname, setsid,
 };
 use podbay_proto::frame;
-use podbay_proto::shim::v1::{
-    API_VERSION, ContainerStatesResponse, Failure, ForgetContainerResponse, PingResponse, Ready,
+use podbay_proto::supervisor::v1::{
+    API_VERSION, ContainerStatesResponse, ForgetContainerResponse, PingResponse, Ready,
     ReopenLogResponse, Request, Response, ShutdownResponse, SignalContainerResponse, SpawnRequest,
     Started, request, response, started,
 };
 
+use self::children::Children;
+pub use self::failure::Failed;
+use self::fork::ForkResult;
 use super::Identity;
-use super::containers::Containers;
 use crate::layout::PodLayout;
 
 /// The spawner's loop: one SpawnRequest in, one Started out, until stdin closes.
 pub fn spawner_main() -> i32 {
     let _ = prctl::set_name(c"podbay-spawner");
     // Supervisors are reaped by the kernel (or by init once the spawner is gone).
-    // SAFETY: SIG_IGN installs no handler code; the process is single-threaded.
-    if let Err(e) = unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) } {
+    if let Err(e) = fork::reap_children_automatically(true) {
         eprintln!("podbay-spawner: ignore SIGCHLD: {e}");
         return 1;
     }
@@ -70,9 +78,7 @@ pub fn spawner_main() -> i32 {
                 return 1;
             }
         };
-        let result = spawn_one(&req).unwrap_or_else(|message| {
-            started::Result::Failure(Failure { message, ..Default::default() })
-        });
+        let result = spawn_one(&req).unwrap_or_else(|e| started::Result::Failure(e.to_failure()));
         if frame::write(&mut stdout, &Started { result: Some(result) })
             .and_then(|()| stdout.flush())
             .is_err()
@@ -83,23 +89,19 @@ pub fn spawner_main() -> i32 {
 }
 
 /// Forks a supervisor and returns its start-up report.
-fn spawn_one(req: &SpawnRequest) -> Result<started::Result, String> {
+fn spawn_one(req: &SpawnRequest) -> Result<started::Result, Failed> {
     let (read_end, write_end) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the spawner is single-threaded, so the child may run arbitrary code.
-    match unsafe { fork() }.map_err(|e| format!("fork supervisor: {e}"))? {
-        ForkResult::Child => {
-            drop(read_end);
-            std::process::exit(supervisor_main(req, write_end));
-        }
-        ForkResult::Parent { .. } => {}
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
+    if let ForkResult::Child = fork::fork().map_err(Failed::sys("fork supervisor"))? {
+        drop(read_end);
+        fork::exit_child(supervisor_main(req, write_end));
     }
     drop(write_end);
     let mut report = File::from(read_end);
     match frame::read::<Started, _>(&mut report) {
         Ok(Some(Started { result: Some(result) })) => Ok(result),
-        Ok(_) => Err("supervisor exited before reporting; see its supervisor.log".into()),
-        Err(e) => Err(format!("unreadable supervisor report: {e}")),
+        Ok(_) => Err(Failed::NoReport(PodLayout::from_dir(&req.pod_dir).supervisor_log())),
+        Err(e) => Err(Failed::BadRequest(e)),
     }
 }
 
@@ -121,9 +123,9 @@ fn supervisor_main(req: &SpawnRequest, report_fd: OwnedFd) -> i32 {
             drop(report_pipe);
             sup.serve()
         }
-        Err(StartError { message, field }) => {
-            eprintln!("podbay-supervisor {}: {message}", req.sandbox_id);
-            let failure = started::Result::Failure(Failure { message, field });
+        Err(e) => {
+            eprintln!("podbay-supervisor {}: {e}", req.sandbox_id);
+            let failure = started::Result::Failure(e.to_failure());
             let _ = frame::write(&mut report_pipe, &Started { result: Some(failure) });
             1
         }
@@ -150,31 +152,59 @@ struct Supervisor {
     listener: UnixListener,
     socket: PathBuf,
     reaped: u64,
-    containers: Containers,
+    children: Children,
 }
 
-/// Why a supervisor could not start; `field` names the pod config's field at fault.
-struct StartError {
-    message: String,
-    field: String,
-}
-
-impl From<String> for StartError {
-    fn from(message: String) -> Self {
-        StartError { message, field: String::new() }
-    }
-}
-
-fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), StartError> {
+fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), Failed> {
     // The spawner ignores SIGCHLD; a supervisor reaps its children itself.
-    // SAFETY: SIG_DFL installs no handler code; this process is single-threaded.
-    unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }
-        .map_err(|e| format!("reset SIGCHLD: {e}"))?;
-    setsid().map_err(|e| format!("setsid: {e}"))?;
+    fork::reap_children_automatically(false).map_err(Failed::sys("reset SIGCHLD"))?;
+    setsid().map_err(Failed::sys("setsid"))?;
+    enter_pod_namespaces(req)?;
+    // /proc/sys/net and the IPC sysctls are those of the writer's namespaces.
+    for (key, value) in &req.sysctls {
+        std::fs::write(sysctl_path(key), value).map_err(|source| Failed::Sysctl {
+            key: key.clone(),
+            value: value.clone(),
+            source,
+        })?;
+    }
+    prctl::set_child_subreaper(true).map_err(Failed::sys("set child subreaper"))?;
+    let _ = prctl::set_name(c"podbay-pod");
+    let me = Identity::of(getpid().as_raw() as u32)
+        .map_err(Failed::io("own identity from", "/proc/self/stat"))?;
+    let pod_init = if req.new_pid { Some(start_pod_init()?) } else { None };
+    let (listener, socket) = match bind(&req.pod_dir) {
+        Ok(bound) => bound,
+        Err(e) => {
+            if let Some(init) = pod_init {
+                let _ = kill(Pid::from_raw(init.pid as i32), Signal::SIGKILL);
+            }
+            return Err(e);
+        }
+    };
+    let ready = started::Result::Ready(Ready {
+        supervisor: Some(me.to_proto()),
+        pod_init: pod_init.map(Identity::to_proto),
+    });
+    let sup = Supervisor {
+        id: req.sandbox_id.clone(),
+        me,
+        pod_init,
+        listener,
+        socket,
+        reaped: 0,
+        children: Children::default(),
+    };
+    Ok((sup, ready))
+}
+
+/// Unshares the namespaces the pod owns and sets them up: `lo` up, the pod's interface
+/// (its veth peer placed in the node's namespace), the hostname.
+fn enter_pod_namespaces(req: &SpawnRequest) -> Result<(), Failed> {
     // The node's namespace, for the veth peer; closed once the pod is wired.
     let node_netns = match &req.interface {
         Some(_) => {
-            Some(File::open("/proc/self/ns/net").map_err(|e| format!("open node netns: {e}"))?)
+            Some(File::open("/proc/self/ns/net").map_err(Failed::io("open", "/proc/self/ns/net"))?)
         }
         None => None,
     };
@@ -189,60 +219,25 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), StartError
         }
     }
     if !flags.is_empty() {
-        unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+        unshare(flags).map_err(Failed::sys("unshare namespaces"))?;
     }
     if req.new_net {
         let iface = req.interface.as_ref().map(pod_interface).transpose()?;
         match &node_netns {
-            Some(ns) => podbay_netplug::pod::setup_here(iface.as_ref(), ns.as_fd()),
-            None => podbay_netplug::netns::set_lo_up_here(),
+            Some(ns) => podbay_netplug::pod::setup_here(iface.as_ref(), ns.as_fd())?,
+            None => podbay_netplug::netns::set_lo_up_here()?,
         }
-        .map_err(|e| e.to_string())?;
     }
-    drop(node_netns);
     if req.new_uts && !req.hostname.is_empty() {
-        sethostname(&req.hostname).map_err(|e| format!("set hostname {:?}: {e}", req.hostname))?;
+        sethostname(&req.hostname).map_err(Failed::sys("set hostname"))?;
     }
-    // /proc/sys/net and the IPC sysctls are those of the writer's namespaces.
-    for (key, value) in &req.sysctls {
-        std::fs::write(sysctl_path(key), value).map_err(|e| StartError {
-            message: format!("the kernel refused sysctl {key}={value:?}: {e}"),
-            field: format!("config.linux.sysctls[{key:?}]"),
-        })?;
-    }
-    prctl::set_child_subreaper(true).map_err(|e| format!("set child subreaper: {e}"))?;
-    let _ = prctl::set_name(c"podbay-pod");
-    let me = Identity::of(getpid().as_raw() as u32).map_err(|e| format!("own identity: {e}"))?;
-    let pod_init = if req.new_pid { Some(start_pod_init()?) } else { None };
-    let (listener, socket) = match bind(&req.pod_dir) {
-        Ok(bound) => bound,
-        Err(e) => {
-            if let Some(init) = pod_init {
-                let _ = kill(Pid::from_raw(init.pid as i32), Signal::SIGKILL);
-            }
-            return Err(e.into());
-        }
-    };
-    let ready = started::Result::Ready(Ready {
-        supervisor: Some(me.to_proto()),
-        pod_init: pod_init.map(Identity::to_proto),
-    });
-    let sup = Supervisor {
-        id: req.sandbox_id.clone(),
-        me,
-        pod_init,
-        listener,
-        socket,
-        reaped: 0,
-        containers: Containers::default(),
-    };
-    Ok((sup, ready))
+    Ok(())
 }
 
 fn pod_interface(
-    i: &podbay_proto::shim::v1::PodInterface,
-) -> Result<podbay_netplug::pod::PodInterface, String> {
-    let ip = |s: &str| s.parse().map_err(|e| format!("bad interface address {s:?}: {e}"));
+    i: &podbay_proto::supervisor::v1::PodInterface,
+) -> Result<podbay_netplug::pod::PodInterface, Failed> {
+    let ip = |s: &str| s.parse().map_err(|e| Failed::Interface(format!("address {s:?}: {e}")));
     Ok(podbay_netplug::pod::PodInterface {
         host_veth: i.host_veth.clone(),
         address: ip(&i.address)?,
@@ -252,32 +247,32 @@ fn pod_interface(
     })
 }
 
-/// Binds the shim socket from inside the pod dir, so a long dir never overflows sun_path.
-fn bind(dir: &str) -> Result<(UnixListener, PathBuf), String> {
+/// Binds the supervisor socket from inside the pod dir, so a long dir never overflows
+/// sun_path.
+fn bind(dir: &str) -> Result<(UnixListener, PathBuf), Failed> {
     let pod = PodLayout::from_dir(dir);
-    chdir(pod.dir()).map_err(|e| format!("enter {}: {e}", pod.dir().display()))?;
+    chdir(pod.dir()).map_err(Failed::sys("enter the pod dir"))?;
     let _ = std::fs::remove_file(PodLayout::SOCKET_NAME);
-    let listener = UnixListener::bind(PodLayout::SOCKET_NAME)
-        .map_err(|e| format!("bind {}: {e}", pod.socket().display()))?;
+    let listener =
+        UnixListener::bind(PodLayout::SOCKET_NAME).map_err(Failed::io("bind", pod.socket()))?;
     let _ = chdir("/");
-    listener.set_nonblocking(true).map_err(|e| format!("socket: {e}"))?;
+    listener.set_nonblocking(true).map_err(Failed::io("set non-blocking", pod.socket()))?;
     Ok((listener, pod.socket()))
 }
 
 /// Creates the pod's PID namespace and its PID 1; returns the PID 1's identity.
-fn start_pod_init() -> Result<Identity, String> {
-    let own = File::open("/proc/self/ns/pid").map_err(|e| format!("open own pid ns: {e}"))?;
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
+fn start_pod_init() -> Result<Identity, Failed> {
+    let own = File::open("/proc/self/ns/pid").map_err(Failed::io("open", "/proc/self/ns/pid"))?;
+    unshare(CloneFlags::CLONE_NEWPID).map_err(Failed::sys("unshare pid namespace"))?;
     let parent = getpid();
-    // SAFETY: single-threaded process, see `start`.
-    let child = match unsafe { fork() }.map_err(|e| format!("fork pod init: {e}"))? {
+    let child = match fork::fork().map_err(Failed::sys("fork pod init"))? {
         ForkResult::Child => pod_init(parent),
         ForkResult::Parent { child } => child,
     };
     // Children forked from here on (containers with their own PID mode) belong to the
     // node's PID namespace again.
-    setns(&own, CloneFlags::CLONE_NEWPID).map_err(|e| format!("return to pid ns: {e}"))?;
-    Identity::of(child.as_raw() as u32).map_err(|e| format!("pod init identity: {e}"))
+    setns(&own, CloneFlags::CLONE_NEWPID).map_err(Failed::sys("return to the node's pid ns"))?;
+    Identity::of(child.as_raw() as u32).map_err(Failed::io("pod init identity from", "/proc"))
 }
 
 /// PID 1 of the pod's PID namespace: reaps every zombie handed to it, dies with the
@@ -287,7 +282,7 @@ fn pod_init(parent: Pid) -> ! {
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     // The supervisor may have died between fork and set_pdeathsig.
     if getppid() != parent && getppid().as_raw() != 0 {
-        std::process::exit(0);
+        fork::exit_child(0);
     }
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
@@ -328,13 +323,13 @@ impl Supervisor {
         };
         loop {
             let (sig_ready, conn_ready, readable) = {
-                let extra = self.containers.poll_fds();
+                let extra = self.children.poll_fds();
                 let mut fds = vec![
                     PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                 ];
                 fds.extend(extra.iter().map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)));
-                match poll(&mut fds, self.containers.poll_timeout()) {
+                match poll(&mut fds, self.children.poll_timeout()) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
                         eprintln!("podbay-supervisor {}: poll: {e}", self.id);
@@ -351,7 +346,7 @@ impl Supervisor {
                 (ready(&fds[0]), ready(&fds[1]), readable)
             };
             for src in readable {
-                self.containers.on_readable(src);
+                self.children.on_readable(src);
             }
             if sig_ready {
                 while let Ok(Some(info)) = sfd.read_signal() {
@@ -360,7 +355,7 @@ impl Supervisor {
                     }
                 }
             }
-            self.containers.on_timeouts();
+            self.children.on_timeouts();
             if conn_ready {
                 while let Ok((stream, _)) = self.listener.accept() {
                     if let Next::Exit(code) = self.on_connection(stream) {
@@ -387,7 +382,7 @@ impl Supervisor {
                 Ok(WaitStatus::StillAlive) | Err(_) => return next,
                 Ok(status) => {
                     self.reaped += 1;
-                    self.containers.on_exit(status);
+                    self.children.on_exit(status);
                     let pid = status.pid().map(|p| p.as_raw() as u32);
                     if pid.is_some() && pid == self.pod_init.map(|i| i.pid) {
                         // Without its PID 1 the pod's PID namespace is gone: the pod is over.
@@ -407,90 +402,76 @@ impl Supervisor {
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-        let (kind, next) = if !allowed {
-            (failure("peer is not the daemon's user"), Next::Continue)
+        let (answer, next) = if !allowed {
+            (Err(Failed::NotDaemon), Next::Continue)
         } else {
             match frame::read::<Request, _>(&mut stream) {
                 Ok(Some(Request { kind: Some(request::Kind::Exec(req)) })) => {
-                    // Answered when the command exits (see Containers::on_exit).
-                    match self.containers.exec(&req, stream) {
+                    // Answered when the command exits (see Children::on_exit).
+                    match self.children.exec(&req, stream) {
                         Ok(()) => return Next::Continue,
-                        Err((message, s)) => {
+                        Err((e, s)) => {
                             stream = s;
-                            (failure(&message), Next::Continue)
+                            (Err(e), Next::Continue)
                         }
                     }
                 }
                 Ok(Some(Request { kind: Some(kind) })) => self.handle(kind),
                 Ok(_) => return Next::Continue,
-                Err(e) => (failure(&format!("bad request: {e}")), Next::Continue),
+                Err(e) => (Err(Failed::BadRequest(e)), Next::Continue),
             }
         };
+        let kind = answer.unwrap_or_else(|e| response::Kind::Failure(e.to_failure()));
         let _ = frame::write(&mut stream, &Response { kind: Some(kind) });
         next
     }
 
-    fn handle(&mut self, kind: request::Kind) -> (response::Kind, Next) {
-        match kind {
-            request::Kind::Ping(_) => (
-                response::Kind::Ping(PingResponse {
-                    api_version: API_VERSION,
-                    sandbox_id: self.id.clone(),
-                    supervisor: Some(self.me.to_proto()),
-                    pod_init: self.pod_init.map(Identity::to_proto),
-                    reaped: self.reaped,
-                }),
-                Next::Continue,
-            ),
+    fn handle(&mut self, kind: request::Kind) -> (Result<response::Kind, Failed>, Next) {
+        use response::Kind as R;
+        let answer = match kind {
+            request::Kind::Ping(_) => Ok(R::Ping(PingResponse {
+                api_version: API_VERSION,
+                sandbox_id: self.id.clone(),
+                supervisor: Some(self.me.to_proto()),
+                pod_init: self.pod_init.map(Identity::to_proto),
+                reaped: self.reaped,
+            })),
             request::Kind::Shutdown(_) => {
-                (response::Kind::Shutdown(ShutdownResponse {}), Next::Exit(0))
+                return (Ok(R::Shutdown(ShutdownResponse {})), Next::Exit(0));
             }
-            request::Kind::CreateContainer(req) => (
-                reply(self.containers.create(&req), response::Kind::CreateContainer),
-                Next::Continue,
-            ),
-            request::Kind::StartContainer(req) => (
-                reply(self.containers.start(&req.id), response::Kind::StartContainer),
-                Next::Continue,
-            ),
-            request::Kind::SignalContainer(req) => (
-                reply(
-                    self.containers
-                        .signal(&req.id, req.signal, req.all)
-                        .map(|()| SignalContainerResponse {}),
-                    response::Kind::SignalContainer,
-                ),
-                Next::Continue,
-            ),
+            request::Kind::CreateContainer(req) => {
+                self.children.create(&req).map(R::CreateContainer)
+            }
+            request::Kind::StartContainer(req) => {
+                self.children.start(&req.id).map(R::StartContainer)
+            }
+            request::Kind::SignalContainer(req) => self
+                .children
+                .signal(&req.id, req.signal, req.all)
+                .map(|()| R::SignalContainer(SignalContainerResponse {})),
             request::Kind::ContainerStates(_) => {
                 // Exits not yet read from the signalfd are collected first.
                 if let Next::Exit(code) = self.reap() {
-                    return (failure("pod init exited"), Next::Exit(code));
+                    return (Err(Failed::PodInitGone), Next::Exit(code));
                 }
-                let containers = self.containers.states();
-                (
-                    response::Kind::ContainerStates(ContainerStatesResponse { containers }),
-                    Next::Continue,
-                )
+                let containers = self.children.states();
+                Ok(R::ContainerStates(ContainerStatesResponse { containers }))
             }
             request::Kind::ForgetContainer(req) => {
-                self.containers.forget(&req.id);
-                (response::Kind::ForgetContainer(ForgetContainerResponse {}), Next::Continue)
+                self.children.forget(&req.id);
+                Ok(R::ForgetContainer(ForgetContainerResponse {}))
             }
-            request::Kind::ReopenLog(req) => (
-                reply(
-                    self.containers.reopen_log(&req.id).map(|()| ReopenLogResponse {}),
-                    response::Kind::ReopenLog,
-                ),
-                Next::Continue,
-            ),
-            request::Kind::Exec(_) => (failure("exec is answered on its own"), Next::Continue),
-        }
+            request::Kind::ReopenLog(req) => {
+                self.children.reopen_log(&req.id).map(|()| R::ReopenLog(ReopenLogResponse {}))
+            }
+            request::Kind::Exec(_) => Err(Failed::Misrouted("Exec")),
+        };
+        (answer, Next::Continue)
     }
 
     /// Kills the pod's processes, reaps them, removes the socket, and returns `code`.
     fn exit(&mut self, code: i32) -> i32 {
-        self.containers.kill_all();
+        self.children.kill_all();
         if let Some(init) = self.pod_init.take() {
             // SIGKILL to a PID namespace's init kills every process in it.
             let _ = kill(Pid::from_raw(init.pid as i32), Signal::SIGKILL);
@@ -500,17 +481,6 @@ impl Supervisor {
         let _ = std::fs::remove_file(&self.socket);
         code
     }
-}
-
-fn reply<T>(result: Result<T, String>, kind: fn(T) -> response::Kind) -> response::Kind {
-    match result {
-        Ok(v) => kind(v),
-        Err(message) => failure(&message),
-    }
-}
-
-fn failure(message: &str) -> response::Kind {
-    response::Kind::Failure(Failure { message: message.into(), ..Default::default() })
 }
 
 /// `/proc/sys/…` of a sysctl given with dots (`net.ipv4.ip_forward`) or slashes

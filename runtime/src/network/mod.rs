@@ -3,17 +3,24 @@
 //!
 //! Leases and hostPorts are decided here in memory, under one lock, so two concurrent
 //! RunPodSandbox never get the same IP or port. They become durable with the sandbox
-//! record, in the same database transaction (see `store.rs`).
+//! record, in the same database transaction (`leases.rs`).
 
-use std::collections::HashMap;
+pub(crate) mod leases;
+mod report;
+
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use podbay_netplug::ipam::NodeSubnet;
 use podbay_netplug::{NetworkConfig, Node, PortMap, Protocol};
+pub use report::{NetworkReport, PodReport};
+use tracing::{error, info, warn};
 
 use crate::ErrorKind;
 use crate::ids::SandboxId;
+use crate::store::{self, Store};
 
 /// A hostPort as requested (CRI PortMapping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -41,12 +48,32 @@ impl PortMapping {
     }
 }
 
-/// A pod's network as recorded: its lease and its node-side veth.
+/// A pod's place on the pod network, as its record keeps it: its lease and its node-side
+/// veth.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PodNetwork {
+pub struct Attachment {
     pub ip: Ipv4Addr,
     pub host_veth: String,
 }
+
+/// A pod that holds a network now.
+#[derive(Debug, Clone)]
+pub struct LivePod {
+    pub id: SandboxId,
+    pub namespace: String,
+    pub name: String,
+    pub attachment: Attachment,
+    pub ports: Vec<PortMapping>,
+}
+
+impl LivePod {
+    fn port_maps(&self) -> Vec<PortMap> {
+        self.ports.iter().map(|p| p.to_port_map(self.attachment.ip)).collect()
+    }
+}
+
+/// Who the pods holding a network are, asked each time the node network (re)starts.
+pub type LivePods = Arc<dyn Fn() -> Vec<LivePod> + Send + Sync>;
 
 /// A host port is taken per protocol, whatever host_ip (binding 0.0.0.0:80 and
 /// 10.0.0.1:80 would clash on the node too).
@@ -66,6 +93,8 @@ pub enum Error {
     Node(#[from] podbay_netplug::node::Error),
     #[error(transparent)]
     Firewall(#[from] podbay_netplug::firewall::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }
 
 impl Error {
@@ -77,6 +106,7 @@ impl Error {
             Error::PortTwice { .. } => ErrorKind::InvalidArgument,
             Error::Node(e) => e.kind().into(),
             Error::Firewall(e) => e.kind().into(),
+            Error::Store(e) => e.kind(),
         }
     }
 }
@@ -89,11 +119,17 @@ struct Leases {
     ports: HashMap<PortKey, (SandboxId, String)>,
 }
 
-/// The runtime's view of the pod network.
-pub(crate) struct Network {
-    pub(crate) cfg: NetworkConfig,
+/// The runtime's view of the pod network. Cheap to clone.
+#[derive(Clone)]
+pub struct PodNetwork {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: NetworkConfig,
     node: RwLock<Result<Arc<Node>, String>>,
     leases: Mutex<Leases>,
+    store: Arc<Store>,
 }
 
 /// What a new pod was given; released on failure.
@@ -103,38 +139,59 @@ pub(crate) struct Grant {
     pub(crate) ports: Vec<PortMapping>,
 }
 
-impl Network {
-    pub(crate) fn new(cfg: NetworkConfig) -> Self {
-        Self {
-            cfg,
-            node: RwLock::new(Err("the node network has not been set up yet".into())),
-            leases: Mutex::new(Leases::default()),
-        }
+impl PodNetwork {
+    pub(crate) fn new(cfg: NetworkConfig, store: Arc<Store>) -> Self {
+        let node = RwLock::new(Err("the node network has not been set up yet".into()));
+        let inner = Inner { cfg, node, leases: Mutex::new(Leases::default()), store };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The node network, or why it is not ready.
-    pub(crate) fn node(&self) -> Result<Arc<Node>, Error> {
-        self.node.read().expect("network lock").clone().map_err(|reason| Error::NotReady { reason })
+    pub fn node(&self) -> Result<Arc<Node>, Error> {
+        self.inner
+            .node
+            .read()
+            .expect("network lock")
+            .clone()
+            .map_err(|reason| Error::NotReady { reason })
     }
 
-    pub(crate) fn set_node(&self, node: Result<Arc<Node>, String>) {
-        *self.node.write().expect("network lock") = node;
+    /// Whether pods can get a network, or why not (CRI's NetworkReady condition).
+    pub fn ready(&self) -> Result<(), String> {
+        self.node().map(drop).map_err(|e| e.to_string())
     }
 
-    /// Restores what the database and the live pods say is taken.
-    pub(crate) fn restore(
-        &self,
-        last: Option<Ipv4Addr>,
-        live: impl IntoIterator<Item = (SandboxId, String, Ipv4Addr, Vec<PortMapping>)>,
-    ) {
-        let mut l = self.leases.lock().expect("leases lock");
+    /// The node's IP, which hostNetwork pods report.
+    pub fn node_ip(&self) -> Option<Ipv4Addr> {
+        self.node().ok().and_then(|n| n.node_ip())
+    }
+
+    fn set_node(&self, node: Result<Arc<Node>, String>) {
+        *self.inner.node.write().expect("network lock") = node;
+    }
+
+    /// Frees every lease in the database that no live pod holds, and restores the
+    /// allocator's state from the rest.
+    pub(crate) fn restore(&self, live: &[LivePod]) -> Result<(), Error> {
+        let held: HashSet<_> =
+            live.iter().map(|p| (p.attachment.ip, p.id.as_str().to_owned())).collect();
+        let (leases, last) = leases::all(&self.inner.store)?;
+        let stale: Vec<_> =
+            leases.into_iter().filter(|l| !held.contains(l)).map(|(ip, _)| ip).collect();
+        if !stale.is_empty() {
+            info!(count = stale.len(), "freeing IP leases no running pod holds");
+            leases::free_all(&self.inner.store, &stale)?;
+        }
+        let mut l = self.inner.leases.lock().expect("leases lock");
         l.last = last;
-        for (id, name, ip, ports) in live {
-            l.ips.insert(ip, id.clone());
-            for p in ports {
-                l.ports.insert(p.key(), (id.clone(), name.clone()));
+        for p in live {
+            l.ips.insert(p.attachment.ip, p.id.clone());
+            let name = format!("{}/{}", p.namespace, p.name);
+            for m in &p.ports {
+                l.ports.insert(m.key(), (p.id.clone(), name.clone()));
             }
         }
+        Ok(())
     }
 
     /// Leases an IP of the node's subnet (round-robin) and reserves the hostPorts for a new
@@ -146,8 +203,8 @@ impl Network {
         pod: &str,
         ports: &[PortMapping],
     ) -> Result<Grant, Error> {
-        let mut l = self.leases.lock().expect("leases lock");
-        let mut seen = std::collections::HashSet::new();
+        let mut l = self.inner.leases.lock().expect("leases lock");
+        let mut seen = HashSet::new();
         for p in ports {
             if !seen.insert(p.key()) {
                 return Err(Error::PortTwice { protocol: p.protocol, port: p.host_port });
@@ -172,7 +229,7 @@ impl Network {
 
     /// Gives back a pod's IP and hostPorts (only what this sandbox holds).
     pub(crate) fn release(&self, id: &SandboxId, ip: Ipv4Addr, ports: &[PortMapping]) {
-        let mut l = self.leases.lock().expect("leases lock");
+        let mut l = self.inner.leases.lock().expect("leases lock");
         if l.ips.get(&ip) == Some(id) {
             l.ips.remove(&ip);
         }
@@ -182,113 +239,10 @@ impl Network {
             }
         }
     }
-}
-
-/// The node network as people debug it (`podbay net show`, `crictl info`).
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkReport {
-    pub ready: bool,
-    /// Why the network is not ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub bridge: String,
-    pub cluster_cidr: String,
-    pub subnet: String,
-    pub gateway: String,
-    pub mtu: Option<u32>,
-    pub node_ip: Option<Ipv4Addr>,
-    pub masquerade: bool,
-    pub hairpin: bool,
-    pub pods: Vec<PodReport>,
-    /// podbay's nftables table, in nft syntax.
-    pub rules: String,
-    /// `local` or `etcd <endpoints>`.
-    pub subnet_store: String,
-    /// The VXLAN overlay and its peers, with `subnet_store = "etcd"`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<podbay_netplug::overlay::OverlayReport>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodReport {
-    pub id: String,
-    pub namespace: String,
-    pub name: String,
-    pub ip: Ipv4Addr,
-    pub veth: String,
-    pub mac: String,
-    pub host_ports: Vec<String>,
-}
-
-impl crate::Runtime {
-    pub async fn network_report(&self) -> NetworkReport {
-        let node = self.inner.network.node();
-        // Once up, the node's config holds the subnet actually leased.
-        let cfg = match &node {
-            Ok(n) => n.config().clone(),
-            Err(_) => self.inner.network.cfg.clone(),
-        };
-        let overlay = match node.as_ref().ok().and_then(|n| n.overlay()) {
-            Some(o) => Some(o.report().await),
-            None => None,
-        };
-        let leased = matches!(cfg.store, podbay_netplug::config::StoreConfig::Etcd(_));
-        let mut pods: Vec<PodReport> = {
-            let map = self.inner.sandboxes.read().expect("sandboxes lock");
-            map.values()
-                .filter_map(|s| {
-                    let rec = s.record.lock().expect("sandbox record lock");
-                    let net = rec.network.as_ref()?;
-                    Some(PodReport {
-                        id: rec.id.to_string(),
-                        namespace: rec.spec.metadata.namespace.clone(),
-                        name: rec.spec.metadata.name.clone(),
-                        ip: net.ip,
-                        veth: net.host_veth.clone(),
-                        mac: podbay_netplug::pod::format_mac(&podbay_netplug::pod::pod_mac(net.ip)),
-                        host_ports: rec
-                            .spec
-                            .port_mappings
-                            .iter()
-                            .map(|p| p.to_port_map(net.ip).to_string())
-                            .collect(),
-                    })
-                })
-                .collect()
-        };
-        pods.sort_by_key(|p| p.ip);
-        NetworkReport {
-            ready: node.is_ok(),
-            reason: node.as_ref().err().map(ToString::to_string),
-            bridge: cfg.bridge.clone(),
-            cluster_cidr: cfg.cluster_cidr.to_string(),
-            subnet: if leased && node.is_err() {
-                "(not leased yet)".into()
-            } else {
-                cfg.node_subnet.net().to_string()
-            },
-            gateway: cfg.gateway().to_string(),
-            mtu: node.as_ref().ok().map(|n| n.mtu()),
-            node_ip: node.as_ref().ok().and_then(|n| n.node_ip()),
-            masquerade: cfg.masquerade,
-            hairpin: cfg.hairpin,
-            pods,
-            rules: podbay_netplug::firewall::Firewall::new(&cfg).render(),
-            subnet_store: match &cfg.store {
-                podbay_netplug::config::StoreConfig::Local => "local".into(),
-                podbay_netplug::config::StoreConfig::Etcd(e) => {
-                    format!("etcd {} ({})", e.endpoints_text(), e.prefix)
-                }
-            },
-            overlay,
-        }
-    }
 
     /// Adds hostPort map elements (a blocking netlink batch, off the async threads).
     pub(crate) async fn add_ports(&self, ports: Vec<PortMap>) -> Result<(), Error> {
-        let node = self.inner.network.node()?;
+        let node = self.node()?;
         tokio::task::spawn_blocking(move || node.firewall().add_ports(&ports))
             .await
             .expect("firewall task panicked")?;
@@ -297,97 +251,75 @@ impl crate::Runtime {
 
     /// Removes hostPort map elements; ones already gone count as removed. With the network
     /// not ready there is nothing to remove from: the table is rebuilt when it comes up.
-    pub(crate) async fn remove_ports(
-        &self,
-        ports: Vec<PortMap>,
-    ) -> Result<(), crate::sandbox::Error> {
-        let Ok(node) = self.inner.network.node() else {
+    pub(crate) async fn remove_ports(&self, ports: Vec<PortMap>) -> Result<(), Error> {
+        let Ok(node) = self.node() else {
             return Ok(());
         };
         tokio::task::spawn_blocking(move || node.firewall().remove_ports(&ports))
             .await
-            .expect("firewall task panicked")
-            .map_err(|e| Error::from(e).into())
+            .expect("firewall task panicked")?;
+        Ok(())
     }
 
     /// Tears down a stopped pod's network: its hostPorts and its lease. The veth went with
     /// the pod's namespace (the kernel deletes it in the background).
-    pub(crate) async fn teardown_network(
+    pub(crate) async fn teardown(
         &self,
         id: &SandboxId,
-        net: &PodNetwork,
+        net: &Attachment,
         mappings: &[PortMapping],
-    ) -> Result<(), crate::sandbox::Error> {
+    ) -> Result<(), Error> {
         if !mappings.is_empty() {
             self.remove_ports(mappings.iter().map(|p| p.to_port_map(net.ip)).collect()).await?;
         }
-        self.inner.network.release(id, net.ip, mappings);
+        self.release(id, net.ip, mappings);
         Ok(())
-    }
-
-    /// The hostPorts of every pod that holds a network now.
-    pub(crate) fn live_ports(&self) -> Vec<PortMap> {
-        let map = self.inner.sandboxes.read().expect("sandboxes lock");
-        map.values()
-            .filter_map(|s| {
-                let rec = s.record.lock().expect("sandbox record lock");
-                let ip = rec.network.as_ref()?.ip;
-                Some(rec.spec.port_mappings.iter().map(|p| p.to_port_map(ip)).collect::<Vec<_>>())
-            })
-            .flatten()
-            .collect()
     }
 
     /// Brings the node network up (bridge, sysctls, firewall table holding exactly the live
     /// pods' hostPorts) and removes bridge ports no live pod explains. On failure the
     /// network stays not ready and this is retried in the background with backoff.
-    pub(crate) async fn start_network(&self) {
-        if let Err(reason) = self.try_start_network().await {
-            tracing::error!(error = %reason, "pod network not ready; retrying in the background");
-            self.inner.network.set_node(Err(reason));
-            let weak = Arc::downgrade(&self.inner);
-            tokio::spawn(async move {
-                let mut delay = std::time::Duration::from_secs(1);
-                loop {
-                    tokio::time::sleep(delay).await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    let runtime = crate::Runtime { inner };
-                    match runtime.try_start_network().await {
-                        Ok(()) => {
-                            tracing::info!("pod network ready");
-                            return;
-                        }
-                        Err(reason) => runtime.inner.network.set_node(Err(reason)),
+    pub(crate) async fn start(&self, live: LivePods) {
+        let Err(reason) = self.try_start(&live).await else { return };
+        error!(error = %reason, "pod network not ready; retrying in the background");
+        self.set_node(Err(reason));
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(delay).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let network = PodNetwork { inner };
+                match network.try_start(&live).await {
+                    Ok(()) => {
+                        info!("pod network ready");
+                        return;
                     }
-                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                    Err(reason) => network.set_node(Err(reason)),
                 }
-            });
-        }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        });
     }
 
-    async fn try_start_network(&self) -> Result<(), String> {
-        let ports = self.live_ports();
-        let node =
-            Node::ensure(&self.inner.network.cfg, &ports).await.map_err(|e| e.to_string())?;
-        let explained: std::collections::HashSet<String> = {
-            let map = self.inner.sandboxes.read().expect("sandboxes lock");
-            map.values()
-                .filter_map(|s| s.record.lock().expect("sandbox record lock").network.clone())
-                .map(|n| n.host_veth)
-                .collect()
-        };
+    async fn try_start(&self, live: &LivePods) -> Result<(), String> {
+        let pods = live();
+        let ports: Vec<PortMap> = pods.iter().flat_map(LivePod::port_maps).collect();
+        let node = Node::ensure(&self.inner.cfg, &ports).await.map_err(|e| e.to_string())?;
+        let explained: HashSet<&str> =
+            pods.iter().map(|p| p.attachment.host_veth.as_str()).collect();
         match node.bridge_ports().await {
             Ok(found) => {
-                for port in found.into_iter().filter(|p| !explained.contains(&p.name)) {
-                    tracing::warn!(link = %port.name, "removing a bridge port no sandbox explains");
+                for port in found.into_iter().filter(|p| !explained.contains(p.name.as_str())) {
+                    warn!(link = %port.name, "removing a bridge port no sandbox explains");
                     if let Err(e) = node.delete_link(port.index).await {
-                        tracing::warn!(link = %port.name, error = %e, "stale bridge port left behind");
+                        warn!(link = %port.name, error = %e, "stale bridge port left behind");
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "list bridge ports"),
+            Err(e) => warn!(error = %e, "list bridge ports"),
         }
-        self.inner.network.set_node(Ok(Arc::new(node)));
+        self.set_node(Ok(Arc::new(node)));
         Ok(())
     }
 }
@@ -400,7 +332,7 @@ mod tests {
 
     /// A network and a node config holding `subnet` (no kernel involved: grants only
     /// read the node's subnet).
-    fn network(subnet: &str) -> (Network, NetworkConfig) {
+    fn network(subnet: &str) -> (PodNetwork, NetworkConfig) {
         let cfg = NetworkConfig::from_settings(&NetworkSettings {
             cluster_cidr: DEFAULT_CLUSTER_CIDR,
             node_subnet: subnet,
@@ -411,7 +343,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        (Network::new(cfg.clone()), cfg)
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        (PodNetwork::new(cfg.clone(), store), cfg)
     }
 
     fn tcp(host_port: u16) -> PortMapping {

@@ -1,0 +1,211 @@
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer, ListContainers,
+//! ContainerStatus, UpdateContainerResources, ReopenContainerLog and ExecSync: the handlers
+//! and the conversion of container records into the CRI's messages.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+use podbay_runtime::Runtime;
+use podbay_runtime::container::{
+    ContainerFilter, ContainerMetadata, ContainerRecord, ContainerState, Propagation,
+};
+use tonic::Status;
+
+use super::container_config::{container_spec, resources};
+use super::fields::{sorted, unsorted};
+use super::status::to_status;
+
+pub async fn create(
+    rt: &Runtime,
+    req: cri::CreateContainerRequest,
+) -> Result<cri::CreateContainerResponse, Status> {
+    let spec = container_spec(req.config)?;
+    let id = rt
+        .create_container(&req.pod_sandbox_id, spec)
+        .await
+        .map_err(|e| to_status("CreateContainer", e))?;
+    Ok(cri::CreateContainerResponse { container_id: id.to_string() })
+}
+
+pub async fn start(
+    rt: &Runtime,
+    req: cri::StartContainerRequest,
+) -> Result<cri::StartContainerResponse, Status> {
+    rt.containers().start(&req.container_id).await.map_err(|e| to_status("StartContainer", e))?;
+    Ok(cri::StartContainerResponse {})
+}
+
+pub async fn stop(
+    rt: &Runtime,
+    req: cri::StopContainerRequest,
+) -> Result<cri::StopContainerResponse, Status> {
+    let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+    rt.containers()
+        .stop(&req.container_id, timeout)
+        .await
+        .map_err(|e| to_status("StopContainer", e))?;
+    Ok(cri::StopContainerResponse {})
+}
+
+pub async fn remove(
+    rt: &Runtime,
+    req: cri::RemoveContainerRequest,
+) -> Result<cri::RemoveContainerResponse, Status> {
+    rt.containers().remove(&req.container_id).await.map_err(|e| to_status("RemoveContainer", e))?;
+    Ok(cri::RemoveContainerResponse {})
+}
+
+pub fn list(rt: &Runtime, req: cri::ListContainersRequest) -> cri::ListContainersResponse {
+    let filter = container_filter(req.filter);
+    cri::ListContainersResponse { containers: rt.containers().map(&filter, container_summary) }
+}
+
+pub fn status(
+    rt: &Runtime,
+    req: cri::ContainerStatusRequest,
+) -> Result<cri::ContainerStatusResponse, Status> {
+    let rec =
+        rt.containers().status(&req.container_id).map_err(|e| to_status("ContainerStatus", e))?;
+    let oci = req.verbose.then(|| rt.containers().oci_spec(&rec)).flatten();
+    Ok(container_status(&rec, oci, req.verbose))
+}
+
+pub async fn update_resources(
+    rt: &Runtime,
+    req: cri::UpdateContainerResourcesRequest,
+) -> Result<cri::UpdateContainerResourcesResponse, Status> {
+    let res = resources(req.linux.unwrap_or_default());
+    rt.containers()
+        .update_resources(&req.container_id, res)
+        .await
+        .map_err(|e| to_status("UpdateContainerResources", e))?;
+    Ok(cri::UpdateContainerResourcesResponse {})
+}
+
+pub async fn reopen_log(
+    rt: &Runtime,
+    req: cri::ReopenContainerLogRequest,
+) -> Result<cri::ReopenContainerLogResponse, Status> {
+    rt.containers()
+        .reopen_log(&req.container_id)
+        .await
+        .map_err(|e| to_status("ReopenContainerLog", e))?;
+    Ok(cri::ReopenContainerLogResponse {})
+}
+
+pub async fn exec_sync(
+    rt: &Runtime,
+    req: cri::ExecSyncRequest,
+) -> Result<cri::ExecSyncResponse, Status> {
+    let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+    let out = rt
+        .containers()
+        .exec_sync(&req.container_id, req.cmd, timeout)
+        .await
+        .map_err(|e| to_status("ExecSync", e))?;
+    Ok(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code })
+}
+
+fn cri_container_state(s: ContainerState) -> i32 {
+    match s {
+        ContainerState::Created => cri::ContainerState::ContainerCreated as i32,
+        ContainerState::Running => cri::ContainerState::ContainerRunning as i32,
+        ContainerState::Exited => cri::ContainerState::ContainerExited as i32,
+        ContainerState::Unknown => cri::ContainerState::ContainerUnknown as i32,
+    }
+}
+
+fn cri_container_metadata(m: &ContainerMetadata) -> cri::ContainerMetadata {
+    cri::ContainerMetadata { name: m.name.clone(), attempt: m.attempt }
+}
+
+fn cri_image_spec(rec: &ContainerRecord) -> cri::ImageSpec {
+    cri::ImageSpec { image: rec.spec.image.clone(), ..Default::default() }
+}
+
+pub fn container_summary(rec: &ContainerRecord) -> cri::Container {
+    cri::Container {
+        id: rec.id.to_string(),
+        pod_sandbox_id: rec.sandbox_id.to_string(),
+        metadata: Some(cri_container_metadata(&rec.spec.metadata)),
+        image: Some(cri_image_spec(rec)),
+        image_ref: rec.image_ref.clone(),
+        state: cri_container_state(rec.state),
+        created_at: rec.created_at,
+        labels: unsorted(&rec.spec.labels),
+        annotations: unsorted(&rec.spec.annotations),
+        ..Default::default()
+    }
+}
+
+pub fn container_status(
+    rec: &ContainerRecord,
+    oci: Option<serde_json::Value>,
+    verbose: bool,
+) -> cri::ContainerStatusResponse {
+    let mounts = rec
+        .spec
+        .mounts
+        .iter()
+        .map(|m| cri::Mount {
+            container_path: m.container_path.clone(),
+            host_path: m.host_path.to_string_lossy().into_owned(),
+            readonly: m.readonly,
+            propagation: match m.propagation {
+                Propagation::Private => cri::MountPropagation::PropagationPrivate,
+                Propagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer,
+                Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
+            } as i32,
+            ..Default::default()
+        })
+        .collect();
+    let status = cri::ContainerStatus {
+        id: rec.id.to_string(),
+        metadata: Some(cri_container_metadata(&rec.spec.metadata)),
+        state: cri_container_state(rec.state),
+        created_at: rec.created_at,
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+        exit_code: rec.exit_code,
+        image: Some(cri_image_spec(rec)),
+        image_ref: rec.image_ref.clone(),
+        reason: rec.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        message: rec.message.clone(),
+        labels: unsorted(&rec.spec.labels),
+        annotations: unsorted(&rec.spec.annotations),
+        mounts,
+        log_path: rec.log_path.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let mut info = HashMap::new();
+    if verbose {
+        let v = serde_json::json!({
+            "sandboxID": rec.sandbox_id,
+            "pid": rec.init.map(|i| i.pid),
+            "imageId": rec.image_id,
+            "cgroup": rec.cgroup,
+            "stopSignal": rec.stop_signal,
+            "runtimeSpec": oci,
+            "config": rec.spec,
+        });
+        info.insert("info".to_owned(), v.to_string());
+    }
+    cri::ContainerStatusResponse { status: Some(status), info }
+}
+
+pub fn container_filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
+    let Some(f) = f else { return ContainerFilter::default() };
+    let state = f.state.map(|s| match cri::ContainerState::try_from(s.state) {
+        Ok(cri::ContainerState::ContainerCreated) => ContainerState::Created,
+        Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
+        Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
+        _ => ContainerState::Unknown,
+    });
+    ContainerFilter {
+        id: Some(f.id).filter(|s| !s.is_empty()),
+        state,
+        sandbox_id: Some(f.pod_sandbox_id).filter(|s| !s.is_empty()),
+        labels: sorted(f.label_selector),
+    }
+}

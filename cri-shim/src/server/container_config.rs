@@ -1,0 +1,214 @@
+//! CreateContainer's ContainerConfig (and UpdateContainerResources' resources), validated
+//! into the runtime's [`ContainerSpec`]. Bad input is InvalidArgument naming the field,
+//! before anything is created.
+
+use k8s_cri::v1 as cri;
+use podbay_runtime::container::spec::ALL_CAPABILITIES;
+use podbay_runtime::container::{
+    ContainerMetadata, ContainerSpec, DeviceSpec, MountSpec, PidMode, Propagation, Resources,
+    SeccompProfile, Security,
+};
+use tonic::Status;
+
+use super::fields::{check_name, invalid, sorted};
+use super::image::image_ref;
+
+/// Validates a CreateContainer request into the runtime's spec.
+pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerSpec, Status> {
+    let c = config.ok_or_else(|| invalid("config", "is required"))?;
+    let meta = c.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
+    check_name("config.metadata.name", &meta.name)?;
+    let image = image_ref("config.image", c.image.as_ref())?;
+    let mut envs = Vec::new();
+    for (n, kv) in c.envs.into_iter().enumerate() {
+        if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
+            return Err(invalid(
+                &format!("config.envs[{n}].key"),
+                format!("{:?} is not a variable name", kv.key),
+            ));
+        }
+        envs.push((kv.key, kv.value));
+    }
+    let mut mounts = Vec::new();
+    for (n, m) in c.mounts.into_iter().enumerate() {
+        if !m.container_path.starts_with('/') {
+            return Err(invalid(
+                &format!("config.mounts[{n}].container_path"),
+                format!("{:?} is not absolute", m.container_path),
+            ));
+        }
+        if !m.host_path.starts_with('/') {
+            return Err(invalid(
+                &format!("config.mounts[{n}].host_path"),
+                format!("{:?} is not absolute", m.host_path),
+            ));
+        }
+        let propagation = match cri::MountPropagation::try_from(m.propagation) {
+            Ok(cri::MountPropagation::PropagationPrivate) => Propagation::Private,
+            Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
+            Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+            Err(_) => {
+                return Err(invalid(
+                    &format!("config.mounts[{n}].propagation"),
+                    format!("unknown value {}", m.propagation),
+                ));
+            }
+        };
+        mounts.push(MountSpec {
+            container_path: m.container_path,
+            host_path: m.host_path.into(),
+            readonly: m.readonly,
+            propagation,
+        });
+    }
+    let devices = c
+        .devices
+        .into_iter()
+        .map(|d| DeviceSpec {
+            container_path: d.container_path,
+            host_path: d.host_path.into(),
+            permissions: d.permissions,
+        })
+        .collect();
+    let linux = c.linux.unwrap_or_default();
+    let resources = linux.resources.map(resources).unwrap_or_default();
+    let security = security(linux.security_context.unwrap_or_default())?;
+    if c.log_path.starts_with('/') || c.log_path.split('/').any(|p| p == "..") {
+        return Err(invalid(
+            "config.log_path",
+            format!("{:?} must be relative to the pod's log directory", c.log_path),
+        ));
+    }
+    Ok(ContainerSpec {
+        metadata: ContainerMetadata { name: meta.name, attempt: meta.attempt },
+        image,
+        command: c.command,
+        args: c.args,
+        working_dir: c.working_dir,
+        envs,
+        mounts,
+        devices,
+        labels: sorted(c.labels),
+        annotations: sorted(c.annotations),
+        log_path: c.log_path,
+        stdin: c.stdin,
+        tty: c.tty,
+        resources,
+        security,
+    })
+}
+
+pub fn resources(r: cri::LinuxContainerResources) -> Resources {
+    Resources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit: r.memory_limit_in_bytes,
+        memory_swap_limit: r.memory_swap_limit_in_bytes,
+        oom_score_adj: r.oom_score_adj,
+        cpuset_cpus: r.cpuset_cpus,
+        cpuset_mems: r.cpuset_mems,
+        hugepage_limits: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
+        unified: r.unified.into_iter().collect(),
+    }
+}
+
+fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {
+    let field = "config.linux.security_context";
+    let caps = s.capabilities.unwrap_or_default();
+    // No namespace options at all (crictl's minimal configs): the container's own PID
+    // namespace, as kubelet asks by default.
+    let ns = s.namespace_options.unwrap_or(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        ..Default::default()
+    });
+    let pid_mode = match cri::NamespaceMode::try_from(ns.pid) {
+        Ok(cri::NamespaceMode::Container) => PidMode::Container,
+        Ok(cri::NamespaceMode::Pod) => PidMode::Pod,
+        Ok(cri::NamespaceMode::Node) => PidMode::Node,
+        Ok(cri::NamespaceMode::Target) => PidMode::Target(
+            podbay_runtime::ids::ContainerId::parse(&ns.target_id)
+                .map_err(|e| invalid(&format!("{field}.namespace_options.target_id"), e))?,
+        ),
+        Err(_) => {
+            return Err(invalid(
+                &format!("{field}.namespace_options.pid"),
+                format!("unknown mode {}", ns.pid),
+            ));
+        }
+    };
+    let uid = |v: Option<cri::Int64Value>, name: &str| -> Result<Option<u32>, Status> {
+        v.map(|v| {
+            u32::try_from(v.value).map_err(|_| {
+                invalid(&format!("{field}.{name}"), format!("{} is not a valid id", v.value))
+            })
+        })
+        .transpose()
+    };
+    let seccomp = match s.seccomp {
+        // Hardened by default: no profile means RuntimeDefault (see docs/architecture.md).
+        None => SeccompProfile::RuntimeDefault,
+        Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(cri::security_profile::ProfileType::RuntimeDefault) => {
+                SeccompProfile::RuntimeDefault
+            }
+            Ok(cri::security_profile::ProfileType::Unconfined) => SeccompProfile::Unconfined,
+            Ok(cri::security_profile::ProfileType::Localhost) => {
+                if !p.localhost_ref.starts_with('/') {
+                    return Err(invalid(
+                        &format!("{field}.seccomp.localhost_ref"),
+                        format!("{:?} is not an absolute path", p.localhost_ref),
+                    ));
+                }
+                SeccompProfile::Localhost(p.localhost_ref.into())
+            }
+            Err(_) => {
+                return Err(invalid(
+                    &format!("{field}.seccomp.profile_type"),
+                    format!("unknown type {}", p.profile_type),
+                ));
+            }
+        },
+    };
+    for (list, names) in [
+        ("add_capabilities", &caps.add_capabilities),
+        ("drop_capabilities", &caps.drop_capabilities),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let upper = name.to_ascii_uppercase();
+            let cap = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+            if cap != "CAP_ALL" && !ALL_CAPABILITIES.contains(&cap.as_str()) {
+                return Err(invalid(
+                    &format!("{field}.capabilities.{list}[{i}]"),
+                    format!("unknown capability {name:?}"),
+                ));
+            }
+        }
+    }
+    Ok(Security {
+        privileged: s.privileged,
+        add_capabilities: caps.add_capabilities,
+        drop_capabilities: caps.drop_capabilities,
+        run_as_user: uid(s.run_as_user, "run_as_user")?,
+        run_as_group: uid(s.run_as_group, "run_as_group")?,
+        run_as_username: s.run_as_username,
+        supplemental_groups: s
+            .supplemental_groups
+            .into_iter()
+            .map(|g| {
+                u32::try_from(g).map_err(|_| {
+                    invalid(
+                        &format!("{field}.supplemental_groups"),
+                        format!("{g} is not a valid id"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        readonly_rootfs: s.readonly_rootfs,
+        no_new_privs: s.no_new_privs,
+        masked_paths: s.masked_paths,
+        readonly_paths: s.readonly_paths,
+        seccomp,
+        pid_mode,
+    })
+}

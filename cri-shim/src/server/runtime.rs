@@ -1,0 +1,70 @@
+//! Version, Status, RuntimeConfig and UpdateRuntimeConfig: what the runtime is and whether
+//! it is ready.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use podbay_runtime::Runtime;
+
+pub const RUNTIME_NAME: &str = "podbay";
+pub const RUNTIME_API_VERSION: &str = "v1";
+
+/// Runtime information shown by `Status` (verbose) and `podbay info`.
+pub async fn runtime_info(runtime: &Runtime) -> serde_json::Value {
+    let opts = runtime.options();
+    serde_json::json!({
+        "runtimeName": RUNTIME_NAME,
+        "runtimeVersion": env!("CARGO_PKG_VERSION"),
+        "root": opts.root,
+        "runDir": opts.run,
+        "supervisor": opts.supervisor_exe,
+        "cgroupDriver": "cgroupfs",
+        "network": runtime.network_report().await,
+    })
+}
+
+pub fn version() -> cri::VersionResponse {
+    cri::VersionResponse {
+        version: "0.1.0".into(),
+        runtime_name: RUNTIME_NAME.into(),
+        runtime_version: env!("CARGO_PKG_VERSION").into(),
+        runtime_api_version: RUNTIME_API_VERSION.into(),
+    }
+}
+
+pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusResponse {
+    let condition = |kind: &str, status: bool, reason: &str, message: &str| cri::RuntimeCondition {
+        r#type: kind.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+    };
+    let network = match rt.network().ready() {
+        Ok(()) => condition("NetworkReady", true, "", ""),
+        Err(reason) => condition("NetworkReady", false, "NetworkPluginNotReady", &reason),
+    };
+    let conditions = vec![condition("RuntimeReady", true, "", ""), network];
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("info".into(), runtime_info(rt).await.to_string());
+    }
+    cri::StatusResponse {
+        status: Some(cri::RuntimeStatus { conditions }),
+        info,
+        ..Default::default()
+    }
+}
+
+pub fn config() -> cri::RuntimeConfigResponse {
+    cri::RuntimeConfigResponse {
+        linux: Some(cri::LinuxRuntimeConfiguration {
+            cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+        }),
+    }
+}
+
+/// kubelet sends the node's pod CIDR here; podbay's node subnet comes from its own config
+/// (`[network]`), as with flannel, so this is accepted and ignored.
+pub fn update_config(_: cri::UpdateRuntimeConfigRequest) -> cri::UpdateRuntimeConfigResponse {
+    cri::UpdateRuntimeConfigResponse {}
+}

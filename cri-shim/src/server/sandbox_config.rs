@@ -1,0 +1,391 @@
+//! RunPodSandbox's PodSandboxConfig, validated into the runtime's [`SandboxSpec`]: names,
+//! hostname, log directory, DNS, namespace modes, hostPorts and sysctls. Bad input is
+//! InvalidArgument naming the field, before anything is created.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use podbay_runtime::network::PortMapping;
+use podbay_runtime::sandbox::{DnsSpec, NamespaceMode, NamespaceSpec, PodMetadata, SandboxSpec};
+use tonic::Status;
+
+use super::fields::{NAME_MAX, check_name, invalid, sorted};
+
+/// Longest hostname Linux accepts (HOST_NAME_MAX).
+const HOSTNAME_MAX: usize = 64;
+
+pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Status> {
+    let config = req.config.ok_or_else(|| invalid("config", "is required"))?;
+    let meta = config.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
+    for (field, value) in [
+        ("config.metadata.name", &meta.name),
+        ("config.metadata.namespace", &meta.namespace),
+        ("config.metadata.uid", &meta.uid),
+    ] {
+        check_name(field, value)?;
+    }
+    let hostname = if config.hostname.is_empty() {
+        default_hostname(&meta.name)
+    } else {
+        check_hostname("config.hostname", &config.hostname)?;
+        config.hostname
+    };
+    let log_directory = match config.log_directory.as_str() {
+        "" => None,
+        d if d.starts_with('/') && !d.contains('\0') => Some(PathBuf::from(d)),
+        d => {
+            return Err(invalid("config.log_directory", format!("{d:?} is not an absolute path")));
+        }
+    };
+    let dns = config.dns_config.map(dns_spec).transpose()?;
+    let linux = config.linux.unwrap_or_default();
+    let ns = linux.security_context.unwrap_or_default().namespace_options.unwrap_or_default();
+    let namespaces = namespace_spec(&ns)?;
+    let cgroup_parent = Some(linux.cgroup_parent).filter(|c| !c.is_empty());
+    let port_mappings = port_mappings(&config.port_mappings)?;
+    let sysctls = sysctls(linux.sysctls, &namespaces)?;
+    Ok(SandboxSpec {
+        metadata: PodMetadata {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            attempt: meta.attempt,
+        },
+        hostname,
+        log_directory,
+        dns,
+        labels: sorted(config.labels),
+        annotations: sorted(config.annotations),
+        namespaces,
+        cgroup_parent,
+        runtime_handler: req.runtime_handler,
+        port_mappings,
+        sysctls,
+    })
+}
+
+/// IPC sysctls Kubernetes counts as namespaced (besides `fs.mqueue.*`); `net.*` is the
+/// network namespace's.
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "kernel.shmmax",
+    "kernel.shmall",
+    "kernel.shmmni",
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+];
+
+/// The pod's sysctls: namespaced ones only, and only in namespaces the pod owns (as
+/// kubelet's and containerd's checks have it). Keys may use `/` as the separator.
+fn sysctls(
+    raw: HashMap<String, String>,
+    ns: &NamespaceSpec,
+) -> Result<BTreeMap<String, String>, Status> {
+    let mut out = BTreeMap::new();
+    for (key, value) in raw {
+        let field = format!("config.linux.sysctls[{key:?}]");
+        let dotted = key.replace('/', ".");
+        let valid = !key.is_empty()
+            && key.split(['.', '/']).all(|p| {
+                !p.is_empty()
+                    && p != ".."
+                    && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            });
+        if !valid {
+            return Err(invalid(&field, "is not a sysctl name"));
+        }
+        if value.contains(['\n', '\0']) {
+            return Err(invalid(&field, format!("{value:?} is not a sysctl value")));
+        }
+        let (owner, mode) = if dotted.starts_with("net.") {
+            ("network", ns.network)
+        } else if dotted.starts_with("fs.mqueue.") || IPC_SYSCTLS.contains(&dotted.as_str()) {
+            ("IPC", ns.ipc)
+        } else {
+            return Err(invalid(
+                &field,
+                "is not a namespaced sysctl (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)",
+            ));
+        };
+        if mode == NamespaceMode::Node {
+            return Err(invalid(
+                &field,
+                format!("the pod uses the node's {owner} namespace, so it cannot set it"),
+            ));
+        }
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// hostPorts. kubelet lists every container port; one with host_port 0 maps nothing and
+/// is skipped, as the CNI portmap plugin does.
+fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>, Status> {
+    let mut out = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let field = |name: &str| format!("config.port_mappings[{i}].{name}");
+        let port = |name: &str, v: i32| {
+            u16::try_from(v)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid(&field(name), format!("{v} is not a port (1 to 65535)")))
+        };
+        let protocol = match cri::Protocol::try_from(p.protocol) {
+            Ok(cri::Protocol::Tcp) => podbay_netplug::Protocol::Tcp,
+            Ok(cri::Protocol::Udp) => podbay_netplug::Protocol::Udp,
+            Ok(cri::Protocol::Sctp) => podbay_netplug::Protocol::Sctp,
+            Err(_) => {
+                return Err(invalid(
+                    &field("protocol"),
+                    format!("{} is not TCP (0), UDP (1) or SCTP (2)", p.protocol),
+                ));
+            }
+        };
+        if p.host_port == 0 {
+            continue;
+        }
+        let host_port = port("host_port", p.host_port)?;
+        let container_port = port("container_port", p.container_port)?;
+        let host_ip = match p.host_ip.as_str() {
+            "" | "0.0.0.0" => None,
+            ip => match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V4(v4)) => Some(v4),
+                Ok(IpAddr::V6(_)) => {
+                    return Err(invalid(
+                        &field("host_ip"),
+                        format!("{ip}: IPv6 hostPorts are not supported"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(invalid(&field("host_ip"), format!("{ip:?} is not an IP address")));
+                }
+            },
+        };
+        out.push(PortMapping { protocol, container_port, host_port, host_ip });
+    }
+    Ok(out)
+}
+
+/// RFC 1123 hostname: dot-separated labels of letters, digits and '-', no label starting
+/// or ending with '-', each at most 63 bytes, the whole at most 64 bytes.
+fn check_hostname(field: &str, h: &str) -> Result<(), Status> {
+    if h.len() > HOSTNAME_MAX {
+        return Err(invalid(field, format!("{h:?} is longer than {HOSTNAME_MAX} bytes")));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !h.split('.').all(label_ok) {
+        return Err(invalid(field, format!("{h:?} is not a valid hostname (RFC 1123)")));
+    }
+    Ok(())
+}
+
+/// The pod name made into a hostname, when kubelet gives none.
+fn default_hostname(name: &str) -> String {
+    let mut h: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(63)
+        .collect();
+    h = h.trim_matches('-').to_owned();
+    if h.is_empty() { "pod".into() } else { h }
+}
+
+fn dns_spec(dns: cri::DnsConfig) -> Result<DnsSpec, Status> {
+    for (i, s) in dns.servers.iter().enumerate() {
+        if s.parse::<IpAddr>().is_err() {
+            return Err(invalid(
+                &format!("config.dns_config.servers[{i}]"),
+                format!("{s:?} is not an IP address"),
+            ));
+        }
+    }
+    for (i, s) in dns.searches.iter().enumerate() {
+        if s.is_empty() || s.len() > NAME_MAX || s.chars().any(|c| c.is_whitespace() || c == '\0') {
+            return Err(invalid(
+                &format!("config.dns_config.searches[{i}]"),
+                format!("{s:?} is not a search domain"),
+            ));
+        }
+    }
+    for (i, o) in dns.options.iter().enumerate() {
+        if !dns_option_ok(o) {
+            return Err(invalid(
+                &format!("config.dns_config.options[{i}]"),
+                format!("{o:?} is not a resolv.conf option (name or name:value)"),
+            ));
+        }
+    }
+    Ok(DnsSpec { servers: dns.servers, searches: dns.searches, options: dns.options })
+}
+
+fn dns_option_ok(o: &str) -> bool {
+    let (name, value) = match o.split_once(':') {
+        Some((n, v)) => (n, Some(v)),
+        None => (o, None),
+    };
+    let word = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    word(name) && value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+fn namespace_spec(ns: &cri::NamespaceOption) -> Result<NamespaceSpec, Status> {
+    use cri::NamespaceMode as M;
+    let field = "config.linux.security_context.namespace_options";
+    let shared = |name: &str, raw: i32| match M::try_from(raw) {
+        Ok(M::Pod | M::Container) => Ok(NamespaceMode::Pod),
+        Ok(M::Node) => Ok(NamespaceMode::Node),
+        Ok(M::Target) => Err(invalid(&format!("{field}.{name}"), "TARGET is not valid for a pod")),
+        Err(_) => Err(invalid(&format!("{field}.{name}"), format!("unknown mode {raw}"))),
+    };
+    let pid = match M::try_from(ns.pid) {
+        Ok(M::Pod) => NamespaceMode::Pod,
+        Ok(M::Container) => NamespaceMode::Container,
+        Ok(M::Node) => NamespaceMode::Node,
+        Ok(M::Target) => {
+            return Err(invalid(&format!("{field}.pid"), "TARGET is not valid for a pod"));
+        }
+        Err(_) => {
+            return Err(invalid(&format!("{field}.pid"), format!("unknown mode {}", ns.pid)));
+        }
+    };
+    Ok(NamespaceSpec { network: shared("network", ns.network)?, ipc: shared("ipc", ns.ipc)?, pid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(f: impl FnOnce(&mut cri::PodSandboxConfig)) -> cri::RunPodSandboxRequest {
+        let mut config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "web".into(),
+                uid: "u1".into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: "web-1".into(),
+            ..Default::default()
+        };
+        f(&mut config);
+        cri::RunPodSandboxRequest { config: Some(config), ..Default::default() }
+    }
+
+    fn err(f: impl FnOnce(&mut cri::PodSandboxConfig)) -> String {
+        let e = sandbox_spec(request(f)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        e.message().to_owned()
+    }
+
+    #[test]
+    fn sysctls_are_namespaced_and_well_formed() {
+        let with = |key: &str| {
+            let key = key.to_owned();
+            move |c: &mut cri::PodSandboxConfig| {
+                c.linux.get_or_insert_default().sysctls.insert(key, "1".into());
+            }
+        };
+        for ok in ["net.ipv4.ip_forward", "net/ipv4/conf/eth0.100/forwarding", "fs.mqueue.msg_max"]
+        {
+            let spec = sandbox_spec(request(with(ok))).unwrap();
+            assert_eq!(spec.sysctls.len(), 1, "{ok}");
+        }
+        for (bad, words) in [
+            ("kernel.panic", "not a namespaced sysctl"),
+            ("net/../../../etc/passwd", "not a sysctl name"),
+            ("net..ipv4", "not a sysctl name"),
+            ("vm.swappiness", "not a namespaced sysctl"),
+        ] {
+            let e = err(with(bad));
+            assert!(e.contains(bad) && e.contains(words), "{e}");
+        }
+    }
+
+    #[test]
+    fn valid_config_converts() {
+        let spec = sandbox_spec(request(|_| {})).unwrap();
+        assert_eq!(spec.hostname, "web-1");
+        assert_eq!(spec.namespaces, NamespaceSpec::default());
+        assert!(spec.dns.is_none());
+    }
+
+    #[test]
+    fn bad_metadata_names_the_field() {
+        assert!(err(|c| c.metadata = None).starts_with("config.metadata:"));
+        assert!(
+            err(|c| c.metadata.as_mut().unwrap().name.clear()).starts_with("config.metadata.name")
+        );
+        assert!(err(|c| c.metadata.as_mut().unwrap().namespace.clear()).contains("namespace"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().uid = "a/b".into()).contains("uid"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().name = "a\0b".into()).contains("NUL"));
+        assert!(err(|c| c.metadata.as_mut().unwrap().name = "x".repeat(254)).contains("253"));
+        let e = sandbox_spec(cri::RunPodSandboxRequest::default()).unwrap_err();
+        assert!(e.message().starts_with("config:"));
+    }
+
+    #[test]
+    fn bad_hostname_and_dns_name_the_field() {
+        for h in ["-bad", "a..b", "under_score", &"h".repeat(65), "bad-"] {
+            assert!(err(|c| c.hostname = h.into()).starts_with("config.hostname"), "{h}");
+        }
+        let dns = |servers: &[&str], options: &[&str]| cri::DnsConfig {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            searches: vec![],
+            options: options.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(err(|c| c.dns_config = Some(dns(&["nope"], &[]))).contains("servers[0]"));
+        for bad in ["ndots:", "a b", "", ":5", "x:y z"] {
+            let e = err(|c| c.dns_config = Some(dns(&["1.1.1.1"], &["ndots:5", bad])));
+            assert!(e.contains("options[1]"), "{bad}: {e}");
+        }
+        sandbox_spec(request(|c| c.dns_config = Some(dns(&["::1"], &["ndots:5", "edns0"]))))
+            .unwrap();
+    }
+
+    #[test]
+    fn default_hostname_from_name() {
+        assert_eq!(default_hostname("My_Pod.v1"), "my-pod-v1");
+        assert_eq!(default_hostname("___"), "pod");
+    }
+
+    #[test]
+    fn namespace_modes() {
+        let spec = sandbox_spec(request(|c| {
+            c.linux = Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Node as i32,
+                        pid: cri::NamespaceMode::Container as i32,
+                        ipc: cri::NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        }))
+        .unwrap();
+        assert_eq!(spec.namespaces.network, NamespaceMode::Node);
+        assert_eq!(spec.namespaces.pid, NamespaceMode::Container);
+        let e = err(|c| {
+            c.linux = Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption { pid: 3, ..Default::default() }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        });
+        assert!(e.contains("namespace_options.pid"), "{e}");
+    }
+}

@@ -1,0 +1,296 @@
+//! Cgroups, v1 and v2, with the cgroupfs driver: what the node has, the pod's cgroup,
+//! limits, the usage figures stats report, and removal. Container creation, stats and
+//! removal all go through here.
+//!
+//! Reads and removals touch the cgroup files directly: a libcgroups manager re-reads
+//! `/proc/self/mountinfo` once per controller, which made ListContainerStats take a
+//! second with 100 containers. Limits (UpdateContainerResources) go through libcgroups.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, create_cgroup_manager};
+
+/// Where every hierarchy is mounted.
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup parent of pods that kubelet gives none.
+pub const DEFAULT_PARENT: &str = "/podbay";
+
+/// cgroup v1 controllers libcgroups places a container in (each a hierarchy's name).
+pub(crate) const V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpu,cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "net_cls",
+    "net_prio",
+    "net_cls,net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("cgroup {cgroup}: {reason}")]
+pub struct Error {
+    pub cgroup: String,
+    pub reason: String,
+}
+
+impl Error {
+    fn new(cgroup: &str, reason: impl std::fmt::Display) -> Self {
+        Error { cgroup: cgroup.to_owned(), reason: reason.to_string() }
+    }
+}
+
+/// Held while pod cgroups are made and while podbay's default parent is removed: a
+/// RemovePodSandbox dropping the parent once it is empty must not race a new pod's mkdir
+/// below it (which would then fail with ENOENT).
+static PARENT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The node's cgroup v1 hierarchies under /sys/fs/cgroup, by directory name, sorted (empty
+/// on a cgroup v2 node).
+pub fn v1_hierarchies() -> Vec<String> {
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        return Vec::new();
+    }
+    let mut h: Vec<String> = subdirs(Path::new(ROOT))
+        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .collect();
+    h.sort();
+    h
+}
+
+/// Whether containers can get hugepage limits: on cgroup v2 the root lists the hugetlb
+/// controller; on v1 a cgroup hierarchy is mounted with it (libcgroups looks for it in
+/// the mount table the same way).
+pub fn hugetlb_available(v2: bool) -> bool {
+    if v2 {
+        let controllers = std::fs::read_to_string(Path::new(ROOT).join("cgroup.controllers"));
+        return controllers.is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb"));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo.lines().any(|line| {
+        // `… - <fstype> <source> <super options>`
+        let Some((_, tail)) = line.split_once(" - ") else { return false };
+        let mut f = tail.split_whitespace();
+        f.next() == Some("cgroup") && f.nth(1).is_some_and(|o| o.split(',').any(|o| o == "hugetlb"))
+    })
+}
+
+/// A pod's cgroup: kubelet's cgroup_parent, or podbay's default parent + the sandbox id.
+pub fn pod_cgroup(cgroup_parent: Option<&str>, sandbox_id: &str) -> String {
+    match cgroup_parent {
+        Some(p) if !p.is_empty() => p.trim_end_matches('/').to_owned(),
+        _ => format!("{DEFAULT_PARENT}/{sandbox_id}"),
+    }
+}
+
+/// Makes a pod's cgroup in each hierarchy libcontainer will place its containers in,
+/// before libcontainer makes the containers' below it.
+pub fn ensure_pod(pod: &str, v1_hierarchies: &[String]) -> Result<(), Error> {
+    let rel = pod.trim_start_matches('/');
+    let root = Path::new(ROOT);
+    let dirs: Vec<PathBuf> = if v1_hierarchies.is_empty() {
+        vec![root.join(rel)]
+    } else {
+        v1_hierarchies
+            .iter()
+            .filter(|h| V1_CONTROLLERS.contains(&h.as_str()))
+            .map(|h| root.join(h).join(rel))
+            .collect()
+    };
+    let _parent = PARENT_LOCK.lock().expect("cgroup parent lock");
+    for dir in dirs {
+        // Tried again when something outside podbay dropped an empty parent meanwhile.
+        let mut made = std::fs::create_dir_all(&dir);
+        for _ in 0..2 {
+            if !matches!(&made, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                break;
+            }
+            made = std::fs::create_dir_all(&dir);
+        }
+        made.map_err(|e| Error::new(pod, format!("create {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// A cgroup's directory in every hierarchy mounted under `/sys/fs/cgroup` (each v1
+/// hierarchy, or the unified one), whether it exists or not.
+pub fn dirs(cgroup: &str) -> Vec<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    let root = Path::new(ROOT);
+    subdirs(root).chain([root.to_path_buf()]).map(|h| h.join(rel)).collect()
+}
+
+fn subdirs(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+}
+
+/// Removes a cgroup in every hierarchy; gone counts as done. Processes still in it (PID
+/// mode POD or NODE can leave a container's other processes behind when its init dies)
+/// are killed first.
+pub fn remove(cgroup: &str) -> Result<(), Error> {
+    for dir in dirs(cgroup) {
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
+                    tries += 1;
+                    kill_procs(&dir);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(Error::new(cgroup, format!("remove {}: {e}", dir.display()))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes a cgroup and every cgroup below it, deepest first, in every hierarchy (for
+/// cleaning up after a whole node, such as a lab node, is gone).
+pub fn remove_tree(cgroup: &str) -> Result<(), Error> {
+    fn children(rel: &str, out: &mut Vec<String>) {
+        let mut seen = std::collections::BTreeSet::new();
+        for dir in dirs(rel) {
+            for child in subdirs(&dir) {
+                let name = child.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                seen.insert(format!("{rel}/{name}"));
+            }
+        }
+        for child in seen {
+            children(&child, out);
+            out.push(child);
+        }
+    }
+    let rel = cgroup.trim_matches('/').to_owned();
+    let mut all = Vec::new();
+    children(&rel, &mut all);
+    all.push(rel);
+    all.iter().try_for_each(|c| remove(c))
+}
+
+/// Removes podbay's default parent where no pod uses it any more (rmdir of a cgroup with
+/// children fails at once, so a parent in use stays).
+pub fn remove_default_parent() {
+    let _parent = PARENT_LOCK.lock().expect("cgroup parent lock");
+    for dir in dirs(DEFAULT_PARENT) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// SIGKILL to every process of a cgroup directory.
+fn kill_procs(dir: &Path) {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+}
+
+/// Applies new limits to an existing cgroup.
+pub fn apply(cgroup: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
+    let manager = create_cgroup_manager(CgroupConfig {
+        cgroup_path: PathBuf::from(cgroup),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| Error::new(cgroup, e))?;
+    manager
+        .apply(&ControllerOpt {
+            resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| Error::new(cgroup, e))
+}
+
+/// CPU and memory of a cgroup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_ns: u64,
+    pub memory_usage: u64,
+    /// Usage minus inactive file cache (what kubelet evicts on).
+    pub working_set: u64,
+}
+
+/// CPU and memory of a cgroup; zeros when it is gone.
+pub fn usage(cgroup: &str) -> Usage {
+    let cg = cgroup.trim_start_matches('/');
+    let root = Path::new(ROOT);
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+    let number = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
+    let stat = |text: Option<String>, key: &str| {
+        text.and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        })
+    };
+    if root.join("cgroup.controllers").exists() {
+        let dir = root.join(cg);
+        let memory_usage = number(read(dir.join("memory.current"))).unwrap_or(0);
+        let inactive = stat(read(dir.join("memory.stat")), "inactive_file").unwrap_or(0);
+        return Usage {
+            cpu_ns: stat(read(dir.join("cpu.stat")), "usage_usec").unwrap_or(0) * 1000,
+            memory_usage,
+            working_set: memory_usage.saturating_sub(inactive),
+        };
+    }
+    let cpu_ns = ["cpuacct", "cpu,cpuacct"]
+        .iter()
+        .find_map(|h| number(read(root.join(h).join(cg).join("cpuacct.usage"))))
+        .unwrap_or(0);
+    let memory = root.join("memory").join(cg);
+    let memory_usage = number(read(memory.join("memory.usage_in_bytes"))).unwrap_or(0);
+    let inactive = stat(read(memory.join("memory.stat")), "total_inactive_file").unwrap_or(0);
+    Usage { cpu_ns, memory_usage, working_set: memory_usage.saturating_sub(inactive) }
+}
+
+/// How many times the kernel's OOM killer killed a process of the cgroup.
+pub fn oom_kills(cgroup: &str) -> u64 {
+    let cg = cgroup.trim_start_matches('/');
+    let candidates = [
+        Path::new(ROOT).join("memory").join(cg).join("memory.oom_control"),
+        Path::new(ROOT).join(cg).join("memory.events"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cgroup_uses_the_parent_or_the_default() {
+        assert_eq!(pod_cgroup(None, "abc"), "/podbay/abc");
+        assert_eq!(pod_cgroup(Some(""), "abc"), "/podbay/abc");
+        assert_eq!(
+            pod_cgroup(Some("/kubepods/burstable/pod1/"), "abc"),
+            "/kubepods/burstable/pod1"
+        );
+    }
+}

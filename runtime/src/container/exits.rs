@@ -1,0 +1,111 @@
+//! How exits reach the records: a task per running container waits on its pidfd, then asks
+//! the pod's supervisor what became of it (exit code, signal, finish time, recorded by the
+//! supervisor when it reaped the process, also while the daemon was away). At daemon
+//! start every record is loaded and the containers of live pods are refreshed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{Container, ContainerState, Containers, Error, ExitReason, records};
+use crate::cgroups;
+use crate::ids::SandboxId;
+use crate::supervisor::{Client, Proc};
+
+impl Containers {
+    /// Waits for a running container's process to exit and records how it ended.
+    pub(super) fn watch(&self, c: Arc<Container>) {
+        let rec = c.snapshot();
+        let Some(proc) = rec.init.and_then(Proc::open) else {
+            // Already gone: learn how it ended now.
+            let containers = self.clone();
+            tokio::spawn(async move { containers.refresh_pod(&rec.sandbox_id).await });
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            proc.exited().await;
+            let Some(inner) = weak.upgrade() else { return };
+            Containers { inner }.refresh_pod(&rec.sandbox_id).await;
+        });
+    }
+
+    /// Asks a pod's supervisor for its containers' states and records the exits. When the
+    /// supervisor is gone, containers that were running are recorded as exited.
+    pub(super) async fn refresh_pod(&self, sandbox: &SandboxId) {
+        let containers = self.of_pod(sandbox);
+        let states = match self.pod_of(sandbox) {
+            Some(pod) => Client::new(&pod).container_states().await.ok(),
+            None => None,
+        };
+        for c in containers {
+            let rec = c.snapshot();
+            if !rec.state.may_run() {
+                continue;
+            }
+            let state = states.as_ref().map(|s| s.iter().find(|s| s.id == rec.id.as_str()));
+            let updated = match state {
+                Some(Some(s)) if s.exited => c.update(|r| {
+                    r.state = ContainerState::Exited;
+                    r.exit_code = s.exit_code;
+                    r.finished_at = s.finished_at;
+                    r.reason = Some(exit_reason(s.exit_code, &r.cgroup));
+                }),
+                Some(Some(_)) => continue,
+                // The supervisor does not know it, or is gone: so is the process.
+                _ => {
+                    if rec.init.and_then(Proc::open).is_some() {
+                        continue;
+                    }
+                    c.update(|r| {
+                        r.state = ContainerState::Exited;
+                        r.exit_code = 255;
+                        r.finished_at = crate::clock::now_ns();
+                        r.reason = Some(ExitReason::Error);
+                        r.message = "the pod's supervisor is gone; exit status unknown".into();
+                    })
+                }
+            };
+            info!(container.id = %updated.id, code = updated.exit_code, "container exited");
+            if let Err(e) = self.persist(&updated).await {
+                warn!(container.id = %updated.id, error = %e, "record container exit");
+            }
+        }
+    }
+
+    /// Loads container records at start; containers of live pods are refreshed and
+    /// watched, the others are recorded as exited.
+    pub(crate) async fn recover(&self) -> Result<(), Error> {
+        let store = self.inner.store.clone();
+        let recs = tokio::task::spawn_blocking(move || records::all(&store))
+            .await
+            .expect("state store task panicked")?;
+        let mut pods = BTreeSet::new();
+        for rec in recs {
+            pods.insert(rec.sandbox_id.clone());
+            let c = Arc::new(Container::new(rec.clone()));
+            self.inner.map.write().expect("containers lock").insert(rec.id.clone(), c);
+        }
+        for pod in pods {
+            self.refresh_pod(&pod).await;
+            for c in self.of_pod(&pod) {
+                if c.snapshot().state == ContainerState::Running {
+                    self.watch(c);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Completed for exit 0; OOMKilled when the cgroup saw an OOM kill; Error otherwise.
+fn exit_reason(code: i32, cgroup: &str) -> ExitReason {
+    if cgroups::oom_kills(cgroup) > 0 {
+        ExitReason::OomKilled
+    } else if code == 0 {
+        ExitReason::Completed
+    } else {
+        ExitReason::Error
+    }
+}

@@ -1,0 +1,59 @@
+//! RemoveContainer: stop it, then delete its cgroup, libcontainer state, rootfs and
+//! record. Idempotent: an unknown container counts as removed. RemovePodSandbox removes
+//! every container of the pod, then the pod's cgroup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::create::destroy_runtime_state;
+use super::{Container, Containers, Error, records};
+use crate::cgroups;
+use crate::sandbox::SandboxRecord;
+
+impl Containers {
+    pub async fn remove(&self, id: &str) -> Result<(), Error> {
+        let c = match self.resolve(id) {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let containers = self.clone();
+        tokio::spawn(async move { containers.remove_resolved(c).await })
+            .await
+            .expect("RemoveContainer task panicked")
+    }
+
+    async fn remove_resolved(&self, c: Arc<Container>) -> Result<(), Error> {
+        let _op = c.op.lock().await;
+        let rec = c.snapshot();
+        if !self.contains(&rec.id) {
+            return Ok(());
+        }
+        self.stop_locked(&c, Duration::ZERO).await?;
+        let pod = self.inner.layout.pod(&rec.sandbox_id);
+        destroy_runtime_state(&pod, &rec.id, &rec.cgroup, rec.init).await?;
+        self.inner.images.unmount_rootfs(rec.id.as_str()).await?;
+        let (store, doomed) = (self.inner.store.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || records::delete(&store, &doomed))
+            .await
+            .expect("state store task panicked")?;
+        self.inner.map.write().expect("containers lock").remove(&rec.id);
+        Ok(())
+    }
+
+    /// Every container of a pod being removed, then the pod's cgroup when podbay made it
+    /// (and podbay's default parent once no pod uses it).
+    pub async fn remove_all_in(&self, sandbox: &SandboxRecord) -> Result<(), Error> {
+        for c in self.of_pod(&sandbox.id) {
+            self.remove_resolved(c).await?;
+        }
+        if sandbox.spec.cgroup_parent.as_deref().is_none_or(str::is_empty) {
+            let cgroup = cgroups::pod_cgroup(None, sandbox.id.as_str());
+            tokio::task::spawn_blocking(move || cgroups::remove(&cgroup))
+                .await
+                .expect("cgroup task panicked")?;
+            cgroups::remove_default_parent();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! StartContainer: the pod's supervisor starts the created container (libcontainer's
+//! start), and a task watches it until it exits.
+
+use tracing::Instrument;
+
+use super::{ContainerState, Containers, Error, ExitReason};
+use crate::supervisor::{self, Client};
+
+impl Containers {
+    pub async fn start(&self, id: &str) -> Result<(), Error> {
+        let c = self.resolve(id)?;
+        let containers = self.clone();
+        let span = tracing::info_span!("start_container", container.id = %id);
+        tokio::spawn(
+            async move {
+                let _op = c.op.lock().await;
+                let rec = c.snapshot();
+                if !rec.state.can_start() {
+                    return Err(Error::State {
+                        id: rec.id,
+                        state: rec.state,
+                        what: "cannot start",
+                    });
+                }
+                let pod = containers
+                    .pod_of(&rec.sandbox_id)
+                    .ok_or(Error::SandboxNotReady { id: rec.sandbox_id.clone() })?;
+                let started_at = match Client::new(&pod).start_container(&rec.id).await {
+                    Ok(at) => at,
+                    Err(e @ supervisor::Error::Refused { .. }) => {
+                        // A container that cannot start is over: record why (containerd does).
+                        let rec = c.update(|r| {
+                            r.state = ContainerState::Exited;
+                            r.reason = Some(ExitReason::Error);
+                            r.exit_code = 128;
+                            r.message = e.to_string();
+                            r.finished_at = crate::clock::now_ns();
+                        });
+                        containers.persist(&rec).await?;
+                        return Err(Error::Supervisor { id: rec.id, source: e });
+                    }
+                    Err(e) => return Err(Error::Supervisor { id: rec.id, source: e }),
+                };
+                let rec = c.update(|r| {
+                    r.state = ContainerState::Running;
+                    r.started_at = started_at;
+                });
+                containers.persist(&rec).await?;
+                containers.watch(c.clone());
+                Ok(())
+            }
+            .instrument(span),
+        )
+        .await
+        .expect("StartContainer task panicked")
+    }
+}

@@ -1,0 +1,37 @@
+//! The fork-sensitive and `unsafe` corner of the supervisor: forking, signal dispositions
+//! and descriptors received from the kernel. Every caller is single-threaded (the spawner
+//! and the supervisors have no other threads), which is what makes forking safe.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, Signal, signal};
+pub use nix::unistd::ForkResult;
+
+/// Forks the calling process. The child must leave through [`exit_child`].
+pub fn fork() -> Result<ForkResult, Errno> {
+    // SAFETY: every caller is single-threaded (spawner, supervisor), so the child may run
+    // any code; it leaves through exit_child and never returns into the parent's frames.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Ends a forked child without running the exit handlers or flushing the buffers it
+/// inherited from its parent.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit ends the process at once; nothing of the parent's state is used.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sets SIGCHLD to be ignored (the kernel reaps children) or back to the default.
+pub fn reap_children_automatically(on: bool) -> Result<(), Errno> {
+    let handler = if on { SigHandler::SigIgn } else { SigHandler::SigDfl };
+    // SAFETY: SIG_IGN and SIG_DFL install no handler code; the process is single-threaded.
+    unsafe { signal(Signal::SIGCHLD, handler) }.map(drop)
+}
+
+/// Takes ownership of a descriptor the kernel just installed (SCM_RIGHTS).
+pub fn received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed this descriptor for this process in the message just
+    // received; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,113 @@
+//! libcontainer's calls run in a short-lived child of the supervisor: they change the
+//! calling process (oom_score_adj, dumpable, cwd) and allocate, and the supervisor must
+//! stay small and unchanged. The child answers with one `HelperReply` frame over a pipe:
+//! the pid of what it made, or a typed failure. The container's processes inherit the
+//! pipe, so the supervisor reads that one frame instead of waiting for the end of the
+//! stream.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::waitpid;
+use nix::unistd::pipe2;
+use podbay_proto::frame;
+use podbay_proto::supervisor::v1::{Failure, FailureKind, HelperReply, helper_reply};
+
+use super::fork::{ForkResult, exit_child, fork};
+
+/// How long a libcontainer call in a child may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// libcontainer (or what the helper did around it) failed; its error chain.
+    #[error("{0}")]
+    Failed(String),
+    #[error("the libcontainer helper exited without an answer")]
+    NoAnswer,
+    #[error("libcontainer did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("{what}: {source}")]
+    Sys { what: &'static str, source: Errno },
+    #[error("unreadable answer from the libcontainer helper: {0}")]
+    Reply(std::io::Error),
+}
+
+/// Runs `f` in a forked child and returns the pid it reported. The child starts with no
+/// signals blocked (the supervisor blocks the ones its signalfd reads, and a container
+/// must not inherit that) and logs libcontainer's errors to the supervisor's stderr.
+pub fn run(f: impl FnOnce() -> Result<u32, Box<dyn std::error::Error>>) -> Result<u32, Error> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|source| Error::Sys { what: "pipe", source })?;
+    let child = match fork().map_err(|source| Error::Sys { what: "fork", source })? {
+        ForkResult::Child => {
+            drop(r);
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_max_level(tracing::Level::ERROR)
+                .with_ansi(false)
+                .try_init();
+            let result = match f() {
+                Ok(pid) => helper_reply::Result::Pid(pid),
+                Err(e) => helper_reply::Result::Failure(Failure {
+                    message: crate::error::chain(&*e),
+                    kind: FailureKind::Internal as i32,
+                    field: String::new(),
+                }),
+            };
+            let _ = frame::write(&mut File::from(w), &HelperReply { result: Some(result) });
+            exit_child(0)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(w);
+    let reply = read_reply(&r);
+    if reply.is_err() {
+        let _ = kill(child, Signal::SIGKILL);
+    }
+    let _ = waitpid(child, None);
+    match reply?.result {
+        Some(helper_reply::Result::Pid(pid)) => Ok(pid),
+        Some(helper_reply::Result::Failure(f)) => Err(Error::Failed(f.message)),
+        None => Err(Error::NoAnswer),
+    }
+}
+
+/// Reads the one frame, waiting at most [`TIMEOUT`].
+fn read_reply(r: &OwnedFd) -> Result<HelperReply, Error> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut buf = Vec::new();
+    let mut f = File::from(r.try_clone().map_err(Error::Reply)?);
+    loop {
+        // A whole frame: 4 bytes of length, then the message.
+        if buf.len() >= 4 {
+            let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            if buf.len() >= 4 + len {
+                return frame::read(&mut &buf[..]).map_err(Error::Reply)?.ok_or(Error::NoAnswer);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout(TIMEOUT));
+        }
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(left.as_millis().min(60_000) as u16)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(source) => return Err(Error::Sys { what: "poll", source }),
+        }
+        let mut chunk = [0u8; 4096];
+        match f.read(&mut chunk) {
+            Ok(0) => return Err(Error::NoAnswer),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Reply(e)),
+        }
+    }
+}
