@@ -4,7 +4,8 @@
 //! and decides which pod address is free.
 //!
 //! - [`config`]: the node network's settings, validated.
-//! - [`node`]: the bridge, sysctls and attaching pod veths (daemon side, async rtnetlink).
+//! - [`netlink`]: the daemon's rtnetlink requests, one method per change.
+//! - [`node`]: the bridge, sysctls and attaching pod veths (daemon side).
 //! - [`pod`]: a pod's eth0, address and route, set up from inside the pod's namespace.
 //! - [`firewall`] over [`nft`]: masquerade, hostPort DNAT maps, forward accept.
 //! - [`ipam`]: which address a new pod gets.
@@ -18,6 +19,7 @@ pub mod etcd;
 pub mod firewall;
 pub mod ipam;
 pub mod lease;
+pub mod netlink;
 pub mod netns;
 mod nft;
 pub mod node;

@@ -3,16 +3,12 @@
 //! firewall table, and attaching each pod's veth to the bridge.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::TryStreamExt;
-use nix::errno::Errno;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::packet_route::link::{InfoKind, LinkMessage};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec};
 
 use crate::ErrorKind;
 use crate::config::{FALLBACK_MTU, NetworkConfig, StoreConfig};
@@ -20,6 +16,7 @@ use crate::etcd::EtcdStore;
 use crate::firewall::{self, Firewall, PortMap};
 use crate::ipam::NodeSubnet;
 use crate::lease::{self, LeaseAttrs, SubnetStore, VxlanData};
+use crate::netlink::{self, Netlink, link_controller, link_kind, link_mac, link_mtu, link_name};
 use crate::overlay::Overlay;
 use crate::pod::{format_mac, pod_mac};
 use crate::vxlan::{self, Device, DeviceSpec};
@@ -28,8 +25,8 @@ use crate::vxlan::{self, Device, DeviceSpec};
 pub enum Error {
     #[error("open rtnetlink: {0}")]
     Connect(io::Error),
-    #[error("{what}: {source}")]
-    Netlink { what: String, source: rtnetlink::Error },
+    #[error(transparent)]
+    Netlink(#[from] netlink::Error),
     #[error("{name} exists but is a {kind} device, not a bridge")]
     NotABridge { name: String, kind: String },
     #[error(
@@ -63,19 +60,6 @@ impl Error {
     }
 }
 
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Netlink { what, source }
-}
-
-/// errno of a netlink error, if it is one.
-pub(crate) fn errno(e: &rtnetlink::Error) -> Option<Errno> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| Errno::from_raw(-c.get())),
-        _ => None,
-    }
-}
-
 /// A port of the bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgePort {
@@ -86,7 +70,7 @@ pub struct BridgePort {
 
 /// The node network, once ensured.
 pub struct Node {
-    handle: Handle,
+    nl: Netlink,
     cfg: NetworkConfig,
     bridge_index: u32,
     mtu: u32,
@@ -110,14 +94,13 @@ impl Node {
     /// Gets or creates everything the pod network needs on the node, then installs the
     /// firewall table holding `ports`. Safe to run again (on every daemon start).
     pub async fn ensure(cfg: &NetworkConfig, ports: &[PortMap]) -> Result<Node, Error> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
-        tokio::spawn(conn);
+        let nl = Netlink::connect().map_err(Error::Connect)?;
         let uplink =
             match &cfg.iface {
-                Some(name) => Some(link_by_name(&handle, name).await?.ok_or_else(|| {
+                Some(name) => Some(nl.link_by_name(name).await?.ok_or_else(|| {
                     Error::Underlay(format!("network.iface {name} does not exist"))
                 })?),
-                None => default_route_link(&handle).await?,
+                None => nl.default_route_link().await?,
             };
         let mut mtu = match (cfg.mtu, &uplink) {
             (Some(m), _) => m,
@@ -125,7 +108,7 @@ impl Node {
             (None, None) => FALLBACK_MTU,
         };
         let mut node_ip = match &uplink {
-            Some(link) => first_ipv4(&handle, link.header.index).await?,
+            Some(link) => nl.ipv4_addresses(link.header.index).await?.first().map(|a| a.0),
             None => None,
         };
         let mut cfg = cfg.clone();
@@ -134,7 +117,7 @@ impl Node {
             let uplink = uplink.as_ref().ok_or_else(|| {
                 Error::Underlay("no interface holds a default route; set network.iface".into())
             })?;
-            let joined = join_overlay(&handle, &cfg, etcd, uplink, node_ip).await?;
+            let joined = join_overlay(&nl, &cfg, etcd, uplink, node_ip).await?;
             cfg = cfg.with_subnet(joined.subnet);
             if cfg.mtu.is_none() {
                 mtu = joined.mtu;
@@ -143,7 +126,7 @@ impl Node {
             overlay = Some((joined.overlay, joined.revision));
         }
         let cfg = &cfg;
-        let bridge_index = ensure_bridge(&handle, cfg, mtu).await?;
+        let bridge_index = ensure_bridge(&nl, cfg, mtu).await?;
         sysctl("net/ipv4/ip_forward", "1")?;
         // kube-proxy needs bridged traffic to pass iptables/nftables; only if loaded.
         let nf_call = PathBuf::from("/proc/sys/net/bridge/bridge-nf-call-iptables");
@@ -162,7 +145,7 @@ impl Node {
             tokio::spawn(o.clone().run(revision));
             o
         });
-        Ok(Node { handle, cfg: cfg.clone(), bridge_index, mtu, node_ip, firewall, overlay })
+        Ok(Node { nl, cfg: cfg.clone(), bridge_index, mtu, node_ip, firewall, overlay })
     }
 
     /// The overlay, with `subnet_store = "etcd"`.
@@ -198,62 +181,38 @@ impl Node {
     pub async fn attach(&self, host_veth: &str) -> Result<(), Error> {
         let master =
             LinkUnspec::new_with_name(host_veth).controller(self.bridge_index).up().build();
-        self.handle
-            .link()
-            .set(master)
-            .execute()
-            .await
-            .map_err(nl(format!("attach {host_veth} to {}", self.cfg.bridge)))?;
+        let what = format!("attach {host_veth} to {}", self.cfg.bridge);
+        self.nl.set_link(master, &what).await?;
         if self.cfg.hairpin {
             let port = LinkBridgePort::new(0).name(host_veth.to_owned()).hairpin(true).build();
-            self.handle
-                .link()
-                .set_port(port)
-                .execute()
-                .await
-                .map_err(nl(format!("hairpin on {host_veth}")))?;
+            self.nl.set_port(port, &format!("hairpin on {host_veth}")).await?;
         }
         Ok(())
     }
 
     /// The bridge's ports (pod veths, and whatever else someone attached).
     pub async fn bridge_ports(&self) -> Result<Vec<BridgePort>, Error> {
-        let links: Vec<LinkMessage> =
-            self.handle.link().get().execute().try_collect().await.map_err(nl("list links"))?;
+        let links = self.nl.links().await?;
         Ok(links
             .into_iter()
-            .filter(|l| {
-                l.attributes
-                    .iter()
-                    .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == self.bridge_index))
-            })
+            .filter(|l| link_controller(l) == Some(self.bridge_index))
             .map(|l| BridgePort {
                 name: link_name(&l).unwrap_or_default(),
                 index: l.header.index,
-                mac: l
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        LinkAttribute::Address(m) => Some(format_mac(m)),
-                        _ => None,
-                    })
-                    .unwrap_or_default(),
+                mac: link_mac(&l).map(|m| format_mac(&m)).unwrap_or_default(),
             })
             .collect())
     }
 
     /// Deletes a link (a stale veth); one already gone counts as deleted.
     pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
-        match self.handle.link().del(index).execute().await {
-            Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(()),
-            other => other.map_err(nl(format!("delete link {index}"))),
-        }
+        Ok(self.nl.delete_link(index).await?)
     }
 }
 
 /// Connects to etcd, gets the VXLAN device ready with a stable MAC, and leases the subnet.
 async fn join_overlay(
-    handle: &Handle,
+    nl: &Netlink,
     cfg: &NetworkConfig,
     etcd: &crate::etcd::EtcdConfig,
     uplink: &LinkMessage,
@@ -273,7 +232,7 @@ async fn join_overlay(
     let store = EtcdStore::connect(etcd, &network).await?;
     // The VTEP MAC stays what it was: the device's if it survived, else the one in this
     // node's lease (a reboot), else a new one.
-    let mac = match Device::existing_mac(handle, &cfg.vxlan.device).await? {
+    let mac = match Device::existing_mac(nl, &cfg.vxlan.device).await? {
         Some(mac) => mac,
         None => match store.find(public_ip).await? {
             Some(l) => {
@@ -292,7 +251,7 @@ async fn join_overlay(
         mac,
         tx_checksum_offload: cfg.vxlan.tx_checksum_offload,
     };
-    let device = Device::ensure(handle, &spec).await?;
+    let device = Device::ensure(nl, &spec).await?;
     let attrs = LeaseAttrs {
         public_ip,
         backend_type: lease::BACKEND_VXLAN.into(),
@@ -316,109 +275,20 @@ async fn join_overlay(
     Ok(Joined { subnet, mtu, public_ip, overlay, revision })
 }
 
-fn link_name(l: &LinkMessage) -> Option<String> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
-        _ => None,
-    })
-}
-
-fn link_mtu(l: &LinkMessage) -> Option<u32> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(m) => Some(*m),
-        _ => None,
-    })
-}
-
-fn link_kind(l: &LinkMessage) -> Option<String> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-            LinkInfo::Kind(k) => Some(k.to_string()),
-            _ => None,
-        }),
-        _ => None,
-    })
-}
-
-/// The link called `name`, if there is one.
-pub(crate) async fn find_link(
-    handle: &Handle,
-    name: &str,
-) -> Result<Option<LinkMessage>, rtnetlink::Error> {
-    match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
-        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
-        other => other,
-    }
-}
-
-async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
-    find_link(handle, name).await.map_err(nl(format!("look up {name}")))
-}
-
-/// Every IPv4 route.
-pub(crate) async fn ipv4_routes(handle: &Handle) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
-    handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute().try_collect().await
-}
-
-/// The link of the IPv4 default route in the main table, if there is one.
-async fn default_route_link(handle: &Handle) -> Result<Option<LinkMessage>, Error> {
-    let routes = ipv4_routes(handle).await.map_err(nl("list routes"))?;
-    let oif = routes
-        .iter()
-        .filter(|r| {
-            r.header.destination_prefix_length == 0 && r.header.table == RouteHeader::RT_TABLE_MAIN
-        })
-        .find_map(|r| {
-            r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            })
-        });
-    let Some(oif) = oif else {
-        return Ok(None);
-    };
-    handle.link().get().match_index(oif).execute().try_next().await.map_err(nl("look up uplink"))
-}
-
-async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
-    let addrs: Vec<_> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("list addresses"))?;
-    Ok(addrs
-        .iter()
-        .filter(|a| a.header.index == index)
-        .filter_map(|a| {
-            a.attributes.iter().find_map(|attr| match attr {
-                AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, a.header.prefix_len)),
-                _ => None,
-            })
-        })
-        .collect())
-}
-
-async fn first_ipv4(handle: &Handle, index: u32) -> Result<Option<Ipv4Addr>, Error> {
-    Ok(ipv4_addresses(handle, index).await?.first().map(|(ip, _)| *ip))
-}
-
 /// Gets or creates the bridge, up, with the gateway address; a bridge holding another
 /// IPv4 address is reported, never changed.
-async fn ensure_bridge(handle: &Handle, cfg: &NetworkConfig, mtu: u32) -> Result<u32, Error> {
+async fn ensure_bridge(nl: &Netlink, cfg: &NetworkConfig, mtu: u32) -> Result<u32, Error> {
     let name = &cfg.bridge;
     let gateway = cfg.gateway();
     let prefix = cfg.node_subnet.net().prefix_len();
-    let index = match link_by_name(handle, name).await? {
+    let index = match nl.link_by_name(name).await? {
         Some(link) => {
             let kind = link_kind(&link).unwrap_or_else(|| "plain".into());
             if kind != InfoKind::Bridge.to_string() {
                 return Err(Error::NotABridge { name: name.clone(), kind });
             }
             let up = LinkUnspec::new_with_index(link.header.index).mtu(mtu).up().build();
-            handle.link().set(up).execute().await.map_err(nl(format!("set {name} up")))?;
+            nl.set_link(up, &format!("set {name} up")).await?;
             link.header.index
         }
         None => {
@@ -426,19 +296,16 @@ async fn ensure_bridge(handle: &Handle, cfg: &NetworkConfig, mtu: u32) -> Result
             // as pods come and go.
             let bridge =
                 LinkBridge::new(name).mtu(mtu).address(pod_mac(gateway).to_vec()).up().build();
-            match handle.link().add(bridge).execute().await {
-                Err(e) if errno(&e) == Some(Errno::EEXIST) => {}
-                other => other.map_err(nl(format!("create bridge {name}")))?,
-            }
-            link_by_name(handle, name)
-                .await?
-                .ok_or_else(|| nl(format!("look up {name}"))(rtnetlink::Error::RequestFailed))?
-                .header
-                .index
+            nl.create_link(bridge, &format!("bridge {name}")).await?;
+            let link = nl.link_by_name(name).await?.ok_or_else(|| netlink::Error {
+                what: format!("look up {name} after creating it"),
+                source: rtnetlink::Error::RequestFailed,
+            })?;
+            link.header.index
         }
     };
-    let addrs = ipv4_addresses(handle, index).await?;
-    if let Some((ip, len)) = addrs.iter().find(|(ip, len)| (*ip, *len) != (gateway, prefix)) {
+    let addrs = nl.ipv4_addresses(index).await?;
+    if let Some((ip, len, _)) = addrs.iter().find(|(ip, len, _)| (*ip, *len) != (gateway, prefix)) {
         return Err(Error::BridgeAddress {
             bridge: name.clone(),
             found: format!("{ip}/{len}"),
@@ -446,12 +313,7 @@ async fn ensure_bridge(handle: &Handle, cfg: &NetworkConfig, mtu: u32) -> Result
         });
     }
     if addrs.is_empty() {
-        handle
-            .address()
-            .add(index, IpAddr::V4(gateway), prefix)
-            .execute()
-            .await
-            .map_err(nl(format!("add {gateway}/{prefix} to {name}")))?;
+        nl.add_address(index, gateway, prefix).await?;
     }
     Ok(index)
 }

@@ -5,23 +5,20 @@
 //! kernel never guesses, so what is on the device is exactly what the leases say.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
-use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use crate::lease::Lease;
-use crate::node::{errno, find_link, ipv4_routes};
+use crate::netlink::{self, Netlink, link_mac};
 use crate::pod::format_mac;
 
 /// VXLAN over IPv4 adds 50 bytes (outer IP 20, UDP 8, VXLAN 8, inner Ethernet 14).
@@ -30,25 +27,12 @@ pub const DEFAULT_DEVICE: &str = "flannel.1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{what}: {source}")]
-    Netlink { what: String, source: rtnetlink::Error },
+    #[error(transparent)]
+    Netlink(#[from] netlink::Error),
     #[error("set tx checksum offload on {device}: {source}")]
     Checksum { device: String, source: nix::Error },
     #[error("lease of {subnet}: VtepMAC {mac:?} is not a MAC address")]
     BadMac { subnet: Ipv4Net, mac: String },
-}
-
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Netlink { what, source }
-}
-
-/// Errors that mean "already gone" for a delete.
-fn gone(e: &rtnetlink::Error) -> bool {
-    matches!(
-        errno(e),
-        Some(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH | nix::errno::Errno::ENODEV)
-    )
 }
 
 /// The device as it should be.
@@ -136,40 +120,32 @@ impl Programmed {
 /// The VXLAN device of this node.
 #[derive(Clone)]
 pub struct Device {
-    handle: Handle,
+    nl: Netlink,
     pub spec: DeviceSpec,
     pub index: u32,
 }
 
 impl Device {
     /// The MAC of an existing device called `name`, to keep it across restarts.
-    pub async fn existing_mac(handle: &Handle, name: &str) -> Result<Option<[u8; 6]>, Error> {
-        Ok(link(handle, name).await?.as_ref().and_then(link_mac))
+    pub async fn existing_mac(nl: &Netlink, name: &str) -> Result<Option<[u8; 6]>, Error> {
+        Ok(nl.link_by_name(name).await?.as_ref().and_then(link_mac))
     }
 
     /// Gets or creates the device as `spec` says; an existing device with other VXLAN
     /// parameters is recreated (as flannel does), one that matches is kept.
-    pub async fn ensure(handle: &Handle, spec: &DeviceSpec) -> Result<Device, Error> {
+    pub async fn ensure(nl: &Netlink, spec: &DeviceSpec) -> Result<Device, Error> {
         let name = &spec.name;
-        if let Some(existing) = link(handle, name).await? {
+        let device = |index| Device { nl: nl.clone(), spec: spec.clone(), index };
+        if let Some(existing) = nl.link_by_name(name).await? {
             if matches_spec(&existing, spec) {
                 let set =
                     LinkUnspec::new_with_index(existing.header.index).mtu(spec.mtu).up().build();
-                handle.link().set(set).execute().await.map_err(nl(format!("set {name} up")))?;
+                nl.set_link(set, &format!("set {name} up")).await?;
                 set_tx_checksum(name, spec.tx_checksum_offload)?;
-                return Ok(Device {
-                    handle: handle.clone(),
-                    spec: spec.clone(),
-                    index: existing.header.index,
-                });
+                return Ok(device(existing.header.index));
             }
             tracing::warn!(device = %name, "the VXLAN device has other parameters; recreating it");
-            handle
-                .link()
-                .del(existing.header.index)
-                .execute()
-                .await
-                .map_err(nl(format!("delete {name}")))?;
+            nl.delete_link(existing.header.index).await?;
         }
         let vxlan = LinkVxlan::new(name, spec.vni)
             .dev(spec.underlay_index)
@@ -179,54 +155,36 @@ impl Device {
             .mtu(spec.mtu)
             .address(spec.mac.to_vec())
             .build();
-        handle.link().add(vxlan).execute().await.map_err(nl(format!("create {name}")))?;
-        let index = link(handle, name)
+        nl.create_link(vxlan, name).await?;
+        let index = nl
+            .link_by_name(name)
             .await?
-            .ok_or_else(|| nl(format!("look up {name}"))(rtnetlink::Error::RequestFailed))?
+            .ok_or_else(|| netlink::Error {
+                what: format!("look up {name} after creating it"),
+                source: rtnetlink::Error::RequestFailed,
+            })?
             .header
             .index;
         set_tx_checksum(name, spec.tx_checksum_offload)?;
         let up = LinkUnspec::new_with_index(index).up().build();
-        handle.link().set(up).execute().await.map_err(nl(format!("set {name} up")))?;
-        Ok(Device { handle: handle.clone(), spec: spec.clone(), index })
+        nl.set_link(up, &format!("set {name} up")).await?;
+        Ok(device(index))
     }
 
     /// Puts `ip/32` on the device (the node subnet's network address) and removes any other
     /// IPv4 address (a subnet this node held before).
     pub async fn set_address(&self, ip: Ipv4Addr) -> Result<(), Error> {
-        let addrs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(self.index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list addresses"))?;
         let mut present = false;
-        for a in addrs.into_iter().filter(|a| a.header.index == self.index) {
-            let v4 = a.attributes.iter().find_map(|attr| match attr {
-                rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(v)) => {
-                    Some(*v)
-                }
-                _ => None,
-            });
-            match v4 {
-                Some(v) if v == ip && a.header.prefix_len == 32 => present = true,
-                Some(v) => {
-                    tracing::info!(device = %self.spec.name, address = %v, "removing an old address");
-                    self.handle.address().del(a).execute().await.map_err(nl("delete address"))?;
-                }
-                None => {}
+        for (v, len, msg) in self.nl.ipv4_addresses(self.index).await? {
+            if v == ip && len == 32 {
+                present = true;
+            } else {
+                tracing::info!(device = %self.spec.name, address = %v, "removing an old address");
+                self.nl.delete_address(msg).await?;
             }
         }
         if !present {
-            self.handle
-                .address()
-                .add(self.index, IpAddr::V4(ip), 32)
-                .execute()
-                .await
-                .map_err(nl(format!("add {ip}/32 to {}", self.spec.name)))?;
+            self.nl.add_address(self.index, ip, 32).await?;
         }
         Ok(())
     }
@@ -234,32 +192,9 @@ impl Device {
     /// Programs a peer: ARP, then FDB, then the route (replacing what was there).
     pub async fn add_peer(&self, p: &Peer) -> Result<(), Error> {
         let what = |w: &str| format!("{w} for peer {} ({})", p.subnet, p.public_ip);
-        self.handle
-            .neighbours()
-            .add(self.index, IpAddr::V4(p.vtep_ip()))
-            .link_layer_address(&p.mac)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(what("ARP entry")))?;
-        self.handle
-            .neighbours()
-            .add_bridge(self.index, &p.mac)
-            .destination(IpAddr::V4(p.public_ip))
-            .flags(NeighbourFlags::Own)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(what("FDB entry")))?;
-        self.handle
-            .route()
-            .add(self.route(p.subnet, p.vtep_ip()))
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(what("route")))?;
+        self.nl.replace_arp(self.index, p.vtep_ip(), &p.mac, &what("ARP entry")).await?;
+        self.nl.replace_fdb(self.index, &p.mac, p.public_ip, &what("FDB entry")).await?;
+        self.nl.replace_route(self.route(p.subnet, p.vtep_ip()), &what("route")).await?;
         Ok(())
     }
 
@@ -284,35 +219,13 @@ impl Device {
             // Any protocol: a stale route someone added by hand is `proto boot`.
             let mut route = self.route(*subnet, *gw);
             route.header.protocol = RouteProtocol::Unspec;
-            match self.handle.route().del(route).execute().await {
-                Err(e) if !gone(&e) => return Err(nl(format!("delete route {subnet}"))(e)),
-                _ => {}
-            }
+            self.nl.delete_route(route, &format!("delete route {subnet}")).await?;
         }
         for (ip, mac) in arp {
-            let mut m = NeighbourMessage::default();
-            m.header.family = AddressFamily::Inet;
-            m.header.ifindex = self.index;
-            m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
-            m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-            match self.handle.neighbours().del(m).execute().await {
-                Err(e) if !gone(&e) => return Err(nl(format!("delete ARP entry {ip}"))(e)),
-                _ => {}
-            }
+            self.nl.delete_arp(self.index, *ip, mac).await?;
         }
         for (mac, dst) in fdb {
-            let mut m = NeighbourMessage::default();
-            m.header.family = AddressFamily::Bridge;
-            m.header.ifindex = self.index;
-            m.header.flags = NeighbourFlags::Own;
-            m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-            m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*dst)));
-            match self.handle.neighbours().del(m).execute().await {
-                Err(e) if !gone(&e) => {
-                    return Err(nl(format!("delete FDB entry {}", format_mac(mac)))(e));
-                }
-                _ => {}
-            }
+            self.nl.delete_fdb(self.index, mac, *dst).await?;
         }
         Ok(())
     }
@@ -329,7 +242,7 @@ impl Device {
     /// What the device holds now: routes through it, its ARP and FDB entries.
     pub async fn programmed(&self) -> Result<Programmed, Error> {
         let mut out = Programmed::default();
-        let routes = ipv4_routes(&self.handle).await.map_err(nl("list routes"))?;
+        let routes = self.nl.ipv4_routes().await?;
         for r in routes.iter().filter(|r| r.header.table == RouteHeader::RT_TABLE_MAIN) {
             let attr = |f: fn(&RouteAttribute) -> Option<Ipv4Addr>| r.attributes.iter().find_map(f);
             let oif = r.attributes.iter().find_map(|a| match a {
@@ -352,15 +265,7 @@ impl Device {
             }
         }
         for family in [AddressFamily::Inet, AddressFamily::Bridge] {
-            let neighbours: Vec<NeighbourMessage> = self
-                .handle
-                .neighbours()
-                .get()
-                .set_address_family(family)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(nl("list neighbours"))?;
+            let neighbours = self.nl.neighbours(family).await?;
             for n in neighbours.iter().filter(|n| n.header.ifindex == self.index) {
                 // An FDB entry's destination comes as raw bytes (its family is AF_BRIDGE).
                 let ip = n.attributes.iter().find_map(|a| match a {
@@ -417,17 +322,6 @@ impl Device {
         }
         Ok(stale)
     }
-}
-
-async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
-    find_link(handle, name).await.map_err(nl(format!("look up {name}")))
-}
-
-fn link_mac(l: &LinkMessage) -> Option<[u8; 6]> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
-        _ => None,
-    })
 }
 
 fn matches_spec(l: &LinkMessage, spec: &DeviceSpec) -> bool {

@@ -461,44 +461,11 @@ fn kill9(pid: u32) {
     );
 }
 
-/// Starts the node's namespace holder: `unshare` forks a bash that is PID 1 of the new PID
-/// namespace and reaps every orphan handed to it.
+/// Starts the node's namespace holder (podbay lab's): `unshare` forks a bash that is PID 1
+/// of the new PID namespace and reaps every orphan handed to it.
 fn spawn_holder() -> anyhow::Result<(Child, u32)> {
-    let mut holder = Command::new("unshare")
-        .args([
-            "--net",
-            "--mount",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--propagation",
-            "private",
-            "--kill-child",
-            "--",
-            "bash",
-            "-c",
-            "trap '' TERM INT HUP; ip link set lo up; while :; do sleep 3600 & wait $!; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("spawn unshare (util-linux)")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(&pid) = children(holder.id()).first() {
-            // Wait until the PID 1 runs bash in its new namespaces.
-            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "bash")
-            {
-                return Ok((holder, pid));
-            }
-        }
-        if Instant::now() > deadline || holder.try_wait()?.is_some() {
-            let _ = holder.kill();
-            bail!("node namespace holder did not start");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let spawned = podbay::lab::spawn_namespace_holder(Stdio::inherit(), false)?;
+    Ok((spawned.unshare, spawned.holder.pid))
 }
 
 /// Direct children of a process (host pids).

@@ -3,7 +3,6 @@
 pub mod containers;
 pub mod ctrconfig;
 pub mod images;
-pub mod lab;
 pub mod podconfig;
 
 use std::path::{Path, PathBuf};

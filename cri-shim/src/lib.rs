@@ -1,0 +1,11 @@
+//! podbay: the CRI server (`server`), the command line (`cli`, `app`), the daemon's
+//! configuration (`config`) and `podbay lab` (`lab`), whose namespace holder the test
+//! harness builds its nodes on too.
+
+mod app;
+pub mod cli;
+pub mod config;
+pub mod lab;
+pub mod server;
+
+pub use app::main;
