@@ -103,110 +103,32 @@ pub struct ConfigError {
 
 impl NetworkConfig {
     pub fn from_settings(s: &NetworkSettings<'_>) -> Result<Self, ConfigError> {
-        let err = |key, reason: String| ConfigError { key, reason };
-        let cluster_cidr: Ipv4Net = s.cluster_cidr.parse().map_err(|e| {
-            err("cluster_cidr", format!("{:?} is not an IPv4 CIDR ({e})", s.cluster_cidr))
-        })?;
-        if cluster_cidr.trunc() != cluster_cidr {
-            return Err(err(
-                "cluster_cidr",
-                format!("{cluster_cidr} has host bits set; did you mean {}?", cluster_cidr.trunc()),
-            ));
-        }
-        let subnet_len = match s.subnet_len {
-            0 => DEFAULT_SUBNET_LEN.max(cluster_cidr.prefix_len()),
-            l if l < cluster_cidr.prefix_len() || l > crate::ipam::MAX_PREFIX => {
-                return Err(err(
-                    "subnet_len",
-                    format!(
-                        "{l} must be between the cluster CIDR's /{} and /{}",
-                        cluster_cidr.prefix_len(),
-                        crate::ipam::MAX_PREFIX
-                    ),
-                ));
-            }
-            l => l,
+        let cluster_cidr = parse_cluster_cidr(s.cluster_cidr)?;
+        let subnet_len = subnet_len(s.subnet_len, cluster_cidr)?;
+        let store = subnet_store(s)?;
+        check_vxlan(&s.vxlan)?;
+        let public_ip = match s.public_ip {
+            "" => None,
+            text => Some(text.parse::<Ipv4Addr>().map_err(|e| {
+                ConfigError::new("public_ip", format!("{text:?} is not an IPv4 address ({e})"))
+            })?),
         };
-        let store = match (s.subnet_store, &s.etcd) {
-            ("" | "local", _) => StoreConfig::Local,
-            ("etcd", Some(etcd)) => {
-                if etcd.endpoints.is_empty() {
-                    return Err(err("etcd.endpoints", "at least one endpoint is needed".into()));
-                }
-                if let Some(bad) = etcd.endpoints.iter().find(|e| {
-                    !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 9
-                }) {
-                    return Err(err(
-                        "etcd.endpoints",
-                        format!("{bad:?} is not an http:// or https:// URL"),
-                    ));
-                }
-                if !etcd.prefix.starts_with('/') || etcd.prefix.ends_with('/') {
-                    return Err(err(
-                        "etcd.prefix",
-                        format!("{:?} must start with '/' and not end with one", etcd.prefix),
-                    ));
-                }
-                if etcd.cert_file.is_some() != etcd.key_file.is_some() {
-                    return Err(err("etcd.cert_file", "cert_file and key_file go together".into()));
-                }
-                if etcd.lease_ttl.as_secs() < 10 {
-                    return Err(err("etcd.lease_ttl_seconds", "must be at least 10".into()));
-                }
-                if !s.node_subnet.is_empty() {
-                    return Err(err(
-                        "node_subnet",
-                        "is leased from etcd with subnet_store = \"etcd\"; leave it empty".into(),
-                    ));
-                }
-                StoreConfig::Etcd(etcd.clone())
-            }
-            ("etcd", None) => {
-                return Err(err("etcd", "subnet_store = \"etcd\" needs [network.etcd]".into()));
-            }
-            (other, _) => {
-                return Err(err("subnet_store", format!("{other:?} is not \"local\" or \"etcd\"")));
-            }
-        };
-        validate_ifname(&s.vxlan.device).map_err(|reason| err("vxlan.device", reason))?;
-        if s.vxlan.vni == 0 || s.vxlan.vni >= 1 << 24 {
-            return Err(err("vxlan.vni", format!("{} is outside 1..=16777215", s.vxlan.vni)));
-        }
-        if s.vxlan.port == 0 {
-            return Err(err("vxlan.port", "0 is not a UDP port".into()));
-        }
-        let public_ip =
-            match s.public_ip {
-                "" => None,
-                text => Some(text.parse::<Ipv4Addr>().map_err(|e| {
-                    err("public_ip", format!("{text:?} is not an IPv4 address ({e})"))
-                })?),
-            };
         let iface = match s.iface {
             "" => None,
             name => {
-                validate_ifname(name).map_err(|reason| err("iface", reason))?;
+                validate_ifname(name).map_err(|reason| ConfigError::new("iface", reason))?;
                 Some(name.to_owned())
             }
         };
-        let node_subnet = if s.node_subnet.is_empty() {
-            let len = subnet_len;
-            let first = Ipv4Net::new(cluster_cidr.network(), len).expect("prefix ≤ 32");
-            NodeSubnet::new(first).map_err(|e| err("cluster_cidr", e.to_string()))?
-        } else {
-            NodeSubnet::parse(s.node_subnet).map_err(|e| err("node_subnet", e.to_string()))?
-        };
-        if !cluster_cidr.contains(&node_subnet.net()) {
-            return Err(err(
-                "node_subnet",
-                format!("{} is not inside cluster_cidr {cluster_cidr}", node_subnet.net()),
-            ));
-        }
-        validate_ifname(s.bridge).map_err(|reason| err("bridge", reason))?;
+        let node_subnet = node_subnet(s.node_subnet, cluster_cidr, subnet_len)?;
+        validate_ifname(s.bridge).map_err(|reason| ConfigError::new("bridge", reason))?;
         let mtu = match s.mtu {
             0 => None,
             m if (576..=65535).contains(&m) => Some(m),
-            m => return Err(err("mtu", format!("{m} is outside 576..=65535 (0: automatic)"))),
+            m => {
+                let reason = format!("{m} is outside 576..=65535 (0: automatic)");
+                return Err(ConfigError::new("mtu", reason));
+            }
         };
         Ok(Self {
             cluster_cidr,
@@ -231,6 +153,107 @@ impl NetworkConfig {
     pub fn gateway(&self) -> Ipv4Addr {
         self.node_subnet.gateway()
     }
+}
+
+impl ConfigError {
+    fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError { key, reason: reason.into() }
+    }
+}
+
+fn parse_cluster_cidr(text: &str) -> Result<Ipv4Net, ConfigError> {
+    let cidr: Ipv4Net = text.parse().map_err(|e| {
+        ConfigError::new("cluster_cidr", format!("{text:?} is not an IPv4 CIDR ({e})"))
+    })?;
+    if cidr.trunc() != cidr {
+        let reason = format!("{cidr} has host bits set; did you mean {}?", cidr.trunc());
+        return Err(ConfigError::new("cluster_cidr", reason));
+    }
+    Ok(cidr)
+}
+
+/// The length of each node's subnet: /24 by default, never shorter than the cluster's.
+fn subnet_len(len: u8, cluster_cidr: Ipv4Net) -> Result<u8, ConfigError> {
+    match len {
+        0 => Ok(DEFAULT_SUBNET_LEN.max(cluster_cidr.prefix_len())),
+        l if l < cluster_cidr.prefix_len() || l > crate::ipam::MAX_PREFIX => {
+            let reason = format!(
+                "{l} must be between the cluster CIDR's /{} and /{}",
+                cluster_cidr.prefix_len(),
+                crate::ipam::MAX_PREFIX
+            );
+            Err(ConfigError::new("subnet_len", reason))
+        }
+        l => Ok(l),
+    }
+}
+
+/// Where the node's subnet comes from, with `[network.etcd]` checked.
+fn subnet_store(s: &NetworkSettings<'_>) -> Result<StoreConfig, ConfigError> {
+    fn err(key: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(key, reason)
+    }
+    match (s.subnet_store, &s.etcd) {
+        ("" | "local", _) => Ok(StoreConfig::Local),
+        ("etcd", Some(etcd)) => {
+            if etcd.endpoints.is_empty() {
+                return Err(err("etcd.endpoints", "at least one endpoint is needed"));
+            }
+            if let Some(bad) = etcd
+                .endpoints
+                .iter()
+                .find(|e| !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 9)
+            {
+                return Err(err(
+                    "etcd.endpoints",
+                    format!("{bad:?} is not an http:// or https:// URL"),
+                ));
+            }
+            if !etcd.prefix.starts_with('/') || etcd.prefix.ends_with('/') {
+                let reason = format!("{:?} must start with '/' and not end with one", etcd.prefix);
+                return Err(err("etcd.prefix", reason));
+            }
+            if etcd.cert_file.is_some() != etcd.key_file.is_some() {
+                return Err(err("etcd.cert_file", "cert_file and key_file go together"));
+            }
+            if etcd.lease_ttl.as_secs() < 10 {
+                return Err(err("etcd.lease_ttl_seconds", "must be at least 10"));
+            }
+            if !s.node_subnet.is_empty() {
+                let reason = "is leased from etcd with subnet_store = \"etcd\"; leave it empty";
+                return Err(err("node_subnet", reason));
+            }
+            Ok(StoreConfig::Etcd(etcd.clone()))
+        }
+        ("etcd", None) => Err(err("etcd", "subnet_store = \"etcd\" needs [network.etcd]")),
+        (other, _) => Err(err("subnet_store", format!("{other:?} is not \"local\" or \"etcd\""))),
+    }
+}
+
+fn check_vxlan(v: &VxlanConfig) -> Result<(), ConfigError> {
+    validate_ifname(&v.device).map_err(|reason| ConfigError::new("vxlan.device", reason))?;
+    if v.vni == 0 || v.vni >= 1 << 24 {
+        return Err(ConfigError::new("vxlan.vni", format!("{} is outside 1..=16777215", v.vni)));
+    }
+    if v.port == 0 {
+        return Err(ConfigError::new("vxlan.port", "0 is not a UDP port"));
+    }
+    Ok(())
+}
+
+/// The configured node subnet, or the cluster CIDR's first one; inside the cluster CIDR.
+fn node_subnet(text: &str, cluster_cidr: Ipv4Net, len: u8) -> Result<NodeSubnet, ConfigError> {
+    let subnet = if text.is_empty() {
+        let first = Ipv4Net::new(cluster_cidr.network(), len).expect("prefix ≤ 32");
+        NodeSubnet::new(first).map_err(|e| ConfigError::new("cluster_cidr", e.to_string()))?
+    } else {
+        NodeSubnet::parse(text).map_err(|e| ConfigError::new("node_subnet", e.to_string()))?
+    };
+    if !cluster_cidr.contains(&subnet.net()) {
+        let reason = format!("{} is not inside cluster_cidr {cluster_cidr}", subnet.net());
+        return Err(ConfigError::new("node_subnet", reason));
+    }
+    Ok(subnet)
 }
 
 /// An interface name the kernel accepts: 1 to 15 bytes, no '/', ':' or whitespace.

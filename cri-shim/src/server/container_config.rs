@@ -19,48 +19,8 @@ pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerS
     let meta = c.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
     check_name("config.metadata.name", &meta.name)?;
     let image = image_ref("config.image", c.image.as_ref())?;
-    let mut envs = Vec::new();
-    for (n, kv) in c.envs.into_iter().enumerate() {
-        if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
-            return Err(invalid(
-                &format!("config.envs[{n}].key"),
-                format!("{:?} is not a variable name", kv.key),
-            ));
-        }
-        envs.push((kv.key, kv.value));
-    }
-    let mut mounts = Vec::new();
-    for (n, m) in c.mounts.into_iter().enumerate() {
-        if !m.container_path.starts_with('/') {
-            return Err(invalid(
-                &format!("config.mounts[{n}].container_path"),
-                format!("{:?} is not absolute", m.container_path),
-            ));
-        }
-        if !m.host_path.starts_with('/') {
-            return Err(invalid(
-                &format!("config.mounts[{n}].host_path"),
-                format!("{:?} is not absolute", m.host_path),
-            ));
-        }
-        let propagation = match cri::MountPropagation::try_from(m.propagation) {
-            Ok(cri::MountPropagation::PropagationPrivate) => Propagation::Private,
-            Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
-            Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
-            Err(_) => {
-                return Err(invalid(
-                    &format!("config.mounts[{n}].propagation"),
-                    format!("unknown value {}", m.propagation),
-                ));
-            }
-        };
-        mounts.push(MountSpec {
-            container_path: m.container_path,
-            host_path: m.host_path.into(),
-            readonly: m.readonly,
-            propagation,
-        });
-    }
+    let envs = envs(c.envs)?;
+    let mounts = mounts(c.mounts)?;
     let devices = c
         .devices
         .into_iter()
@@ -98,6 +58,50 @@ pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerS
     })
 }
 
+fn envs(raw: Vec<cri::KeyValue>) -> Result<Vec<(String, String)>, Status> {
+    let mut envs = Vec::new();
+    for (n, kv) in raw.into_iter().enumerate() {
+        if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
+            return Err(invalid(
+                &format!("config.envs[{n}].key"),
+                format!("{:?} is not a variable name", kv.key),
+            ));
+        }
+        envs.push((kv.key, kv.value));
+    }
+    Ok(envs)
+}
+
+fn mounts(raw: Vec<cri::Mount>) -> Result<Vec<MountSpec>, Status> {
+    let mut mounts = Vec::new();
+    for (n, m) in raw.into_iter().enumerate() {
+        let field = |name: &str| format!("config.mounts[{n}].{name}");
+        if !m.container_path.starts_with('/') {
+            let reason = format!("{:?} is not absolute", m.container_path);
+            return Err(invalid(&field("container_path"), reason));
+        }
+        if !m.host_path.starts_with('/') {
+            return Err(invalid(&field("host_path"), format!("{:?} is not absolute", m.host_path)));
+        }
+        let propagation = match cri::MountPropagation::try_from(m.propagation) {
+            Ok(cri::MountPropagation::PropagationPrivate) => Propagation::Private,
+            Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
+            Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+            Err(_) => {
+                let reason = format!("unknown value {}", m.propagation);
+                return Err(invalid(&field("propagation"), reason));
+            }
+        };
+        mounts.push(MountSpec {
+            container_path: m.container_path,
+            host_path: m.host_path.into(),
+            readonly: m.readonly,
+            propagation,
+        });
+    }
+    Ok(mounts)
+}
+
 pub fn resources(r: cri::LinuxContainerResources) -> Resources {
     Resources {
         cpu_period: r.cpu_period,
@@ -116,75 +120,10 @@ pub fn resources(r: cri::LinuxContainerResources) -> Resources {
 fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {
     let field = "config.linux.security_context";
     let caps = s.capabilities.unwrap_or_default();
-    // No namespace options at all (crictl's minimal configs): the container's own PID
-    // namespace, as kubelet asks by default.
-    let ns = s.namespace_options.unwrap_or(cri::NamespaceOption {
-        pid: cri::NamespaceMode::Container as i32,
-        ..Default::default()
-    });
-    let pid_mode = match cri::NamespaceMode::try_from(ns.pid) {
-        Ok(cri::NamespaceMode::Container) => PidMode::Container,
-        Ok(cri::NamespaceMode::Pod) => PidMode::Pod,
-        Ok(cri::NamespaceMode::Node) => PidMode::Node,
-        Ok(cri::NamespaceMode::Target) => PidMode::Target(
-            podbay_runtime::ids::ContainerId::parse(&ns.target_id)
-                .map_err(|e| invalid(&format!("{field}.namespace_options.target_id"), e))?,
-        ),
-        Err(_) => {
-            return Err(invalid(
-                &format!("{field}.namespace_options.pid"),
-                format!("unknown mode {}", ns.pid),
-            ));
-        }
-    };
+    check_capabilities(&caps)?;
     let uid = |v: Option<cri::Int64Value>, name: &str| -> Result<Option<u32>, Status> {
-        v.map(|v| {
-            u32::try_from(v.value).map_err(|_| {
-                invalid(&format!("{field}.{name}"), format!("{} is not a valid id", v.value))
-            })
-        })
-        .transpose()
+        v.map(|v| id(v.value, &format!("{field}.{name}"))).transpose()
     };
-    let seccomp = match s.seccomp {
-        // Hardened by default: no profile means RuntimeDefault (see docs/architecture.md).
-        None => SeccompProfile::RuntimeDefault,
-        Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(cri::security_profile::ProfileType::RuntimeDefault) => {
-                SeccompProfile::RuntimeDefault
-            }
-            Ok(cri::security_profile::ProfileType::Unconfined) => SeccompProfile::Unconfined,
-            Ok(cri::security_profile::ProfileType::Localhost) => {
-                if !p.localhost_ref.starts_with('/') {
-                    return Err(invalid(
-                        &format!("{field}.seccomp.localhost_ref"),
-                        format!("{:?} is not an absolute path", p.localhost_ref),
-                    ));
-                }
-                SeccompProfile::Localhost(p.localhost_ref.into())
-            }
-            Err(_) => {
-                return Err(invalid(
-                    &format!("{field}.seccomp.profile_type"),
-                    format!("unknown type {}", p.profile_type),
-                ));
-            }
-        },
-    };
-    for (list, names) in [
-        ("add_capabilities", &caps.add_capabilities),
-        ("drop_capabilities", &caps.drop_capabilities),
-    ] {
-        for (i, name) in names.iter().enumerate() {
-            let upper = name.to_ascii_uppercase();
-            let cap = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
-            if cap != "CAP_ALL" && !ALL_CAPABILITIES.contains(&cap.as_str()) {
-                return Err(invalid(
-                    &format!("{field}.capabilities.{list}[{i}]"),
-                    format!("unknown capability {name:?}"),
-                ));
-            }
-        }
-    }
     Ok(Security {
         privileged: s.privileged,
         add_capabilities: caps.add_capabilities,
@@ -195,20 +134,80 @@ fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {
         supplemental_groups: s
             .supplemental_groups
             .into_iter()
-            .map(|g| {
-                u32::try_from(g).map_err(|_| {
-                    invalid(
-                        &format!("{field}.supplemental_groups"),
-                        format!("{g} is not a valid id"),
-                    )
-                })
-            })
+            .map(|g| id(g, &format!("{field}.supplemental_groups")))
             .collect::<Result<_, _>>()?,
         readonly_rootfs: s.readonly_rootfs,
         no_new_privs: s.no_new_privs,
         masked_paths: s.masked_paths,
         readonly_paths: s.readonly_paths,
-        seccomp,
-        pid_mode,
+        seccomp: seccomp(s.seccomp)?,
+        pid_mode: pid_mode(s.namespace_options)?,
     })
+}
+
+/// A uid or gid.
+fn id(value: i64, field: &str) -> Result<u32, Status> {
+    u32::try_from(value).map_err(|_| invalid(field, format!("{value} is not a valid id")))
+}
+
+/// The container's PID namespace. No namespace options at all (crictl's minimal configs):
+/// its own, as kubelet asks by default.
+fn pid_mode(ns: Option<cri::NamespaceOption>) -> Result<PidMode, Status> {
+    let field = "config.linux.security_context.namespace_options";
+    let ns = ns.unwrap_or(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        ..Default::default()
+    });
+    match cri::NamespaceMode::try_from(ns.pid) {
+        Ok(cri::NamespaceMode::Container) => Ok(PidMode::Container),
+        Ok(cri::NamespaceMode::Pod) => Ok(PidMode::Pod),
+        Ok(cri::NamespaceMode::Node) => Ok(PidMode::Node),
+        Ok(cri::NamespaceMode::Target) => Ok(PidMode::Target(
+            podbay_runtime::ids::ContainerId::parse(&ns.target_id)
+                .map_err(|e| invalid(&format!("{field}.target_id"), e))?,
+        )),
+        Err(_) => Err(invalid(&format!("{field}.pid"), format!("unknown mode {}", ns.pid))),
+    }
+}
+
+fn seccomp(profile: Option<cri::SecurityProfile>) -> Result<SeccompProfile, Status> {
+    use cri::security_profile::ProfileType;
+    let field = "config.linux.security_context.seccomp";
+    // Hardened by default: no profile means RuntimeDefault (see docs/architecture.md).
+    let Some(p) = profile else { return Ok(SeccompProfile::RuntimeDefault) };
+    match ProfileType::try_from(p.profile_type) {
+        Ok(ProfileType::RuntimeDefault) => Ok(SeccompProfile::RuntimeDefault),
+        Ok(ProfileType::Unconfined) => Ok(SeccompProfile::Unconfined),
+        Ok(ProfileType::Localhost) if p.localhost_ref.starts_with('/') => {
+            Ok(SeccompProfile::Localhost(p.localhost_ref.into()))
+        }
+        Ok(ProfileType::Localhost) => Err(invalid(
+            &format!("{field}.localhost_ref"),
+            format!("{:?} is not an absolute path", p.localhost_ref),
+        )),
+        Err(_) => Err(invalid(
+            &format!("{field}.profile_type"),
+            format!("unknown type {}", p.profile_type),
+        )),
+    }
+}
+
+/// Every capability named is one the kernel knows (or `ALL`).
+fn check_capabilities(caps: &cri::Capability) -> Result<(), Status> {
+    for (list, names) in [
+        ("add_capabilities", &caps.add_capabilities),
+        ("drop_capabilities", &caps.drop_capabilities),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let upper = name.to_ascii_uppercase();
+            let cap = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+            if cap != "CAP_ALL" && !ALL_CAPABILITIES.contains(&cap.as_str()) {
+                return Err(invalid(
+                    &format!("config.linux.security_context.capabilities.{list}[{i}]"),
+                    format!("unknown capability {name:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -73,6 +73,14 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
+/// The archive's file name made into a repository name (`my image.tar` → `my-image`).
+fn archive_stem(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let stem: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    stem.trim_matches('-').to_owned()
+}
+
 const NAME_ANNOTATIONS: [&str; 2] =
     ["io.containerd.image.name", "org.opencontainers.image.ref.name"];
 
@@ -89,146 +97,163 @@ impl Images {
 
     async fn import_detached(&self, path: &Path) -> Result<Vec<ImageRecord>, Error> {
         let fail = |reason: String| Error::Import { path: path.to_path_buf(), reason };
-        let md = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-        let files = if md.is_dir() {
-            Files { dir: Some(path.to_path_buf()), spooled: HashMap::new(), spool_dir: None }
-        } else {
-            let spool = self.temp_path("import");
-            let src = path.to_path_buf();
-            let spool2 = spool.clone();
-            let spooled = self.blocking(move |_| spool_tar(&src, &spool2)).await;
-            let mut files = Files { dir: None, spooled: HashMap::new(), spool_dir: Some(spool) };
-            files.spooled = spooled.map_err(fail)?;
-            files
-        };
-        let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
-        let stem: String =
-            stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-        let stem = stem.trim_matches('-');
-        let mut out = Vec::new();
-        if let Some(index) = files.read("index.json") {
+        let files = self.open_archive(path).await?;
+        let out = if let Some(index) = files.read("index.json") {
             let index = ImageIndex::from_reader(&index[..])
                 .map_err(|e| fail(format!("index.json: {e}")))?;
-            let source = ArchiveSource { files: &files, by_digest: HashMap::new() };
+            let mut out = Vec::new();
             for entry in index.manifests() {
-                let annotations = entry.annotations().clone().unwrap_or_default();
-                let Some(raw) = NAME_ANNOTATIONS.iter().find_map(|k| annotations.get(*k)) else {
-                    tracing::warn!(path = %path.display(), digest = %entry.digest(), "skipping an image without a name");
-                    continue;
-                };
-                let name = if raw.contains(['/', ':', '@']) {
-                    raw.clone()
-                } else {
-                    format!("localhost/{}:{raw}", if stem.is_empty() { "import" } else { stem })
-                };
-                let r = normalize(&name)?;
-                let image = name_of(&r);
-                let blob = BlobRef {
-                    digest: entry.digest().to_string(),
-                    size: entry.size(),
-                    media_type: entry.media_type().to_string(),
-                };
-                let bytes = self.archive_blob(&image, &files, &blob)?;
-                let (manifest, index) = if is_index(&bytes) {
-                    let idx = ImageIndex::from_reader(&bytes[..])
-                        .map_err(|e| fail(format!("index {}: {e}", blob.digest)))?;
-                    let child = select_platform(&idx).map_err(|available| Error::Platform {
-                        image: image.clone(),
-                        platform: super::pull::node_platform().to_string(),
-                        available,
-                    })?;
-                    let child = BlobRef {
-                        digest: child.digest().to_string(),
-                        size: child.size(),
-                        media_type: child.media_type().to_string(),
-                    };
-                    let m = self.archive_blob(&image, &files, &child)?;
-                    ((m, child.digest), Some((bytes, blob.digest.clone())))
-                } else {
-                    ((bytes, blob.digest.clone()), None)
-                };
-                let (tags, digests) = match r.digest() {
-                    Some(d) => (vec![], vec![digest_name(&r, d)]),
-                    None => (vec![image.clone()], vec![digest_name(&r, &blob.digest)]),
-                };
-                out.push(
-                    self.store_image(
-                        &image,
-                        &source,
-                        manifest,
-                        index,
-                        tags,
-                        digests,
-                        &Progress::default(),
-                    )
-                    .await?,
-                );
+                if let Some(rec) = self.import_oci(path, &files, entry).await? {
+                    out.push(rec);
+                }
             }
+            out
         } else if let Some(manifest) = files.read("manifest.json") {
             let entries: Vec<DockerEntry> = serde_json::from_slice(&manifest)
                 .map_err(|e| fail(format!("manifest.json: {e}")))?;
+            let mut out = Vec::new();
             for entry in entries {
-                let names: Vec<String> = entry
-                    .repo_tags
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|t| normalize(t).map(|r| name_of(&r)))
-                    .collect::<Result<_, _>>()?;
-                let Some(first) = names.first().cloned() else {
-                    tracing::warn!(path = %path.display(), config = %entry.config, "skipping an image without a name");
-                    continue;
-                };
-                let mut by_digest = HashMap::new();
-                let mut describe = |rel: &str, media: &str| -> Result<serde_json::Value, Error> {
-                    let p = files
-                        .path(rel)
-                        .ok_or_else(|| fail(format!("{rel} is not in the archive")))?;
-                    let (size, digest, gz) =
-                        hash_file(&p).map_err(|e| fail(format!("{rel}: {e}")))?;
-                    by_digest.insert(digest.clone(), rel.to_owned());
-                    let media = if gz { format!("{media}.gzip") } else { media.to_owned() };
-                    Ok(serde_json::json!({"mediaType": media, "size": size, "digest": digest}))
-                };
-                let config =
-                    describe(&entry.config, "application/vnd.docker.container.image.v1+json")?;
-                let config = serde_json::json!({"mediaType": "application/vnd.docker.container.image.v1+json", "size": config["size"], "digest": config["digest"]});
-                let layers = entry
-                    .layers
-                    .iter()
-                    .map(|l| describe(l, "application/vnd.docker.image.rootfs.diff.tar"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let m = serde_json::json!({
-                    "schemaVersion": 2,
-                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                    "config": config,
-                    "layers": layers,
-                });
-                let bytes = serde_json::to_vec(&m).expect("json");
-                let digest = sha256_of(&bytes);
-                let source = ArchiveSource { files: &files, by_digest };
-                out.push(
-                    self.store_image(
-                        &first,
-                        &source,
-                        (bytes, digest),
-                        None,
-                        names,
-                        vec![],
-                        &Progress::default(),
-                    )
-                    .await?,
-                );
+                if let Some(rec) = self.import_docker(path, &files, entry).await? {
+                    out.push(rec);
+                }
             }
+            out
         } else {
             return Err(fail(
                 "neither an OCI layout (index.json) nor a docker save archive (manifest.json)"
                     .into(),
             ));
-        }
+        };
         if out.is_empty() {
             return Err(fail("no named image in the archive".into()));
         }
         Ok(out)
+    }
+
+    /// The archive's files: a directory as it is, a tar spooled into the image store's
+    /// temp dir.
+    async fn open_archive(&self, path: &Path) -> Result<Files, Error> {
+        let fail = |reason: String| Error::Import { path: path.to_path_buf(), reason };
+        let md = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if md.is_dir() {
+            return Ok(Files {
+                dir: Some(path.to_path_buf()),
+                spooled: HashMap::new(),
+                spool_dir: None,
+            });
+        }
+        let spool = self.temp_path("import");
+        let (src, into) = (path.to_path_buf(), spool.clone());
+        let spooled = self.blocking(move |_| spool_tar(&src, &into)).await;
+        let mut files = Files { dir: None, spooled: HashMap::new(), spool_dir: Some(spool) };
+        files.spooled = spooled.map_err(fail)?;
+        Ok(files)
+    }
+
+    /// One image of an OCI layout's index.json (skipped, with a warning, when it has no
+    /// name). A bare tag names it `localhost/<archive name>:<tag>`.
+    async fn import_oci(
+        &self,
+        path: &Path,
+        files: &Files,
+        entry: &oci_spec::image::Descriptor,
+    ) -> Result<Option<ImageRecord>, Error> {
+        let fail = |reason: String| Error::Import { path: path.to_path_buf(), reason };
+        let annotations = entry.annotations().clone().unwrap_or_default();
+        let Some(raw) = NAME_ANNOTATIONS.iter().find_map(|k| annotations.get(*k)) else {
+            tracing::warn!(path = %path.display(), digest = %entry.digest(), "skipping an image without a name");
+            return Ok(None);
+        };
+        let name = if raw.contains(['/', ':', '@']) {
+            raw.clone()
+        } else {
+            let stem = archive_stem(path);
+            format!("localhost/{}:{raw}", if stem.is_empty() { "import" } else { &stem })
+        };
+        let r = normalize(&name)?;
+        let image = name_of(&r);
+        let blob = BlobRef {
+            digest: entry.digest().to_string(),
+            size: entry.size(),
+            media_type: entry.media_type().to_string(),
+        };
+        let bytes = self.archive_blob(&image, files, &blob)?;
+        let (manifest, index) = if is_index(&bytes) {
+            let idx = ImageIndex::from_reader(&bytes[..])
+                .map_err(|e| fail(format!("index {}: {e}", blob.digest)))?;
+            let child = select_platform(&idx).map_err(|available| Error::Platform {
+                image: image.clone(),
+                platform: super::pull::node_platform().to_string(),
+                available,
+            })?;
+            let child = BlobRef {
+                digest: child.digest().to_string(),
+                size: child.size(),
+                media_type: child.media_type().to_string(),
+            };
+            let m = self.archive_blob(&image, files, &child)?;
+            ((m, child.digest), Some((bytes, blob.digest.clone())))
+        } else {
+            ((bytes, blob.digest.clone()), None)
+        };
+        let (tags, digests) = match r.digest() {
+            Some(d) => (vec![], vec![digest_name(&r, d)]),
+            None => (vec![image.clone()], vec![digest_name(&r, &blob.digest)]),
+        };
+        let source = ArchiveSource { files, by_digest: HashMap::new() };
+        let progress = Progress::default();
+        let rec = self.store_image(&image, &source, manifest, index, tags, digests, &progress);
+        Ok(Some(rec.await?))
+    }
+
+    /// One image of a `docker save` archive's manifest.json, given a manifest made from
+    /// its config and layer files (skipped, with a warning, when it has no name).
+    async fn import_docker(
+        &self,
+        path: &Path,
+        files: &Files,
+        entry: DockerEntry,
+    ) -> Result<Option<ImageRecord>, Error> {
+        let fail = |reason: String| Error::Import { path: path.to_path_buf(), reason };
+        let names: Vec<String> = entry
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| normalize(t).map(|r| name_of(&r)))
+            .collect::<Result<_, _>>()?;
+        let Some(first) = names.first().cloned() else {
+            tracing::warn!(path = %path.display(), config = %entry.config, "skipping an image without a name");
+            return Ok(None);
+        };
+        let mut by_digest = HashMap::new();
+        let mut describe = |rel: &str, media: &str| -> Result<serde_json::Value, Error> {
+            let p = files.path(rel).ok_or_else(|| fail(format!("{rel} is not in the archive")))?;
+            let (size, digest, gz) = hash_file(&p).map_err(|e| fail(format!("{rel}: {e}")))?;
+            by_digest.insert(digest.clone(), rel.to_owned());
+            let media = if gz { format!("{media}.gzip") } else { media.to_owned() };
+            Ok(serde_json::json!({"mediaType": media, "size": size, "digest": digest}))
+        };
+        let config_type = "application/vnd.docker.container.image.v1+json";
+        let config = describe(&entry.config, config_type)?;
+        let config = serde_json::json!({"mediaType": config_type, "size": config["size"], "digest": config["digest"]});
+        let layers = entry
+            .layers
+            .iter()
+            .map(|l| describe(l, "application/vnd.docker.image.rootfs.diff.tar"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": config,
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&m).expect("json");
+        let digest = sha256_of(&bytes);
+        let source = ArchiveSource { files, by_digest };
+        let progress = Progress::default();
+        let rec =
+            self.store_image(&first, &source, (bytes, digest), None, names, vec![], &progress);
+        Ok(Some(rec.await?))
     }
 
     /// A small blob (manifest, index) from the archive, checked.

@@ -362,30 +362,7 @@ impl Images {
             tokio::fs::read(&config_path).await.map_err(Error::io("read", &config_path))?;
         let cfg = ImageConfiguration::from_reader(&config_json[..])
             .map_err(|e| invalid(image, format!("config: {e}")))?;
-        let diff_ids: Vec<String> = cfg.rootfs().diff_ids().to_vec();
-        if diff_ids.len() != m.layers().len() {
-            return Err(invalid(
-                image,
-                format!(
-                    "the config lists {} diff ids for {} layers",
-                    diff_ids.len(),
-                    m.layers().len()
-                ),
-            ));
-        }
-        let chains = chain_ids(&diff_ids);
-        let layers: Vec<LayerRecord> = m
-            .layers()
-            .iter()
-            .zip(diff_ids.iter().zip(&chains))
-            .map(|(d, (diff, chain))| LayerRecord {
-                digest: d.digest().to_string(),
-                media_type: d.media_type().to_string(),
-                size: d.size(),
-                diff_id: diff.clone(),
-                chain_id: chain.clone(),
-            })
-            .collect();
+        let layers = layer_records(image, &m, &cfg)?;
         *progress.layers.lock().unwrap() = layers
             .iter()
             .map(|l| LayerProgress {
@@ -414,22 +391,22 @@ impl Images {
             config_size: config.size,
             layers,
             user: cfg.config().as_ref().and_then(|c| c.user().clone()).unwrap_or_default(),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64),
+            created: crate::clock::now_ns(),
         };
-        let images_dir = self.inner.layout.images_dir();
-        let to_commit = rec.clone();
-        let gone = self
-            .blocking(move |img| {
-                // Everything the record names is on disk before the record is.
-                let dir =
-                    std::fs::File::open(&images_dir).map_err(Error::io("open", &images_dir))?;
-                rustix::fs::syncfs(&dir).map_err(|e| Error::io("sync", &images_dir)(e.into()))?;
-                records::put_image(&img.inner.store, &to_commit).map_err(Error::from)
-            })
-            .await?;
+        let gone = self.commit(rec.clone()).await?;
         Ok((rec, gone))
+    }
+
+    /// Makes the image visible: everything its record names reaches the disk before the
+    /// record does. Returns the ids of images left without names.
+    async fn commit(&self, rec: ImageRecord) -> Result<Vec<String>, Error> {
+        let images_dir = self.inner.layout.images_dir();
+        self.blocking(move |img| {
+            let dir = std::fs::File::open(&images_dir).map_err(Error::io("open", &images_dir))?;
+            rustix::fs::syncfs(&dir).map_err(|e| Error::io("sync", &images_dir)(e.into()))?;
+            records::put_image(&img.inner.store, &rec).map_err(Error::from)
+        })
+        .await
     }
 
     /// Makes sure layer `l` is unpacked under its chain id (downloading its blob first).
@@ -698,6 +675,32 @@ fn invalid(image: &str, what: String) -> Error {
 }
 
 /// An index (manifest list) rather than a manifest, by media type or shape.
+/// The layers of a manifest with the diff ids its config lists and their chain ids.
+fn layer_records(
+    image: &str,
+    m: &ImageManifest,
+    cfg: &ImageConfiguration,
+) -> Result<Vec<LayerRecord>, Error> {
+    let diff_ids = cfg.rootfs().diff_ids();
+    if diff_ids.len() != m.layers().len() {
+        let what =
+            format!("the config lists {} diff ids for {} layers", diff_ids.len(), m.layers().len());
+        return Err(invalid(image, what));
+    }
+    let chains = chain_ids(diff_ids);
+    Ok(m.layers()
+        .iter()
+        .zip(diff_ids.iter().zip(&chains))
+        .map(|(d, (diff, chain))| LayerRecord {
+            digest: d.digest().to_string(),
+            media_type: d.media_type().to_string(),
+            size: d.size(),
+            diff_id: diff.clone(),
+            chain_id: chain.clone(),
+        })
+        .collect())
+}
+
 pub(crate) fn is_index(bytes: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probe {

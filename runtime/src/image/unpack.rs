@@ -12,6 +12,7 @@
 //! The uncompressed stream is hashed on the way, giving the layer's diff id.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -128,6 +129,73 @@ fn split(path: &Path) -> (&Path, &std::ffi::OsStr) {
     (path.parent().unwrap_or(Path::new("")), path.file_name().unwrap_or_default())
 }
 
+fn unsafe_entry(name: &str, reason: &'static str) -> Error {
+    Error::Unsafe { entry: name.to_owned(), reason }
+}
+
+/// A system call on an entry failed.
+fn errno(name: &str) -> impl Fn(rustix::io::Errno) -> Error {
+    let name = name.to_owned();
+    move |e| Error::Entry { entry: name.clone(), source: e.into() }
+}
+
+fn open_dir(dir: &OwnedFd, name: impl rustix::path::Arg) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+}
+
+/// A whiteout: `.wh.<name>` becomes overlayfs's 0/0 character device `<name>`, and the
+/// opaque marker the directory's `trusted.overlay.opaque=y`. Other `.wh..wh.*` names are
+/// aufs bookkeeping, meaningless here.
+fn whiteout(parent: &OwnedFd, target: &str, name: &str) -> Result<(), Error> {
+    let at = |source: io::Error| Error::Entry { entry: name.to_owned(), source };
+    if format!("{WHITEOUT_PREFIX}{target}") == OPAQUE_MARKER {
+        let dir = open_dir(parent, ".").map_err(at)?;
+        rustix::fs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
+            .map_err(errno(name))?;
+    } else if !target.starts_with(WHITEOUT_PREFIX) {
+        if target.is_empty() || target == "." || target == ".." {
+            return Err(unsafe_entry(name, "whiteout of an invalid name"));
+        }
+        replace(parent, target).map_err(at)?;
+        let dev = rustix::fs::makedev(0, 0);
+        rustix::fs::mknodat(parent, target, FileType::CharacterDevice, Mode::empty(), dev)
+            .map_err(errno(name))?;
+    }
+    Ok(())
+}
+
+/// A directory: kept if there is one (a later entry may restate it), else made; then its
+/// metadata through a descriptor opened without following links.
+fn directory(parent: &OwnedFd, file: &OsStr, meta: &Meta) -> io::Result<()> {
+    match rustix::fs::statat(parent, file, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
+        Ok(_) => {
+            rustix::fs::unlinkat(parent, file, AtFlags::empty())?;
+            rustix::fs::mkdirat(parent, file, Mode::from_raw_mode(0o700))?;
+        }
+        Err(_) => rustix::fs::mkdirat(parent, file, Mode::from_raw_mode(0o700))?,
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat2(parent, file, flags, Mode::empty(), RESOLVE)?;
+    apply_fd(&fd, meta)
+}
+
+/// A device node or FIFO, with its owner, mode and time.
+fn special(
+    parent: &OwnedFd,
+    file: &OsStr,
+    ft: FileType,
+    dev: rustix::fs::Dev,
+    meta: &Meta,
+) -> io::Result<()> {
+    replace(parent, file)?;
+    rustix::fs::mknodat(parent, file, ft, Mode::from_raw_mode(0o600), dev)?;
+    chown_at(parent, file, meta)?;
+    rustix::fs::chmodat(parent, file, Mode::from_raw_mode(meta.mode), AtFlags::empty())?;
+    set_time_at(parent, file, meta.mtime)
+}
+
 /// Metadata applied to what an entry created.
 struct Meta {
     uid: u32,
@@ -169,6 +237,7 @@ impl Writer {
         Ok(size)
     }
 
+    /// Writes one entry; returns the bytes of file content it wrote.
     fn entry(
         &mut self,
         entry: &mut tar::Entry<'_, &mut dyn Read>,
@@ -176,7 +245,6 @@ impl Writer {
         name: &str,
     ) -> Result<u64, Error> {
         let at = |source: io::Error| Error::Entry { entry: name.to_owned(), source };
-        let unsafe_ = |reason| Error::Unsafe { entry: name.to_owned(), reason };
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             return Ok(0);
@@ -185,107 +253,23 @@ impl Writer {
         if path.as_os_str().is_empty() {
             // The layer root itself ("./"): only its metadata.
             if kind.is_dir() {
-                let fd = rustix::fs::openat(
-                    &self.root,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
+                let fd = open_dir(&self.root, ".").map_err(at)?;
                 apply_fd(&fd, &meta).map_err(at)?;
                 self.dir_times.insert(PathBuf::new(), meta.mtime);
             }
             return Ok(0);
         }
         let (parent_path, file) = split(path);
-        let file_str = file.to_string_lossy();
-        if let Some(target) = file_str.strip_prefix(WHITEOUT_PREFIX) {
-            let parent = self.parent(parent_path, name)?;
-            if file_str == OPAQUE_MARKER {
-                let dir = rustix::fs::openat(
-                    &parent,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
-                rustix::fs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
-                    .map_err(io::Error::from)
-                    .map_err(at)?;
-            } else if !target.starts_with(WHITEOUT_PREFIX) {
-                if target.is_empty() || target == "." || target == ".." {
-                    return Err(unsafe_("whiteout of an invalid name"));
-                }
-                replace(&parent, target).map_err(at)?;
-                rustix::fs::mknodat(
-                    &parent,
-                    target,
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
-            }
-            // Other `.wh..wh.*` names are aufs bookkeeping, meaningless here.
-            return Ok(0);
-        }
         let parent = self.parent(parent_path, name)?;
+        if let Some(target) = file.to_string_lossy().strip_prefix(WHITEOUT_PREFIX) {
+            return whiteout(&parent, target, name).map(|()| 0);
+        }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                replace(&parent, file).map_err(at)?;
-                let fd = rustix::fs::openat(
-                    &parent,
-                    file,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
-                let mut out = File::from(fd);
-                let mut written = 0u64;
-                loop {
-                    let n = entry.read(&mut self.buf).map_err(Error::Read)?;
-                    if n == 0 {
-                        break;
-                    }
-                    out.write_all(&self.buf[..n]).map_err(at)?;
-                    written += n as u64;
-                }
-                apply_fd(&out, &meta).map_err(at)?;
-                Ok(written)
+                self.regular(entry, &parent, file, &meta, name)
             }
             tar::EntryType::Directory => {
-                match rustix::fs::statat(&parent, file, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
-                    Ok(_) => {
-                        rustix::fs::unlinkat(&parent, file, AtFlags::empty())
-                            .map_err(io::Error::from)
-                            .map_err(at)?;
-                        rustix::fs::mkdirat(&parent, file, Mode::from_raw_mode(0o700))
-                            .map_err(io::Error::from)
-                            .map_err(at)?;
-                    }
-                    Err(_) => rustix::fs::mkdirat(&parent, file, Mode::from_raw_mode(0o700))
-                        .map_err(io::Error::from)
-                        .map_err(at)?,
-                }
-                let fd = rustix::fs::openat2(
-                    &parent,
-                    file,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    RESOLVE,
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
-                apply_fd(&fd, &meta).map_err(at)?;
+                directory(&parent, file, &meta).map_err(at)?;
                 self.dir_times.insert(path.to_path_buf(), meta.mtime);
                 Ok(0)
             }
@@ -293,11 +277,9 @@ impl Writer {
                 let target = entry
                     .link_name()
                     .map_err(at)?
-                    .ok_or_else(|| unsafe_("symlink without a target"))?;
+                    .ok_or_else(|| unsafe_entry(name, "symlink without a target"))?;
                 replace(&parent, file).map_err(at)?;
-                rustix::fs::symlinkat(target.as_os_str(), &parent, file)
-                    .map_err(io::Error::from)
-                    .map_err(at)?;
+                rustix::fs::symlinkat(target.as_os_str(), &parent, file).map_err(errno(name))?;
                 chown_at(&parent, file, &meta).map_err(at)?;
                 set_time_at(&parent, file, meta.mtime).map_err(at)?;
                 Ok(0)
@@ -306,23 +288,8 @@ impl Writer {
                 let raw = entry
                     .link_name()
                     .map_err(at)?
-                    .ok_or_else(|| unsafe_("hardlink without a target"))?;
-                if raw.is_absolute() {
-                    return Err(unsafe_("hardlink to an absolute path would leave the layer"));
-                }
-                let target = clean_path(&raw).map_err(unsafe_)?;
-                let (tparent_path, tfile) = split(&target);
-                let tparent = self
-                    .open_existing(tparent_path)
-                    .map_err(|_| unsafe_("hardlink target is not in this layer"))?;
-                replace(&parent, file).map_err(at)?;
-                rustix::fs::linkat(&tparent, tfile, &parent, file, AtFlags::empty()).map_err(
-                    |e| match e {
-                        rustix::io::Errno::NOENT => unsafe_("hardlink target is not in this layer"),
-                        e => at(e.into()),
-                    },
-                )?;
-                Ok(0)
+                    .ok_or_else(|| unsafe_entry(name, "hardlink without a target"))?;
+                self.hardlink(&raw, &parent, file, name).map(|()| 0)
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (ft, dev) = match kind {
@@ -330,24 +297,62 @@ impl Writer {
                     tar::EntryType::Block => (FileType::BlockDevice, device(entry)),
                     _ => (FileType::Fifo, 0),
                 };
-                replace(&parent, file).map_err(at)?;
-                rustix::fs::mknodat(&parent, file, ft, Mode::from_raw_mode(0o600), dev)
-                    .map_err(io::Error::from)
-                    .map_err(at)?;
-                chown_at(&parent, file, &meta).map_err(at)?;
-                rustix::fs::chmodat(
-                    &parent,
-                    file,
-                    Mode::from_raw_mode(meta.mode),
-                    AtFlags::empty(),
-                )
-                .map_err(io::Error::from)
-                .map_err(at)?;
-                set_time_at(&parent, file, meta.mtime).map_err(at)?;
+                special(&parent, file, ft, dev, &meta).map_err(at)?;
                 Ok(0)
             }
             other => Err(Error::Unsupported { entry: name.to_owned(), kind: format!("{other:?}") }),
         }
+    }
+
+    /// A regular file: created new (never through an existing name), content, metadata.
+    fn regular(
+        &mut self,
+        entry: &mut tar::Entry<'_, &mut dyn Read>,
+        parent: &OwnedFd,
+        file: &OsStr,
+        meta: &Meta,
+        name: &str,
+    ) -> Result<u64, Error> {
+        let at = |source: io::Error| Error::Entry { entry: name.to_owned(), source };
+        replace(parent, file).map_err(at)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd =
+            rustix::fs::openat(parent, file, flags | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
+                .map_err(errno(name))?;
+        let mut out = File::from(fd);
+        let mut written = 0u64;
+        loop {
+            let n = entry.read(&mut self.buf).map_err(Error::Read)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&self.buf[..n]).map_err(at)?;
+            written += n as u64;
+        }
+        apply_fd(&out, meta).map_err(at)?;
+        Ok(written)
+    }
+
+    /// A hardlink to an entry of this layer (one of a lower layer cannot be reached).
+    fn hardlink(
+        &self,
+        raw: &Path,
+        parent: &OwnedFd,
+        file: &OsStr,
+        name: &str,
+    ) -> Result<(), Error> {
+        let outside = || unsafe_entry(name, "hardlink target is not in this layer");
+        if raw.is_absolute() {
+            return Err(unsafe_entry(name, "hardlink to an absolute path would leave the layer"));
+        }
+        let target = clean_path(raw).map_err(|reason| unsafe_entry(name, reason))?;
+        let (tparent_path, tfile) = split(&target);
+        let tparent = self.open_existing(tparent_path).map_err(|_| outside())?;
+        replace(parent, file).map_err(|source| Error::Entry { entry: name.to_owned(), source })?;
+        rustix::fs::linkat(&tparent, tfile, parent, file, AtFlags::empty()).map_err(|e| match e {
+            rustix::io::Errno::NOENT => outside(),
+            e => errno(name)(e),
+        })
     }
 
     /// The directory an entry goes into, created (0755, root) when the tar did not list it.
