@@ -35,9 +35,7 @@ impl Containers {
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
-        let pod = self
-            .pod_of(&rec.sandbox_id)
-            .ok_or(Error::SandboxNotReady { id: rec.sandbox_id.clone() })?;
+        let pod = self.pod_of(&rec.sandbox_id)?;
         let req = ExecRequest {
             id: rec.id.to_string(),
             args,

@@ -36,8 +36,8 @@ impl Containers {
     pub(super) async fn refresh_pod(&self, sandbox: &SandboxId) {
         let containers = self.of_pod(sandbox);
         let states = match self.pod_of(sandbox) {
-            Some(pod) => Client::new(&pod).container_states().await.ok(),
-            None => None,
+            Ok(pod) => Client::new(&pod).container_states().await.ok(),
+            Err(_) => None,
         };
         for c in containers {
             let rec = c.snapshot();

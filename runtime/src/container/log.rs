@@ -14,9 +14,7 @@ impl Containers {
                 what: "has no log to reopen",
             });
         }
-        let pod = self
-            .pod_of(&rec.sandbox_id)
-            .ok_or(Error::SandboxNotReady { id: rec.sandbox_id.clone() })?;
+        let pod = self.pod_of(&rec.sandbox_id)?;
         Client::new(&pod).reopen_log(&rec.id).await.map_err(Error::supervisor(&rec.id))
     }
 }

@@ -391,10 +391,13 @@ impl Containers {
         map.values().filter(|c| c.sandbox_id() == *sandbox).cloned().collect()
     }
 
-    /// The pod dir of a container's sandbox, while it exists (its supervisor's socket).
-    fn pod_of(&self, sandbox: &SandboxId) -> Option<PodLayout> {
+    /// The pod dir of a container's sandbox (its supervisor's socket), while it exists.
+    fn pod_of(&self, sandbox: &SandboxId) -> Result<PodLayout, Error> {
         let pod = self.inner.layout.pod(sandbox);
-        pod.dir().is_dir().then_some(pod)
+        match pod.dir().is_dir() {
+            true => Ok(pod),
+            false => Err(Error::SandboxNotReady { id: sandbox.clone() }),
+        }
     }
 
     async fn persist(&self, rec: &ContainerRecord) -> Result<(), Error> {

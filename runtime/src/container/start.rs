@@ -22,9 +22,7 @@ impl Containers {
                         what: "cannot start",
                     });
                 }
-                let pod = containers
-                    .pod_of(&rec.sandbox_id)
-                    .ok_or(Error::SandboxNotReady { id: rec.sandbox_id.clone() })?;
+                let pod = containers.pod_of(&rec.sandbox_id)?;
                 let started_at = match Client::new(&pod).start_container(&rec.id).await {
                     Ok(at) => at,
                     Err(e @ supervisor::Error::Refused { .. }) => {

@@ -41,7 +41,7 @@ impl Containers {
             return Ok(());
         }
         let proc = rec.init.and_then(Proc::open);
-        match (self.pod_of(&rec.sandbox_id), proc.as_ref()) {
+        match (self.pod_of(&rec.sandbox_id).ok(), proc.as_ref()) {
             (Some(pod), Some(proc)) => {
                 let client = Client::new(&pod);
                 let graceful = !timeout.is_zero() && rec.state == ContainerState::Running;
