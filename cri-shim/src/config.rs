@@ -23,6 +23,7 @@ pub struct Config {
     pub supervisor_path: PathBuf,
     pub log: LogConfig,
     pub sandbox: SandboxConfig,
+    pub image: ImageSection,
     pub network: NetworkSection,
     /// Per registry host: `[registries."registry.k8s.io"]`.
     pub registries: BTreeMap<String, RegistrySection>,
@@ -244,6 +245,44 @@ pub struct SandboxConfig {
     pub shm_size_bytes: u64,
 }
 
+/// `[image]`: how large an image may make the image store. A pull that crosses one stops
+/// with ResourceExhausted naming the image, the layer and the key, and keeps nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSection {
+    /// Uncompressed bytes of one layer.
+    pub max_layer_bytes: u64,
+    /// Uncompressed bytes of all the layers a pull unpacks.
+    pub max_image_bytes: u64,
+    /// Entries (files, directories, links) in one layer.
+    pub max_layer_entries: u64,
+    /// Bytes the image store's file system keeps free; a pull stops below it.
+    pub min_free_bytes: u64,
+}
+
+impl Default for ImageSection {
+    fn default() -> Self {
+        let l = podbay_runtime::image::Limits::default();
+        Self {
+            max_layer_bytes: l.max_layer_bytes,
+            max_image_bytes: l.max_image_bytes,
+            max_layer_entries: l.max_layer_entries,
+            min_free_bytes: l.min_free_bytes,
+        }
+    }
+}
+
+impl ImageSection {
+    pub fn limits(&self) -> podbay_runtime::image::Limits {
+        podbay_runtime::image::Limits {
+            max_layer_bytes: self.max_layer_bytes,
+            max_image_bytes: self.max_image_bytes,
+            max_layer_entries: self.max_layer_entries,
+            min_free_bytes: self.min_free_bytes,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -253,6 +292,7 @@ impl Default for Config {
             supervisor_path: PathBuf::new(),
             log: LogConfig::default(),
             sandbox: SandboxConfig::default(),
+            image: ImageSection::default(),
             network: NetworkSection::default(),
             registries: BTreeMap::new(),
         }
@@ -349,6 +389,15 @@ impl Config {
         }
         if self.sandbox.shm_size_bytes < 1 << 20 {
             return invalid("sandbox.shm_size_bytes", "must be at least 1048576 (1 MiB)".into());
+        }
+        for (key, value) in [
+            ("image.max_layer_bytes", self.image.max_layer_bytes),
+            ("image.max_image_bytes", self.image.max_image_bytes),
+            ("image.max_layer_entries", self.image.max_layer_entries),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be more than 0".into());
+            }
         }
         self.network.to_config()?;
         self.registry_config()?;

@@ -193,6 +193,30 @@ pub fn remove_default_parent() {
     }
 }
 
+/// Kills every process of a cgroup, in every hierarchy, until none is left (a process
+/// forking meanwhile is caught on the next round); waits up to about a second. Returns
+/// whether it is empty. `cgroup.kill` where the kernel has it (cgroup v2).
+pub fn kill_all(cgroup: &str) -> bool {
+    for _ in 0..100 {
+        let mut busy = false;
+        for dir in dirs(cgroup) {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                continue;
+            }
+            busy = true;
+            if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
+                kill_procs(&dir);
+            }
+        }
+        if !busy {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 /// SIGKILL to every process of a cgroup directory.
 fn kill_procs(dir: &Path) {
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();

@@ -46,3 +46,8 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 pub fn join<E: std::fmt::Display>(errors: &[E]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
+
+/// ENOSPC or EDQUOT: the file system (or the quota) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}

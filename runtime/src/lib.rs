@@ -69,6 +69,8 @@ pub struct RuntimeOptions {
     pub network: podbay_netplug::NetworkConfig,
     /// Registry mirrors, insecure registries and credentials.
     pub registries: image::RegistryConfig,
+    /// How large an image may make the store.
+    pub image_limits: image::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,8 @@ pub enum OpenError {
     Images(#[from] image::Error),
     #[error("recover sandboxes: {0}")]
     Sandboxes(#[from] sandbox::Error),
+    #[error(transparent)]
+    Supervisor(#[from] supervisor::Error),
     #[error("recover the pod network: {0}")]
     Network(#[from] network::Error),
     #[error("recover containers: {0}")]
@@ -141,20 +145,23 @@ impl Runtime {
         let lock = lock_root(&layout)?;
         let store = Arc::new(Store::open(&layout.database())?);
         let network = PodNetwork::new(opts.network.clone(), store.clone());
-        let images = Images::new(store.clone(), layout.clone(), opts.registries.clone());
+        let images =
+            Images::new(store.clone(), layout.clone(), opts.registries.clone(), opts.image_limits);
         let settings = sandbox::Settings {
             stop_grace: opts.stop_grace,
             shm_size: opts.shm_size,
             host_etc: opts.host_etc.clone(),
         };
-        let sandboxes = Sandboxes::new(
-            store.clone(),
-            network.clone(),
-            Spawner::new(&opts.supervisor_exe),
-            layout.clone(),
+        let (exits, mut exited) = tokio::sync::mpsc::unbounded_channel();
+        let sandboxes = Sandboxes::new(sandbox::Parts {
+            store: store.clone(),
+            network: network.clone(),
+            spawner: Spawner::new(&opts.supervisor_exe)?,
+            layout: layout.clone(),
             failpoints,
             settings,
-        );
+            exits,
+        });
         sandboxes.warm_up().await?;
         let containers = Containers::new(store, images.clone(), layout.clone());
         if !containers.node().hugetlb {
@@ -172,7 +179,14 @@ impl Runtime {
             .expect("lease recovery task panicked")?;
         let pods = sandboxes.clone();
         network.start(Arc::new(move || pods.live_pods())).await;
-        containers.recover().await?;
+        containers.recover(&sandboxes.ready()).await?;
+        // A supervisor that dies takes its pod's containers with it.
+        let on_exit = containers.clone();
+        tokio::spawn(async move {
+            while let Some(sandbox) = exited.recv().await {
+                on_exit.supervisor_gone(&sandbox).await;
+            }
+        });
         let inner = Inner { opts, layout, network, images, sandboxes, containers, _lock: lock };
         Ok(Runtime { inner: Arc::new(inner) })
     }

@@ -147,6 +147,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [grpc]
   address = "{d}/containerd.sock"
 
+# The opt plugin would otherwise make /opt/containerd on the host.
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/containerd-opt"
+
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE}"
   # Root here lacks CAP_SYS_RESOURCE: the pause container's -998 would fail in runc.

@@ -85,6 +85,15 @@ impl Tar {
         self
     }
 
+    /// A character device node `major:minor` with `mode`.
+    pub fn char_device(mut self, path: &str, major: u32, minor: u32, mode: u32) -> Self {
+        let mut h = header(tar::EntryType::Char, 0, mode);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.0.append_data(&mut h, path, std::io::empty()).unwrap();
+        self
+    }
+
     /// An entry with a name or link target tar::Builder would refuse (`..`, absolute).
     pub fn raw(
         mut self,

@@ -17,6 +17,7 @@ pub use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod attack;
 pub mod bench;
 pub mod containerd;
 pub mod ctr;

@@ -80,6 +80,19 @@ fn mounts(raw: Vec<cri::Mount>) -> Result<Vec<MountSpec>, Status> {
             let reason = format!("{:?} is not absolute", m.container_path);
             return Err(invalid(&field("container_path"), reason));
         }
+        if let Err(reason) =
+            podbay_runtime::container::spec::check_mount_destination(&m.container_path)
+        {
+            return Err(invalid(&field("container_path"), reason));
+        }
+        if m.recursive_read_only && !m.readonly {
+            return Err(invalid(&field("recursive_read_only"), "needs readonly"));
+        }
+        if m.recursive_read_only
+            && m.propagation != cri::MountPropagation::PropagationPrivate as i32
+        {
+            return Err(invalid(&field("recursive_read_only"), "needs propagation PRIVATE"));
+        }
         if !m.host_path.starts_with('/') {
             return Err(invalid(&field("host_path"), format!("{:?} is not absolute", m.host_path)));
         }
@@ -96,6 +109,7 @@ fn mounts(raw: Vec<cri::Mount>) -> Result<Vec<MountSpec>, Status> {
             container_path: m.container_path,
             host_path: m.host_path.into(),
             readonly: m.readonly,
+            recursive_read_only: m.recursive_read_only,
             propagation,
         });
     }

@@ -60,6 +60,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         host_etc: "/etc".into(),
         network: cfg.network.to_config()?,
         registries: cfg.registry_config()?,
+        image_limits: cfg.image.limits(),
     };
     let failpoints = Failpoints::parse(&std::env::var(FAILPOINTS_ENV).unwrap_or_default());
     let runtime = Runtime::open(opts, failpoints).await?;

@@ -48,9 +48,19 @@ pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusRespons
     if req.verbose {
         info.insert("info".into(), runtime_info(rt).await.to_string());
     }
+    // The default handler (the only one): recursive read-only mounts through the kernel's
+    // mount_setattr (Linux ≥ 5.12).
+    let handler = cri::RuntimeHandler {
+        name: String::new(),
+        features: Some(cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: true,
+            user_namespaces: false,
+        }),
+    };
     cri::StatusResponse {
         status: Some(cri::RuntimeStatus { conditions }),
         info,
+        runtime_handlers: vec![handler],
         ..Default::default()
     }
 }

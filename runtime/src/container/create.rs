@@ -133,7 +133,17 @@ impl Containers {
                 .to_string_lossy()
                 .into_owned(),
             state_root: pod.containers().to_string_lossy().into_owned(),
-            log_path: log_path.to_string_lossy().into_owned(),
+            log_path: if log_path.as_os_str().is_empty() {
+                String::new()
+            } else {
+                spec.log_path.clone()
+            },
+            log_directory: sandbox
+                .spec
+                .log_directory
+                .as_ref()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             tty: spec.tty,
             stdin: spec.stdin,
         };
@@ -203,6 +213,15 @@ impl Containers {
         pod: &PodLayout,
         cgroup: &str,
     ) -> Result<(), Error> {
+        // A destination the request names may be a symlink of the image's into /proc.
+        for (n, m) in spec.mounts.iter().enumerate() {
+            let field = format!("mounts[{n}].container_path");
+            let real = spec::resolve_in_root(&image.rootfs, &m.container_path)
+                .ok_or_else(|| Error::invalid(&field, "too many symlinks in the image"))?;
+            spec::check_mount_destination(&real).map_err(|reason| {
+                Error::invalid(&field, format!("{reason} (through the image's symlinks)"))
+            })?;
+        }
         let users = UserDb {
             passwd: read_in_root(&image.rootfs, "etc/passwd").unwrap_or_default(),
             group: read_in_root(&image.rootfs, "etc/group").unwrap_or_default(),

@@ -3,7 +3,7 @@
 //! supervisor when it reaped the process, also while the daemon was away). At daemon
 //! start every record is loaded and the containers of live pods are refreshed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -53,11 +53,16 @@ impl Containers {
                     r.reason = Some(exit_reason(s.exit_code, &r.cgroup));
                 }),
                 Some(Some(_)) => continue,
-                // The supervisor does not know it, or is gone: so is the process.
+                // The supervisor does not know it, or is gone: so is the process, and
+                // nothing would reap what it left behind.
                 _ => {
                     if rec.init.and_then(Proc::open).is_some() {
                         continue;
                     }
+                    let cgroup = rec.cgroup.clone();
+                    tokio::task::spawn_blocking(move || cgroups::kill_all(&cgroup))
+                        .await
+                        .expect("cgroup task panicked");
                     c.update(|r| {
                         r.state = ContainerState::Exited;
                         r.exit_code = 255;
@@ -74,9 +79,46 @@ impl Containers {
         }
     }
 
-    /// Loads container records at start; containers of live pods are refreshed and
-    /// watched, the others are recorded as exited.
-    pub(crate) async fn recover(&self) -> Result<(), Error> {
+    /// The supervisor of `sandbox` died: every container of the pod that may still run is
+    /// killed (whatever is left in its cgroup; its init got SIGKILL from the kernel when
+    /// its parent died) and recorded as exited, saying why.
+    pub async fn supervisor_gone(&self, sandbox: &SandboxId) {
+        for c in self.of_pod(sandbox) {
+            let _op = c.op.lock().await;
+            let rec = c.snapshot();
+            // Also for a container already recorded as exited: with PID mode POD or NODE
+            // its other processes outlive its init.
+            let cgroup = rec.cgroup.clone();
+            let emptied = tokio::task::spawn_blocking(move || cgroups::kill_all(&cgroup))
+                .await
+                .expect("cgroup task panicked");
+            if !emptied {
+                warn!(container.id = %rec.id, cgroup = %rec.cgroup, "processes left in the container's cgroup");
+            }
+            if !rec.state.may_run() {
+                continue;
+            }
+            if let Some(proc) = rec.init.and_then(Proc::open) {
+                let _ = proc.signal(rustix::process::Signal::KILL);
+                proc.wait_exit(std::time::Duration::from_secs(5)).await;
+            }
+            let updated = c.update(|r| {
+                r.state = ContainerState::Exited;
+                r.exit_code = 137;
+                r.finished_at = crate::clock::now_ns();
+                r.reason = Some(ExitReason::Error);
+                r.message = "the pod's supervisor exited; the container was killed with it".into();
+            });
+            warn!(container.id = %updated.id, sandbox.id = %sandbox, "container killed: its pod's supervisor exited");
+            if let Err(e) = self.persist(&updated).await {
+                warn!(container.id = %updated.id, error = %e, "record container exit");
+            }
+        }
+    }
+
+    /// Loads container records at start; containers of live pods (`live`) are refreshed
+    /// and watched, those of every other pod are killed and recorded as exited.
+    pub(crate) async fn recover(&self, live: &HashSet<SandboxId>) -> Result<(), Error> {
         let store = self.inner.store.clone();
         let recs = tokio::task::spawn_blocking(move || records::all(&store))
             .await
@@ -88,6 +130,10 @@ impl Containers {
             self.inner.map.write().expect("containers lock").insert(rec.id.clone(), c);
         }
         for pod in pods {
+            if !live.contains(&pod) {
+                self.supervisor_gone(&pod).await;
+                continue;
+            }
             self.refresh_pod(&pod).await;
             for c in self.of_pod(&pod) {
                 if c.snapshot().state == ContainerState::Running {

@@ -69,6 +69,10 @@ pub struct MountSpec {
     pub container_path: String,
     pub host_path: PathBuf,
     pub readonly: bool,
+    /// Read-only all the way down (submounts too; the kernel's `mount_setattr` with
+    /// `AT_RECURSIVE`). Without it only the top mount is read-only, as with containerd.
+    #[serde(default)]
+    pub recursive_read_only: bool,
     pub propagation: Propagation,
 }
 

@@ -1,9 +1,9 @@
 //! What podbay finds out about the node once, at start, for the containers' specs:
 //! its capabilities, its oom_score_adj, the cgroup hierarchies and the host's devices.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::spec::{ALL_CAPABILITIES, NodeFacts};
+use super::spec::{ALL_CAPABILITIES, HostDevice, NodeFacts};
 use crate::cgroups;
 
 pub(super) fn facts() -> NodeFacts {
@@ -30,7 +30,7 @@ pub(super) fn facts() -> NodeFacts {
     NodeFacts { capabilities, own_oom_score_adj, cgroup_v1_hierarchies, host_devices, hugetlb }
 }
 
-fn walk_devices(dir: &Path, out: &mut Vec<(PathBuf, char, i64, i64)>) {
+fn walk_devices(dir: &Path, out: &mut Vec<HostDevice>) {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
@@ -52,7 +52,14 @@ fn walk_devices(dir: &Path, out: &mut Vec<(PathBuf, char, i64, i64)>) {
             continue;
         };
         let rdev = meta.rdev();
-        let (major, minor) = (libc::major(rdev) as i64, libc::minor(rdev) as i64);
-        out.push((path, kind, major, minor));
+        out.push(HostDevice {
+            path,
+            kind,
+            major: libc::major(rdev) as i64,
+            minor: libc::minor(rdev) as i64,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
     }
 }

@@ -137,12 +137,26 @@ pub struct NodeFacts {
     pub own_oom_score_adj: i64,
     /// Names of the cgroup v1 hierarchies mounted under /sys/fs/cgroup (empty on v2).
     pub cgroup_v1_hierarchies: Vec<String>,
-    /// Host devices a privileged container gets: (path, type c|b, major, minor).
-    pub host_devices: Vec<(PathBuf, char, i64, i64)>,
+    /// Host devices a privileged container gets (and requested devices are looked up in).
+    pub host_devices: Vec<HostDevice>,
     /// Whether the hugetlb controller is there. kubelet sends hugepage limits (0 when
     /// the pod asks for none) for every page size the kernel has, whether or not the
     /// controller is mounted; without it they are dropped, as containerd does.
     pub hugetlb: bool,
+}
+
+/// A device node of the host, with the mode and owner it has there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevice {
+    pub path: PathBuf,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    /// Permission bits (the host's: a container never gets a device more open than that).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl NodeFacts {
@@ -316,6 +330,85 @@ pub fn capabilities(spec: &ContainerSpec, node: &NodeFacts) -> Vec<String> {
     caps
 }
 
+/// A container path with `.`, `..` and repeated slashes resolved as text (`..` stops at
+/// the root, as it does in the container): `/proc/../proc/self` → `/proc/self`.
+pub fn clean_container_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Where a volume may go: not onto or under `/proc` (it would replace the procfs that the
+/// masked paths hide parts of; runc refuses it too), except the files lxcfs serves, and
+/// not over `/`, `/sys` or `/dev` as a whole.
+pub fn check_mount_destination(path: &str) -> Result<(), String> {
+    let clean = clean_container_path(path);
+    const LXCFS: &[&str] = &[
+        "/proc/cpuinfo",
+        "/proc/diskstats",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/proc/swaps",
+        "/proc/uptime",
+        "/proc/loadavg",
+        "/proc/slabinfo",
+    ];
+    if clean == "/proc" || (clean.starts_with("/proc/") && !LXCFS.contains(&clean.as_str())) {
+        return Err(format!(
+            "{path:?} is in the container's /proc, which a volume may not replace"
+        ));
+    }
+    if ["/", "/sys", "/dev"].contains(&clean.as_str()) {
+        return Err(format!("{path:?} would replace {clean} as a whole"));
+    }
+    Ok(())
+}
+
+/// Where `path` lands inside `rootfs` once the image's symlinks are followed (as the
+/// kernel would follow them in the container, `..` stopping at its root); None when it
+/// loops. Each component is looked at with `lstat` below a prefix already free of links,
+/// so nothing of the host is ever followed.
+pub fn resolve_in_root(rootfs: &Path, path: &str) -> Option<String> {
+    let mut done: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = path.split('/').rev().map(str::to_owned).collect();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let here = rootfs.join(done.join("/")).join(&part);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return None;
+                }
+                let target = std::fs::read_link(&here).ok()?;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(target.split('/').rev().map(str::to_owned));
+            }
+            _ => done.push(part),
+        }
+    }
+    Some(format!("/{}", done.join("/")))
+}
+
 /// Everything the spec is built from.
 pub struct Inputs<'a> {
     pub id: &'a ContainerId,
@@ -472,11 +565,9 @@ fn resources(i: &Inputs<'_>) -> Value {
         devices.push(json!({ "allow": true, "access": "rwm" }));
     }
     for d in &i.spec.devices {
-        if let Some((_, t, major, minor)) =
-            i.node.host_devices.iter().find(|(p, ..)| *p == d.host_path)
-        {
+        if let Some(host) = i.node.host_devices.iter().find(|h| h.path == d.host_path) {
             let access = if d.permissions.is_empty() { "rwm" } else { &d.permissions };
-            devices.push(json!({ "allow": true, "type": t.to_string(), "major": major, "minor": minor, "access": access }));
+            devices.push(json!({ "allow": true, "type": host.kind.to_string(), "major": host.major, "minor": host.minor, "access": access }));
         }
     }
     out["devices"] = json!(devices);
@@ -531,22 +622,24 @@ fn limits(r: &super::Resources, node: &NodeFacts) -> Value {
     out
 }
 
+/// Device nodes made in the container: every host device for a privileged one, and the
+/// requested ones; each with the host's mode, uid and gid (as runc and containerd do), so
+/// a user inside can do with it what the same user could on the host, no more.
 fn devices(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
-    let node_dev = |(_, t, major, minor): &(PathBuf, char, i64, i64), dest: &str| json!({ "path": dest, "type": t.to_string(), "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0 });
+    let node_dev = |h: &HostDevice, dest: &str| json!({ "path": dest, "type": h.kind.to_string(), "major": h.major, "minor": h.minor, "fileMode": h.mode, "uid": h.uid, "gid": h.gid });
     let mut out = Vec::new();
     if i.spec.security.privileged {
         for d in &i.node.host_devices {
-            out.push(node_dev(d, &d.0.to_string_lossy()));
+            out.push(node_dev(d, &d.path.to_string_lossy()));
         }
     }
     for (n, d) in i.spec.devices.iter().enumerate() {
-        let host =
-            i.node.host_devices.iter().find(|(p, ..)| *p == d.host_path).ok_or_else(|| {
-                Error::invalid(
-                    format!("devices[{n}].host_path"),
-                    format!("{} is not a device on this node", d.host_path.display()),
-                )
-            })?;
+        let host = i.node.host_devices.iter().find(|h| h.path == d.host_path).ok_or_else(|| {
+            Error::invalid(
+                format!("devices[{n}].host_path"),
+                format!("{} is not a device on this node", d.host_path.display()),
+            )
+        })?;
         out.push(node_dev(host, &d.container_path));
     }
     Ok(out)
@@ -655,8 +748,11 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
             Propagation::HostToContainer => "rslave",
             Propagation::Bidirectional => "rshared",
         };
-        let rw = if m.readonly { "ro" } else { "rw" };
-        out.push(json!({ "destination": m.container_path, "type": "bind", "source": m.host_path, "options": ["rbind", propagation, rw] }));
+        let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
+        if m.recursive_read_only {
+            options.push("rro");
+        }
+        out.push(json!({ "destination": m.container_path, "type": "bind", "source": m.host_path, "options": options }));
     }
     Ok(out)
 }
@@ -706,7 +802,26 @@ mod tests {
                 .collect(),
             own_oom_score_adj: 0,
             cgroup_v1_hierarchies: vec!["memory".into(), "cpu,cpuacct".into()],
-            host_devices: vec![(PathBuf::from("/dev/null"), 'c', 1, 3)],
+            host_devices: vec![
+                HostDevice {
+                    path: PathBuf::from("/dev/null"),
+                    kind: 'c',
+                    major: 1,
+                    minor: 3,
+                    mode: 0o666,
+                    uid: 0,
+                    gid: 0,
+                },
+                HostDevice {
+                    path: PathBuf::from("/dev/kmsg"),
+                    kind: 'c',
+                    major: 1,
+                    minor: 11,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            ],
             hugetlb: false,
         }
     }
@@ -840,6 +955,10 @@ mod tests {
         assert!(v["linux"]["maskedPaths"].as_array().is_none_or(|a| a.is_empty()));
         assert!(v["linux"]["seccomp"].is_null());
         assert_eq!(v["linux"]["devices"][0]["path"], "/dev/null");
+        // Each device as open as on the host, no more.
+        assert_eq!(v["linux"]["devices"][0]["fileMode"], 0o666);
+        assert_eq!(v["linux"]["devices"][1]["path"], "/dev/kmsg");
+        assert_eq!(v["linux"]["devices"][1]["fileMode"], 0o644);
     }
 
     #[test]
@@ -859,10 +978,56 @@ mod tests {
             container_path: "/data".into(),
             host_path: "/nonexistent/podbay".into(),
             readonly: false,
+            recursive_read_only: false,
             propagation: Propagation::Private,
         }];
         let e = built(&s).unwrap_err().to_string();
         assert!(e.contains("mounts[0].host_path") && e.contains("/nonexistent/podbay"), "{e}");
+    }
+
+    #[test]
+    fn destinations_under_proc_or_over_sys_and_dev_are_refused() {
+        for bad in ["/proc", "/proc/", "/proc/self", "/x/../proc/1/root", "/sys", "/dev/", "/"] {
+            assert!(check_mount_destination(bad).is_err(), "{bad}");
+        }
+        for ok in ["/data", "/proc/cpuinfo", "/sys/fs/fuse", "/dev/shm", "/procfs"] {
+            assert!(check_mount_destination(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/proc", root.path().join("p")).unwrap();
+        std::os::unix::fs::symlink("../../real", root.path().join("up")).unwrap();
+        std::os::unix::fs::symlink("loop", root.path().join("loop")).unwrap();
+        assert_eq!(resolve_in_root(root.path(), "/p/self").as_deref(), Some("/proc/self"));
+        assert_eq!(resolve_in_root(root.path(), "/up/x").as_deref(), Some("/real/x"));
+        assert_eq!(resolve_in_root(root.path(), "/loop"), None);
+    }
+
+    #[test]
+    fn container_paths_clean_as_text() {
+        assert_eq!(clean_container_path("/proc/../proc//self/."), "/proc/self");
+        assert_eq!(clean_container_path("/../../etc"), "/etc");
+        assert_eq!(clean_container_path("//"), "/");
+    }
+
+    #[test]
+    fn recursive_read_only_mounts_say_rro() {
+        let mut s = spec();
+        s.mounts = vec![MountSpec {
+            container_path: "/data".into(),
+            host_path: "/".into(),
+            readonly: true,
+            recursive_read_only: true,
+            propagation: Propagation::Private,
+        }];
+        let v = built(&s).unwrap();
+        let m = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/data");
+        let options = m.unwrap()["options"].as_array().unwrap().clone();
+        assert!(options.iter().any(|o| o == "rro") && options.iter().any(|o| o == "ro"));
     }
 
     #[test]

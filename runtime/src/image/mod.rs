@@ -61,6 +61,9 @@ pub enum Error {
     Import { path: PathBuf, reason: String },
     #[error("rootfs of container {container}: {reason}")]
     Rootfs { container: String, reason: String },
+    /// The manifest already says the image is larger than a bound allows.
+    #[error("image {image}: {what} of {size} bytes is more than {key} = {limit} bytes")]
+    TooLarge { image: String, what: String, size: u64, key: &'static str, limit: u64 },
     #[error("invalid container id {0:?}: 1-128 of [A-Za-z0-9_.-], not . or ..")]
     InvalidId(String),
     #[error(transparent)]
@@ -86,6 +89,11 @@ impl Error {
             Error::Platform { .. } => ErrorKind::NotFound,
             Error::Invalid { .. } | Error::BadBlob { .. } => ErrorKind::InvalidArgument,
             Error::Unpack { source, .. } if source.is_hostile() => ErrorKind::InvalidArgument,
+            Error::Unpack { source, .. } if source.is_exhausted() => ErrorKind::ResourceExhausted,
+            Error::Io { source, .. } if crate::error::is_no_space(source) => {
+                ErrorKind::ResourceExhausted
+            }
+            Error::TooLarge { .. } => ErrorKind::ResourceExhausted,
             Error::Rootfs { .. } => ErrorKind::FailedPrecondition,
             Error::Unpack { .. } | Error::Io { .. } | Error::Store(_) => ErrorKind::Internal,
             Error::Shared(e) => e.kind(),
@@ -189,10 +197,32 @@ pub struct Images {
     inner: Arc<Inner>,
 }
 
+/// How large an image may make the store (see `unpack::Bounds`); every default is far
+/// above any real image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_layer_bytes: u64,
+    pub max_image_bytes: u64,
+    pub max_layer_entries: u64,
+    pub min_free_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_layer_bytes: 64 << 30,
+            max_image_bytes: 128 << 30,
+            max_layer_entries: 4_000_000,
+            min_free_bytes: 1 << 30,
+        }
+    }
+}
+
 struct Inner {
     store: Arc<Store>,
     layout: Layout,
     registries: RegistryConfig,
+    limits: Limits,
     pulls: pull::Flights,
     keys: KeyLocks,
     /// Pulls, imports and rootfs mounts hold it shared; garbage collection exclusively, so
@@ -203,12 +233,18 @@ struct Inner {
 }
 
 impl Images {
-    pub(crate) fn new(store: Arc<Store>, layout: Layout, registries: RegistryConfig) -> Self {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        layout: Layout,
+        registries: RegistryConfig,
+        limits: Limits,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let inner = Inner {
             store,
             layout,
             registries,
+            limits,
             pulls: pull::Flights::default(),
             keys: KeyLocks::default(),
             gc: tokio::sync::RwLock::new(()),
@@ -340,6 +376,14 @@ impl Images {
             }
             for dir in [layout.blobs_dir(), layout.layers_dir(), tmp, layout.containers_dir()] {
                 std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+            }
+            // Layers and container rootfs keep their setuid files and device nodes (images
+            // need them): the directories around them are the barrier, root only. A store
+            // an older podbay left more open is tightened here.
+            use std::os::unix::fs::PermissionsExt;
+            for dir in [layout.images_dir(), layout.containers_dir()] {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(Error::io("restrict", &dir))?;
             }
             Ok(())
         })

@@ -363,6 +363,10 @@ impl Images {
         let cfg = ImageConfiguration::from_reader(&config_json[..])
             .map_err(|e| invalid(image, format!("config: {e}")))?;
         let layers = layer_records(image, &m, &cfg)?;
+        self.check_sizes(image, &layers)?;
+        let budget = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            self.inner.limits.max_image_bytes,
+        ));
         *progress.layers.lock().unwrap() = layers
             .iter()
             .map(|l| LayerProgress {
@@ -373,7 +377,7 @@ impl Images {
             })
             .collect();
         let jobs: Vec<_> =
-            layers.iter().map(|l| self.ensure_layer(image, source, l, progress)).collect();
+            layers.iter().map(|l| self.ensure_layer(image, source, l, progress, &budget)).collect();
         let results: Vec<Result<(), Error>> =
             futures_util::stream::iter(jobs).buffer_unordered(PARALLEL_DOWNLOADS).collect().await;
         results.into_iter().collect::<Result<(), Error>>()?;
@@ -397,6 +401,29 @@ impl Images {
         Ok((rec, gone))
     }
 
+    /// Refuses, before anything is downloaded, an image whose manifest already declares
+    /// more than the bounds allow (compressed sizes, which the uncompressed ones exceed).
+    fn check_sizes(&self, image: &str, layers: &[LayerRecord]) -> Result<(), Error> {
+        let limits = self.inner.limits;
+        let too_large = |what: String, size, key, limit| Error::TooLarge {
+            image: image.to_owned(),
+            what,
+            size,
+            key,
+            limit,
+        };
+        if let Some(l) = layers.iter().find(|l| l.size > limits.max_layer_bytes) {
+            let what = format!("layer {}", l.digest);
+            return Err(too_large(what, l.size, "image.max_layer_bytes", limits.max_layer_bytes));
+        }
+        let total: u64 = layers.iter().map(|l| l.size).sum();
+        if total > limits.max_image_bytes {
+            let what = "the layers".to_owned();
+            return Err(too_large(what, total, "image.max_image_bytes", limits.max_image_bytes));
+        }
+        Ok(())
+    }
+
     /// Makes the image visible: everything its record names reaches the disk before the
     /// record does. Returns the ids of images left without names.
     async fn commit(&self, rec: ImageRecord) -> Result<Vec<String>, Error> {
@@ -416,6 +443,7 @@ impl Images {
         source: &S,
         l: &LayerRecord,
         progress: &Progress,
+        budget: &std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<(), Error> {
         let _key = self.inner.keys.lock(&format!("layer:{}", l.chain_id)).await;
         let dest = self.layer_path(&l.chain_id);
@@ -434,6 +462,14 @@ impl Images {
         let blob_path = self.blob_path(&l.digest)?;
         let tmp = self.temp_path(&format!("layer-{}", &l.chain_id[7..]));
         let (image_s, l2, tmp2) = (image.to_owned(), l.clone(), tmp.clone());
+        let limits = self.inner.limits;
+        let bounds = super::unpack::Bounds {
+            max_layer_bytes: limits.max_layer_bytes,
+            max_entries: limits.max_layer_entries,
+            image_budget: budget.clone(),
+            max_image_bytes: limits.max_image_bytes,
+            min_free_bytes: limits.min_free_bytes,
+        };
         let started = std::time::Instant::now();
         let result = self
             .blocking(move |_| -> Result<(), Error> {
@@ -441,9 +477,10 @@ impl Images {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&tmp2, std::fs::Permissions::from_mode(0o755))
                     .map_err(Error::io("chmod", &tmp2))?;
-                let out = super::unpack::unpack_layer(&blob_path, &tmp2).map_err(|source| {
-                    Error::Unpack { image: image_s.clone(), digest: l2.digest.clone(), source }
-                })?;
+                let out =
+                    super::unpack::unpack_layer(&blob_path, &tmp2, &bounds).map_err(|source| {
+                        Error::Unpack { image: image_s.clone(), digest: l2.digest.clone(), source }
+                    })?;
                 if out.diff_id != l2.diff_id {
                     return Err(Error::BadBlob {
                         image: image_s,

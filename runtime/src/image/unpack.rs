@@ -28,6 +28,9 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Why a layer could not be unpacked; `entry` names the tar entry when one is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A bound of [`Bounds`] was crossed.
+    #[error("{0}")]
+    Bound(Crossed),
     #[error("entry {entry:?}: {reason}")]
     Unsafe { entry: String, reason: &'static str },
     #[error("entry {entry:?}: {source}")]
@@ -43,6 +46,45 @@ impl Error {
     pub fn is_hostile(&self) -> bool {
         matches!(self, Error::Unsafe { .. } | Error::Unsupported { .. })
     }
+
+    /// True when a bound was crossed or the disk is full: the node's resources ran out.
+    pub fn is_exhausted(&self) -> bool {
+        match self {
+            Error::Bound(_) => true,
+            Error::Entry { source, .. } | Error::Read(source) => crate::error::is_no_space(source),
+            _ => false,
+        }
+    }
+}
+
+/// What one layer may make, so an image cannot fill the disk (a few MB of gzip can be
+/// gigabytes of zeros). The config keys name them in errors.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// Bytes of uncompressed tar (`image.max_layer_bytes`).
+    pub max_layer_bytes: u64,
+    /// Entries in the tar (`image.max_layer_entries`).
+    pub max_entries: u64,
+    /// Bytes the whole pull may still unpack, shared by its layers (`image.max_image_bytes`).
+    pub image_budget: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub max_image_bytes: u64,
+    /// Free space the store's file system keeps (`image.min_free_bytes`).
+    pub min_free_bytes: u64,
+}
+
+/// Which bound was crossed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Crossed {
+    #[error("the uncompressed layer is larger than image.max_layer_bytes = {0} bytes")]
+    LayerBytes(u64),
+    #[error("the layer has more than image.max_layer_entries = {0} entries")]
+    Entries(u64),
+    #[error("the image's layers are larger than image.max_image_bytes = {0} bytes")]
+    ImageBytes(u64),
+    #[error(
+        "the image store's file system has {free} bytes free, less than image.min_free_bytes = {reserve}"
+    )]
+    FreeSpace { free: u64, reserve: u64 },
 }
 
 /// What an unpacked layer is.
@@ -72,8 +114,9 @@ impl Compression {
     }
 }
 
-/// Unpacks the (possibly compressed) layer tar at `blob` into `dest`, an empty directory.
-pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked, Error> {
+/// Unpacks the (possibly compressed) layer tar at `blob` into `dest`, an empty directory,
+/// within `bounds`.
+pub fn unpack_layer(blob: &Path, dest: &Path, bounds: &Bounds) -> Result<Unpacked, Error> {
     let file = File::open(blob).map_err(Error::Read)?;
     let mut input = BufReader::with_capacity(256 * 1024, file);
     let head = input.fill_buf().map_err(Error::Read)?;
@@ -82,26 +125,84 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked, Error> {
         Compression::Zstd => Box::new(zstd::Decoder::with_buffer(input).map_err(Error::Read)?),
         Compression::None => Box::new(input),
     };
-    let mut hashing = HashingReader { inner: reader, hasher: Sha256::new() };
     let root = open_root(dest).map_err(Error::Read)?;
-    let size = Writer::new(root).write_all(&mut hashing)?;
+    let statfs = root.try_clone().map_err(Error::Read)?;
+    let mut bounded = BoundedReader::new(reader, bounds, statfs);
+    let written = Writer::new(root, bounds.max_entries).write_all(&mut bounded);
+    // A crossed bound shows through tar as whatever error it wraps the read's in.
+    let size = match (written, bounded.crossed.take()) {
+        (Err(_), Some(crossed)) => return Err(Error::Bound(crossed)),
+        (written, _) => written?,
+    };
     // The tar's end-of-archive blocks (and any padding) are part of the diff id.
-    io::copy(&mut hashing, &mut io::sink()).map_err(Error::Read)?;
-    Ok(Unpacked { diff_id: super::digest_string(hashing.hasher), size })
+    let rest = io::copy(&mut bounded, &mut io::sink());
+    if let Some(crossed) = bounded.crossed.take() {
+        return Err(Error::Bound(crossed));
+    }
+    rest.map_err(Error::Read)?;
+    Ok(Unpacked { diff_id: super::digest_string(bounded.hasher), size })
 }
 
 fn open_root(dest: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(dest, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
-struct HashingReader<R> {
+/// The uncompressed stream: hashed (the diff id), counted against the layer's and the
+/// image's byte bounds, and every [`FREE_SPACE_EVERY`] bytes the store's free space is
+/// checked. A crossed bound ends the stream with an error and is kept in `crossed`.
+struct BoundedReader<'a, R> {
     inner: R,
     hasher: Sha256,
+    bounds: &'a Bounds,
+    read: u64,
+    next_free_check: u64,
+    statfs: OwnedFd,
+    crossed: Option<Crossed>,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+const FREE_SPACE_EVERY: u64 = 64 << 20;
+
+impl<'a, R: Read> BoundedReader<'a, R> {
+    fn new(inner: R, bounds: &'a Bounds, statfs: OwnedFd) -> Self {
+        let (read, next_free_check, crossed) = (0, 0, None);
+        Self { inner, hasher: Sha256::new(), bounds, read, next_free_check, statfs, crossed }
+    }
+
+    fn check(&mut self, n: u64) -> Result<(), Crossed> {
+        use std::sync::atomic::Ordering;
+        self.read += n;
+        if self.read > self.bounds.max_layer_bytes {
+            return Err(Crossed::LayerBytes(self.bounds.max_layer_bytes));
+        }
+        let budget = &self.bounds.image_budget;
+        if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(n)).is_err()
+        {
+            return Err(Crossed::ImageBytes(self.bounds.max_image_bytes));
+        }
+        if self.read >= self.next_free_check {
+            self.next_free_check = self.read + FREE_SPACE_EVERY;
+            if let Ok(st) = rustix::fs::fstatvfs(&self.statfs) {
+                let free = st.f_bavail.saturating_mul(st.f_frsize);
+                if free < self.bounds.min_free_bytes {
+                    return Err(Crossed::FreeSpace { free, reserve: self.bounds.min_free_bytes });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for BoundedReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.crossed.is_some() {
+            return Err(io::Error::other("a bound was crossed"));
+        }
         let n = self.inner.read(buf)?;
+        if let Err(crossed) = self.check(n as u64) {
+            let text = crossed.to_string();
+            self.crossed = Some(crossed);
+            return Err(io::Error::other(text));
+        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -207,6 +308,9 @@ struct Meta {
 
 struct Writer {
     root: OwnedFd,
+    /// Entries allowed, and seen so far.
+    max_entries: u64,
+    entries: u64,
     /// The last parent opened, as most entries share their parent with the one before.
     cached: Option<(PathBuf, OwnedFd)>,
     /// Directory mtimes, set last (creating children changes them).
@@ -218,8 +322,9 @@ const RESOLVE: ResolveFlags =
     ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
 impl Writer {
-    fn new(root: OwnedFd) -> Self {
-        Self { root, cached: None, dir_times: HashMap::new(), buf: vec![0; 256 * 1024] }
+    fn new(root: OwnedFd, max_entries: u64) -> Self {
+        let buf = vec![0; 256 * 1024];
+        Self { root, max_entries, entries: 0, cached: None, dir_times: HashMap::new(), buf }
     }
 
     fn write_all(mut self, input: &mut dyn Read) -> Result<u64, Error> {
@@ -227,6 +332,10 @@ impl Writer {
         let mut size = 0;
         for entry in archive.entries().map_err(Error::Read)? {
             let mut entry = entry.map_err(Error::Read)?;
+            self.entries += 1;
+            if self.entries > self.max_entries {
+                return Err(Error::Bound(Crossed::Entries(self.max_entries)));
+            }
             let raw = entry.path().map_err(Error::Read)?.into_owned();
             let name = raw.to_string_lossy().into_owned();
             let path =
@@ -512,6 +621,16 @@ fn apply_fd(fd: &impl AsFd, m: &Meta) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn unbounded() -> Bounds {
+        Bounds {
+            max_layer_bytes: u64::MAX,
+            max_entries: u64::MAX,
+            image_budget: std::sync::Arc::new(u64::MAX.into()),
+            max_image_bytes: u64::MAX,
+            min_free_bytes: 0,
+        }
+    }
+
     #[test]
     fn paths_are_cleaned_or_refused() {
         assert_eq!(clean_path(Path::new("./usr/bin/")).unwrap(), Path::new("usr/bin"));
@@ -573,7 +692,7 @@ mod tests {
             hardlink(b, "usr/bin/tool2", "usr/bin/tool");
         });
         let dir = tempfile::tempdir().unwrap();
-        let out = unpack_layer(l.path(), dir.path()).unwrap();
+        let out = unpack_layer(l.path(), dir.path(), &unbounded()).unwrap();
         assert_eq!(out.size, 10);
         assert!(out.diff_id.starts_with("sha256:"));
         let tool = dir.path().join("usr/bin/tool");
@@ -585,7 +704,8 @@ mod tests {
         assert_eq!(md.nlink(), 2);
         assert_eq!(std::fs::read_link(dir.path().join("bin")).unwrap(), Path::new("usr/bin"));
         // The diff id is the sha256 of the tar as given.
-        let again = unpack_layer(l.path(), tempfile::tempdir().unwrap().path()).unwrap();
+        let again =
+            unpack_layer(l.path(), tempfile::tempdir().unwrap().path(), &unbounded()).unwrap();
         assert_eq!(again, out);
     }
 
@@ -638,7 +758,7 @@ mod tests {
             let outer = tempfile::tempdir().unwrap();
             let dest = outer.path().join("layer");
             std::fs::create_dir(&dest).unwrap();
-            let err = unpack_layer(l.path(), &dest).unwrap_err();
+            let err = unpack_layer(l.path(), &dest, &unbounded()).unwrap_err();
             assert!(err.is_hostile(), "{what}: {err}");
             assert!(!outer.path().join("evil").exists(), "{what}");
             let names: Vec<_> = std::fs::read_dir(outer.path()).unwrap().collect();

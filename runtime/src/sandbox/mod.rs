@@ -224,17 +224,25 @@ struct Inner {
     layout: Layout,
     failpoints: Failpoints,
     settings: Settings,
+    /// Where a supervisor's unexpected exit is announced (the runtime kills what is left of
+    /// the pod's containers).
+    exits: tokio::sync::mpsc::UnboundedSender<SandboxId>,
+}
+
+/// What the sandboxes part is made of.
+pub(crate) struct Parts {
+    pub store: Arc<Store>,
+    pub network: PodNetwork,
+    pub spawner: Spawner,
+    pub layout: Layout,
+    pub failpoints: Failpoints,
+    pub settings: Settings,
+    pub exits: tokio::sync::mpsc::UnboundedSender<SandboxId>,
 }
 
 impl Sandboxes {
-    pub(crate) fn new(
-        store: Arc<Store>,
-        network: PodNetwork,
-        spawner: Spawner,
-        layout: Layout,
-        failpoints: Failpoints,
-        settings: Settings,
-    ) -> Self {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts { store, network, spawner, layout, failpoints, settings, exits } = parts;
         let inner = Inner {
             map: RwLock::new(HashMap::new()),
             reservations: Mutex::new(HashMap::new()),
@@ -244,6 +252,7 @@ impl Sandboxes {
             layout,
             failpoints,
             settings,
+            exits,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -279,6 +288,15 @@ impl Sandboxes {
     /// Whether the sandbox is still known (not removed meanwhile).
     pub fn contains(&self, id: &SandboxId) -> bool {
         self.inner.map.read().expect("sandboxes lock").contains_key(id)
+    }
+
+    /// The sandboxes whose supervisor runs.
+    pub fn ready(&self) -> std::collections::HashSet<SandboxId> {
+        let map = self.inner.map.read().expect("sandboxes lock");
+        map.iter()
+            .filter(|(_, s)| s.snapshot().state.is_ready())
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Every pod that holds a network now.

@@ -32,6 +32,9 @@ impl Sandboxes {
         let mut known = HashSet::new();
         for rec in recs {
             known.insert(rec.id.as_str().to_owned());
+            // Pod dirs an older podbay made 0755 are root-only from now on.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&rec.pod_dir, std::fs::Permissions::from_mode(0o700));
             let live = rec.state == SandboxState::Ready && alive(&rec).await;
             let rec = self.settle(rec, live).await?;
             let sandbox = Arc::new(Sandbox::new(rec));

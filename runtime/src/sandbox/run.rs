@@ -289,6 +289,10 @@ fn pin_namespaces(
     Ok(namespaces)
 }
 
+/// A directory only root can enter: a pod's dir holds its /dev/shm, pinned namespaces and
+/// its containers' libcontainer state.
 fn create_dir(path: &Path) -> Result<(), Error> {
-    std::fs::create_dir(path).map_err(|source| Error::CreateDir { path: path.into(), source })
+    use std::os::unix::fs::DirBuilderExt;
+    let made = std::fs::DirBuilder::new().mode(0o700).create(path);
+    made.map_err(|source| Error::CreateDir { path: path.into(), source })
 }

@@ -68,6 +68,7 @@ impl Sandboxes {
             if let Err(e) = sandboxes.persist(updated, None).await {
                 warn!(sandbox.id = %rec.id, error = %e, "record supervisor exit");
             }
+            let _ = sandboxes.inner.exits.send(rec.id.clone());
         });
     }
 }

@@ -9,6 +9,7 @@
 
 mod client;
 pub mod process;
+mod sealed;
 mod spawner;
 
 use std::io;

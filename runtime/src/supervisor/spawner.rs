@@ -11,6 +11,7 @@ use std::time::Duration;
 use podbay_proto::frame::tokio_io;
 use podbay_proto::supervisor::v1::{self as proto, FailureKind, Started, started};
 
+use super::sealed::SealedExe;
 use super::{Error, Identity};
 use crate::ids::SandboxId;
 use crate::layout::PodLayout;
@@ -64,6 +65,8 @@ pub struct Launched {
 
 pub struct Spawner {
     exe: PathBuf,
+    /// What every spawner is started from (see `sealed.rs`).
+    sealed: SealedExe,
     io: tokio::sync::Mutex<Option<SpawnerIo>>,
 }
 
@@ -74,8 +77,12 @@ struct SpawnerIo {
 }
 
 impl Spawner {
-    pub fn new(exe: &Path) -> Self {
-        Self { exe: exe.to_path_buf(), io: tokio::sync::Mutex::new(None) }
+    /// Seals the supervisor binary (once per daemon) for every spawner to start from.
+    pub fn new(exe: &Path) -> Result<Self, Error> {
+        let err = |source| Error::Spawn { exe: exe.to_path_buf(), source };
+        let sealed = SealedExe::open(exe).map_err(err)?;
+        tracing::info!(exe = %exe.display(), how = sealed.how, "pod supervisors run from a sealed binary");
+        Ok(Self { exe: exe.to_path_buf(), sealed, io: tokio::sync::Mutex::new(None) })
     }
 
     /// Starts the spawner now, so the first pod does not pay for it.
@@ -88,7 +95,7 @@ impl Spawner {
     }
 
     fn start(&self) -> Result<SpawnerIo, Error> {
-        let mut child = tokio::process::Command::new(&self.exe)
+        let mut child = tokio::process::Command::new(self.sealed.exec_path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -46,7 +46,7 @@ struct Held {
     /// The write end of an open stdin (CRI `stdin`), held so reads block instead of
     /// seeing EOF.
     stdin: Option<OwnedFd>,
-    log_path: PathBuf,
+    log_path: LogPath,
     log: Option<File>,
 }
 
@@ -105,8 +105,8 @@ impl Children {
         if self.ctrs.iter().any(|(i, _)| *i == req.id) {
             return Err(Failed::ContainerExists(req.id.clone()));
         }
-        let log_path = PathBuf::from(&req.log_path);
-        let log = open_log(&log_path)?;
+        let log_path = LogPath::of(req);
+        let log = log_path.open()?;
         let (id, bundle, root) =
             (req.id.clone(), PathBuf::from(&req.bundle), PathBuf::from(&req.state_root));
         // With a terminal, the container's init sends its pty master to this socket (as
@@ -142,6 +142,7 @@ impl Children {
                 builder = builder.with_stdin(r);
             }
             let container = builder
+                .with_executor(DieWithSupervisor)
                 .as_init(bundle)
                 .with_systemd(false)
                 .with_detach(true)
@@ -228,7 +229,7 @@ impl Children {
 
     pub fn reopen_log(&mut self, id: &str) -> Result<(), Failed> {
         let ctr = self.find(id)?;
-        ctr.log = open_log(&ctr.log_path)?;
+        ctr.log = ctr.log_path.open()?;
         Ok(())
     }
 
@@ -254,6 +255,7 @@ impl Children {
                     .with_root_path(root)?
                     .with_stdout(out_w)
                     .with_stderr(err_w)
+                    .with_executor(DieWithSupervisor)
                     .as_tenant()
                     .with_process(Some(&*process))
                     .with_detach(true)
@@ -535,19 +537,106 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
     Ok((r, w))
 }
 
-fn open_log(path: &Path) -> Result<Option<File>, Failed> {
-    if path.as_os_str().is_empty() {
-        return Ok(None);
+/// libcontainer's own way of starting the container's program, after one more step in the
+/// container's process (its credentials already set, so the kernel keeps the setting):
+/// SIGKILL when its parent, the pod's supervisor, dies. A container never outlives its
+/// supervisor; whatever else of it survives (a process that was not its init, with PID
+/// mode POD or NODE), the daemon kills from the container's cgroup when it sees the
+/// supervisor gone. (A supervisor that dies in the instant between the clone and this call
+/// leaves the init to the daemon as well.)
+#[derive(Clone)]
+struct DieWithSupervisor;
+
+impl libcontainer::workload::Executor for DieWithSupervisor {
+    fn exec(&self, spec: &Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        libcontainer::workload::default::get_executor().exec(spec)
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(Failed::io("create", dir))?;
+
+    fn validate(&self, spec: &Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
     }
-    File::options()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(Some)
-        .map_err(Failed::io("open log", path))
+}
+
+/// Where a container's CRI log goes: kubelet's log directory (trusted, made if missing)
+/// and a path below it that no symlink may redirect.
+struct LogPath {
+    dir: PathBuf,
+    rel: PathBuf,
+}
+
+impl LogPath {
+    fn of(req: &CreateContainerRequest) -> Self {
+        match req.log_directory.as_str() {
+            "" => {
+                // No directory given: the full path; its parent plays the directory.
+                let full = PathBuf::from(&req.log_path);
+                let dir = full.parent().map(Path::to_path_buf).unwrap_or_default();
+                let rel = full.file_name().map(PathBuf::from).unwrap_or_default();
+                LogPath { dir, rel }
+            }
+            dir => LogPath { dir: dir.into(), rel: PathBuf::from(&req.log_path) },
+        }
+    }
+
+    /// Opens (creates, mode 0640) the log for appending. Every component below the log
+    /// directory is opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and the
+    /// file with `O_NOFOLLOW`: a symlink anywhere there, or anything but a regular file,
+    /// is refused naming `log_path`, and the root supervisor writes nothing through it.
+    fn open(&self) -> Result<Option<File>, Failed> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        if self.rel.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let refuse = |reason: String| Failed::LogPath { path: self.rel.clone(), reason };
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        std::fs::create_dir_all(&self.dir).map_err(Failed::io("create", &self.dir))?;
+        let path_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut dir = rustix::fs::open(&self.dir, path_flags, Mode::empty())
+            .map_err(|e| Failed::io("open", &self.dir)(e.into()))?;
+        let parts: Vec<_> = self.rel.components().collect();
+        let (file, parents) = parts.split_last().expect("a non-empty path");
+        for part in parents {
+            let std::path::Component::Normal(name) = part else {
+                return Err(refuse("must stay inside the pod's log directory".into()));
+            };
+            match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o750)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(refuse(format!("create {}: {e}", name.to_string_lossy()))),
+            }
+            dir = rustix::fs::openat2(&dir, *name, path_flags, Mode::empty(), resolve)
+                .map_err(|e| refuse(describe(e)))?;
+        }
+        let std::path::Component::Normal(name) = file else {
+            return Err(refuse("must name a file".into()));
+        };
+        // O_NONBLOCK: a FIFO planted there must not hang the supervisor.
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::APPEND
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat2(&dir, *name, flags, Mode::from_raw_mode(0o640), resolve)
+            .map_err(|e| refuse(describe(e)))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| refuse(e.to_string()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(refuse("is not a regular file".into()));
+        }
+        rustix::fs::fcntl_setfl(&fd, OFlags::APPEND).map_err(|e| refuse(e.to_string()))?;
+        Ok(Some(File::from(fd)))
+    }
+}
+
+fn describe(e: rustix::io::Errno) -> String {
+    match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => {
+            "a symlink in it or at it is refused".into()
+        }
+        rustix::io::Errno::NXIO => "is not a regular file".into(),
+        e => e.to_string(),
+    }
 }
 
 /// Prepares the helper for an ExecSync command: the container's own process spec (user,

@@ -44,6 +44,8 @@ pub enum Failed {
     PodInitGone,
     #[error("the supervisor exited before reporting; see {}", .0.display())]
     NoReport(PathBuf),
+    #[error("{}: {reason}", .path.display())]
+    LogPath { path: PathBuf, reason: String },
 }
 
 impl Failed {
@@ -74,6 +76,7 @@ impl Failed {
             Failed::Sysctl { key, .. } => {
                 (FailureKind::InvalidArgument, format!("config.linux.sysctls[{key:?}]"))
             }
+            Failed::LogPath { .. } => (FailureKind::InvalidArgument, "log_path".into()),
             _ => (FailureKind::Internal, String::new()),
         };
         Failure { message: self.to_string(), field, kind: kind as i32 }
