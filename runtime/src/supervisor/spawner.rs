@@ -80,8 +80,10 @@ impl Spawner {
     /// Seals the supervisor binary (once per daemon) for every spawner to start from.
     pub fn new(exe: &Path) -> Result<Self, Error> {
         let err = |source| Error::Spawn { exe: exe.to_path_buf(), source };
+        let started = std::time::Instant::now();
         let sealed = SealedExe::open(exe).map_err(err)?;
-        tracing::info!(exe = %exe.display(), how = sealed.how, "pod supervisors run from a sealed binary");
+        let us = started.elapsed().as_micros() as u64;
+        tracing::info!(exe = %exe.display(), how = sealed.how, us, "pod supervisors run from a sealed binary");
         Ok(Self { exe: exe.to_path_buf(), sealed, io: tokio::sync::Mutex::new(None) })
     }
 
