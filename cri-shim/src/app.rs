@@ -44,6 +44,10 @@ enum Command {
         /// text or json
         #[arg(long)]
         log_format: Option<String>,
+        /// Start over when the state database cannot be read (or is missing over a store
+        /// that holds pods or images): move it aside, remove every pod and container found.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Configuration helpers.
     Config {
@@ -336,11 +340,22 @@ fn init_logging(cfg: &Config) {
 
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. } | Command::Lab { .. }) {
+        // A client whose output goes to a closed pipe (`podbay pods | head -1`) ends
+        // quietly, as Unix tools do, instead of failing to print.
+        // SAFETY: SIG_DFL installs no handler; no other thread runs yet.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let ep = cli::endpoint_path(cli.endpoint.as_deref());
     let rt =
         || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio");
     match cli.command {
-        Command::Serve { config, root, run_dir, socket, log_level, log_format } => {
+        Command::Serve { config, root, run_dir, socket, log_level, log_format, reset_state } => {
             let mut cfg = Config::load(config.as_deref())?;
             cfg.root = root.unwrap_or(cfg.root);
             cfg.run_dir = run_dir.unwrap_or(cfg.run_dir);
@@ -349,7 +364,7 @@ pub fn main() -> anyhow::Result<()> {
             cfg.log.format = log_format.unwrap_or(cfg.log.format);
             cfg.validate()?;
             init_logging(&cfg);
-            rt()?.block_on(server::serve(cfg))
+            rt()?.block_on(server::serve(cfg, reset_state))
         }
         Command::Config { command: ConfigCommand::Default } => {
             print!("{}", Config::default_toml());

@@ -184,6 +184,22 @@ pub fn remove_tree(cgroup: &str) -> Result<(), Error> {
     all.iter().try_for_each(|c| remove(c))
 }
 
+/// Removes the cgroups directly below `cgroup` whose names `ours` accepts (the container
+/// cgroups podbay made under a parent that is kubelet's), with what is below them.
+pub fn remove_children(cgroup: &str, ours: impl Fn(&str) -> bool) -> Result<(), Error> {
+    let mut names = std::collections::BTreeSet::new();
+    for dir in dirs(cgroup) {
+        for child in subdirs(&dir) {
+            let name = child.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if ours(&name) {
+                names.insert(name);
+            }
+        }
+    }
+    let rel = cgroup.trim_end_matches('/');
+    names.iter().try_for_each(|n| remove_tree(&format!("{rel}/{n}")))
+}
+
 /// Removes podbay's default parent where no pod uses it any more (rmdir of a cgroup with
 /// children fails at once, so a parent in use stays).
 pub fn remove_default_parent() {

@@ -51,3 +51,9 @@ pub fn join<E: std::fmt::Display>(errors: &[E]) -> String {
 pub fn is_no_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
+
+/// The kind of a failed file system call on the node's side: a full disk is
+/// ResourceExhausted, anything else Internal.
+pub fn io_kind(e: &std::io::Error) -> ErrorKind {
+    if is_no_space(e) { ErrorKind::ResourceExhausted } else { ErrorKind::Internal }
+}

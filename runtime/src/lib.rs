@@ -71,6 +71,9 @@ pub struct RuntimeOptions {
     pub registries: image::RegistryConfig,
     /// How large an image may make the store.
     pub image_limits: image::Limits,
+    /// Move a state database that cannot be read aside and start over, removing every
+    /// pod and container found (`podbay serve --reset-state`).
+    pub reset_state: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,15 @@ pub enum OpenError {
     Lock { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(
+        "the state database {} is missing, but {what} holds pods, containers or images: podbay \
+         does not start empty over them. To start over, `podbay serve --reset-state` removes \
+         every pod and container found.",
+        .db.display()
+    )]
+    MissingDatabase { db: PathBuf, what: PathBuf },
+    #[error("move {} aside: {source}", .path.display())]
+    Reset { path: PathBuf, source: std::io::Error },
     #[error("open the image store: {0}")]
     Images(#[from] image::Error),
     #[error("recover sandboxes: {0}")]
@@ -122,6 +134,7 @@ pub struct Runtime {
 struct Inner {
     opts: RuntimeOptions,
     layout: Layout,
+    store: Arc<Store>,
     network: PodNetwork,
     images: Images,
     sandboxes: Sandboxes,
@@ -143,7 +156,7 @@ impl Runtime {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
         }
         let lock = lock_root(&layout)?;
-        let store = Arc::new(Store::open(&layout.database())?);
+        let store = Arc::new(open_store(&layout, opts.reset_state)?);
         let network = PodNetwork::new(opts.network.clone(), store.clone());
         let images =
             Images::new(store.clone(), layout.clone(), opts.registries.clone(), opts.image_limits);
@@ -163,7 +176,7 @@ impl Runtime {
             exits,
         });
         sandboxes.warm_up().await?;
-        let containers = Containers::new(store, images.clone(), layout.clone());
+        let containers = Containers::new(store.clone(), images.clone(), layout.clone());
         if !containers.node().hugetlb {
             tracing::info!(
                 "no hugetlb cgroup controller on this node: hugepage limits in container \
@@ -187,7 +200,8 @@ impl Runtime {
                 on_exit.supervisor_gone(&sandbox).await;
             }
         });
-        let inner = Inner { opts, layout, network, images, sandboxes, containers, _lock: lock };
+        let inner =
+            Inner { opts, layout, store, network, images, sandboxes, containers, _lock: lock };
         Ok(Runtime { inner: Arc::new(inner) })
     }
 
@@ -213,6 +227,11 @@ impl Runtime {
 
     pub fn network(&self) -> &PodNetwork {
         &self.inner.network
+    }
+
+    /// Whether the runtime can change state (CRI's RuntimeReady), or why not.
+    pub fn health(&self) -> Result<(), String> {
+        self.inner.store.health()
     }
 
     /// StopPodSandbox: the pod's containers, then the pod. Idempotent; runs in its own
@@ -289,6 +308,38 @@ impl Runtime {
     /// The node network with the pods that hold a network now.
     pub async fn network_report(&self) -> NetworkReport {
         self.inner.network.report(&self.inner.sandboxes.live_pods()).await
+    }
+}
+
+/// Opens the state database. One that exists but cannot be read stops start-up, and so
+/// does a missing one over a store that holds pods, containers or images: podbay never
+/// starts empty over what it would then forget. With `reset`, an unreadable database is
+/// moved aside (`state.redb.broken-<unix time>`) and start-up goes on empty; recovery then
+/// removes every pod and container that no record explains, and GC every image.
+fn open_store(layout: &Layout, reset: bool) -> Result<Store, OpenError> {
+    let path = layout.database();
+    if !path.exists() {
+        let holders = [layout.pods_dir(), layout.containers_dir(), layout.layers_dir()];
+        let held = holders
+            .into_iter()
+            .find(|d| std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some()));
+        if let (Some(what), false) = (held, reset) {
+            return Err(OpenError::MissingDatabase { db: path, what });
+        }
+        return Ok(Store::open(&path)?);
+    }
+    match Store::open(&path) {
+        Err(store::Error::Unreadable { reason, .. }) if reset => {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = path.with_extension(format!("redb.broken-{ts}"));
+            std::fs::rename(&path, &aside)
+                .map_err(|source| OpenError::Reset { path: path.clone(), source })?;
+            tracing::warn!(aside = %aside.display(), %reason, "state database moved aside; starting over");
+            Ok(Store::open(&path)?)
+        }
+        other => Ok(other?),
     }
 }
 

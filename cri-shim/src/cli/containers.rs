@@ -166,18 +166,32 @@ pub async fn rm(ep: &Path, ids: &[String], force: bool, all: bool) -> anyhow::Re
     } else if ids.is_empty() {
         bail!("give container ids, or --all");
     }
+    let mut failed = Vec::new();
     for id in ids {
-        if !force {
-            let s = status(&mut c, &id, false).await?.status.unwrap_or_default();
-            if s.state == cri::ContainerState::ContainerRunning as i32 {
-                bail!("container {id} is running: stop it first, or use --force");
-            }
+        // Every container is tried; each failure is reported, and the exit status says so.
+        if let Err(e) = remove_one(&mut c, &id, force).await {
+            eprintln!("podbay: {e:#}");
+            failed.push(id);
+        } else {
+            println!("{id}");
         }
-        c.remove_container(cri::RemoveContainerRequest { container_id: id.clone() })
-            .await
-            .map_err(|e| status_msg(e).context(format!("remove container {id}")))?;
-        println!("{id}");
     }
+    match failed.len() {
+        0 => Ok(()),
+        n => bail!("{n} container(s) not removed: {}", failed.join(", ")),
+    }
+}
+
+async fn remove_one(c: &mut Client, id: &str, force: bool) -> anyhow::Result<()> {
+    if !force {
+        let s = status(c, id, false).await?.status.unwrap_or_default();
+        if s.state == cri::ContainerState::ContainerRunning as i32 {
+            bail!("container {id} is running: stop it first, or use --force");
+        }
+    }
+    c.remove_container(cri::RemoveContainerRequest { container_id: id.to_owned() })
+        .await
+        .map_err(|e| status_msg(e).context(format!("remove container {id}")))?;
     Ok(())
 }
 
@@ -272,13 +286,13 @@ pub async fn ps(ep: &Path, q: PsQuery) -> anyhow::Result<()> {
                 println!(
                     "{:<13}  {:<30}  {:<16}  {:<8}  {:<20}  {:<7}  {:<13}  {}",
                     short(&x.id),
-                    image,
+                    super::cell(image),
                     ago(x.created_at),
                     state_name(x.state),
-                    m.name,
+                    super::cell(&m.name),
                     m.attempt,
                     short(&x.pod_sandbox_id),
-                    pods.get(&x.pod_sandbox_id).map(String::as_str).unwrap_or("-"),
+                    super::cell(pods.get(&x.pod_sandbox_id).map(String::as_str).unwrap_or("-")),
                 );
             }
         }

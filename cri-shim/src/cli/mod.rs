@@ -73,23 +73,18 @@ pub struct PodsQuery {
     pub output: Output,
 }
 
-pub(crate) fn status_msg(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", code_name(e.code()), e.message())
+/// Text for a table cell: control characters escaped, so a name cannot break or fake a row.
+pub(crate) fn cell(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.escape_debug().to_string()
+    } else {
+        text.to_owned()
+    }
 }
 
-fn code_name(c: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match c {
-        NotFound => "NotFound",
-        AlreadyExists => "AlreadyExists",
-        InvalidArgument => "InvalidArgument",
-        FailedPrecondition => "FailedPrecondition",
-        ResourceExhausted => "ResourceExhausted",
-        Unavailable => "Unavailable",
-        Unauthenticated => "Unauthenticated",
-        Unimplemented => "Unimplemented",
-        _ => "Error",
-    }
+/// A gRPC failure as the CLI shows it: the code's name, then the daemon's message.
+pub(crate) fn status_msg(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
 pub async fn runp(ep: &Path, file: &Path) -> anyhow::Result<()> {
@@ -155,8 +150,8 @@ pub async fn pods(ep: &Path, q: PodsQuery) -> anyhow::Result<()> {
                     &p.id[..13.min(p.id.len())],
                     ago(p.created_at),
                     state,
-                    m.name,
-                    m.namespace,
+                    cell(&m.name),
+                    cell(&m.namespace),
                     m.attempt,
                     if p.runtime_handler.is_empty() { "(default)" } else { &p.runtime_handler }
                 );
@@ -246,13 +241,24 @@ pub async fn rmp(ep: &Path, ids: &[String], all: bool) -> anyhow::Result<()> {
     } else if ids.is_empty() {
         bail!("give pod ids, or --all");
     }
+    let mut failed = Vec::new();
     for id in ids {
-        c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() })
+        // Every pod is tried; each failure is reported, and the exit status says so.
+        match c
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() })
             .await
-            .map_err(|e| status_msg(e).context(format!("remove pod {id}")))?;
-        println!("Removed sandbox {id}");
+        {
+            Ok(_) => println!("Removed sandbox {id}"),
+            Err(e) => {
+                eprintln!("podbay: remove pod {id}: {:#}", status_msg(e));
+                failed.push(id);
+            }
+        }
     }
-    Ok(())
+    match failed.len() {
+        0 => Ok(()),
+        n => bail!("{n} pod(s) not removed: {}", failed.join(", ")),
+    }
 }
 
 pub async fn version(ep: &Path) -> anyhow::Result<()> {

@@ -75,7 +75,7 @@ pub async fn update_resources(
     rt: &Runtime,
     req: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-    let res = resources(req.linux.unwrap_or_default());
+    let res = resources(req.linux.unwrap_or_default(), "linux")?;
     rt.containers()
         .update_resources(&req.container_id, res)
         .await

@@ -10,7 +10,7 @@ use podbay_runtime::container::{
 };
 use tonic::Status;
 
-use super::fields::{check_name, invalid, sorted};
+use super::fields::{check_keys, check_name, invalid, sorted};
 use super::image::image_ref;
 
 /// Validates a CreateContainer request into the runtime's spec.
@@ -18,6 +18,8 @@ pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerS
     let c = config.ok_or_else(|| invalid("config", "is required"))?;
     let meta = c.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
     check_name("config.metadata.name", &meta.name)?;
+    check_keys("config.labels", &c.labels)?;
+    check_keys("config.annotations", &c.annotations)?;
     let image = image_ref("config.image", c.image.as_ref())?;
     let envs = envs(c.envs)?;
     let mounts = mounts(c.mounts)?;
@@ -31,7 +33,10 @@ pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerS
         })
         .collect();
     let linux = c.linux.unwrap_or_default();
-    let resources = linux.resources.map(resources).unwrap_or_default();
+    let resources = match linux.resources {
+        Some(r) => resources(r, "config.linux.resources")?,
+        None => Resources::default(),
+    };
     let security = security(linux.security_context.unwrap_or_default())?;
     if c.log_path.starts_with('/') || c.log_path.split('/').any(|p| p == "..") {
         return Err(invalid(
@@ -116,8 +121,63 @@ fn mounts(raw: Vec<cri::Mount>) -> Result<Vec<MountSpec>, Status> {
     Ok(mounts)
 }
 
-pub fn resources(r: cri::LinuxContainerResources) -> Resources {
-    Resources {
+/// Resource limits, each checked against what the kernel takes (a value it would refuse
+/// later, in the middle of creating the container, is InvalidArgument naming the field
+/// now). `field` is where they are in the request.
+pub fn resources(r: cri::LinuxContainerResources, field: &str) -> Result<Resources, Status> {
+    let bad = |name: &str, reason: String| Err(invalid(&format!("{field}.{name}"), reason));
+    if r.cpu_period != 0 && !(1_000..=1_000_000).contains(&r.cpu_period) {
+        return bad("cpu_period", format!("{} µs is outside 1000..=1000000", r.cpu_period));
+    }
+    // The kernel takes a quota up to a second per CPU for 1024 CPUs worth of periods.
+    if ![0, -1].contains(&r.cpu_quota) && !(1_000..=1_000_000 * 1024).contains(&r.cpu_quota) {
+        return bad(
+            "cpu_quota",
+            format!("{} µs is outside 1000..=1024000000 (-1: none)", r.cpu_quota),
+        );
+    }
+    if r.cpu_shares != 0 && !(2..=262_144).contains(&r.cpu_shares) {
+        return bad("cpu_shares", format!("{} is outside 2..=262144", r.cpu_shares));
+    }
+    const MIN_MEMORY: i64 = 6 << 20;
+    if r.memory_limit_in_bytes != 0 && r.memory_limit_in_bytes < MIN_MEMORY {
+        let reason = format!("{} bytes: a limit must be at least 6 MiB", r.memory_limit_in_bytes);
+        return bad("memory_limit_in_bytes", reason);
+    }
+    let swap = r.memory_swap_limit_in_bytes;
+    if ![0, -1].contains(&swap) && (swap < 0 || swap < r.memory_limit_in_bytes) {
+        let reason = format!("{swap} must be -1, 0 or at least memory_limit_in_bytes");
+        return bad("memory_swap_limit_in_bytes", reason);
+    }
+    if !(-1000..=1000).contains(&r.oom_score_adj) {
+        return bad("oom_score_adj", format!("{} is outside -1000..=1000", r.oom_score_adj));
+    }
+    for (name, list, online) in [
+        ("cpuset_cpus", &r.cpuset_cpus, "/sys/devices/system/cpu/online"),
+        ("cpuset_mems", &r.cpuset_mems, "/sys/devices/system/node/online"),
+    ] {
+        if let Err(reason) = check_cpuset(list, online) {
+            return bad(name, reason);
+        }
+    }
+    for h in &r.hugepage_limits {
+        let digits = h.page_size.trim_end_matches(['K', 'M', 'G', 'B']);
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || !h.page_size.ends_with('B')
+        {
+            return bad(
+                "hugepage_limits",
+                format!("{:?} is not a page size (2MB, 1GB)", h.page_size),
+            );
+        }
+    }
+    for key in r.unified.keys() {
+        if key.is_empty() || key.contains(['/', '\0']) || key.starts_with('.') {
+            return bad("unified", format!("{key:?} is not a cgroup file name"));
+        }
+    }
+    Ok(Resources {
         cpu_period: r.cpu_period,
         cpu_quota: r.cpu_quota,
         cpu_shares: r.cpu_shares,
@@ -128,7 +188,40 @@ pub fn resources(r: cri::LinuxContainerResources) -> Resources {
         cpuset_mems: r.cpuset_mems,
         hugepage_limits: r.hugepage_limits.into_iter().map(|h| (h.page_size, h.limit)).collect(),
         unified: r.unified.into_iter().collect(),
+    })
+}
+
+/// A cpuset list (`0-3,6`) naming only what the node has online (`online`, the same form).
+fn check_cpuset(list: &str, online: &str) -> Result<(), String> {
+    if list.is_empty() {
+        return Ok(());
     }
+    let want = parse_list(list).ok_or_else(|| format!("{list:?} is not a list like 0-3,6"))?;
+    let have = std::fs::read_to_string(online).ok().and_then(|s| parse_list(s.trim()));
+    if let Some(have) = have
+        && let Some(missing) = want.iter().find(|n| !have.contains(n))
+    {
+        return Err(format!("{list:?} names {missing}, which this node does not have"));
+    }
+    Ok(())
+}
+
+fn parse_list(list: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+            None => {
+                let n = part.trim().parse::<u32>().ok()?;
+                (n, n)
+            }
+        };
+        if a > b || b - a > 4096 {
+            return None;
+        }
+        out.extend(a..=b);
+    }
+    Some(out)
 }
 
 fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {

@@ -34,5 +34,19 @@ pub fn check_name(field: &str, value: &str) -> Result<(), Status> {
     if value.contains('\0') {
         return Err(invalid(field, "must not contain a NUL byte"));
     }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, format!("{value:?} must not contain control characters")));
+    }
+    Ok(())
+}
+
+/// Label and annotation keys: not empty, no control characters (values may hold any
+/// text; the CLI escapes it).
+pub fn check_keys(field: &str, map: &HashMap<String, String>) -> Result<(), Status> {
+    for key in map.keys() {
+        if key.is_empty() || key.chars().any(char::is_control) {
+            return Err(invalid(&format!("{field}[{key:?}]"), "is not a valid key"));
+        }
+    }
     Ok(())
 }

@@ -43,7 +43,7 @@ fn supervisor_exe(cfg: &Config) -> anyhow::Result<PathBuf> {
     Ok(me.with_file_name("podbay-supervisor"))
 }
 
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
     let supervisor_exe = supervisor_exe(&cfg)?;
     if !supervisor_exe.is_file() {
         bail!(
@@ -61,6 +61,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         network: cfg.network.to_config()?,
         registries: cfg.registry_config()?,
         image_limits: cfg.image.limits(),
+        reset_state,
     };
     let failpoints = Failpoints::parse(&std::env::var(FAILPOINTS_ENV).unwrap_or_default());
     let runtime = Runtime::open(opts, failpoints).await?;

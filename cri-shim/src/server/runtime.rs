@@ -43,7 +43,11 @@ pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusRespons
         Ok(()) => condition("NetworkReady", true, "", ""),
         Err(reason) => condition("NetworkReady", false, "NetworkPluginNotReady", &reason),
     };
-    let conditions = vec![condition("RuntimeReady", true, "", ""), network];
+    let runtime = match rt.health() {
+        Ok(()) => condition("RuntimeReady", true, "", ""),
+        Err(reason) => condition("RuntimeReady", false, "StateStoreFailing", &reason),
+    };
+    let conditions = vec![runtime, network];
     let mut info = HashMap::new();
     if req.verbose {
         info.insert("info".into(), runtime_info(rt).await.to_string());

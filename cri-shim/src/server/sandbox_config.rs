@@ -11,7 +11,7 @@ use podbay_runtime::network::PortMapping;
 use podbay_runtime::sandbox::{DnsSpec, NamespaceMode, NamespaceSpec, PodMetadata, SandboxSpec};
 use tonic::Status;
 
-use super::fields::{NAME_MAX, check_name, invalid, sorted};
+use super::fields::{NAME_MAX, check_keys, check_name, invalid, sorted};
 
 /// Longest hostname Linux accepts (HOST_NAME_MAX).
 const HOSTNAME_MAX: usize = 64;
@@ -26,6 +26,8 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
     ] {
         check_name(field, value)?;
     }
+    check_keys("config.labels", &config.labels)?;
+    check_keys("config.annotations", &config.annotations)?;
     let hostname = if config.hostname.is_empty() {
         default_hostname(&meta.name)
     } else {

@@ -38,13 +38,17 @@ pub fn code(kind: ErrorKind) -> Code {
     }
 }
 
-/// Converts an error into a status, logging it once here, where it is handled.
+/// Converts an error into a status, logging it once here, where it is handled: a failure
+/// that is not the caller's (the node's: Internal, Unavailable, ResourceExhausted,
+/// DeadlineExceeded) at ERROR or WARN, a refusal of the caller's request at DEBUG.
 pub fn to_status<E: Kinded>(rpc: &'static str, e: E) -> Status {
     let code = code(e.kind());
-    if code == Code::Internal || code == Code::Unavailable {
-        tracing::error!(rpc, error = %e, "request failed");
-    } else {
-        tracing::debug!(rpc, error = %e, "request refused");
+    match code {
+        Code::Internal | Code::Unavailable => tracing::error!(rpc, error = %e, "request failed"),
+        Code::ResourceExhausted | Code::DeadlineExceeded => {
+            tracing::warn!(rpc, error = %e, "request failed")
+        }
+        _ => tracing::debug!(rpc, error = %e, "request refused"),
     }
     Status::new(code, e.to_string())
 }

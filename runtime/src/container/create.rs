@@ -254,7 +254,8 @@ impl Containers {
             },
         })?;
         let config = self.inner.layout.container(id.as_str()).config();
-        oci.save(&config).map_err(|e| Error::invalid("OCI spec", e))
+        let json = serde_json::to_vec(&oci).expect("an OCI spec serialises");
+        std::fs::write(&config, json).map_err(Error::io("write", &config))
     }
 
     async fn undo(&self, step: UndoStep) -> Result<(), Error> {

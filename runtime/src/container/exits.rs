@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::spec::SANDBOX_ANNOTATION;
 use super::{Container, ContainerState, Containers, Error, ExitReason, records};
 use crate::cgroups;
 use crate::ids::SandboxId;
@@ -52,6 +53,20 @@ impl Containers {
                     r.finished_at = s.finished_at;
                     r.reason = Some(exit_reason(s.exit_code, &r.cgroup));
                 }),
+                // Started while the daemon was away (a start it did not see through):
+                // the supervisor's word is the truth.
+                Some(Some(s)) if s.started_at != 0 && rec.state == ContainerState::Created => {
+                    let updated = c.update(|r| {
+                        r.state = ContainerState::Running;
+                        r.started_at = s.started_at;
+                    });
+                    info!(container.id = %updated.id, "container found running");
+                    if let Err(e) = self.persist(&updated).await {
+                        warn!(container.id = %updated.id, error = %e, "record container start");
+                    }
+                    self.watch(c.clone());
+                    continue;
+                }
                 Some(Some(_)) => continue,
                 // The supervisor does not know it, or is gone: so is the process, and
                 // nothing would reap what it left behind.
@@ -116,8 +131,53 @@ impl Containers {
         }
     }
 
+    /// Removes what a container no record explains left behind: a create that a crash
+    /// interrupted before its record was committed (its rootfs, its config.json naming its
+    /// cgroup and pod, and from there its processes, cgroup and libcontainer state).
+    async fn sweep_orphans(&self) -> Result<(), Error> {
+        for id in self.inner.images.rootfs_owners().await? {
+            if self.inner.map.read().expect("containers lock").contains_key(id.as_str()) {
+                continue;
+            }
+            warn!(container.id = %id, "removing a container no record explains (an interrupted create)");
+            let config = self.inner.layout.container(&id).config();
+            let spec: Option<oci_spec::runtime::Spec> =
+                std::fs::read(&config).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            let cgroup = spec.as_ref().and_then(|s| s.linux().as_ref()?.cgroups_path().clone());
+            let sandbox = spec
+                .as_ref()
+                .and_then(|s| s.annotations().as_ref()?.get(SANDBOX_ANNOTATION).cloned())
+                .and_then(|s| SandboxId::parse(&s).ok());
+            if let (Some(cgroup), Some(sandbox), Ok(cid)) =
+                (cgroup, sandbox, crate::ids::ContainerId::parse(&id))
+            {
+                let cgroup = cgroup.to_string_lossy().into_owned();
+                let removed = tokio::task::spawn_blocking({
+                    let cgroup = cgroup.clone();
+                    move || {
+                        cgroups::kill_all(&cgroup);
+                        cgroups::remove(&cgroup)
+                    }
+                })
+                .await
+                .expect("cgroup task panicked");
+                if let Err(e) = removed {
+                    warn!(container.id = %id, error = %e, "cgroup of an orphan container left");
+                }
+                let pod = self.inner.layout.pod(&sandbox);
+                let _ = std::fs::remove_dir_all(pod.containers().join(&id));
+                if pod.dir().is_dir() {
+                    let _ = Client::new(&pod).forget_container(&cid).await;
+                }
+            }
+            self.inner.images.unmount_rootfs(&id).await?;
+        }
+        Ok(())
+    }
+
     /// Loads container records at start; containers of live pods (`live`) are refreshed
-    /// and watched, those of every other pod are killed and recorded as exited.
+    /// and watched, those of every other pod are killed and recorded as exited; what no
+    /// record explains is removed.
     pub(crate) async fn recover(&self, live: &HashSet<SandboxId>) -> Result<(), Error> {
         let store = self.inner.store.clone();
         let recs = tokio::task::spawn_blocking(move || records::all(&store))
@@ -129,6 +189,7 @@ impl Containers {
             let c = Arc::new(Container::new(rec.clone()));
             self.inner.map.write().expect("containers lock").insert(rec.id.clone(), c);
         }
+        self.sweep_orphans().await?;
         for pod in pods {
             if !live.contains(&pod) {
                 self.supervisor_gone(&pod).await;

@@ -291,6 +291,11 @@ impl Error {
             Error::ExecTimeout { .. } => ErrorKind::DeadlineExceeded,
             Error::Supervisor { source, .. } => source.kind(),
             Error::Image(e) => e.kind(),
+            Error::Store(e) => e.kind(),
+            Error::Io { source, .. } => crate::error::io_kind(source),
+            Error::SaveSpec { source: oci_spec::OciSpecError::Io(e), .. } => {
+                crate::error::io_kind(e)
+            }
             Error::Undo { cause, .. } => cause.kind(),
             _ => ErrorKind::Internal,
         }

@@ -47,13 +47,22 @@ impl Containers {
         for c in self.of_pod(&sandbox.id) {
             self.remove_resolved(c).await?;
         }
-        if sandbox.spec.cgroup_parent.as_deref().is_none_or(str::is_empty) {
-            let cgroup = cgroups::pod_cgroup(None, sandbox.id.as_str());
-            tokio::task::spawn_blocking(move || cgroups::remove(&cgroup))
-                .await
-                .expect("cgroup task panicked")?;
-            cgroups::remove_default_parent();
-        }
+        // Whatever no record explains goes too: every container cgroup below the pod's
+        // (and the pod's own, when podbay made it).
+        let parent = sandbox.spec.cgroup_parent.clone().filter(|p| !p.is_empty());
+        let pod = cgroups::pod_cgroup(parent.as_deref(), sandbox.id.as_str());
+        tokio::task::spawn_blocking(move || match parent {
+            None => {
+                cgroups::remove_tree(&pod)?;
+                cgroups::remove_default_parent();
+                Ok(())
+            }
+            Some(_) => {
+                cgroups::remove_children(&pod, |name| crate::ids::ContainerId::parse(name).is_ok())
+            }
+        })
+        .await
+        .expect("cgroup task panicked")?;
         Ok(())
     }
 }

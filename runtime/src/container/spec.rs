@@ -409,6 +409,9 @@ pub fn resolve_in_root(rootfs: &Path, path: &str) -> Option<String> {
     Some(format!("/{}", done.join("/")))
 }
 
+/// The annotation naming a container's sandbox in its OCI spec (containerd's).
+pub const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
 /// Everything the spec is built from.
 pub struct Inputs<'a> {
     pub id: &'a ContainerId,
@@ -504,7 +507,7 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
     }
     let mut annotations: BTreeMap<String, String> = spec.annotations.clone();
     annotations.insert("io.kubernetes.cri.container-name".into(), spec.metadata.name.clone());
-    annotations.insert("io.kubernetes.cri.sandbox-id".into(), i.sandbox.id.to_string());
+    annotations.insert(SANDBOX_ANNOTATION.into(), i.sandbox.id.to_string());
     let doc = json!({
         "ociVersion": "1.0.2",
         "process": process,

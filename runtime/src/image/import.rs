@@ -145,8 +145,15 @@ impl Images {
         let spool = self.temp_path("import");
         let (src, into) = (path.to_path_buf(), spool.clone());
         let spooled = self.blocking(move |_| spool_tar(&src, &into)).await;
-        let mut files = Files { dir: None, spooled: HashMap::new(), spool_dir: Some(spool) };
-        files.spooled = spooled.map_err(fail)?;
+        let mut files =
+            Files { dir: None, spooled: HashMap::new(), spool_dir: Some(spool.clone()) };
+        files.spooled = spooled.map_err(|e| match e {
+            Spool::Bad(reason) => fail(reason),
+            // A full disk is the node's, not the archive's fault.
+            Spool::Write(source) => {
+                Error::Io { what: "spool the archive into", path: spool, source }
+            }
+        })?;
         Ok(files)
     }
 
@@ -301,8 +308,20 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String, bool)> {
 /// Copies every regular file of a tar into `spool` (as numbered files) and maps the
 /// archive's paths to them; symlinks between archive files (docker save uses them for
 /// repeated layers) are followed inside the archive only.
-fn spool_tar(tar_path: &Path, spool: &Path) -> Result<HashMap<PathBuf, PathBuf>, String> {
-    std::fs::create_dir_all(spool).map_err(|e| format!("create {}: {e}", spool.display()))?;
+/// Why an archive could not be spooled: its content (InvalidArgument), or writing it out.
+enum Spool {
+    Bad(String),
+    Write(std::io::Error),
+}
+
+impl From<String> for Spool {
+    fn from(reason: String) -> Self {
+        Spool::Bad(reason)
+    }
+}
+
+fn spool_tar(tar_path: &Path, spool: &Path) -> Result<HashMap<PathBuf, PathBuf>, Spool> {
+    std::fs::create_dir_all(spool).map_err(Spool::Write)?;
     let mut input =
         BufReader::with_capacity(256 * 1024, File::open(tar_path).map_err(|e| e.to_string())?);
     let reader: Box<dyn Read> =
@@ -320,13 +339,18 @@ fn spool_tar(tar_path: &Path, spool: &Path) -> Result<HashMap<PathBuf, PathBuf>,
         let mut entry = entry.map_err(|e| format!("read the tar: {e}"))?;
         let raw = entry.path().map_err(|e| e.to_string())?.into_owned();
         let Ok(rel) = clean_path(&raw) else {
-            return Err(format!("entry {raw:?} leaves the archive"));
+            return Err(Spool::Bad(format!("entry {raw:?} leaves the archive")));
         };
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let dest = spool.join(n.to_string());
-                let mut out = File::create(&dest).map_err(|e| e.to_string())?;
-                std::io::copy(&mut entry, &mut out).map_err(|e| format!("read {raw:?}: {e}"))?;
+                let mut out = File::create(&dest).map_err(Spool::Write)?;
+                std::io::copy(&mut entry, &mut out).map_err(
+                    |e| match crate::error::is_no_space(&e) {
+                        true => Spool::Write(e),
+                        false => Spool::Bad(format!("read {raw:?}: {e}")),
+                    },
+                )?;
                 files.insert(rel, dest);
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {

@@ -339,11 +339,13 @@ impl Images {
         let rootfs = records::rootfs_records(store)?;
         let keep_blobs: HashSet<&str> =
             images.iter().flat_map(|i| i.blobs()).filter_map(sha256_hex).collect();
+        let mounted = mounted_layers(&layout.layers_dir());
         let keep_layers: HashSet<&str> = images
             .iter()
             .flat_map(|i| i.layers.iter().map(|l| l.chain_id.as_str()))
             .chain(rootfs.iter().flat_map(|(_, r)| r.chain_ids.iter().map(String::as_str)))
             .filter_map(sha256_hex)
+            .chain(mounted.iter().map(String::as_str))
             .collect();
         for (name, path) in dir_entries(&layout.blobs_dir())? {
             if !keep_blobs.contains(name.as_str()) {
@@ -432,6 +434,32 @@ impl Images {
     fn layer_path(&self, chain_id: &str) -> PathBuf {
         self.inner.layout.layer(sha256_hex(chain_id).unwrap_or(chain_id))
     }
+}
+
+/// The layers some mounted overlay uses as a lower dir, by the name of their directory:
+/// they are never collected, whatever the records say (a record lost to a damaged
+/// database must not take a running container's files).
+fn mounted_layers(layers_dir: &Path) -> HashSet<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = format!("{}/", layers_dir.display());
+    let mut out = HashSet::new();
+    for line in mountinfo.lines() {
+        let Some((_, tail)) = line.split_once(" - ") else { continue };
+        let mut fields = tail.split_whitespace();
+        if fields.next() != Some("overlay") {
+            continue;
+        }
+        let options = fields.nth(1).unwrap_or_default();
+        for option in options.split(',') {
+            let Some(lower) = option.strip_prefix("lowerdir=") else { continue };
+            for dir in lower.split(':') {
+                if let Some(name) = dir.strip_prefix(&prefix) {
+                    out.insert(name.trim_end_matches('/').to_owned());
+                }
+            }
+        }
+    }
+    out
 }
 
 fn dir_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {

@@ -70,6 +70,23 @@ impl Images {
         .await
     }
 
+    /// Every container that has a rootfs: a record, or a directory (a create interrupted
+    /// before its record was written leaves only the directory).
+    pub async fn rootfs_owners(&self) -> Result<Vec<String>, Error> {
+        self.blocking(|img| {
+            let mut owners: Vec<String> =
+                records::rootfs_records(&img.inner.store)?.into_iter().map(|(c, _)| c).collect();
+            let dir = img.inner.layout.containers_dir();
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                owners.push(e.file_name().to_string_lossy().into_owned());
+            }
+            owners.sort();
+            owners.dedup();
+            Ok(owners)
+        })
+        .await
+    }
+
     /// Unmounts and deletes a container's rootfs; layers no image needs any more are
     /// collected. Idempotent.
     pub async fn unmount_rootfs(&self, container: &str) -> Result<(), Error> {

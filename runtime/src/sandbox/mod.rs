@@ -374,6 +374,10 @@ impl Error {
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Supervisor(e) => e.kind(),
             Error::Network(e) => e.kind(),
+            Error::Store(e) => e.kind(),
+            Error::CreateDir { source, .. }
+            | Error::WriteFile { source, .. }
+            | Error::RemoveDir { source, .. } => crate::error::io_kind(source),
             Error::Undo { cause, .. } => cause.kind(),
             _ => ErrorKind::Internal,
         }

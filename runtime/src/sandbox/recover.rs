@@ -117,5 +117,14 @@ async fn remove_orphan(dir: &Path) -> Result<(), Error> {
     for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid] {
         mounts::unmount(&pod.ns(kind))?;
     }
+    // Its cgroup, when podbay's default parent holds it (a kubelet parent is kubelet's).
+    let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let cgroup = crate::cgroups::pod_cgroup(None, &name);
+    if let Err(e) = tokio::task::spawn_blocking(move || crate::cgroups::remove_tree(&cgroup))
+        .await
+        .expect("cgroup task panicked")
+    {
+        warn!(dir = %dir.display(), error = %e, "cgroup of an orphan pod left");
+    }
     std::fs::remove_dir_all(dir).map_err(|source| Error::RemoveDir { path: dir.into(), source })
 }

@@ -63,6 +63,7 @@ impl Error {
                 FailureKind::AlreadyExists => ErrorKind::AlreadyExists,
                 FailureKind::InvalidArgument => ErrorKind::InvalidArgument,
                 FailureKind::FailedPrecondition => ErrorKind::FailedPrecondition,
+                FailureKind::ResourceExhausted => ErrorKind::ResourceExhausted,
                 FailureKind::Internal => ErrorKind::Internal,
             },
             _ => ErrorKind::Internal,

@@ -175,6 +175,10 @@ impl Children {
         if ctr.exit.is_some() {
             return Err(Failed::Exited(id.to_owned()));
         }
+        if ctr.started_at != 0 {
+            // Started already (the daemon did not see the answer): the same answer again.
+            return Ok(StartContainerResponse { started_at: ctr.started_at });
+        }
         let dir = ctr.state_root.join(id);
         helper::run(move || {
             Container::load(dir)?.start()?;

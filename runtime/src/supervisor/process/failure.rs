@@ -77,6 +77,9 @@ impl Failed {
                 (FailureKind::InvalidArgument, format!("config.linux.sysctls[{key:?}]"))
             }
             Failed::LogPath { .. } => (FailureKind::InvalidArgument, "log_path".into()),
+            Failed::Io { source, .. } if crate::error::is_no_space(source) => {
+                (FailureKind::ResourceExhausted, String::new())
+            }
             _ => (FailureKind::Internal, String::new()),
         };
         Failure { message: self.to_string(), field, kind: kind as i32 }
