@@ -299,3 +299,44 @@ pub fn link_controller(l: &LinkMessage) -> Option<u32> {
         _ => None,
     })
 }
+
+/// Link deletions in the daemon's network namespace, as the kernel announces them
+/// (rtnetlink's link multicast group): subscribed on creation, so nothing deleted after
+/// that is missed.
+pub struct LinkWatch {
+    events: futures_util::stream::BoxStream<
+        'static,
+        (
+            rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+            rtnetlink::sys::SocketAddr,
+        ),
+    >,
+}
+
+/// RTMGRP_LINK: the multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
+
+impl LinkWatch {
+    pub fn subscribe() -> std::io::Result<LinkWatch> {
+        use rtnetlink::proto::sys::AsyncSocket;
+        let (mut conn, _handle, events) = rtnetlink::new_connection()?;
+        conn.socket_mut().socket_mut().bind(&rtnetlink::sys::SocketAddr::new(0, RTMGRP_LINK))?;
+        tokio::spawn(conn);
+        Ok(LinkWatch { events: Box::pin(events) })
+    }
+
+    /// Resolves when the link with this index is deleted (or the subscription ends).
+    pub async fn deleted(mut self, index: u32) {
+        use futures_util::StreamExt;
+        use rtnetlink::packet_core::NetlinkPayload;
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        while let Some((message, _)) = self.events.next().await {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) =
+                message.payload
+                && link.header.index == index
+            {
+                return;
+            }
+        }
+    }
+}

@@ -171,12 +171,12 @@ impl Runtime {
             network: network.clone(),
             spawner: Spawner::new(&opts.supervisor_exe)?,
             layout: layout.clone(),
-            failpoints,
+            failpoints: failpoints.clone(),
             settings,
             exits,
         });
         sandboxes.warm_up().await?;
-        let containers = Containers::new(store.clone(), images.clone(), layout.clone());
+        let containers = Containers::new(store.clone(), images.clone(), layout.clone(), failpoints);
         if !containers.node().hugetlb {
             tracing::info!(
                 "no hugetlb cgroup controller on this node: hugepage limits in container \

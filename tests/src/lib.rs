@@ -184,7 +184,12 @@ impl Node {
 
     /// Starts `podbay serve` in the node and waits until it answers.
     pub fn start_daemon(&mut self) -> anyhow::Result<()> {
-        let mut child = self.daemon_command().spawn().context("spawn podbay serve")?;
+        self.start_daemon_with(&[])
+    }
+
+    /// Starts `podbay serve` with extra arguments (e.g. `--reset-state`).
+    pub fn start_daemon_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        let mut child = self.daemon_command().args(args).spawn().context("spawn podbay serve")?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait()? {

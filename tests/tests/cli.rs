@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use podbay_tests::ctr;
 use podbay_tests::*;
 
 fn podbay(node: &Node, args: &[&str]) -> Output {
@@ -200,5 +201,109 @@ fn crictl_style_container_commands() {
             .contains("/nonexistent.json")
     );
     ok(podbay(&node, &["rmp", "-a"]));
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test]
+async fn rmp_all_tries_every_pod_and_errors_are_one_line() {
+    require_root!();
+    let mut node = Node::with_busybox().unwrap();
+    // Removing a container fails: the pod that has one cannot be removed.
+    node.kill_daemon().unwrap();
+    node.set_env(&[("PODBAY_FAILPOINTS", "container.remove.runtime")]);
+    node.start_daemon().unwrap();
+    let mut c = node.client().await.unwrap();
+    let a = run_pod(&mut c, pod_config("a")).await.unwrap();
+    let stuck_config = pod_config("stuck");
+    let stuck = run_pod(&mut c, stuck_config.clone()).await.unwrap();
+    ctr::create(&mut c, &stuck, &stuck_config, ctr::sleeper("app")).await.unwrap();
+    let b = run_pod(&mut c, pod_config("b")).await.unwrap();
+
+    let out = podbay(&node, &["rmp", "--all"]);
+    let err = fail(out.clone());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for id in [&a, &b] {
+        assert!(stdout.contains(&format!("Removed sandbox {id}")), "{stdout}");
+    }
+    assert!(err.contains(&format!("remove pod {stuck}")), "{err}");
+    assert!(err.contains("1 pod(s) not removed"), "{err}");
+    let left: Vec<String> = list_pods(&mut c).await.unwrap().into_iter().map(|p| p.id).collect();
+    assert_eq!(left, vec![stuck.clone()]);
+
+    // A failing call: one line naming the code, no "Error: Error:", no backtrace (even
+    // with RUST_BACKTRACE=1, as set on many machines).
+    let out = Command::new(podbay_bin())
+        .args(["inspectp", "feedface"])
+        .env("PODBAY_ENDPOINT", node.socket())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = fail(out);
+    assert!(err.starts_with("podbay: "), "{err}");
+    assert!(err.contains("NotFound"), "{err}");
+    assert!(!err.contains("Error: Error") && !err.contains("acktrace"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    node.kill_daemon().unwrap();
+    node.set_env(&[]);
+    node.start_daemon().unwrap();
+    ok(podbay(&node, &["rmp", "--all"]));
+    node.assert_clean().unwrap();
+}
+
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly() {
+    require_root!();
+    let node = Node::start().unwrap();
+    let mut child = Command::new(podbay_bin())
+        .args(["pods", "-o", "json"])
+        .env("PODBAY_ENDPOINT", node.socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before podbay writes (as `| head -1` after its line).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let quiet = out.status.success() || out.status.signal() == Some(nix::libc::SIGPIPE);
+    assert!(quiet, "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn control_characters_are_refused_in_names_and_keys() {
+    require_root!();
+    let node = Node::start().unwrap();
+    let dir = node.dir();
+    let cases = [
+        (r#"{"metadata":{"name":"a\nfake-row","namespace":"default","uid":"u"}}"#, "metadata.name"),
+        (r#"{"metadata":{"name":"a","namespace":"d\u001b[2J","uid":"u"}}"#, "metadata.namespace"),
+        (
+            r#"{"metadata":{"name":"a","namespace":"default","uid":"u"},"labels":{"k\u0000":"v"}}"#,
+            "labels",
+        ),
+        (
+            r#"{"metadata":{"name":"a","namespace":"default","uid":"u"},"annotations":{"k\n":"v"}}"#,
+            "annotations",
+        ),
+    ];
+    for (i, (json, field)) in cases.iter().enumerate() {
+        let path = dir.join(format!("pod{i}.json"));
+        std::fs::write(&path, json).unwrap();
+        let err = fail(podbay(&node, &["runp", &path.to_string_lossy()]));
+        assert!(err.contains("InvalidArgument") && err.contains(field), "{field}: {err}");
+    }
+    // Values may hold them.
+    let path = dir.join("ok.json");
+    std::fs::write(
+        &path,
+        r#"{"metadata":{"name":"fine","namespace":"default","uid":"u"},"labels":{"k":"line\nbreak"}}"#,
+    )
+    .unwrap();
+    let id = ok(podbay(&node, &["runp", &path.to_string_lossy()]));
+    let table = ok(podbay(&node, &["pods"]));
+    assert_eq!(table.lines().count(), 2, "{table}");
+    ok(podbay(&node, &["rmp", id.trim()]));
     node.assert_clean().unwrap();
 }

@@ -574,6 +574,23 @@ async fn bad_requests_are_named_and_leave_nothing() {
         Some(cri::Capability { add_capabilities: vec!["FLY".into()], ..Default::default() });
     expect(&mut c, &pod, bad_cap, tonic::Code::InvalidArgument, &["FLY"]).await;
     expect(&mut c, &pod, sleeper("good"), tonic::Code::AlreadyExists, &["good", &good[..12]]).await;
+    // Resources the kernel (or libcontainer) would refuse, or silently ignore, are named
+    // up front.
+    type Set = fn(&mut cri::LinuxContainerResources);
+    let limits: [(&str, Set); 6] = [
+        ("memory_limit_in_bytes", |r| r.memory_limit_in_bytes = 1),
+        ("memory_limit_in_bytes", |r| r.memory_limit_in_bytes = -5),
+        ("cpu_quota", |r| r.cpu_quota = 1 << 62),
+        ("cpu_shares", |r| r.cpu_shares = -2),
+        ("cpuset_cpus", |r| r.cpuset_cpus = "0-999".into()),
+        ("oom_score_adj", |r| r.oom_score_adj = 5000),
+    ];
+    for (field, set) in limits {
+        let mut config = sleeper("x");
+        set(config.linux.get_or_insert_default().resources.get_or_insert_default());
+        let words = [&format!("linux.resources.{field}")[..]];
+        expect(&mut c, &pod, config, tonic::Code::InvalidArgument, &words).await;
+    }
 
     // A command missing from the image: libcontainer refuses it at create (as runc does),
     // naming it.

@@ -104,13 +104,16 @@ impl Containers {
         if !sandbox.state.is_ready() {
             return Err(Error::SandboxNotReady { id: sandbox.id.clone() });
         }
+        let fp = &self.inner.failpoints;
         let mut timer = StepTimer::new();
+        fp.check("container.create.rootfs")?;
         let image = self.image_rootfs(id, &spec.image, undo).await?;
         timer.done("rootfs");
 
         let pod = self.inner.layout.pod(&sandbox.id);
         let pod_cgroup =
             cgroups::pod_cgroup(sandbox.spec.cgroup_parent.as_deref(), sandbox.id.as_str());
+        fp.check("container.create.spec")?;
         cgroups::ensure_pod(&pod_cgroup, &self.inner.node.cgroup_v1_hierarchies)?;
         let cgroup = format!("{pod_cgroup}/{id}");
         self.write_spec(id, sandbox, spec, &image, &pod, &cgroup)?;
@@ -122,6 +125,7 @@ impl Containers {
             .map_err(Error::io("create", &pod.containers()))?;
         timer.done("spec");
 
+        fp.check("container.create.libcontainer")?;
         undo.push(UndoStep::Runtime { pod: pod.clone(), id: id.clone(), cgroup: cgroup.clone() });
         let req = CreateContainerRequest {
             id: id.to_string(),
@@ -179,8 +183,10 @@ impl Containers {
             cgroup,
             stop_signal: stop_signal(&image.config.stop_signal),
         };
+        fp.check("container.create.commit")?;
         self.persist(&rec).await?;
         timer.done("persist");
+        fp.check("container.create.reply")?;
         debug!(pid = init.pid, steps = %timer.summary(), "container created");
         Ok(rec)
     }

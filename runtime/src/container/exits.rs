@@ -61,6 +61,7 @@ impl Containers {
                         r.started_at = s.started_at;
                     });
                     info!(container.id = %updated.id, "container found running");
+                    c.start_interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
                     if let Err(e) = self.persist(&updated).await {
                         warn!(container.id = %updated.id, error = %e, "record container start");
                     }

@@ -40,6 +40,7 @@ pub use stats::{ContainerStats, PodStats};
 pub use status::ContainerFilter;
 
 use crate::ErrorKind;
+use crate::failpoint::{Failpoints, Injected};
 use crate::ids::{ContainerId, Lookup, SandboxId};
 use crate::image::Images;
 use crate::layout::{Layout, PodLayout};
@@ -269,6 +270,8 @@ pub enum Error {
     SaveSpec { path: PathBuf, source: oci_spec::OciSpecError },
     #[error("exec in container {id} timed out after {timeout:?}")]
     ExecTimeout { id: ContainerId, timeout: std::time::Duration },
+    #[error(transparent)]
+    Injected(#[from] Injected),
     #[error("{cause}; cleaning up also failed: {}", crate::error::join(cleanup))]
     Undo { cause: Box<Error>, cleanup: Vec<Error> },
 }
@@ -325,11 +328,18 @@ impl Error {
 pub struct Container {
     record: Mutex<ContainerRecord>,
     op: tokio::sync::Mutex<()>,
+    /// Found running at daemon start although its record said Created: a StartContainer
+    /// the crash interrupted, which kubelet will retry; that retry succeeds.
+    start_interrupted: std::sync::atomic::AtomicBool,
 }
 
 impl Container {
     fn new(record: ContainerRecord) -> Self {
-        Self { record: Mutex::new(record), op: tokio::sync::Mutex::new(()) }
+        Self {
+            record: Mutex::new(record),
+            op: tokio::sync::Mutex::new(()),
+            start_interrupted: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub fn snapshot(&self) -> ContainerRecord {
@@ -361,10 +371,16 @@ struct Inner {
     images: Images,
     layout: Layout,
     node: spec::NodeFacts,
+    failpoints: Failpoints,
 }
 
 impl Containers {
-    pub(crate) fn new(store: Arc<Store>, images: Images, layout: Layout) -> Self {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        images: Images,
+        layout: Layout,
+        failpoints: Failpoints,
+    ) -> Self {
         let inner = Inner {
             map: RwLock::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
@@ -372,6 +388,7 @@ impl Containers {
             images,
             layout,
             node: node::facts(),
+            failpoints,
         };
         Self { inner: Arc::new(inner) }
     }

@@ -30,9 +30,13 @@ impl Containers {
             return Ok(());
         }
         self.stop_locked(&c, Duration::ZERO).await?;
+        let fp = &self.inner.failpoints;
         let pod = self.inner.layout.pod(&rec.sandbox_id);
+        fp.check("container.remove.runtime")?;
         destroy_runtime_state(&pod, &rec.id, &rec.cgroup, rec.init).await?;
+        fp.check("container.remove.rootfs")?;
         self.inner.images.unmount_rootfs(rec.id.as_str()).await?;
+        fp.check("container.remove.commit")?;
         let (store, doomed) = (self.inner.store.clone(), rec.clone());
         tokio::task::spawn_blocking(move || records::delete(&store, &doomed))
             .await

@@ -15,6 +15,12 @@ impl Containers {
             async move {
                 let _op = c.op.lock().await;
                 let rec = c.snapshot();
+                // The retry of a start a daemon crash interrupted (the process runs).
+                if rec.state == ContainerState::Running
+                    && c.start_interrupted.swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    return Ok(());
+                }
                 if !rec.state.can_start() {
                     return Err(Error::State {
                         id: rec.id,
@@ -22,7 +28,9 @@ impl Containers {
                         what: "cannot start",
                     });
                 }
+                let fp = &containers.inner.failpoints;
                 let pod = containers.pod_of(&rec.sandbox_id)?;
+                fp.check("container.start.supervisor")?;
                 let started_at = match Client::new(&pod).start_container(&rec.id).await {
                     Ok(at) => at,
                     Err(e @ supervisor::Error::Refused { .. }) => {
@@ -39,12 +47,14 @@ impl Containers {
                     }
                     Err(e) => return Err(Error::Supervisor { id: rec.id, source: e }),
                 };
+                fp.check("container.start.commit")?;
                 let rec = c.update(|r| {
                     r.state = ContainerState::Running;
                     r.started_at = started_at;
                 });
                 containers.persist(&rec).await?;
                 containers.watch(c.clone());
+                fp.check("container.start.reply")?;
                 Ok(())
             }
             .instrument(span),

@@ -35,19 +35,59 @@ impl Containers {
         }
     }
 
+    /// Sends the stop signal and waits up to `timeout` for the container to exit.
+    ///
+    /// A container with a PID namespace of its own runs its program as that namespace's
+    /// init, and the kernel drops a signal an init has no handler for. A program stopped
+    /// the instant it started (before it installed its handler) would then wait out the
+    /// whole grace period. So while the init has no handler for the stop signal, podbay
+    /// watches its caught-signal mask (`SigCgt` in /proc/PID/status) and sends the signal
+    /// again once the handler is there: the stop stays graceful, and prompt. A program that
+    /// never handles it waits the grace period, as with any runtime.
+    async fn stop_gracefully(
+        &self,
+        client: &Client,
+        rec: &super::ContainerRecord,
+        proc: &Proc,
+        timeout: Duration,
+    ) -> bool {
+        let pid = proc.identity().pid;
+        let sig = rec.stop_signal;
+        let own_pid_ns = matches!(rec.spec.security.pid_mode, PidMode::Container);
+        let mut caught = !own_pid_ns || catches(pid, sig) != Some(false);
+        if client.signal_container(&rec.id, sig, false).await.is_err() {
+            return false;
+        }
+        if caught {
+            return proc.wait_exit(timeout).await;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if proc.wait_exit(Duration::from_millis(10)).await {
+                return true;
+            }
+            if !caught && catches(pid, sig) == Some(true) {
+                caught = true;
+                if client.signal_container(&rec.id, sig, false).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
     pub(super) async fn stop_locked(&self, c: &Container, timeout: Duration) -> Result<(), Error> {
         let rec = c.snapshot();
         if !rec.state.may_run() {
             return Ok(());
         }
+        self.inner.failpoints.check("container.stop.signal")?;
         let proc = rec.init.and_then(Proc::open);
         match (self.pod_of(&rec.sandbox_id).ok(), proc.as_ref()) {
             (Some(pod), Some(proc)) => {
                 let client = Client::new(&pod);
                 let graceful = !timeout.is_zero() && rec.state == ContainerState::Running;
-                let exited = graceful
-                    && client.signal_container(&rec.id, rec.stop_signal, false).await.is_ok()
-                    && proc.wait_exit(timeout).await;
+                let exited = graceful && self.stop_gracefully(&client, &rec, proc, timeout).await;
                 if !exited {
                     // In a PID namespace of its own, the kernel kills every process of the
                     // container with its init; otherwise every process of its cgroup is
@@ -66,6 +106,7 @@ impl Containers {
             }
             (_, None) => {}
         }
+        self.inner.failpoints.check("container.stop.commit")?;
         self.refresh_pod(&rec.sandbox_id).await;
         if c.snapshot().state == ContainerState::Created {
             // Never started: it ends here.
@@ -79,4 +120,12 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// Whether a process has a handler for `sig` (its `SigCgt` mask); None when it is gone.
+fn catches(pid: u32, sig: i32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim();
+    let mask = u64::from_str_radix(mask, 16).ok()?;
+    Some(sig > 0 && sig <= 64 && mask & (1 << (sig - 1)) != 0)
 }

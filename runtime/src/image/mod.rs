@@ -441,6 +441,11 @@ impl Images {
 /// database must not take a running container's files).
 fn mounted_layers(layers_dir: &Path) -> HashSet<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    overlay_lowers(&mountinfo, layers_dir)
+}
+
+/// The directories below `layers_dir` that overlays in `mountinfo` use as lower dirs.
+fn overlay_lowers(mountinfo: &str, layers_dir: &Path) -> HashSet<String> {
     let prefix = format!("{}/", layers_dir.display());
     let mut out = HashSet::new();
     for line in mountinfo.lines() {
@@ -479,6 +484,19 @@ fn dir_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounted_overlays_keep_their_lower_layers() {
+        let info = "\
+36 25 0:31 / /r/containers/c1/rootfs rw - overlay overlay rw,lowerdir=/r/layers/bbb:/r/layers/aaa,upperdir=/r/containers/c1/upper,workdir=/r/containers/c1/work
+37 25 0:32 / /other rw - overlay overlay rw,lowerdir=/elsewhere/x,upperdir=/u,workdir=/w
+38 25 0:33 / /r/layers/ccc rw - ext4 /dev/sda1 rw,lowerdir=/r/layers/ccc
+";
+        let mut got: Vec<String> =
+            overlay_lowers(info, Path::new("/r/layers")).into_iter().collect();
+        got.sort();
+        assert_eq!(got, ["aaa", "bbb"]);
+    }
 
     #[test]
     fn names_are_normalised() {

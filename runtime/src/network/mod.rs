@@ -303,6 +303,9 @@ impl PodNetwork {
     }
 
     async fn try_start(&self, live: &LivePods) -> Result<(), String> {
+        // Subscribed first, so a deletion right after the bridge is made is not missed.
+        let watch = podbay_netplug::netlink::LinkWatch::subscribe()
+            .map_err(|e| format!("watch the node's links: {e}"))?;
         let pods = live();
         let ports: Vec<PortMap> = pods.iter().flat_map(LivePod::port_maps).collect();
         let node = Node::ensure(&self.inner.cfg, &ports).await.map_err(|e| e.to_string())?;
@@ -310,17 +313,48 @@ impl PodNetwork {
             pods.iter().map(|p| p.attachment.host_veth.as_str()).collect();
         match node.bridge_ports().await {
             Ok(found) => {
-                for port in found.into_iter().filter(|p| !explained.contains(p.name.as_str())) {
+                for port in found.iter().filter(|p| !explained.contains(p.name.as_str())) {
                     warn!(link = %port.name, "removing a bridge port no sandbox explains");
                     if let Err(e) = node.delete_link(port.index).await {
                         warn!(link = %port.name, error = %e, "stale bridge port left behind");
                     }
                 }
+                // A bridge made again (it was deleted) has lost its ports: the live pods'
+                // veths are attached again, hairpin included.
+                let attached: HashSet<&str> = found.iter().map(|p| p.name.as_str()).collect();
+                for p in pods.iter().filter(|p| !attached.contains(p.attachment.host_veth.as_str()))
+                {
+                    info!(link = %p.attachment.host_veth, pod = %p.name, "attaching a pod's veth to the bridge again");
+                    if let Err(e) = node.attach(&p.attachment.host_veth).await {
+                        warn!(link = %p.attachment.host_veth, error = %e, "re-attach a pod's veth");
+                    }
+                }
             }
             Err(e) => warn!(error = %e, "list bridge ports"),
         }
+        let bridge = (node.bridge_index(), node.config().bridge.clone());
         self.set_node(Ok(Arc::new(node)));
+        self.repair_when_deleted(watch, bridge, live.clone());
         Ok(())
+    }
+
+    /// When the bridge is deleted (by hand, by another tool), the network is not ready
+    /// until it is made again and every live pod is attached to it again.
+    fn repair_when_deleted(
+        &self,
+        watch: podbay_netplug::netlink::LinkWatch,
+        (index, name): (u32, String),
+        live: LivePods,
+    ) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            watch.deleted(index).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let network = PodNetwork { inner };
+            error!(bridge = %name, "the pod bridge was deleted; making it again and re-attaching the pods");
+            network.set_node(Err(format!("bridge {name} was deleted; making it again")));
+            Box::pin(network.start(live)).await;
+        });
     }
 }
 
