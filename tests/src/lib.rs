@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod attack;
 pub mod bench;
+pub mod chaos;
 pub mod containerd;
 pub mod ctr;
 pub mod images;
@@ -252,18 +253,25 @@ impl Node {
         children(nsenter).into_iter().next()
     }
 
-    /// kill -9 the daemon (its pods keep running).
+    /// kill -9 the daemon (its pods keep running), and wait until it is gone: its files
+    /// (the root lock among them) are closed.
     pub fn kill_daemon(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.daemon.take() else {
             return Ok(());
         };
-        for pid in children(child.id()) {
+        let daemons = children(child.id());
+        for &pid in &daemons {
             kill9(pid);
         }
         let _ = child.kill();
         let _ = child.wait();
-        wait_until(Duration::from_secs(5), || {
+        // A killed daemon's threads may still be exiting after its main thread is a
+        // zombie: the root lock is free only once the last one closed its files.
+        let lock = self.root().join("podbay.lock");
+        wait_until(Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(self.socket()).is_err()
+                && daemons.iter().all(|pid| gone(*pid))
+                && std::fs::File::open(&lock).map_or(true, |f| f.try_lock().is_ok())
         })
     }
 
@@ -458,6 +466,14 @@ impl Drop for Node {
 
 fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+}
+
+/// Whether a process has exited (gone, or a zombie: its files are closed).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with(['Z', 'X'])),
+    }
 }
 
 fn kill9(pid: u32) {

@@ -22,6 +22,8 @@ pub struct NetworkReport {
     pub masquerade: bool,
     pub hairpin: bool,
     pub pods: Vec<PodReport>,
+    /// The IP leases in the state database (IP → sandbox id): one per pod in `pods`.
+    pub leases: std::collections::BTreeMap<Ipv4Addr, String>,
     /// podbay's nftables table, in nft syntax.
     pub rules: String,
     /// `local` or `etcd <endpoints>`.
@@ -72,6 +74,12 @@ impl PodNetwork {
             })
             .collect();
         pods.sort_by_key(|p| p.ip);
+        let store = self.inner.store.clone();
+        let leases = tokio::task::spawn_blocking(move || super::leases::all(&store))
+            .await
+            .expect("state store task panicked")
+            .map(|(leases, _)| leases.into_iter().collect())
+            .unwrap_or_default();
         NetworkReport {
             ready: node.is_ok(),
             reason: node.as_ref().err().map(ToString::to_string),
@@ -88,6 +96,7 @@ impl PodNetwork {
             masquerade: cfg.masquerade,
             hairpin: cfg.hairpin,
             pods,
+            leases,
             rules: podbay_netplug::firewall::Firewall::new(&cfg).render(),
             subnet_store: match &cfg.store {
                 StoreConfig::Local => "local".into(),
