@@ -137,7 +137,13 @@ impl Ledger {
                 r.held,
                 r.unexplained.len(),
                 r.missing.len(),
-                r.unexplained.iter().chain(&r.missing).take(3).cloned().collect::<Vec<_>>().join(" ")
+                r.unexplained
+                    .iter()
+                    .chain(&r.missing)
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
     }
@@ -203,10 +209,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Outcome> {
     let ledger = ledger(&node, &mut c, &known).await?;
     let out = node.cli(&["rmp", "--all"])?;
     if !out.status.success() {
-        shared.unexpected.lock().unwrap().push(format!(
-            "rmp --all: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        shared
+            .unexpected
+            .lock()
+            .unwrap()
+            .push(format!("rmp --all: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     let ledger_after_rmp = ledger_settled(&node, &mut c, &known).await?;
     let unexpected = std::mem::take(&mut *shared.unexpected.lock().unwrap());
@@ -295,11 +302,7 @@ async fn churn(
             new_pod(worker, n, &mut c, &shared, &ports, &mut rng).await
         } else {
             let id = &mine[rng.below(mine.len() as u64) as usize];
-            if roll < 8 {
-                remove(&mut c, &shared, id).await
-            } else {
-                stop(&mut c, id).await
-            }
+            if roll < 8 { remove(&mut c, &shared, id).await } else { stop(&mut c, id).await }
         };
         if let Err(e) = result {
             if !killing.load(Ordering::SeqCst) {
@@ -554,11 +557,9 @@ struct NodeProcess {
 
 /// The node's processes with their command name and container cgroup.
 fn node_processes(node: &Node) -> anyhow::Result<Vec<NodeProcess>> {
-    let out = node.sh(
-        "for p in /proc/[0-9]*; do \
+    let out = node.sh("for p in /proc/[0-9]*; do \
            c=$(grep -E '^[0-9]+:(pids|):' $p/cgroup 2>/dev/null | head -1); \
-           echo \"$(cat $p/comm 2>/dev/null) ${c##*:}\"; done",
-    )?;
+           echo \"$(cat $p/comm 2>/dev/null) ${c##*:}\"; done")?;
     Ok(out
         .lines()
         .filter_map(|l| {
@@ -577,7 +578,8 @@ fn node_processes(node: &Node) -> anyhow::Result<Vec<NodeProcess>> {
 /// default parent, in the pids hierarchy on cgroup v1 or the unified one).
 fn cgroups(known: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
     let v1 = Path::new("/sys/fs/cgroup/pids");
-    let base = if v1.is_dir() { v1.join("podbay") } else { Path::new("/sys/fs/cgroup/podbay").into() };
+    let base =
+        if v1.is_dir() { v1.join("podbay") } else { Path::new("/sys/fs/cgroup/podbay").into() };
     let (mut pods, mut ctrs) = (BTreeSet::new(), BTreeSet::new());
     for pod in known {
         let dir = base.join(pod);
