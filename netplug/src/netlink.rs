@@ -325,8 +325,9 @@ impl LinkWatch {
         Ok(LinkWatch { events: Box::pin(events) })
     }
 
-    /// Resolves when the link with this index is deleted (or the subscription ends).
-    pub async fn deleted(mut self, index: u32) {
+    /// Resolves when the link with this index is deleted (true), or when the subscription
+    /// ends without that (false: e.g. the kernel dropped events for an overflowing socket).
+    pub async fn deleted(mut self, index: u32) -> bool {
         use futures_util::StreamExt;
         use rtnetlink::packet_core::NetlinkPayload;
         use rtnetlink::packet_route::RouteNetlinkMessage;
@@ -335,8 +336,9 @@ impl LinkWatch {
                 message.payload
                 && link.header.index == index
             {
-                return;
+                return true;
             }
         }
+        false
     }
 }

@@ -348,11 +348,17 @@ impl PodNetwork {
     ) {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            watch.deleted(index).await;
+            let deleted = watch.deleted(index).await;
             let Some(inner) = weak.upgrade() else { return };
             let network = PodNetwork { inner };
-            error!(bridge = %name, "the pod bridge was deleted; making it again and re-attaching the pods");
-            network.set_node(Err(format!("bridge {name} was deleted; making it again")));
+            if deleted {
+                error!(bridge = %name, "the pod bridge was deleted; making it again and re-attaching the pods");
+                network.set_node(Err(format!("bridge {name} was deleted; making it again")));
+            } else {
+                // Events may have been lost: check the bridge again (start is idempotent)
+                // and watch anew.
+                warn!(bridge = %name, "link events lost; checking the pod bridge again");
+            }
             Box::pin(network.start(live)).await;
         });
     }
