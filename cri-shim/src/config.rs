@@ -23,6 +23,7 @@ pub struct Config {
     pub supervisor_path: PathBuf,
     pub log: LogConfig,
     pub sandbox: SandboxConfig,
+    pub container: ContainerSection,
     pub image: ImageSection,
     pub network: NetworkSection,
     /// Per registry host: `[registries."registry.k8s.io"]`.
@@ -245,6 +246,34 @@ pub struct SandboxConfig {
     pub shm_size_bytes: u64,
 }
 
+/// `[container]`: defaults for what a CreateContainer request leaves unset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerSection {
+    /// The seccomp profile of a container whose request names none. The CRI says
+    /// Unconfined (kubelet sends RuntimeDefault itself when the pod or the node's
+    /// `seccompDefault` asks for it); `runtime-default` is the stricter choice, as
+    /// containerd's `unset_seccomp_profile`.
+    pub unset_seccomp_profile: UnsetSeccompProfile,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnsetSeccompProfile {
+    #[default]
+    Unconfined,
+    RuntimeDefault,
+}
+
+impl UnsetSeccompProfile {
+    pub fn profile(self) -> podbay_runtime::container::SeccompProfile {
+        match self {
+            Self::Unconfined => podbay_runtime::container::SeccompProfile::Unconfined,
+            Self::RuntimeDefault => podbay_runtime::container::SeccompProfile::RuntimeDefault,
+        }
+    }
+}
+
 /// `[image]`: how large an image may make the image store. A pull that crosses one stops
 /// with ResourceExhausted naming the image, the layer and the key, and keeps nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,6 +321,7 @@ impl Default for Config {
             supervisor_path: PathBuf::new(),
             log: LogConfig::default(),
             sandbox: SandboxConfig::default(),
+            container: ContainerSection::default(),
             image: ImageSection::default(),
             network: NetworkSection::default(),
             registries: BTreeMap::new(),

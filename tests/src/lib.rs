@@ -23,6 +23,7 @@ pub mod chaos;
 pub mod containerd;
 pub mod ctr;
 pub mod images;
+pub mod kubelet;
 pub mod lab;
 
 pub type Client = RuntimeServiceClient<Channel>;

@@ -78,7 +78,8 @@ async fn two_containers_share_localhost_but_not_their_filesystems() {
         assert_ne!(ns(&node, sp, kind), ns(&node, cp, kind), "{kind}");
         assert_ne!(ns(&node, sp, kind), ns(&node, sup, kind), "{kind}");
     }
-    assert!(si["runtimeSpec"]["linux"]["seccomp"].is_object());
+    // No seccomp profile in the request: Unconfined, as the CRI defines it.
+    assert!(si["runtimeSpec"]["linux"]["seccomp"].is_null(), "{si}");
 
     // List with filters.
     let list = |f: cri::ContainerFilter| {
@@ -243,8 +244,14 @@ async fn hardening_defaults_and_security_context() {
     let pc = logged_pod(&node, "sec");
     let pod = run_pod(&mut c, pc.clone()).await.unwrap();
 
-    // Defaults: root with containerd's capability set, RuntimeDefault seccomp.
-    let plain = run(&mut c, &pod, &pc, sleeper("plain")).await;
+    // Defaults: root with containerd's capability set; RuntimeDefault seccomp, as kubelet
+    // asks for it.
+    let mut plain = sleeper("plain");
+    security(&mut plain).seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let plain = run(&mut c, &pod, &pc, plain).await;
     let (code, out) = sh(&mut c, &plain, "ping -c1 -W2 127.0.0.1").await;
     assert_eq!(code, 0, "NET_RAW is a default capability: {out}");
     let (code, out) = sh(&mut c, &plain, "unshare -U true").await;
@@ -573,6 +580,10 @@ async fn bad_requests_are_named_and_leave_nothing() {
     security(&mut bad_cap).capabilities =
         Some(cri::Capability { add_capabilities: vec!["FLY".into()], ..Default::default() });
     expect(&mut c, &pod, bad_cap, tonic::Code::InvalidArgument, &["FLY"]).await;
+    let mut group_alone = sleeper("x");
+    security(&mut group_alone).run_as_group = Some(cri::Int64Value { value: 100 });
+    let words = ["security_context.run_as_group", "without run_as_user"];
+    expect(&mut c, &pod, group_alone, tonic::Code::InvalidArgument, &words).await;
     expect(&mut c, &pod, sleeper("good"), tonic::Code::AlreadyExists, &["good", &good[..12]]).await;
     // Resources the kernel (or libcontainer) would refuse, or silently ignore, are named
     // up front.
@@ -599,9 +610,10 @@ async fn bad_requests_are_named_and_leave_nothing() {
     // Unknown ids.
     let err = start(&mut c, "0123456789ab").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // StopContainer is idempotent: an unknown container is stopped.
     c.stop_container(cri::StopContainerRequest { container_id: "0123456789ab".into(), timeout: 0 })
         .await
-        .unwrap_err();
+        .unwrap();
 
     assert_eq!(count(&mut c).await, 1);
     assert_eq!(footprint(&node, &pod), before, "a failed call left something behind");
@@ -769,4 +781,31 @@ async fn tty_and_stdin() {
     remove_pod(&mut c, &pod).await.unwrap();
     assert_no_cgroups(&[&pod]);
     node.assert_clean().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unset_seccomp_profile_follows_the_config() {
+    require_root!();
+    for (config, confined) in [("", false), ("unset_seccomp_profile = \"runtime-default\"\n", true)]
+    {
+        let mut node = Node::empty().unwrap();
+        node.set_config(&format!("[container]\n{config}"));
+        node.start_daemon().unwrap();
+        node.import_busybox().unwrap();
+        let mut c = node.client().await.unwrap();
+        let pc = logged_pod(&node, "seccomp");
+        let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+        let id = run(&mut c, &pod, &pc, sleeper("unset")).await;
+        let (_, info) = status(&mut c, &id).await;
+        assert_eq!(info["runtimeSpec"]["linux"]["seccomp"].is_object(), confined, "{config}");
+        let (code, out) = sh(&mut c, &id, "unshare -U true").await;
+        assert_eq!(code != 0, confined, "{config:?}: {out}");
+        remove_pod(&mut c, &pod).await.unwrap();
+        node.assert_clean().unwrap();
+    }
+    // A value the config does not know is named.
+    let mut node = Node::empty().unwrap();
+    node.set_config("[container]\nunset_seccomp_profile = \"strict\"\n");
+    let err = node.start_daemon().unwrap_err().to_string();
+    assert!(err.contains("unset_seccomp_profile") && err.contains("strict"), "{err}");
 }

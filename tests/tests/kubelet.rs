@@ -1,36 +1,14 @@
 //! kubelet's requests, replayed as kubelet builds them (pkg/kubelet/kuberuntime), and
 //! what kubelet checks in the answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use podbay_tests::ctr::{logged_pod, run, sh, sleeper};
-use podbay_tests::{Node, cri, remove_pod, require_root, run_pod};
-
-/// The hugepage limits kubelet sends with every container (`GetHugepageLimitsFromResources`):
-/// one per page size the kernel lists under /sys/kernel/mm/hugepages, `limit` bytes each
-/// (0 when the pod asks for none), named as kubelet names them (`2MB`, `1GB`).
-fn kubelet_hugepage_limits(limit: u64) -> Vec<cri::HugepageLimit> {
-    let mut out: Vec<_> = std::fs::read_dir("/sys/kernel/mm/hugepages")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
-            Some(cri::HugepageLimit { page_size: page_size_name(kb * 1024), limit })
-        })
-        .collect();
-    out.sort_by(|a, b| a.page_size.cmp(&b.page_size));
-    out
-}
-
-/// kubelet's page size names: the largest unit that divides the size (`2MB`, `1GB`).
-fn page_size_name(bytes: u64) -> String {
-    let units = [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)];
-    let (unit, size) =
-        units.into_iter().find(|(_, s)| bytes.is_multiple_of(*s)).unwrap_or(("B", 1));
-    format!("{}{unit}", bytes / size)
-}
+use podbay_tests::ctr::{create, logged_pod, run, sh, sleeper, start, status, wait_exited};
+use podbay_tests::kubelet::{
+    CgroupRoot, ContainerShape, PodShape, Qos, container_config, ensure_image,
+    hugepage_limits as kubelet_hugepage_limits, page_size_name, pod_sandbox_config,
+};
+use podbay_tests::{Client, Node, cri, remove_pod, require_root, run_pod};
 
 fn with_hugepages(mut config: cri::ContainerConfig, limit: u64) -> cri::ContainerConfig {
     let linux = config.linux.get_or_insert_default();
@@ -131,4 +109,276 @@ async fn hugepage_limits_are_dropped_without_the_controller_and_applied_with_it(
     assert_eq!(left.trim(), "", "hugetlb cgroups left behind: {}", node.log());
     node.assert_clean().unwrap();
     drop(shown);
+}
+
+/// Runs a kubelet-shaped pod: RunPodSandbox, then for each container CreateContainer and
+/// StartContainer with the sandbox config alongside, as `SyncPod` does.
+async fn start_pod(
+    node: &Node,
+    c: &mut Client,
+    pod: &PodShape,
+    containers: &[ContainerShape],
+) -> (String, Vec<String>) {
+    let pc = pod_sandbox_config(node, pod);
+    std::fs::create_dir_all(pod.log_directory(node)).unwrap();
+    let id = run_pod(c, pc.clone()).await.unwrap();
+    let mut ids = Vec::new();
+    for shape in containers {
+        ids.push(run(c, &id, &pc, container_config(node, pod, shape)).await);
+    }
+    (id, ids)
+}
+
+/// kubelet's image GC: an image is in use when a container's image_id (its image_ref
+/// when that is empty) is the id of an image ListImages gives.
+async fn images_in_use(node: &Node, c: &mut Client) -> BTreeSet<String> {
+    let containers = c
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    let used: BTreeSet<String> = containers
+        .iter()
+        .map(|c| if c.image_id.is_empty() { c.image_ref.clone() } else { c.image_id.clone() })
+        .collect();
+    let mut images = node.image_client().await.unwrap();
+    let listed = images.list_images(cri::ListImagesRequest { filter: None }).await.unwrap();
+    listed.into_inner().images.into_iter().map(|i| i.id).filter(|id| used.contains(id)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn burstable_and_guaranteed_pods_as_kubelet_makes_them() {
+    require_root!();
+    let root = CgroupRoot::new("t");
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let image_id = ensure_image(&node).await;
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+
+    // A Deployment's pod: Burstable (250m request, 500m limit, 64 MiB), kubelet's mounts,
+    // hugepage limits, the QoS cgroup parent, the image named by id.
+    let pod = PodShape::new("web-7d4b9c-x2x9z", Qos::Burstable, &root);
+    let mut app = ContainerShape::new("app", &image_id, &["sleep", "3601"]);
+    (app.cpu_request_milli, app.cpu_limit_milli, app.memory_limit) = (100, 500, 64 << 20);
+    let (pod_id, ids) = start_pod(&node, &mut c, &pod, std::slice::from_ref(&app)).await;
+    let id = &ids[0];
+    assert_eq!(
+        sh(
+            &mut c,
+            id,
+            "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; \
+                        grep -c web-7d4b9c /etc/hosts; test -w /dev/termination-log && echo w"
+        )
+        .await,
+        (0, "default1\nw\n".into())
+    );
+    let cgroup = format!("/sys/fs/cgroup/cpu{}/{id}", pod.cgroup_parent());
+    assert_eq!(
+        node.sh(&format!("cat {cgroup}/cpu.shares {cgroup}/cpu.cfs_quota_us")).unwrap(),
+        "102\n50000\n"
+    );
+
+    // What kubelet reads back.
+    let (s, _) = status(&mut c, id).await;
+    assert_eq!(s.image_id, image_id, "image_id is the image's id");
+    let spec = s.image.as_ref().unwrap();
+    assert_eq!(spec.user_specified_image, "busybox:1.36", "the image the user wrote, echoed");
+    assert_eq!(spec.image, podbay_tests::BUSYBOX, "a tag, not the id kubelet sent");
+    assert!(!s.image_ref.is_empty());
+    let r = s.resources.as_ref().unwrap().linux.as_ref().unwrap();
+    assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period), (102, 50_000, 100_000));
+    assert_eq!((r.memory_limit_in_bytes, r.oom_score_adj), (64 << 20, 999));
+    let user = s.user.as_ref().unwrap().linux.as_ref().unwrap();
+    assert_eq!((user.uid, user.gid), (0, 0), "busybox runs as root");
+    let listed = c
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed[0].image_id, image_id);
+    assert_eq!(listed[0].image.as_ref().unwrap().user_specified_image, "busybox:1.36");
+    assert_eq!(images_in_use(&node, &mut c).await, BTreeSet::from([image_id.clone()]));
+
+    // A Guaranteed pod asks for -997, which needs CAP_SYS_RESOURCE (root here lacks it):
+    // raised to podbay's own, said once per pod, and the status says what was applied.
+    let daemon = node.daemon_pid().unwrap();
+    let own: i64 = std::fs::read_to_string(format!("/proc/{daemon}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gpod = PodShape::new("db-0", Qos::Guaranteed, &root);
+    let mut db = ContainerShape::new("db", &image_id, &["sleep", "3601"]);
+    (db.cpu_request_milli, db.cpu_limit_milli, db.memory_limit) = (200, 200, 32 << 20);
+    let mut sidecar = db.clone();
+    sidecar.name = "sidecar".into();
+    let (gpod_id, gids) = start_pod(&node, &mut c, &gpod, &[db, sidecar]).await;
+    let holds_sys_resource = node.sh("grep CapEff /proc/self/status").unwrap();
+    let (s, _) = status(&mut c, &gids[0]).await;
+    let applied = s.resources.unwrap().linux.unwrap().oom_score_adj;
+    if !holds_sys_resource.contains("ffffffffff") {
+        assert_eq!(applied, own.max(-997));
+        assert_eq!(node.log().matches("oom_score_adj raised").count(), 1, "{}", node.log());
+    }
+    let (_, info) = status(&mut c, &gids[1]).await;
+    let pid = podbay_tests::ctr::pid_of(&info);
+    assert_eq!(
+        node.sh(&format!("cat /proc/{pid}/oom_score_adj")).unwrap().trim(),
+        applied.to_string()
+    );
+
+    // The calls kubelet polls with, as it filters them.
+    let filter = cri::PodSandboxFilter {
+        state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxReady as i32 }),
+        ..Default::default()
+    };
+    let pods = c
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 2);
+    let by_uid = cri::ContainerFilter {
+        label_selector: [("io.kubernetes.pod.uid".to_owned(), gpod.uid.clone())].into(),
+        ..Default::default()
+    };
+    let mine = c
+        .list_containers(cri::ListContainersRequest { filter: Some(by_uid) })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(mine.len(), 2);
+    let mut images = node.image_client().await.unwrap();
+    let fs = images.image_fs_info(cri::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let image_fs = fs.image_filesystems[0].fs_id.clone().unwrap().mountpoint;
+    let stats = c
+        .list_container_stats(cri::ListContainerStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(stats.len(), 3);
+    for st in &stats {
+        let layer = st.writable_layer.as_ref().unwrap();
+        assert_eq!(layer.fs_id.as_ref().unwrap().mountpoint, image_fs, "fs_id as ImageFsInfo");
+    }
+    let pod_stats = c
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(pod_stats.len(), 2);
+
+    for p in [&pod_id, &gpod_id] {
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: p.clone() }).await.unwrap();
+        remove_pod(&mut c, p).await.unwrap();
+    }
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn best_effort_pod_with_an_init_container_an_empty_dir_and_a_restart() {
+    require_root!();
+    let root = CgroupRoot::new("t");
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let image_id = ensure_image(&node).await;
+    let pod = PodShape::new("job-abc12", Qos::BestEffort, &root);
+    let pc = pod_sandbox_config(&node, &pod);
+    std::fs::create_dir_all(pod.log_directory(&node)).unwrap();
+    let pod_id = run_pod(&mut c, pc.clone()).await.unwrap();
+    // emptyDir: a dir kubelet makes under the pod's dir.
+    let empty_dir = pod.kubelet_dir(&node).join("volumes/kubernetes.io~empty-dir/work");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let volume = ("/work".to_owned(), empty_dir.to_string_lossy().into_owned(), false);
+
+    // The init container runs to completion before the app container is created.
+    let mut init = ContainerShape::new("init", &image_id, &["sh", "-c", "echo ready > /work/flag"]);
+    init.volumes.push(volume.clone());
+    let init_id = run(&mut c, &pod_id, &pc, container_config(&node, &pod, &init)).await;
+    let done = wait_exited(&mut c, &init_id).await;
+    assert_eq!((done.exit_code, done.reason.as_str()), (0, "Completed"));
+
+    // The app crashes; kubelet removes nothing yet and creates attempt 1 under the same name.
+    let mut app = ContainerShape::new("app", &image_id, &["sh", "-c", "cat /work/flag; exit 3"]);
+    app.volumes.push(volume);
+    let first = run(&mut c, &pod_id, &pc, container_config(&node, &pod, &app)).await;
+    let crashed = wait_exited(&mut c, &first).await;
+    assert_eq!((crashed.exit_code, crashed.reason.as_str()), (3, "Error"));
+    app.attempt = 1;
+    app.command = vec!["sleep".into(), "3601".into()];
+    let second = create(&mut c, &pod_id, &pc, container_config(&node, &pod, &app)).await.unwrap();
+    start(&mut c, &second).await.unwrap();
+    let log = std::fs::read_to_string(format!("{}/app/0.log", pod.log_directory(&node))).unwrap();
+    assert!(log.ends_with("ready\n"), "{log}");
+    let (s, _) = status(&mut c, &second).await;
+    assert_eq!(s.metadata.unwrap().attempt, 1);
+    assert_eq!(s.resources.unwrap().linux.unwrap().oom_score_adj, 1000);
+    let stats = c
+        .list_container_stats(cri::ListContainerStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(stats.len(), 1, "only running containers");
+    assert_eq!(stats[0].attributes.as_ref().unwrap().metadata.as_ref().unwrap().attempt, 1);
+    c.remove_container(cri::RemoveContainerRequest { container_id: first }).await.unwrap();
+
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() })
+        .await
+        .unwrap();
+    remove_pod(&mut c, &pod_id).await.unwrap();
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_network_pod_has_the_node_hostname_and_host_paths() {
+    require_root!();
+    let root = CgroupRoot::new("t");
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let image_id = ensure_image(&node).await;
+    // kube-proxy: privileged, host network, hostPath mounts.
+    let mut pod = PodShape::new("kube-proxy-8xk2p", Qos::BestEffort, &root);
+    pod.namespace = "kube-system".into();
+    (pod.host_network, pod.privileged) = (true, true);
+    let modules = node.dir().join("lib-modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::fs::write(modules.join("modules.dep"), "").unwrap();
+    let mut proxy = ContainerShape::new("kube-proxy", &image_id, &["sleep", "3601"]);
+    proxy.privileged = true;
+    proxy.volumes.push(("/lib/modules".into(), modules.to_string_lossy().into_owned(), true));
+    let (pod_id, ids) = start_pod(&node, &mut c, &pod, &[proxy]).await;
+    let node_name = node.sh("hostname").unwrap();
+    let (code, out) =
+        sh(&mut c, &ids[0], "hostname; cat /etc/hostname; echo $HOSTNAME; ls /lib/modules").await;
+    assert_eq!(code, 0);
+    assert_eq!(out, format!("{node_name}{node_name}{node_name}modules.dep\n"));
+
+    // A cgroup_parent that would leave the hierarchy is refused, and nothing is made.
+    let mut bad = pod_sandbox_config(&node, &PodShape::new("escape", Qos::BestEffort, &root));
+    let escape = format!("escape-{}", std::process::id());
+    bad.linux.as_mut().unwrap().cgroup_parent = format!("/kubepods/../../{escape}");
+    let e = run_pod(&mut c, bad).await.unwrap_err();
+    let status = e.downcast_ref::<tonic::Status>().unwrap();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("linux.cgroup_parent"), "{}", status.message());
+    assert_eq!(
+        node.sh(&format!(
+            "ls -d /sys/fs/cgroup/*/{escape} /sys/fs/cgroup/{escape} 2>/dev/null; true"
+        ))
+        .unwrap(),
+        ""
+    );
+
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() })
+        .await
+        .unwrap();
+    remove_pod(&mut c, &pod_id).await.unwrap();
+    node.assert_clean().unwrap();
 }

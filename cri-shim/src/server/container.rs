@@ -6,21 +6,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
-use podbay_runtime::Runtime;
 use podbay_runtime::container::{
     ContainerFilter, ContainerMetadata, ContainerRecord, ContainerState, Propagation,
 };
+use podbay_runtime::{ErrorKind, Runtime};
 use tonic::Status;
 
-use super::container_config::{container_spec, resources};
+use super::container_config::{Defaults, container_spec, resources};
 use super::fields::{sorted, unsorted};
 use super::status::to_status;
 
 pub async fn create(
     rt: &Runtime,
+    defaults: &Defaults,
     req: cri::CreateContainerRequest,
 ) -> Result<cri::CreateContainerResponse, Status> {
-    let spec = container_spec(req.config)?;
+    let spec = container_spec(req.config, defaults)?;
     let id = rt
         .create_container(&req.pod_sandbox_id, spec)
         .await
@@ -41,11 +42,13 @@ pub async fn stop(
     req: cri::StopContainerRequest,
 ) -> Result<cri::StopContainerResponse, Status> {
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-    rt.containers()
-        .stop(&req.container_id, timeout)
-        .await
-        .map_err(|e| to_status("StopContainer", e))?;
-    Ok(cri::StopContainerResponse {})
+    match rt.containers().stop(&req.container_id, timeout).await {
+        // Idempotent, as StopPodSandbox and RemoveContainer: a container that is not
+        // there is stopped.
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(cri::StopContainerResponse {}),
+        Err(e) => Err(to_status("StopContainer", e)),
+        Ok(()) => Ok(cri::StopContainerResponse {}),
+    }
 }
 
 pub async fn remove(
@@ -120,8 +123,51 @@ fn cri_container_metadata(m: &ContainerMetadata) -> cri::ContainerMetadata {
     cri::ContainerMetadata { name: m.name.clone(), attempt: m.attempt }
 }
 
+/// The image as kubelet reads it back: `image` the name podbay resolved (a repo tag, as
+/// containerd reports), `user_specified_image` what the pod spec says, echoed.
 fn cri_image_spec(rec: &ContainerRecord) -> cri::ImageSpec {
-    cri::ImageSpec { image: rec.spec.image.clone(), ..Default::default() }
+    cri::ImageSpec {
+        image: rec.spec.image.clone(),
+        user_specified_image: rec.spec.user_specified_image.clone(),
+        ..Default::default()
+    }
+}
+
+/// The resources the container runs with: what was asked (and updated since), with the
+/// oom_score_adj actually applied.
+fn cri_resources(rec: &ContainerRecord) -> cri::ContainerResources {
+    let r = &rec.spec.resources;
+    let linux = cri::LinuxContainerResources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit_in_bytes: r.memory_limit,
+        memory_swap_limit_in_bytes: r.memory_swap_limit,
+        oom_score_adj: rec.oom_score_adj.unwrap_or(r.oom_score_adj),
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|(page_size, limit)| cri::HugepageLimit {
+                page_size: page_size.clone(),
+                limit: *limit,
+            })
+            .collect(),
+        unified: r.unified.clone().into_iter().collect(),
+    };
+    cri::ContainerResources { linux: Some(linux), windows: None }
+}
+
+fn cri_user(rec: &ContainerRecord) -> Option<cri::ContainerUser> {
+    let u = rec.user.as_ref()?;
+    Some(cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: i64::from(u.uid),
+            gid: i64::from(u.gid),
+            supplemental_groups: u.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+        }),
+    })
 }
 
 pub fn container_summary(rec: &ContainerRecord) -> cri::Container {
@@ -131,11 +177,11 @@ pub fn container_summary(rec: &ContainerRecord) -> cri::Container {
         metadata: Some(cri_container_metadata(&rec.spec.metadata)),
         image: Some(cri_image_spec(rec)),
         image_ref: rec.image_ref.clone(),
+        image_id: rec.image_id.clone(),
         state: cri_container_state(rec.state),
         created_at: rec.created_at,
         labels: unsorted(&rec.spec.labels),
         annotations: unsorted(&rec.spec.annotations),
-        ..Default::default()
     }
 }
 
@@ -170,13 +216,15 @@ pub fn container_status(
         exit_code: rec.exit_code,
         image: Some(cri_image_spec(rec)),
         image_ref: rec.image_ref.clone(),
+        image_id: rec.image_id.clone(),
+        resources: Some(cri_resources(rec)),
+        user: cri_user(rec),
         reason: rec.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
         message: rec.message.clone(),
         labels: unsorted(&rec.spec.labels),
         annotations: unsorted(&rec.spec.annotations),
         mounts,
         log_path: rec.log_path.to_string_lossy().into_owned(),
-        ..Default::default()
     };
     let mut info = HashMap::new();
     if verbose {

@@ -13,14 +13,39 @@ use tonic::Status;
 use super::fields::{check_keys, check_name, invalid, sorted};
 use super::image::image_ref;
 
+/// What the node's config says about fields a request leaves unset.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// The seccomp profile when the request names none (`container.unset_seccomp_profile`).
+    pub seccomp: SeccompProfile,
+}
+
+impl Default for Defaults {
+    /// The CRI's own meaning of unset fields.
+    fn default() -> Self {
+        Defaults { seccomp: SeccompProfile::Unconfined }
+    }
+}
+
 /// Validates a CreateContainer request into the runtime's spec.
-pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerSpec, Status> {
+pub fn container_spec(
+    config: Option<cri::ContainerConfig>,
+    defaults: &Defaults,
+) -> Result<ContainerSpec, Status> {
     let c = config.ok_or_else(|| invalid("config", "is required"))?;
     let meta = c.metadata.ok_or_else(|| invalid("config.metadata", "is required"))?;
     check_name("config.metadata.name", &meta.name)?;
     check_keys("config.labels", &c.labels)?;
     check_keys("config.annotations", &c.annotations)?;
     let image = image_ref("config.image", c.image.as_ref())?;
+    let user_specified_image = c.image.as_ref().map(|i| i.user_specified_image.clone());
+    let user_specified_image = user_specified_image.unwrap_or_default();
+    if user_specified_image.len() > 4096 || user_specified_image.chars().any(char::is_control) {
+        return Err(invalid(
+            "config.image.user_specified_image",
+            "must be at most 4096 bytes without control characters",
+        ));
+    }
     let envs = envs(c.envs)?;
     let mounts = mounts(c.mounts)?;
     let devices = c
@@ -37,7 +62,7 @@ pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerS
         Some(r) => resources(r, "config.linux.resources")?,
         None => Resources::default(),
     };
-    let security = security(linux.security_context.unwrap_or_default())?;
+    let security = security(linux.security_context.unwrap_or_default(), defaults)?;
     if c.log_path.starts_with('/') || c.log_path.split('/').any(|p| p == "..") {
         return Err(invalid(
             "config.log_path",
@@ -47,6 +72,7 @@ pub fn container_spec(config: Option<cri::ContainerConfig>) -> Result<ContainerS
     Ok(ContainerSpec {
         metadata: ContainerMetadata { name: meta.name, attempt: meta.attempt },
         image,
+        user_specified_image,
         command: c.command,
         args: c.args,
         working_dir: c.working_dir,
@@ -224,8 +250,18 @@ fn parse_list(list: &str) -> Option<Vec<u32>> {
     Some(out)
 }
 
-fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {
+fn security(
+    s: cri::LinuxContainerSecurityContext,
+    defaults: &Defaults,
+) -> Result<Security, Status> {
     let field = "config.linux.security_context";
+    // As containerd: a group alone would run the image's user with another primary group.
+    if s.run_as_group.is_some() && s.run_as_user.is_none() && s.run_as_username.is_empty() {
+        return Err(invalid(
+            &format!("{field}.run_as_group"),
+            "is set without run_as_user or run_as_username",
+        ));
+    }
     let caps = s.capabilities.unwrap_or_default();
     check_capabilities(&caps)?;
     let uid = |v: Option<cri::Int64Value>, name: &str| -> Result<Option<u32>, Status> {
@@ -247,7 +283,7 @@ fn security(s: cri::LinuxContainerSecurityContext) -> Result<Security, Status> {
         no_new_privs: s.no_new_privs,
         masked_paths: s.masked_paths,
         readonly_paths: s.readonly_paths,
-        seccomp: seccomp(s.seccomp)?,
+        seccomp: seccomp(s.seccomp, defaults)?,
         pid_mode: pid_mode(s.namespace_options)?,
     })
 }
@@ -277,11 +313,13 @@ fn pid_mode(ns: Option<cri::NamespaceOption>) -> Result<PidMode, Status> {
     }
 }
 
-fn seccomp(profile: Option<cri::SecurityProfile>) -> Result<SeccompProfile, Status> {
+fn seccomp(
+    profile: Option<cri::SecurityProfile>,
+    defaults: &Defaults,
+) -> Result<SeccompProfile, Status> {
     use cri::security_profile::ProfileType;
     let field = "config.linux.security_context.seccomp";
-    // Hardened by default: no profile means RuntimeDefault (see docs/architecture.md).
-    let Some(p) = profile else { return Ok(SeccompProfile::RuntimeDefault) };
+    let Some(p) = profile else { return Ok(defaults.seccomp.clone()) };
     match ProfileType::try_from(p.profile_type) {
         Ok(ProfileType::RuntimeDefault) => Ok(SeccompProfile::RuntimeDefault),
         Ok(ProfileType::Unconfined) => Ok(SeccompProfile::Unconfined),

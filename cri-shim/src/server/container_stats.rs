@@ -62,7 +62,7 @@ pub fn container_stats(s: &ContainerStats) -> cri::ContainerStats {
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: s.id.to_string(),
-            metadata: Some(cri::ContainerMetadata { name: s.name.clone(), attempt: 0 }),
+            metadata: Some(cri::ContainerMetadata { name: s.name.clone(), attempt: s.attempt }),
             labels: unsorted(&s.labels),
             annotations: unsorted(&s.annotations),
         }),
@@ -70,7 +70,9 @@ pub fn container_stats(s: &ContainerStats) -> cri::ContainerStats {
         memory: Some(memory),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: s.timestamp,
-            fs_id: None,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: s.writable_fs.display().to_string(),
+            }),
             used_bytes: u64v(s.writable_bytes),
             inodes_used: u64v(s.writable_inodes),
         }),

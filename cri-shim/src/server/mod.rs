@@ -2,7 +2,7 @@
 
 pub mod admin_service;
 mod container;
-mod container_config;
+pub mod container_config;
 mod container_stats;
 mod fields;
 mod image;
@@ -10,7 +10,7 @@ pub mod image_service;
 pub mod runtime;
 pub mod runtime_service;
 mod sandbox;
-mod sandbox_config;
+pub mod sandbox_config;
 mod sandbox_stats;
 pub mod status;
 
@@ -80,6 +80,9 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
     let result = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime_service::CriService {
             runtime: runtime.clone(),
+            defaults: container_config::Defaults {
+                seccomp: cfg.container.unset_seccomp_profile.profile(),
+            },
         }))
         .add_service(ImageServiceServer::new(image_service::CriImageService {
             runtime: runtime.clone(),

@@ -9,10 +9,11 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use podbay_runtime::Runtime;
 use tonic::{Request, Response, Status};
 
-use super::{container, container_stats, runtime, sandbox, sandbox_stats};
+use super::{container, container_config, container_stats, runtime, sandbox, sandbox_stats};
 
 pub struct CriService {
     pub runtime: Runtime,
+    pub defaults: container_config::Defaults,
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -88,7 +89,7 @@ impl RuntimeService for CriService {
         &self,
         req: Request<cri::CreateContainerRequest>,
     ) -> Rpc<cri::CreateContainerResponse> {
-        ok(container::create(&self.runtime, req.into_inner()).await)
+        ok(container::create(&self.runtime, &self.defaults, req.into_inner()).await)
     }
 
     async fn start_container(

@@ -45,7 +45,10 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
     let linux = config.linux.unwrap_or_default();
     let ns = linux.security_context.unwrap_or_default().namespace_options.unwrap_or_default();
     let namespaces = namespace_spec(&ns)?;
-    let cgroup_parent = Some(linux.cgroup_parent).filter(|c| !c.is_empty());
+    let cgroup_parent = match linux.cgroup_parent.as_str() {
+        "" => None,
+        p => Some(cgroup_parent("config.linux.cgroup_parent", p)?),
+    };
     let port_mappings = port_mappings(&config.port_mappings)?;
     let sysctls = sysctls(linux.sysctls, &namespaces)?;
     Ok(SandboxSpec {
@@ -66,6 +69,74 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
         port_mappings,
         sysctls,
     })
+}
+
+/// Longest cgroup path accepted (the kernel's PATH_MAX, less room for the hierarchy's
+/// mount point and the container's id below it).
+const CGROUP_PATH_MAX: usize = 3072;
+/// Longest name of one cgroup directory (the kernel's NAME_MAX).
+const CGROUP_NAME_MAX: usize = 255;
+
+/// kubelet's cgroup_parent, as the cgroupfs driver sends it: an absolute path below the
+/// hierarchy's root (`/kubepods/burstable/pod<uid>`). Nothing that could leave the root,
+/// name a control file or be the root itself is accepted; a trailing `/` is dropped.
+fn cgroup_parent(field: &str, path: &str) -> Result<String, Status> {
+    let bad = |reason: String| Err(invalid(field, format!("{path:?} {reason}")));
+    if !path.starts_with('/') {
+        return bad("must be an absolute cgroupfs path (podbay uses the cgroupfs driver, \
+                    not systemd slices)"
+            .into());
+    }
+    if path.len() > CGROUP_PATH_MAX {
+        return bad(format!("is {} bytes long; at most {CGROUP_PATH_MAX}", path.len()));
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return bad("is the hierarchy's root; a pod needs a cgroup of its own".into());
+    }
+    for part in trimmed[1..].split('/') {
+        match part {
+            "" => return bad("has an empty component ('//')".into()),
+            "." | ".." => return bad(format!("has a {part:?} component")),
+            p if p.len() > CGROUP_NAME_MAX => {
+                return bad(format!("has a component longer than {CGROUP_NAME_MAX} bytes"));
+            }
+            p if p.chars().any(char::is_control) => {
+                return bad("has a control character".into());
+            }
+            p if is_cgroup_control_file(p) => {
+                return bad(format!("names the cgroup control file {p:?}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Names the kernel uses for files in a cgroup directory (v1 and v2): `cgroup.*`, the
+/// v1 core files, and `<controller>.*` for every controller.
+fn is_cgroup_control_file(name: &str) -> bool {
+    const CORE: &[&str] = &["tasks", "notify_on_release", "release_agent"];
+    const CONTROLLERS: &[&str] = &[
+        "cgroup",
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "io",
+        "blkio",
+        "pids",
+        "devices",
+        "freezer",
+        "hugetlb",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "rdma",
+        "misc",
+    ];
+    CORE.contains(&name)
+        || name.split_once('.').is_some_and(|(prefix, _)| CONTROLLERS.contains(&prefix))
 }
 
 /// IPC sysctls Kubernetes counts as namespaced (besides `fs.mqueue.*`); `net.*` is the
@@ -287,6 +358,36 @@ mod tests {
         let e = sandbox_spec(request(f)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         e.message().to_owned()
+    }
+
+    #[test]
+    fn cgroup_parents_stay_below_the_root() {
+        let with = |p: &str| {
+            let p = p.to_owned();
+            move |c: &mut cri::PodSandboxConfig| c.linux.get_or_insert_default().cgroup_parent = p
+        };
+        let spec = |p: &str| sandbox_spec(request(with(p))).unwrap().cgroup_parent;
+        assert_eq!(spec("/kubepods/burstable/pod1/").as_deref(), Some("/kubepods/burstable/pod1"));
+        assert_eq!(spec("/kubepods.slice/x").as_deref(), Some("/kubepods.slice/x"));
+        assert_eq!(spec(""), None);
+        for (bad, says) in [
+            ("kubepods/pod1", "absolute"),
+            ("kubepods-burstable-pod1.slice", "absolute"),
+            ("/", "root"),
+            ("/kubepods/../../escape-1", "\"..\" component"),
+            ("/kubepods/./pod1", "\".\" component"),
+            ("/kubepods//pod1", "empty component"),
+            ("/kubepods/cgroup.procs", "control file"),
+            ("/kubepods/tasks", "control file"),
+            ("/kubepods/memory.limit_in_bytes", "control file"),
+            ("/kubepods/pod\n1", "control character"),
+        ] {
+            let e = err(with(bad));
+            assert!(e.starts_with("config.linux.cgroup_parent: "), "{bad}: {e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(err(with(&format!("/{}", "a".repeat(256)))).contains("longer than 255"));
+        assert!(err(with(&"/a".repeat(2000))).contains("at most 3072"));
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use podbay_proto::supervisor::v1::CreateContainerRequest;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
 
-use super::spec::{self, ImageConfig, Inputs, PodFiles, UserDb};
+use super::spec::{self, ImageConfig, Inputs, PodFiles, User, UserDb};
 use super::{
     Container, ContainerRecord, ContainerSpec, ContainerState, Containers, Error, PidMode,
     SeccompProfile, name_key,
@@ -116,7 +116,8 @@ impl Containers {
         fp.check("container.create.spec")?;
         cgroups::ensure_pod(&pod_cgroup, &self.inner.node.cgroup_v1_hierarchies)?;
         let cgroup = format!("{pod_cgroup}/{id}");
-        self.write_spec(id, sandbox, spec, &image, &pod, &cgroup)?;
+        let user = self.write_spec(id, sandbox, spec, &image, &pod, &cgroup)?;
+        let oom_score_adj = self.applied_oom_score_adj(sandbox, spec);
         let log_path = match (&sandbox.spec.log_directory, spec.log_path.is_empty()) {
             (Some(dir), false) => dir.join(&spec.log_path),
             _ => PathBuf::new(),
@@ -161,7 +162,11 @@ impl Containers {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
             spec: ContainerSpec {
-                image: image.name.unwrap_or_else(|| spec.image.clone()),
+                // kubelet names the image by id; the status shows a tag, as containerd's.
+                image: image
+                    .name
+                    .or_else(|| image.record.repo_tags.first().cloned())
+                    .unwrap_or_else(|| spec.image.clone()),
                 ..spec.clone()
             },
             image_ref: image
@@ -182,6 +187,8 @@ impl Containers {
             log_path,
             cgroup,
             stop_signal: stop_signal(&image.config.stop_signal),
+            user: Some(user),
+            oom_score_adj: Some(oom_score_adj),
         };
         fp.check("container.create.commit")?;
         self.persist(&rec).await?;
@@ -218,7 +225,7 @@ impl Containers {
         image: &Image,
         pod: &PodLayout,
         cgroup: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<User, Error> {
         // A destination the request names may be a symlink of the image's into /proc.
         for (n, m) in spec.mounts.iter().enumerate() {
             let field = format!("mounts[{n}].container_path");
@@ -261,7 +268,29 @@ impl Containers {
         })?;
         let config = self.inner.layout.container(id.as_str()).config();
         let json = serde_json::to_vec(&oci).expect("an OCI spec serialises");
-        std::fs::write(&config, json).map_err(Error::io("write", &config))
+        std::fs::write(&config, json).map_err(Error::io("write", &config))?;
+        Ok(user)
+    }
+
+    /// The oom_score_adj the container gets; a request podbay cannot honour (below its own
+    /// without CAP_SYS_RESOURCE) is raised, and said at WARN once per pod.
+    fn applied_oom_score_adj(&self, sandbox: &SandboxRecord, spec: &ContainerSpec) -> i64 {
+        let requested = spec.resources.oom_score_adj;
+        let applied = spec::applied_oom_score_adj(requested, &self.inner.node);
+        if applied != requested
+            && self.inner.oom_warned.lock().expect("oom_warned lock").insert(sandbox.id.clone())
+        {
+            warn!(
+                sandbox.id = %sandbox.id,
+                container = %spec.metadata.name,
+                requested,
+                applied,
+                "oom_score_adj raised: podbay lacks CAP_SYS_RESOURCE, so nothing below its own \
+                 ({}) can be set; the container status reports the applied value",
+                self.inner.node.own_oom_score_adj
+            );
+        }
+        applied
     }
 
     async fn undo(&self, step: UndoStep) -> Result<(), Error> {

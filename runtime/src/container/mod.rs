@@ -146,6 +146,10 @@ pub struct ContainerSpec {
     pub metadata: ContainerMetadata,
     /// The image as the request names it.
     pub image: String,
+    /// The image as the user wrote it in the pod spec (kubelet's `user_specified_image`),
+    /// echoed back in the container's status.
+    #[serde(default)]
+    pub user_specified_image: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,
@@ -223,6 +227,12 @@ pub struct ContainerRecord {
     pub cgroup: String,
     /// Signal that stops it (the image's STOPSIGNAL, else SIGTERM).
     pub stop_signal: i32,
+    /// The user the process runs as, resolved at create (none in records from before).
+    #[serde(default)]
+    pub user: Option<spec::User>,
+    /// The oom_score_adj applied at create (see [`spec::applied_oom_score_adj`]).
+    #[serde(default)]
+    pub oom_score_adj: Option<i64>,
 }
 
 impl ContainerRecord {
@@ -372,6 +382,8 @@ struct Inner {
     layout: Layout,
     node: spec::NodeFacts,
     failpoints: Failpoints,
+    /// Pods already told (at WARN) that an oom_score_adj was raised.
+    oom_warned: Mutex<HashSet<SandboxId>>,
 }
 
 impl Containers {
@@ -389,6 +401,7 @@ impl Containers {
             layout,
             node: node::facts(),
             failpoints,
+            oom_warned: Mutex::new(HashSet::new()),
         };
         Self { inner: Arc::new(inner) }
     }

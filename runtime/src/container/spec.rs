@@ -173,7 +173,7 @@ pub struct UserDb {
 }
 
 /// A user and its groups, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub uid: u32,
     pub gid: u32,
@@ -438,6 +438,17 @@ pub struct PodFiles {
     pub shm: PathBuf,
 }
 
+/// The oom_score_adj a container gets for the one it asks for: without CAP_SYS_RESOURCE
+/// nothing below podbay's own can be set, so a lower request is raised to it.
+pub fn applied_oom_score_adj(requested: i64, node: &NodeFacts) -> i64 {
+    let adj = if requested == 0 || node.holds("CAP_SYS_RESOURCE") {
+        requested
+    } else {
+        requested.max(node.own_oom_score_adj)
+    };
+    adj.clamp(-1000, 1000)
+}
+
 /// Builds the OCI spec.
 pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
     let spec = i.spec;
@@ -472,12 +483,7 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
     }
     let res = &spec.resources;
     if res.oom_score_adj != 0 {
-        let adj = if i.node.holds("CAP_SYS_RESOURCE") {
-            res.oom_score_adj
-        } else {
-            res.oom_score_adj.max(i.node.own_oom_score_adj)
-        };
-        process["oomScoreAdj"] = json!(adj.clamp(-1000, 1000));
+        process["oomScoreAdj"] = json!(applied_oom_score_adj(res.oom_score_adj, i.node));
     }
 
     let linux = json!({
@@ -769,6 +775,7 @@ mod tests {
         ContainerSpec {
             metadata: ContainerMetadata { name: "web".into(), attempt: 0 },
             image: "busybox".into(),
+            user_specified_image: String::new(),
             command: vec![],
             args: vec![],
             working_dir: String::new(),

@@ -14,6 +14,7 @@ pub struct ContainerStats {
     pub id: ContainerId,
     pub sandbox_id: SandboxId,
     pub name: String,
+    pub attempt: u32,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Nanoseconds since the Unix epoch.
@@ -22,6 +23,9 @@ pub struct ContainerStats {
     /// The writable layer (the overlay's upper dir).
     pub writable_bytes: u64,
     pub writable_inodes: u64,
+    /// The file system the writable layer is on, named as ImageFsInfo names it (the
+    /// image store's directory), so kubelet can tell which one it fills.
+    pub writable_fs: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +94,7 @@ impl Containers {
             id: rec.id.clone(),
             sandbox_id: rec.sandbox_id.clone(),
             name: rec.spec.metadata.name.clone(),
+            attempt: rec.spec.metadata.attempt,
             labels: rec.spec.labels.clone(),
             annotations: rec.spec.annotations.clone(),
             timestamp: crate::clock::now_ns(),
@@ -100,6 +105,7 @@ impl Containers {
             },
             writable_bytes,
             writable_inodes,
+            writable_fs: self.inner.layout.images_dir(),
         }
     }
 }

@@ -46,7 +46,14 @@ struct Owned {
 impl Sandboxes {
     /// Runs a pod sandbox and returns its id. A retry for the same pod attempt (same name,
     /// namespace, uid and attempt) while it runs returns the existing sandbox.
-    pub async fn run(&self, spec: SandboxSpec) -> Result<SandboxId, Error> {
+    pub async fn run(&self, mut spec: SandboxSpec) -> Result<SandboxId, Error> {
+        if spec.namespaces.network == NamespaceMode::Node {
+            // A hostNetwork pod shares the node's UTS namespace (kubelet sends it no
+            // hostname): its hostname file and $HOSTNAME say the node's name as well.
+            spec.hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or(spec.hostname);
+        }
         let sandboxes = self.clone();
         tokio::spawn(async move { sandboxes.run_detached(spec).await })
             .await

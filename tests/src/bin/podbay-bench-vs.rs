@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use podbay_tests::bench::{ms, percentile, smaps_kb, step_medians};
 use podbay_tests::containerd::{self, Containerd};
+use podbay_tests::kubelet::{self, CgroupRoot, ContainerShape, PodShape, Qos};
 use podbay_tests::*;
 
 /// One runtime under test: its CRI client, its node, its daemon's process name and what
@@ -18,6 +19,9 @@ struct Runtime<'a> {
     node: &'a Node,
     daemon: &'static str,
     cgroup_parent: &'static str,
+    images: ImageClient,
+    /// kubelet's cgroup root for the kubelet-shaped pods.
+    kubelet_root: CgroupRoot,
 }
 
 /// Memory and density of one runtime with 100 one-container pods running.
@@ -29,6 +33,8 @@ struct Density {
     processes_per_pod: f64,
     pods_per_second: f64,
     list_containers: Vec<Duration>,
+    /// The calls kubelet polls with, 100 pods running: name and latencies.
+    polling: Vec<(&'static str, Vec<Duration>)>,
 }
 
 /// The node's processes: pid (node numbering), name and command line.
@@ -58,6 +64,9 @@ struct Lifecycle {
     teardown: Vec<Duration>,
     /// From the RunPodSandbox call until the pod's IP answers the node's ping.
     ping: Vec<Duration>,
+    /// A pod as kubelet starts it: RunPodSandbox, the pull check (ImageStatus), an init
+    /// container created, started and seen exited, then the app container running.
+    kubelet_pod: Vec<Duration>,
 }
 
 fn container(name: &str) -> cri::ContainerConfig {
@@ -137,6 +146,7 @@ impl Runtime<'_> {
             into.list_containers.push(t.elapsed());
             anyhow::ensure!(n == 200, "{} lists {n} containers, not 200", self.name);
         }
+        into.polling = self.polling().await?;
         futures_util::stream::iter(pods)
             .map(|pod| {
                 let mut c = self.client.clone();
@@ -151,6 +161,89 @@ impl Runtime<'_> {
             .await
             .into_iter()
             .collect::<anyhow::Result<()>>()
+    }
+
+    /// kubelet's periodic calls (PLEG's relist, the stats and eviction managers), 50
+    /// rounds each.
+    async fn polling(&mut self) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
+        let mut out: Vec<(&'static str, Vec<Duration>)> = Vec::new();
+        let c = &mut self.client;
+        let i = &mut self.images;
+        macro_rules! time {
+            ($name:literal, $call:expr) => {{
+                let mut v = Vec::new();
+                for _ in 0..50 {
+                    let t = Instant::now();
+                    $call.await?;
+                    v.push(t.elapsed());
+                }
+                out.push(($name, v));
+            }};
+        }
+        let ready = || cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxReady as i32,
+            }),
+            ..Default::default()
+        };
+        time!("ListPodSandbox", c.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }));
+        time!(
+            "ListPodSandbox (ready)",
+            c.list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(ready()) })
+        );
+        time!("ListContainers", c.list_containers(cri::ListContainersRequest { filter: None }));
+        time!(
+            "ListContainerStats",
+            c.list_container_stats(cri::ListContainerStatsRequest { filter: None })
+        );
+        time!(
+            "ListPodSandboxStats",
+            c.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+        );
+        time!("ImageFsInfo", i.image_fs_info(cri::ImageFsInfoRequest {}));
+        Ok(out)
+    }
+
+    /// A kubelet-shaped pod start (see [`Lifecycle::kubelet_pod`]), then its removal.
+    async fn kubelet_pod(&mut self, name: &str, into: &mut Lifecycle) -> anyhow::Result<()> {
+        let pod = PodShape::new(name, Qos::Burstable, &self.kubelet_root);
+        let config = kubelet::pod_sandbox_config(self.node, &pod);
+        std::fs::create_dir_all(pod.log_directory(self.node))?;
+        let spec = |image: &str| cri::ImageSpec { image: image.into(), ..Default::default() };
+        let t = Instant::now();
+        let id = run_pod(&mut self.client, config.clone()).await?;
+        let req = cri::ImageStatusRequest { image: Some(spec(BUSYBOX)), verbose: false };
+        let image = self.images.image_status(req).await?.into_inner().image;
+        let image_id = image.map(|i| i.id).unwrap_or_default();
+        let mut init = ContainerShape::new("init", &image_id, &["true"]);
+        init.cpu_request_milli = 100;
+        let mut app = ContainerShape::new("app", &image_id, &["sleep", "3600"]);
+        (app.cpu_request_milli, app.memory_limit) = (100, 64 << 20);
+        for (shape, wait_exit) in [(&init, true), (&app, false)] {
+            let req = cri::CreateContainerRequest {
+                pod_sandbox_id: id.clone(),
+                config: Some(kubelet::container_config(self.node, &pod, shape)),
+                sandbox_config: Some(config.clone()),
+            };
+            let cid = self.client.create_container(req).await?.into_inner().container_id;
+            let start = cri::StartContainerRequest { container_id: cid.clone() };
+            self.client.start_container(start).await?;
+            if wait_exit {
+                loop {
+                    let req =
+                        cri::ContainerStatusRequest { container_id: cid.clone(), verbose: false };
+                    let s = self.client.container_status(req).await?.into_inner().status;
+                    if s.is_some_and(|s| s.state == cri::ContainerState::ContainerExited as i32) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+        into.kubelet_pod.push(t.elapsed());
+        stop_pod(&mut self.client, &id).await?;
+        remove_pod(&mut self.client, &id).await?;
+        Ok(())
     }
 
     fn pod(&self, name: &str) -> cri::PodSandboxConfig {
@@ -239,6 +332,8 @@ async fn run(count: usize) -> anyhow::Result<()> {
             node: &podbay_node,
             daemon: "podbay",
             cgroup_parent: "",
+            images: podbay_node.image_client().await?,
+            kubelet_root: CgroupRoot::new("bench"),
         },
         Runtime {
             name: "containerd",
@@ -246,6 +341,8 @@ async fn run(count: usize) -> anyhow::Result<()> {
             node: &containerd.node,
             daemon: "containerd",
             cgroup_parent: containerd::CGROUP_PARENT,
+            images: ImageClient::new(channel(&containerd.socket()).await?),
+            kubelet_root: CgroupRoot::new("bench-containerd"),
         },
     ];
     let mut density = [Density::default(), Density::default()];
@@ -298,6 +395,11 @@ async fn measure(runtimes: &mut [Runtime<'_>; 2], count: usize) -> anyhow::Resul
     for i in 0..count {
         for (rt, r) in runtimes.iter_mut().zip(results.iter_mut()) {
             rt.lifecycle(&format!("p{i}"), r).await?;
+        }
+    }
+    for i in 0..count.div_ceil(2) {
+        for (rt, r) in runtimes.iter_mut().zip(results.iter_mut()) {
+            rt.kubelet_pod(&format!("k{i}"), r).await?;
         }
     }
     Ok(results)
@@ -370,6 +472,11 @@ fn report(
         ("whole pod start (sandbox + one container)", &p.whole_pod, &c.whole_pod),
         ("StopPodSandbox + RemovePodSandbox", &p.teardown, &c.teardown),
         ("RunPodSandbox until the pod's IP answers ping (¹)", &p.ping, &c.ping),
+        (
+            "kubelet-shaped pod start (²): sandbox, pull check, init container run, app running",
+            &p.kubelet_pod,
+            &c.kubelet_pod,
+        ),
     ] {
         let _ = writeln!(out, "{}", row(name, a, b));
     }
@@ -379,6 +486,9 @@ fn report(
         "{}",
         row("ListContainers, 100 pods x 2 containers", &dp.list_containers, &dc.list_containers)
     );
+    for ((name, a), (_, b)) in dp.polling.iter().zip(&dc.polling) {
+        let _ = writeln!(out, "{}", row(&format!("kubelet's poll: {name}, 100 pods"), a, b));
+    }
     let _ = writeln!(out, "\n| 100 one-container pods | podbay | containerd | podbay/containerd |");
     let _ = writeln!(out, "|---|---|---|---|");
     let mut line = |what: &str, a: f64, b: f64, unit: &str| {
@@ -404,6 +514,14 @@ fn report(
         "\n(¹) The node's `ping -c 1 -i 0.002` run through `nsenter`; starting it takes \
          {:.1} ms here (p50 of pinging the node's own loopback), in both columns.",
         ms(ping_floor)
+    );
+    let _ = writeln!(
+        out,
+        "\n(²) {} pods per runtime, interleaved, with the requests kubelet builds \
+         (tests/src/kubelet.rs: Burstable QoS cgroup parent, service-account, hosts and \
+         termination-log mounts, hugepage limits, masked paths, the image named by id); the \
+         init container's exit is seen by polling ContainerStatus every millisecond.",
+        p.kubelet_pod.len()
     );
     let _ = writeln!(
         out,
