@@ -46,8 +46,12 @@ pub fn read<M: Message + Default, R: Read>(r: &mut R) -> io::Result<Option<M>> {
     if len > MAX_FRAME {
         return Err(too_large(len));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
+    // Grown as bytes arrive, so a length alone cannot make us allocate.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    r.take(len as u64).read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "frame cut short"));
+    }
     decode(&body).map(Some)
 }
 
@@ -78,8 +82,11 @@ pub mod tokio_io {
         if len > MAX_FRAME {
             return Err(too_large(len));
         }
-        let mut body = vec![0u8; len];
-        r.read_exact(&mut body).await?;
+        let mut body = Vec::with_capacity(len.min(64 << 10));
+        r.take(len as u64).read_to_end(&mut body).await?;
+        if body.len() < len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "frame cut short"));
+        }
         decode(&body).map(Some)
     }
 }
