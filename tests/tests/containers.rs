@@ -607,6 +607,18 @@ async fn bad_requests_are_named_and_leave_nothing() {
     // naming it.
     let err = create(&mut c, &pod, &pc, ctr("missing", &["/no/such/binary"])).await.unwrap_err();
     assert!(err.message().contains("/no/such/binary"), "{err:?}");
+    // A mount libcontainer cannot make in the rootfs (under a file): its own cause is
+    // told, not only "failed to prepare rootfs".
+    let mut under_file = sleeper("x");
+    under_file.mounts.push(cri::Mount {
+        container_path: "/bin/busybox/x".into(),
+        host_path: node.dir().to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let err = create(&mut c, &pod, &pc, under_file).await.unwrap_err();
+    assert!(err.message().contains("failed to prepare rootfs"), "{err:?}");
+    assert!(err.message().contains("Not a directory"), "{err:?}");
+    assert!(err.message().contains("/bin/busybox/x"), "{err:?}");
     // Unknown ids.
     let err = start(&mut c, "0123456789ab").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
@@ -808,4 +820,116 @@ async fn unset_seccomp_profile_follows_the_config() {
     node.set_config("[container]\nunset_seccomp_profile = \"strict\"\n");
     let err = node.start_daemon().unwrap_err().to_string();
     assert!(err.contains("unset_seccomp_profile") && err.contains("strict"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_propagation_host_to_container_and_bidirectional() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "prop");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    // kubelet's dirs are shared mounts; the node's own (a private mount namespace) are not.
+    let dir = node.dir().join("kubelet");
+    let d = dir.display();
+    node.sh(&format!(
+        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/h2c {d}/bidi"
+    ))
+    .unwrap();
+    let with_mount = |name: &str, sub: &str, propagation: cri::MountPropagation| {
+        let mut config = sleeper(name);
+        config.mounts.push(cri::Mount {
+            container_path: format!("/{sub}"),
+            host_path: dir.join(sub).to_string_lossy().into_owned(),
+            propagation: propagation as i32,
+            ..Default::default()
+        });
+        config
+    };
+    let h2c = run(
+        &mut c,
+        &pod,
+        &pc,
+        with_mount("h2c", "h2c", cri::MountPropagation::PropagationHostToContainer),
+    )
+    .await;
+    let mut bidi = with_mount("bidi", "bidi", cri::MountPropagation::PropagationBidirectional);
+    security(&mut bidi).privileged = true;
+    let bidi = run(&mut c, &pod, &pc, bidi).await;
+
+    // The node mounts after the container started: the container sees it.
+    node.sh(&format!(
+        "mkdir {d}/h2c/sub && mount -t tmpfs -o size=1m tmpfs {d}/h2c/sub && touch {d}/h2c/sub/from-node"
+    ))
+    .unwrap();
+    assert_eq!(sh(&mut c, &h2c, "ls /h2c/sub").await, (0, "from-node\n".into()));
+    // The container mounts: the node sees it.
+    let (code, out) = sh(
+        &mut c,
+        &bidi,
+        "mkdir /bidi/sub && mount -t tmpfs -o size=1m tmpfs /bidi/sub && touch /bidi/sub/from-ctr",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(node.sh(&format!("ls {d}/bidi/sub")).unwrap(), "from-ctr\n");
+
+    // On a mount that is not shared, either mode is refused, naming the mount.
+    let private = node.dir().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let mut config = sleeper("refused");
+    config.mounts.push(cri::Mount {
+        container_path: "/p".into(),
+        host_path: private.to_string_lossy().into_owned(),
+        propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+        ..Default::default()
+    });
+    let err = create(&mut c, &pod, &pc, config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("mounts[0].propagation"), "{err:?}");
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.sh(&format!("umount -R {d}")).unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn supplemental_groups_policy_merge_and_strict() {
+    require_root!();
+    let node = node_with_busybox();
+    let group = b"root:x:0:\nwheel:x:10:app\napp:x:1000:\n".to_vec();
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n".to_vec();
+    let files = [("etc/group".to_owned(), group, 0o644), ("etc/passwd".to_owned(), passwd, 0o644)];
+    podbay_tests::attack::import_image(&node, "localhost/groups:1", &files).unwrap();
+    let mut c = node.client().await.unwrap();
+    let status_features = c
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .features
+        .unwrap();
+    assert!(status_features.supplemental_groups_policy);
+    let pc = logged_pod(&node, "groups");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    for (policy, groups) in [
+        (cri::SupplementalGroupsPolicy::Merge, "1000 10 2000"),
+        (cri::SupplementalGroupsPolicy::Strict, "1000 2000"),
+    ] {
+        let mut config = sleeper(&format!("{policy:?}").to_lowercase());
+        config.image.as_mut().unwrap().image = "localhost/groups:1".into();
+        let sec = security(&mut config);
+        sec.run_as_user = Some(cri::Int64Value { value: 1000 });
+        sec.supplemental_groups = vec![2000];
+        sec.supplemental_groups_policy = policy as i32;
+        let id = run(&mut c, &pod, &pc, config).await;
+        assert_eq!(sh(&mut c, &id, "id -G").await, (0, format!("{groups}\n")), "{policy:?}");
+        let (s, _) = status(&mut c, &id).await;
+        let user = s.user.unwrap().linux.unwrap();
+        let mut want: Vec<i64> = groups.split(' ').skip(1).map(|g| g.parse().unwrap()).collect();
+        want.sort();
+        assert_eq!((user.uid, user.gid, user.supplemental_groups), (1000, 1000, want));
+    }
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.assert_clean().unwrap();
 }

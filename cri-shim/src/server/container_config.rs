@@ -279,6 +279,18 @@ fn security(
             .into_iter()
             .map(|g| id(g, &format!("{field}.supplemental_groups")))
             .collect::<Result<_, _>>()?,
+        strict_supplemental_groups: match cri::SupplementalGroupsPolicy::try_from(
+            s.supplemental_groups_policy,
+        ) {
+            Ok(cri::SupplementalGroupsPolicy::Merge) => false,
+            Ok(cri::SupplementalGroupsPolicy::Strict) => true,
+            Err(_) => {
+                return Err(invalid(
+                    &format!("{field}.supplemental_groups_policy"),
+                    format!("unknown policy {}", s.supplemental_groups_policy),
+                ));
+            }
+        },
         readonly_rootfs: s.readonly_rootfs,
         no_new_privs: s.no_new_privs,
         masked_paths: s.masked_paths,

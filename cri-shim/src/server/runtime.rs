@@ -65,7 +65,8 @@ pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusRespons
         status: Some(cri::RuntimeStatus { conditions }),
         info,
         runtime_handlers: vec![handler],
-        ..Default::default()
+        // SupplementalGroupsPolicy, and the effective user in ContainerStatus.
+        features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),
     }
 }
 

@@ -235,6 +235,7 @@ impl Containers {
                 Error::invalid(&field, format!("{reason} (through the image's symlinks)"))
             })?;
         }
+        check_propagation(spec)?;
         let users = UserDb {
             passwd: read_in_root(&image.rootfs, "etc/passwd").unwrap_or_default(),
             group: read_in_root(&image.rootfs, "etc/group").unwrap_or_default(),
@@ -401,6 +402,39 @@ pub fn stop_signal(s: &str) -> i32 {
     }
     let name = if s.starts_with("SIG") { s.to_owned() } else { format!("SIG{s}") };
     name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).unwrap_or(libc::SIGTERM)
+}
+
+/// A HostToContainer mount sees the node's later mounts only if its source is on a
+/// shared or slave mount, and a Bidirectional one's mounts reach the node only from a
+/// shared one (kubelet makes its dirs shared). Refused otherwise, as containerd does,
+/// rather than a mount that silently propagates nothing.
+fn check_propagation(spec: &ContainerSpec) -> Result<(), Error> {
+    use super::Propagation;
+    for (n, m) in spec.mounts.iter().enumerate() {
+        let need_shared = match m.propagation {
+            Propagation::Private => continue,
+            Propagation::HostToContainer => false,
+            Propagation::Bidirectional => true,
+        };
+        let p = super::node::propagation_of(&m.host_path)
+            .map_err(Error::io("resolve", &m.host_path))?;
+        let ok = p.shared || (!need_shared && p.slave);
+        if !ok {
+            let wanted = if need_shared { "shared" } else { "shared or slave" };
+            return Err(Error::Precondition {
+                field: format!("mounts[{n}].propagation"),
+                reason: format!(
+                    "{:?} propagation needs {} on a {wanted} mount; it is on {}, which is not \
+                     (`mount --make-rshared {}` on the node)",
+                    m.propagation,
+                    m.host_path.display(),
+                    p.mount_point,
+                    p.mount_point
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

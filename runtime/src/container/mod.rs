@@ -131,6 +131,10 @@ pub struct Security {
     pub run_as_group: Option<u32>,
     pub run_as_username: String,
     pub supplemental_groups: Vec<u32>,
+    /// SupplementalGroupsPolicy Strict: only the requested groups, not also those the
+    /// image's /etc/group gives the user (Merge, the default).
+    #[serde(default)]
+    pub strict_supplemental_groups: bool,
     pub readonly_rootfs: bool,
     pub no_new_privs: bool,
     /// Empty: the defaults (none when privileged).
@@ -264,6 +268,8 @@ pub enum Error {
     ImageNotFound { image: String },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    #[error("{field}: {reason}")]
+    Precondition { field: String, reason: String },
     #[error("container {id} is {state:?}; {what}")]
     State { id: ContainerId, state: ContainerState, what: &'static str },
     #[error("container {id}: {source}")]
@@ -300,7 +306,9 @@ impl Error {
             | Error::ImageNotFound { .. } => ErrorKind::NotFound,
             Error::Ambiguous { .. } | Error::Invalid { .. } => ErrorKind::InvalidArgument,
             Error::NameTaken { .. } | Error::NameBusy { .. } => ErrorKind::AlreadyExists,
-            Error::SandboxNotReady { .. } | Error::State { .. } => ErrorKind::FailedPrecondition,
+            Error::SandboxNotReady { .. } | Error::State { .. } | Error::Precondition { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             Error::ExecTimeout { .. } => ErrorKind::DeadlineExceeded,
             Error::Supervisor { source, .. } => source.kind(),
             Error::Image(e) => e.kind(),

@@ -63,3 +63,93 @@ fn walk_devices(dir: &Path, out: &mut Vec<HostDevice>) {
         });
     }
 }
+
+/// How the mount that holds `path` propagates: its mount point, whether it is shared
+/// (a peer group) and whether it receives from a master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MountPropagation {
+    pub mount_point: String,
+    pub shared: bool,
+    pub slave: bool,
+}
+
+/// The propagation of the mount `path` is on, from this process's mountinfo: the
+/// topmost mount whose mount point is the longest prefix of the path (with symlinks
+/// resolved).
+pub(super) fn propagation_of(path: &Path) -> std::io::Result<MountPropagation> {
+    let real = std::fs::canonicalize(path)?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(propagation_in(&mountinfo, &real.to_string_lossy()))
+}
+
+fn propagation_in(mountinfo: &str, path: &str) -> MountPropagation {
+    let mut best = MountPropagation { mount_point: "/".into(), shared: false, slave: false };
+    let mut best_len = 0;
+    for line in mountinfo.lines() {
+        let Some((head, _)) = line.split_once(" - ") else { continue };
+        let fields: Vec<&str> = head.split(' ').collect();
+        let (Some(point), Some(optional)) = (fields.get(4), fields.get(6..)) else { continue };
+        // Mount points escape spaces and the like as octal (`\040`).
+        let point = unescape(point);
+        let under = path == point
+            || point == "/"
+            || path.strip_prefix(point.as_str()).is_some_and(|rest| rest.starts_with('/'));
+        // A later line at the same point is mounted over the earlier one.
+        if under && point.len() >= best_len {
+            best_len = point.len();
+            best = MountPropagation {
+                shared: optional.iter().any(|f| f.starts_with("shared:")),
+                slave: optional.iter().any(|f| f.starts_with("master:")),
+                mount_point: point,
+            };
+        }
+    }
+    best
+}
+
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topmost_longest_mount_decides() {
+        let info = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:5 / /var/lib/kubelet rw shared:7 - tmpfs tmpfs rw
+31 22 0:6 / /var/lib/kube rw master:3 - tmpfs tmpfs rw
+32 30 0:7 / /var/lib/kubelet/pods/a\\040b rw - tmpfs tmpfs rw
+33 30 0:8 / /var/lib/kubelet rw - tmpfs tmpfs rw
+";
+        let p = propagation_in(info, "/var/lib/kubelet/pods/a b/vol");
+        assert_eq!(
+            (p.mount_point.as_str(), p.shared, p.slave),
+            ("/var/lib/kubelet/pods/a b", false, false)
+        );
+        let p = propagation_in(info, "/var/lib/kubelet/x");
+        assert_eq!((p.mount_point.as_str(), p.shared), ("/var/lib/kubelet", false), "33 is on top");
+        let p = propagation_in(info, "/var/lib/kube/x");
+        assert_eq!((p.shared, p.slave), (false, true));
+        let p = propagation_in(info, "/var/lib/kubeletx");
+        assert_eq!((p.mount_point.as_str(), p.shared), ("/", true));
+    }
+}

@@ -262,7 +262,10 @@ pub fn resolve_user(spec: &ContainerSpec, image_user: &str, db: &UserDb) -> Resu
     if let Some(g) = sec.run_as_group {
         gid = g;
     }
-    let mut additional: Vec<u32> = name.map(|n| db.member_of(&n)).unwrap_or_default();
+    let mut additional: Vec<u32> = match name {
+        Some(n) if !sec.strict_supplemental_groups => db.member_of(&n),
+        _ => Vec::new(),
+    };
     additional.extend(&sec.supplemental_groups);
     additional.retain(|g| *g != gid);
     additional.sort_unstable();
@@ -671,11 +674,13 @@ fn readonly_paths(i: &Inputs<'_>) -> Vec<String> {
     paths
 }
 
+/// The root's propagation: libcontainer takes `shared`, `slave`, `private` and
+/// `unbindable` (and applies them recursively); runc's `rshared`/`rslave` it refuses.
 fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
     if spec.mounts.iter().any(|m| m.propagation == Propagation::Bidirectional) {
-        Some("rshared")
+        Some("shared")
     } else if spec.mounts.iter().any(|m| m.propagation == Propagation::HostToContainer) {
-        Some("rslave")
+        Some("slave")
     } else {
         None
     }
@@ -911,6 +916,12 @@ mod tests {
         assert_eq!(
             resolve_user(&s, "", &db()).unwrap(),
             User { uid: 1000, gid: 7, additional_gids: vec![9, 50] }
+        );
+        // SupplementalGroupsPolicy Strict: the image's memberships are left out.
+        s.security.strict_supplemental_groups = true;
+        assert_eq!(
+            resolve_user(&s, "", &db()).unwrap(),
+            User { uid: 1000, gid: 7, additional_gids: vec![9] }
         );
         let mut s = spec();
         s.security.run_as_username = "nobody".into();

@@ -18,6 +18,8 @@ use nix::sys::wait::waitpid;
 use nix::unistd::pipe2;
 use podbay_proto::frame;
 use podbay_proto::supervisor::v1::{Failure, FailureKind, HelperReply, helper_reply};
+use rustix::fs::MemfdFlags;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use super::fork::{ForkResult, exit_child, fork};
 
@@ -41,25 +43,44 @@ pub enum Error {
 
 /// Runs `f` in a forked child and returns the pid it reported. The child starts with no
 /// signals blocked (the supervisor blocks the ones its signalfd reads, and a container
-/// must not inherit that) and logs libcontainer's errors to the supervisor's stderr.
+/// must not inherit that). libcontainer's error events are kept in a memfd: its
+/// container init reports a failure to its parent only by the outer message ("failed to
+/// prepare rootfs"), and logs the cause, so the cause is read back from there and added
+/// to the failure the daemon gets (and logs).
 pub fn run(f: impl FnOnce() -> Result<u32, Box<dyn std::error::Error>>) -> Result<u32, Error> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|source| Error::Sys { what: "pipe", source })?;
     let child = match fork().map_err(|source| Error::Sys { what: "fork", source })? {
         ForkResult::Child => {
             drop(r);
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            let events = rustix::fs::memfd_create("podbay-libcontainer", MemfdFlags::CLOEXEC)
+                .ok()
+                .map(File::from);
+            let writer = match events.as_ref().and_then(|f| f.try_clone().ok()) {
+                Some(f) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
+                None => BoxMakeWriter::new(std::io::stderr),
+            };
             let _ = tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .with_max_level(tracing::Level::ERROR)
                 .with_ansi(false)
+                .without_time()
                 .try_init();
             let result = match f() {
                 Ok(pid) => helper_reply::Result::Pid(pid),
-                Err(e) => helper_reply::Result::Failure(Failure {
-                    message: crate::error::chain(&*e),
-                    kind: FailureKind::Internal as i32,
-                    field: String::new(),
-                }),
+                Err(e) => {
+                    let mut message = crate::error::chain(&*e);
+                    if let Some(causes) = events.as_ref().map(logged_errors)
+                        && !causes.is_empty()
+                    {
+                        message = format!("{message} ({causes})");
+                    }
+                    helper_reply::Result::Failure(Failure {
+                        message,
+                        kind: FailureKind::Internal as i32,
+                        field: String::new(),
+                    })
+                }
             };
             let _ = frame::write(&mut File::from(w), &HelperReply { result: Some(result) });
             exit_child(0)
@@ -77,6 +98,16 @@ pub fn run(f: impl FnOnce() -> Result<u32, Box<dyn std::error::Error>>) -> Resul
         Some(helper_reply::Result::Failure(f)) => Err(Error::Failed(f.message)),
         None => Err(Error::NoAnswer),
     }
+}
+
+/// The error events libcontainer's processes wrote, one line each, at most 4 KiB.
+fn logged_errors(events: &File) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    let n = events.read_at(&mut buf, 0).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines.join("; ")
 }
 
 /// Reads the one frame, waiting at most [`TIMEOUT`].
