@@ -382,3 +382,54 @@ async fn host_network_pod_has_the_node_hostname_and_host_paths() {
     remove_pod(&mut c, &pod_id).await.unwrap();
     node.assert_clean().unwrap();
 }
+
+/// kubelet's evented PLEG: GetContainerEvents streams each container's lifecycle, in
+/// order, with the pod's status; a subscriber that never reads does not hold anything up.
+#[tokio::test(flavor = "multi_thread")]
+async fn container_events_as_the_evented_pleg_reads_them() {
+    require_root!();
+    let root = CgroupRoot::new("t");
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let image_id = ensure_image(&node).await;
+    let mut events = c.get_container_events(cri::GetEventsRequest {}).await.unwrap().into_inner();
+    // A second subscriber that never reads.
+    let _idle = c.clone().get_container_events(cri::GetEventsRequest {}).await.unwrap();
+
+    let pod = PodShape::new("events", Qos::BestEffort, &root);
+    let app = ContainerShape::new("app", &image_id, &["sleep", "3601"]);
+    let (pod_id, ids) = start_pod(&node, &mut c, &pod, &[app]).await;
+    let id = ids[0].clone();
+    c.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 1 })
+        .await
+        .unwrap();
+    c.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+
+    use cri::ContainerEventType as E;
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), events.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.container_id, id);
+        let pod_status = e.pod_sandbox_status.as_ref().unwrap();
+        assert_eq!(pod_status.id, pod_id);
+        assert_eq!(pod_status.metadata.as_ref().unwrap().name, "events");
+        let mine = e.containers_statuses.iter().find(|s| s.id == id).unwrap();
+        seen.push((E::try_from(e.container_event_type).unwrap(), mine.state));
+    }
+    use cri::ContainerState as S;
+    assert_eq!(
+        seen,
+        [
+            (E::ContainerCreatedEvent, S::ContainerCreated as i32),
+            (E::ContainerStartedEvent, S::ContainerRunning as i32),
+            (E::ContainerStoppedEvent, S::ContainerExited as i32),
+            (E::ContainerDeletedEvent, S::ContainerExited as i32),
+        ]
+    );
+    remove_pod(&mut c, &pod_id).await.unwrap();
+    node.assert_clean().unwrap();
+}

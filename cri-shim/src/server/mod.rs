@@ -4,6 +4,7 @@ pub mod admin_service;
 mod container;
 pub mod container_config;
 mod container_stats;
+mod events;
 mod fields;
 mod image;
 pub mod image_service;

@@ -2,14 +2,14 @@
 //! (`sandbox.rs`, `container.rs`, `container_stats.rs`, `sandbox_stats.rs`, `runtime.rs`),
 //! where the request is validated and converted, the runtime called, the error mapped.
 
-use std::pin::Pin;
-
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use podbay_runtime::Runtime;
 use tonic::{Request, Response, Status};
 
-use super::{container, container_config, container_stats, runtime, sandbox, sandbox_stats};
+use super::{
+    container, container_config, container_stats, events, runtime, sandbox, sandbox_stats,
+};
 
 pub struct CriService {
     pub runtime: Runtime,
@@ -195,15 +195,13 @@ impl RuntimeService for CriService {
         unimplemented("CheckpointContainer")
     }
 
-    type GetContainerEventsStream = Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>,
-    >;
+    type GetContainerEventsStream = events::EventStream;
 
     async fn get_container_events(
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(events::subscribe(&self.runtime)))
     }
 
     async fn list_metric_descriptors(

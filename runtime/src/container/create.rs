@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::spec::{self, ImageConfig, Inputs, PodFiles, User, UserDb};
 use super::{
-    Container, ContainerRecord, ContainerSpec, ContainerState, Containers, Error, PidMode,
+    ContainerRecord, ContainerSpec, ContainerState, Containers, Error, EventKind, PidMode,
     SeccompProfile, name_key,
 };
 use crate::cgroups;
@@ -63,8 +63,14 @@ impl Containers {
             let mut undo = Undo::default();
             match containers.create_steps(&id, &sandbox, &spec, &mut undo).instrument(span).await {
                 Ok(rec) => {
-                    let c = Arc::new(Container::new(rec));
-                    containers.inner.map.write().expect("containers lock").insert(id.clone(), c);
+                    let c = Arc::new(containers.container(rec));
+                    containers
+                        .inner
+                        .map
+                        .write()
+                        .expect("containers lock")
+                        .insert(id.clone(), c.clone());
+                    c.emit(EventKind::Created, &c.snapshot());
                     Ok(id)
                 }
                 Err(cause) => Err(undo.unwind(cause, |step| containers.undo(step)).await),

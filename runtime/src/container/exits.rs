@@ -187,7 +187,7 @@ impl Containers {
         let mut pods = BTreeSet::new();
         for rec in recs {
             pods.insert(rec.sandbox_id.clone());
-            let c = Arc::new(Container::new(rec.clone()));
+            let c = Arc::new(self.container(rec.clone()));
             self.inner.map.write().expect("containers lock").insert(rec.id.clone(), c);
         }
         self.sweep_orphans().await?;

@@ -35,6 +35,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use tokio::sync::broadcast;
+
 pub use exec::ExecOutput;
 pub use stats::{ContainerStats, PodStats};
 pub use status::ContainerFilter;
@@ -341,9 +343,31 @@ impl Error {
     }
 }
 
+/// What happened to a container (the CRI's GetContainerEvents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+/// A container event: what, when (Unix nanoseconds) and the record right after it.
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    pub kind: EventKind,
+    pub at: i64,
+    pub record: ContainerRecord,
+}
+
+/// Events waiting for a subscriber that has not read them; one that falls further behind
+/// is told it lagged (and kubelet re-lists), so no pod operation ever waits for it.
+const EVENT_BACKLOG: usize = 4096;
+
 /// One container in memory: its record, and the lock that serialises start, stop and
 /// remove.
 pub struct Container {
+    events: broadcast::Sender<ContainerEvent>,
     record: Mutex<ContainerRecord>,
     op: tokio::sync::Mutex<()>,
     /// Found running at daemon start although its record said Created: a StartContainer
@@ -352,8 +376,9 @@ pub struct Container {
 }
 
 impl Container {
-    fn new(record: ContainerRecord) -> Self {
+    fn new(record: ContainerRecord, events: broadcast::Sender<ContainerEvent>) -> Self {
         Self {
+            events,
             record: Mutex::new(record),
             op: tokio::sync::Mutex::new(()),
             start_interrupted: std::sync::atomic::AtomicBool::new(false),
@@ -364,10 +389,28 @@ impl Container {
         self.record.lock().expect("container record lock").clone()
     }
 
+    /// Changes the record; a change of state into Running or Exited is an event (sent
+    /// under the record's lock, so one container's events are in order).
     fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
         let mut rec = self.record.lock().expect("container record lock");
+        let before = rec.state;
         f(&mut rec);
+        let kind = match rec.state {
+            s if s == before => None,
+            ContainerState::Running => Some(EventKind::Started),
+            ContainerState::Exited => Some(EventKind::Stopped),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.emit(kind, &rec);
+        }
         rec.clone()
+    }
+
+    fn emit(&self, kind: EventKind, rec: &ContainerRecord) {
+        let event = ContainerEvent { kind, at: crate::clock::now_ns(), record: rec.clone() };
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
     }
 
     fn sandbox_id(&self) -> SandboxId {
@@ -392,6 +435,7 @@ struct Inner {
     failpoints: Failpoints,
     /// Pods already told (at WARN) that an oom_score_adj was raised.
     oom_warned: Mutex<HashSet<SandboxId>>,
+    events: broadcast::Sender<ContainerEvent>,
 }
 
 impl Containers {
@@ -410,8 +454,18 @@ impl Containers {
             node: node::facts(),
             failpoints,
             oom_warned: Mutex::new(HashSet::new()),
+            events: broadcast::channel(EVENT_BACKLOG).0,
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// Every container event from now on, in order per container.
+    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn container(&self, rec: ContainerRecord) -> Container {
+        Container::new(rec, self.inner.events.clone())
     }
 
     /// What podbay found out about the node at start (capabilities, cgroups, devices).

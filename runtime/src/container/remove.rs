@@ -42,6 +42,7 @@ impl Containers {
             .await
             .expect("state store task panicked")?;
         self.inner.map.write().expect("containers lock").remove(&rec.id);
+        c.emit(super::EventKind::Deleted, &c.snapshot());
         Ok(())
     }
 
