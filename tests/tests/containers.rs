@@ -580,6 +580,20 @@ async fn bad_requests_are_named_and_leave_nothing() {
     security(&mut bad_cap).capabilities =
         Some(cri::Capability { add_capabilities: vec!["FLY".into()], ..Default::default() });
     expect(&mut c, &pod, bad_cap, tonic::Code::InvalidArgument, &["FLY"]).await;
+    // AppArmor and SELinux cannot be applied on these hosts: asking for a profile or a
+    // label is refused, never silently ignored.
+    let mut apparmor = sleeper("x");
+    security(&mut apparmor).apparmor = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "k8s-deny-write".into(),
+    });
+    let words = ["security_context.apparmor", "k8s-deny-write"];
+    expect(&mut c, &pod, apparmor, tonic::Code::InvalidArgument, &words).await;
+    let mut selinux = sleeper("x");
+    security(&mut selinux).selinux_options =
+        Some(cri::SeLinuxOption { level: "s0:c1,c2".into(), ..Default::default() });
+    let words = ["security_context.selinux_options"];
+    expect(&mut c, &pod, selinux, tonic::Code::InvalidArgument, &words).await;
     let mut group_alone = sleeper("x");
     security(&mut group_alone).run_as_group = Some(cri::Int64Value { value: 100 });
     let words = ["security_context.run_as_group", "without run_as_user"];

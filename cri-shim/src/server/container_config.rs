@@ -10,7 +10,7 @@ use podbay_runtime::container::{
 };
 use tonic::Status;
 
-use super::fields::{check_keys, check_name, invalid, sorted};
+use super::fields::{check_keys, check_lsm, check_name, invalid, sorted};
 use super::image::image_ref;
 
 /// What the node's config says about fields a request leaves unset.
@@ -264,6 +264,10 @@ fn security(
     }
     let caps = s.capabilities.unwrap_or_default();
     check_capabilities(&caps)?;
+    // Deprecated in the CRI, and still what older kubelets send.
+    #[allow(deprecated)]
+    let apparmor_profile = &s.apparmor_profile;
+    check_lsm(field, s.apparmor.as_ref(), apparmor_profile, s.selinux_options.as_ref())?;
     let uid = |v: Option<cri::Int64Value>, name: &str| -> Result<Option<u32>, Status> {
         v.map(|v| id(v.value, &format!("{field}.{name}"))).transpose()
     };

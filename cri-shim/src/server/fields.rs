@@ -50,3 +50,44 @@ pub fn check_keys(field: &str, map: &HashMap<String, String>) -> Result<(), Stat
     }
     Ok(())
 }
+
+/// AppArmor and SELinux: podbay applies neither (these hosts have neither). As containerd
+/// on such a host, unset, RuntimeDefault and Unconfined apply nothing; a Localhost AppArmor
+/// profile or an SELinux label asks for something that would not happen, so it is refused
+/// rather than silently ignored.
+pub fn check_lsm(
+    field: &str,
+    apparmor: Option<&k8s_cri::v1::SecurityProfile>,
+    apparmor_profile: &str,
+    selinux: Option<&k8s_cri::v1::SeLinuxOption>,
+) -> Result<(), Status> {
+    use k8s_cri::v1::security_profile::ProfileType;
+    if let Some(p) = apparmor
+        && p.profile_type == ProfileType::Localhost as i32
+    {
+        return Err(invalid(
+            &format!("{field}.apparmor"),
+            format!(
+                "Localhost profile {:?} cannot be applied: podbay does not apply AppArmor profiles",
+                p.localhost_ref
+            ),
+        ));
+    }
+    if apparmor_profile.starts_with("localhost/") {
+        return Err(invalid(
+            &format!("{field}.apparmor_profile"),
+            format!(
+                "{apparmor_profile:?} cannot be applied: podbay does not apply AppArmor profiles"
+            ),
+        ));
+    }
+    if let Some(s) = selinux
+        && !(s.user.is_empty() && s.role.is_empty() && s.r#type.is_empty() && s.level.is_empty())
+    {
+        return Err(invalid(
+            &format!("{field}.selinux_options"),
+            "an SELinux label cannot be applied: podbay does not apply SELinux labels",
+        ));
+    }
+    Ok(())
+}

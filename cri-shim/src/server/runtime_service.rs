@@ -192,7 +192,9 @@ impl RuntimeService for CriService {
         &self,
         _: Request<cri::CheckpointContainerRequest>,
     ) -> Rpc<cri::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        Err(Status::unimplemented(
+            "CheckpointContainer: checkpoint and restore (CRIU) are out of podbay's scope",
+        ))
     }
 
     type GetContainerEventsStream = events::EventStream;

@@ -11,7 +11,7 @@ use podbay_runtime::network::PortMapping;
 use podbay_runtime::sandbox::{DnsSpec, NamespaceMode, NamespaceSpec, PodMetadata, SandboxSpec};
 use tonic::Status;
 
-use super::fields::{NAME_MAX, check_keys, check_name, invalid, sorted};
+use super::fields::{NAME_MAX, check_keys, check_lsm, check_name, invalid, sorted};
 
 /// Longest hostname Linux accepts (HOST_NAME_MAX).
 const HOSTNAME_MAX: usize = 64;
@@ -43,7 +43,14 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec, Statu
     };
     let dns = config.dns_config.map(dns_spec).transpose()?;
     let linux = config.linux.unwrap_or_default();
-    let ns = linux.security_context.unwrap_or_default().namespace_options.unwrap_or_default();
+    let security = linux.security_context.unwrap_or_default();
+    check_lsm(
+        "config.linux.security_context",
+        security.apparmor.as_ref(),
+        "",
+        security.selinux_options.as_ref(),
+    )?;
+    let ns = security.namespace_options.unwrap_or_default();
     let namespaces = namespace_spec(&ns)?;
     let cgroup_parent = match linux.cgroup_parent.as_str() {
         "" => None,
@@ -358,6 +365,34 @@ mod tests {
         let e = sandbox_spec(request(f)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         e.message().to_owned()
+    }
+
+    #[test]
+    fn apparmor_and_selinux_that_cannot_apply_are_refused() {
+        let e = err(|c| {
+            let sc = c.linux.get_or_insert_default().security_context.get_or_insert_default();
+            sc.selinux_options =
+                Some(cri::SeLinuxOption { r#type: "spc_t".into(), ..Default::default() });
+        });
+        assert!(e.starts_with("config.linux.security_context.selinux_options: "), "{e}");
+        let e = err(|c| {
+            let sc = c.linux.get_or_insert_default().security_context.get_or_insert_default();
+            sc.apparmor = Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "k8s-nginx".into(),
+            });
+        });
+        assert!(e.contains("security_context.apparmor") && e.contains("k8s-nginx"), "{e}");
+        // RuntimeDefault and Unconfined apply nothing here, as containerd without AppArmor.
+        let ok = sandbox_spec(request(|c| {
+            let sc = c.linux.get_or_insert_default().security_context.get_or_insert_default();
+            sc.apparmor = Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            });
+            sc.selinux_options = Some(cri::SeLinuxOption::default());
+        }));
+        assert!(ok.is_ok());
     }
 
     #[test]
