@@ -267,6 +267,10 @@ pub struct Usage {
     pub memory_usage: u64,
     /// Usage minus inactive file cache (what kubelet evicts on).
     pub working_set: u64,
+    /// Anonymous memory (v1 `total_rss`, v2 `anon`).
+    pub rss: u64,
+    /// Tasks in the cgroup (`pids.current`).
+    pub processes: u64,
 }
 
 /// CPU and memory of a cgroup; zeros when it is gone.
@@ -283,11 +287,14 @@ pub fn usage(cgroup: &str) -> Usage {
     if root.join("cgroup.controllers").exists() {
         let dir = root.join(cg);
         let memory_usage = number(read(dir.join("memory.current"))).unwrap_or(0);
-        let inactive = stat(read(dir.join("memory.stat")), "inactive_file").unwrap_or(0);
+        let memory_stat = read(dir.join("memory.stat"));
+        let inactive = stat(memory_stat.clone(), "inactive_file").unwrap_or(0);
         return Usage {
             cpu_ns: stat(read(dir.join("cpu.stat")), "usage_usec").unwrap_or(0) * 1000,
             memory_usage,
             working_set: memory_usage.saturating_sub(inactive),
+            rss: stat(memory_stat, "anon").unwrap_or(0),
+            processes: number(read(dir.join("pids.current"))).unwrap_or(0),
         };
     }
     let cpu_ns = ["cpuacct", "cpu,cpuacct"]
@@ -296,8 +303,15 @@ pub fn usage(cgroup: &str) -> Usage {
         .unwrap_or(0);
     let memory = root.join("memory").join(cg);
     let memory_usage = number(read(memory.join("memory.usage_in_bytes"))).unwrap_or(0);
-    let inactive = stat(read(memory.join("memory.stat")), "total_inactive_file").unwrap_or(0);
-    Usage { cpu_ns, memory_usage, working_set: memory_usage.saturating_sub(inactive) }
+    let memory_stat = read(memory.join("memory.stat"));
+    let inactive = stat(memory_stat.clone(), "total_inactive_file").unwrap_or(0);
+    Usage {
+        cpu_ns,
+        memory_usage,
+        working_set: memory_usage.saturating_sub(inactive),
+        rss: stat(memory_stat, "total_rss").unwrap_or(0),
+        processes: number(read(root.join("pids").join(cg).join("pids.current"))).unwrap_or(0),
+    }
 }
 
 /// How many times the kernel's OOM killer killed a process of the cgroup.

@@ -433,3 +433,69 @@ async fn container_events_as_the_evented_pleg_reads_them() {
     remove_pod(&mut c, &pod_id).await.unwrap();
     node.assert_clean().unwrap();
 }
+
+/// The cAdvisor-style metrics kubelet serves when it takes stats from the CRI: every
+/// metric's labels match its descriptor, and the values come from the pod's cgroups,
+/// its eth0 and the writable layer.
+#[tokio::test(flavor = "multi_thread")]
+async fn cri_metrics_as_kubelet_serves_them() {
+    require_root!();
+    let root = CgroupRoot::new("t");
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let image_id = ensure_image(&node).await;
+    let pod = PodShape::new("metrics", Qos::BestEffort, &root);
+    let script = "dd if=/dev/zero of=/tmp/fill bs=1024 count=2048 2>/dev/null; exec sleep 3601";
+    let app = ContainerShape::new("app", &image_id, &["sh", "-c", script]);
+    let (pod_id, ids) = start_pod(&node, &mut c, &pod, &[app]).await;
+    let ip = podbay_tests::pod_ip(&mut c, &pod_id).await.unwrap();
+    node.sh(&format!("ping -q -c 3 -i 0.01 -W 2 {ip}")).unwrap();
+    for _ in 0..100 {
+        if sh(&mut c, &ids[0], "wc -c < /tmp/fill").await.1.trim() == "2097152" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let descriptors = c
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    let keys: BTreeMap<String, usize> =
+        descriptors.iter().map(|d| (d.name.clone(), d.label_keys.len())).collect();
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_processes",
+        "container_fs_usage_bytes",
+        "container_network_receive_bytes_total",
+    ] {
+        assert!(keys.contains_key(name), "{name} described");
+    }
+    let pods = c
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let mine = pods.iter().find(|p| p.pod_sandbox_id == pod_id).unwrap();
+    let all = mine.metrics.iter().chain(mine.container_metrics.iter().flat_map(|c| &c.metrics));
+    for m in all {
+        assert_eq!(Some(&m.label_values.len()), keys.get(&m.name), "{m:?}");
+    }
+    let value = |metrics: &[cri::Metric], name: &str| {
+        metrics.iter().find(|m| m.name == name).unwrap().value.as_ref().unwrap().value
+    };
+    assert!(value(&mine.metrics, "container_network_receive_bytes_total") > 0);
+    let ctr = mine.container_metrics.iter().find(|m| m.container_id == ids[0]).unwrap();
+    assert!(value(&ctr.metrics, "container_processes") >= 1);
+    assert!(value(&ctr.metrics, "container_memory_working_set_bytes") > 0);
+    assert!(value(&ctr.metrics, "container_fs_usage_bytes") >= 2 << 20);
+    let name = ctr.metrics[0].label_values[1].clone();
+    assert_eq!(name, "app");
+
+    remove_pod(&mut c, &pod_id).await.unwrap();
+    node.assert_clean().unwrap();
+}

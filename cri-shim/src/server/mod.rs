@@ -8,6 +8,7 @@ mod events;
 mod fields;
 mod image;
 pub mod image_service;
+mod metrics;
 pub mod runtime;
 pub mod runtime_service;
 mod sandbox;

@@ -8,7 +8,7 @@ use podbay_runtime::Runtime;
 use tonic::{Request, Response, Status};
 
 use super::{
-    container, container_config, container_stats, events, runtime, sandbox, sandbox_stats,
+    container, container_config, container_stats, events, metrics, runtime, sandbox, sandbox_stats,
 };
 
 pub struct CriService {
@@ -210,13 +210,13 @@ impl RuntimeService for CriService {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Rpc<cri::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(metrics::descriptors()))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        ok(metrics::pod_metrics(&self.runtime).await)
     }
 }

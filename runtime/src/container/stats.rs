@@ -15,6 +15,8 @@ pub struct ContainerStats {
     pub sandbox_id: SandboxId,
     pub name: String,
     pub attempt: u32,
+    /// The image as the container's status names it.
+    pub image: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Nanoseconds since the Unix epoch.
@@ -33,9 +35,11 @@ pub struct PodStats {
     pub sandbox_id: SandboxId,
     pub timestamp: i64,
     pub usage: Usage,
-    /// The pod's eth0: bytes received and sent.
+    /// The pod's eth0: bytes received and sent, and errors each way.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
     pub containers: Vec<ContainerStats>,
 }
 
@@ -66,7 +70,8 @@ impl Containers {
         let collect = move || {
             pods.iter()
                 .map(|p| {
-                    let (rx_bytes, tx_bytes) = p.supervisor.map_or((0, 0), |s| net_bytes(s.pid));
+                    let [rx_bytes, tx_bytes, rx_errors, tx_errors] =
+                        p.supervisor.map_or([0; 4], |s| net_counters(s.pid));
                     let cgroup =
                         cgroups::pod_cgroup(p.spec.cgroup_parent.as_deref(), p.id.as_str());
                     PodStats {
@@ -75,6 +80,8 @@ impl Containers {
                         usage: cgroups::usage(&cgroup),
                         rx_bytes,
                         tx_bytes,
+                        rx_errors,
+                        tx_errors,
                         containers: ctrs
                             .iter()
                             .filter(|c| c.sandbox_id == p.id)
@@ -95,6 +102,7 @@ impl Containers {
             sandbox_id: rec.sandbox_id.clone(),
             name: rec.spec.metadata.name.clone(),
             attempt: rec.spec.metadata.attempt,
+            image: rec.spec.image.clone(),
             labels: rec.spec.labels.clone(),
             annotations: rec.spec.annotations.clone(),
             timestamp: crate::clock::now_ns(),
@@ -130,8 +138,10 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 }
 
 /// Bytes received and sent by eth0 in the network namespace of `pid`.
-fn net_bytes(pid: u32) -> (u64, u64) {
-    let Ok(dev) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) else { return (0, 0) };
+/// eth0's counters in the namespace of `pid`: bytes received and sent, errors received
+/// and sent (/proc/net/dev: 8 receive columns, then 8 transmit columns).
+fn net_counters(pid: u32) -> [u64; 4] {
+    let Ok(dev) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) else { return [0; 4] };
     dev.lines()
         .find_map(|l| {
             let (name, rest) = l.split_once(':')?;
@@ -139,7 +149,7 @@ fn net_bytes(pid: u32) -> (u64, u64) {
                 return None;
             }
             let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            Some((*f.first()?, *f.get(8)?))
+            Some([*f.first()?, *f.get(8)?, *f.get(2)?, *f.get(10)?])
         })
-        .unwrap_or((0, 0))
+        .unwrap_or([0; 4])
 }
