@@ -111,6 +111,23 @@ async fn hugepage_limits_are_dropped_without_the_controller_and_applied_with_it(
     drop(shown);
 }
 
+/// A node with the busybox test image, kubelet's cgroup root for its pods, a client and
+/// the image id kubelet's pull check would get.
+async fn kubelet_node() -> (CgroupRoot, Node, Client, String) {
+    let root = CgroupRoot::new("t");
+    let node = Node::with_busybox().unwrap();
+    let c = node.client().await.unwrap();
+    let image_id = ensure_image(&node).await;
+    (root, node, c, image_id)
+}
+
+/// kubelet's end of a pod: StopPodSandbox, RemovePodSandbox; then nothing may be left.
+async fn stop_and_remove(c: &mut Client, node: &Node, pod_id: &str) {
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
+    remove_pod(c, pod_id).await.unwrap();
+    node.assert_clean().unwrap();
+}
+
 /// Runs a kubelet-shaped pod: RunPodSandbox, then for each container CreateContainer and
 /// StartContainer with the sandbox config alongside, as `SyncPod` does.
 async fn start_pod(
@@ -150,10 +167,7 @@ async fn images_in_use(node: &Node, c: &mut Client) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn burstable_and_guaranteed_pods_as_kubelet_makes_them() {
     require_root!();
-    let root = CgroupRoot::new("t");
-    let node = Node::with_busybox().unwrap();
-    let mut c = node.client().await.unwrap();
-    let image_id = ensure_image(&node).await;
+    let (root, node, mut c, image_id) = kubelet_node().await;
     assert!(image_id.starts_with("sha256:"), "{image_id}");
 
     // A Deployment's pod: Burstable (250m request, 500m limit, 64 MiB), kubelet's mounts,
@@ -284,10 +298,7 @@ async fn burstable_and_guaranteed_pods_as_kubelet_makes_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn best_effort_pod_with_an_init_container_an_empty_dir_and_a_restart() {
     require_root!();
-    let root = CgroupRoot::new("t");
-    let node = Node::with_busybox().unwrap();
-    let mut c = node.client().await.unwrap();
-    let image_id = ensure_image(&node).await;
+    let (root, node, mut c, image_id) = kubelet_node().await;
     let pod = PodShape::new("job-abc12", Qos::BestEffort, &root);
     let pc = pod_sandbox_config(&node, &pod);
     std::fs::create_dir_all(pod.log_directory(&node)).unwrap();
@@ -329,20 +340,13 @@ async fn best_effort_pod_with_an_init_container_an_empty_dir_and_a_restart() {
     assert_eq!(stats[0].attributes.as_ref().unwrap().metadata.as_ref().unwrap().attempt, 1);
     c.remove_container(cri::RemoveContainerRequest { container_id: first }).await.unwrap();
 
-    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() })
-        .await
-        .unwrap();
-    remove_pod(&mut c, &pod_id).await.unwrap();
-    node.assert_clean().unwrap();
+    stop_and_remove(&mut c, &node, &pod_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_network_pod_has_the_node_hostname_and_host_paths() {
     require_root!();
-    let root = CgroupRoot::new("t");
-    let node = Node::with_busybox().unwrap();
-    let mut c = node.client().await.unwrap();
-    let image_id = ensure_image(&node).await;
+    let (root, node, mut c, image_id) = kubelet_node().await;
     // kube-proxy: privileged, host network, hostPath mounts.
     let mut pod = PodShape::new("kube-proxy-8xk2p", Qos::BestEffort, &root);
     pod.namespace = "kube-system".into();
@@ -376,11 +380,7 @@ async fn host_network_pod_has_the_node_hostname_and_host_paths() {
         ""
     );
 
-    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() })
-        .await
-        .unwrap();
-    remove_pod(&mut c, &pod_id).await.unwrap();
-    node.assert_clean().unwrap();
+    stop_and_remove(&mut c, &node, &pod_id).await;
 }
 
 /// kubelet's evented PLEG: GetContainerEvents streams each container's lifecycle, in
@@ -388,10 +388,7 @@ async fn host_network_pod_has_the_node_hostname_and_host_paths() {
 #[tokio::test(flavor = "multi_thread")]
 async fn container_events_as_the_evented_pleg_reads_them() {
     require_root!();
-    let root = CgroupRoot::new("t");
-    let node = Node::with_busybox().unwrap();
-    let mut c = node.client().await.unwrap();
-    let image_id = ensure_image(&node).await;
+    let (root, node, mut c, image_id) = kubelet_node().await;
     let mut events = c.get_container_events(cri::GetEventsRequest {}).await.unwrap().into_inner();
     // A second subscriber that never reads.
     let _idle = c.clone().get_container_events(cri::GetEventsRequest {}).await.unwrap();
@@ -440,10 +437,7 @@ async fn container_events_as_the_evented_pleg_reads_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_metrics_as_kubelet_serves_them() {
     require_root!();
-    let root = CgroupRoot::new("t");
-    let node = Node::with_busybox().unwrap();
-    let mut c = node.client().await.unwrap();
-    let image_id = ensure_image(&node).await;
+    let (root, node, mut c, image_id) = kubelet_node().await;
     let pod = PodShape::new("metrics", Qos::BestEffort, &root);
     let script = "dd if=/dev/zero of=/tmp/fill bs=1024 count=2048 2>/dev/null; exec sleep 3601";
     let app = ContainerShape::new("app", &image_id, &["sh", "-c", script]);
