@@ -46,6 +46,10 @@ pub enum StoreConfig {
     Local,
     /// Many nodes: leases in etcd, VXLAN to every peer.
     Etcd(EtcdConfig),
+    /// The node's subnet is the pod CIDR kubelet gives (UpdateRuntimeConfig, from the
+    /// Kubernetes node object), as containerd's CNI config template and flannel's
+    /// Kubernetes subnet manager take it; no overlay.
+    Kubelet,
 }
 
 /// The VXLAN device (flannel's defaults).
@@ -195,6 +199,14 @@ fn subnet_store(s: &NetworkSettings<'_>) -> Result<StoreConfig, ConfigError> {
     }
     match (s.subnet_store, &s.etcd) {
         ("" | "local", _) => Ok(StoreConfig::Local),
+        ("kubelet", _) => {
+            if !s.node_subnet.is_empty() {
+                let reason =
+                    "is kubelet's pod CIDR with subnet_store = \"kubelet\"; leave it empty";
+                return Err(err("node_subnet", reason));
+            }
+            Ok(StoreConfig::Kubelet)
+        }
         ("etcd", Some(etcd)) => {
             if etcd.endpoints.is_empty() {
                 return Err(err("etcd.endpoints", "at least one endpoint is needed"));
@@ -226,7 +238,9 @@ fn subnet_store(s: &NetworkSettings<'_>) -> Result<StoreConfig, ConfigError> {
             Ok(StoreConfig::Etcd(etcd.clone()))
         }
         ("etcd", None) => Err(err("etcd", "subnet_store = \"etcd\" needs [network.etcd]")),
-        (other, _) => Err(err("subnet_store", format!("{other:?} is not \"local\" or \"etcd\""))),
+        (other, _) => {
+            Err(err("subnet_store", format!("{other:?} is not \"local\", \"etcd\" or \"kubelet\"")))
+        }
     }
 }
 
@@ -242,6 +256,19 @@ fn check_vxlan(v: &VxlanConfig) -> Result<(), ConfigError> {
 }
 
 /// The configured node subnet, or the cluster CIDR's first one; inside the cluster CIDR.
+impl NetworkConfig {
+    /// kubelet's pod CIDR as this node's subnet: the IPv4 one of a (dual-stack,
+    /// comma-separated) list, inside the cluster CIDR, with room for pods.
+    pub fn pod_cidr_subnet(&self, pod_cidr: &str) -> Result<NodeSubnet, ConfigError> {
+        let v4 =
+            pod_cidr.split(',').map(str::trim).find(|c| c.parse::<Ipv4Net>().is_ok()).ok_or_else(
+                || ConfigError::new("pod_cidr", format!("{pod_cidr:?} holds no IPv4 CIDR")),
+            )?;
+        node_subnet(v4, self.cluster_cidr, self.subnet_len)
+            .map_err(|e| ConfigError::new("pod_cidr", e.reason))
+    }
+}
+
 fn node_subnet(text: &str, cluster_cidr: Ipv4Net, len: u8) -> Result<NodeSubnet, ConfigError> {
     let subnet = if text.is_empty() {
         let first = Ipv4Net::new(cluster_cidr.network(), len).expect("prefix ≤ 32");

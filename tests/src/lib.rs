@@ -580,6 +580,13 @@ pub fn with_port(
 }
 
 /// A pod's IP as PodSandboxStatus reports it.
+/// A Status condition: (status, reason, message).
+pub async fn condition(c: &mut Client, kind: &str) -> (bool, String, String) {
+    let s = c.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let cond = s.status.unwrap().conditions.into_iter().find(|c| c.r#type == kind).unwrap();
+    (cond.status, cond.reason, cond.message)
+}
+
 pub async fn pod_ip(client: &mut Client, id: &str) -> anyhow::Result<String> {
     let s = pod_status(client, id).await?;
     Ok(s.status.context("no status")?.network.context("no network status")?.ip)

@@ -261,14 +261,7 @@ async fn a_deleted_bridge_is_made_again_with_every_pod_attached() {
 }
 
 async fn network_ready(c: &mut Client) -> bool {
-    condition(c, "NetworkReady").await.0
-}
-
-/// A Status condition: (status, reason, message).
-async fn condition(c: &mut Client, kind: &str) -> (bool, String, String) {
-    let s = c.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
-    let cond = s.status.unwrap().conditions.into_iter().find(|c| c.r#type == kind).unwrap();
-    (cond.status, cond.reason, cond.message)
+    podbay_tests::condition(c, "NetworkReady").await.0
 }
 
 #[tokio::test]
@@ -291,7 +284,7 @@ async fn a_full_disk_under_the_database_is_resource_exhausted_and_recovers() {
     let status = err.downcast_ref::<tonic::Status>().unwrap();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("state.redb"), "{status:?}");
-    let (ready, reason, _) = condition(&mut c, "RuntimeReady").await;
+    let (ready, reason, _) = podbay_tests::condition(&mut c, "RuntimeReady").await;
     assert!(!ready && reason == "StateStoreFailing", "{reason}");
     assert!(node.log().contains("WARN"), "the failure is logged at WARN");
     // Nothing half-made: the failed pod left no supervisor, veth or dir.
@@ -301,7 +294,7 @@ async fn a_full_disk_under_the_database_is_resource_exhausted_and_recovers() {
     // Space back: the next request succeeds without a restart.
     node.sh(&format!("rm {}", filler.display())).unwrap();
     let again = run_pod(&mut c, pod_config("again")).await.unwrap();
-    assert!(condition(&mut c, "RuntimeReady").await.0);
+    assert!(podbay_tests::condition(&mut c, "RuntimeReady").await.0);
     for id in [&first, &again] {
         remove_pod(&mut c, id).await.unwrap();
     }

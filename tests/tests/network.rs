@@ -326,3 +326,77 @@ async fn bad_port_mappings_are_invalid_argument_naming_the_field() {
     assert!(list_pods(&mut c).await.unwrap().is_empty());
     node.assert_clean().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_subnet_can_be_kubelets_pod_cidr() {
+    require_root!();
+    let mut node = Node::empty().unwrap();
+    node.set_config("[network]\nsubnet_store = \"kubelet\"\n");
+    node.start_daemon().unwrap();
+    let mut c = node.client().await.unwrap();
+    let update = |cidr: &str| cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig { pod_cidr: cidr.into() }),
+        }),
+    };
+    // Until kubelet sends it, the network is not ready and says why.
+    let (ready, _, message) = podbay_tests::condition(&mut c, "NetworkReady").await;
+    assert!(!ready);
+    assert!(message.contains("pod CIDR from kubelet"), "{message}");
+    let err = run_pod(&mut c, pod_config("early")).await.unwrap_err();
+    let status = err.downcast_ref::<tonic::Status>().unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    // Outside the cluster CIDR: refused, naming it.
+    let e = c.update_runtime_config(update("192.168.9.0/24")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("pod_cidr"), "{e}");
+    // Dual-stack, as kubelet sends it: the IPv4 one is the node's subnet.
+    c.update_runtime_config(update("10.244.7.0/24,fd00:10:244:7::/64")).await.unwrap();
+    assert!(podbay_tests::condition(&mut c, "NetworkReady").await.0);
+    let a = run_pod(&mut c, pod_config("a")).await.unwrap();
+    assert!(pod_ip(&mut c, &a).await.unwrap().starts_with("10.244.7."));
+
+    // A change while a pod holds an address is refused, said by the log and the status.
+    let e = c.update_runtime_config(update("10.244.8.0/24")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let (ready, reason, message) = podbay_tests::condition(&mut c, "NetworkReady").await;
+    assert!(ready && reason == "PodCIDRChangeRefused", "{reason}: {message}");
+    assert!(message.contains("10.244.8.0/24") && node.log().contains("keeping 10.244.7.0/24"));
+
+    // It is kept across a restart (kubelet sends it only when it changes).
+    drop(c);
+    node.stop_daemon().unwrap();
+    node.start_daemon().unwrap();
+    let mut c = node.client().await.unwrap();
+    wait_until(Duration::from_secs(10), || {
+        node.sh("ip -4 addr show cni0 | grep -c 10.244.7.1/24").is_ok()
+    })
+    .unwrap();
+    let b = run_pod(&mut c, pod_config("b")).await.unwrap();
+    assert!(pod_ip(&mut c, &b).await.unwrap().starts_with("10.244.7."));
+
+    // With no pod left, a change is taken: the bridge is made again with the new gateway.
+    for id in [&a, &b] {
+        stop_pod(&mut c, id).await.unwrap();
+        remove_pod(&mut c, id).await.unwrap();
+    }
+    c.update_runtime_config(update("10.244.8.0/24")).await.unwrap();
+    wait_until(Duration::from_secs(10), || {
+        node.sh("ip -4 addr show cni0 | grep -c 10.244.8.1/24").is_ok()
+    })
+    .unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if podbay_tests::condition(&mut c, "NetworkReady").await.0 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "{}", node.log());
+    let d = run_pod(&mut c, pod_config("d")).await.unwrap();
+    assert!(pod_ip(&mut c, &d).await.unwrap().starts_with("10.244.8."));
+    stop_pod(&mut c, &d).await.unwrap();
+    remove_pod(&mut c, &d).await.unwrap();
+    node.assert_clean().unwrap();
+}

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 use podbay_runtime::Runtime;
+use tonic::Status;
+
+use super::status::to_status;
 
 pub const RUNTIME_NAME: &str = "podbay";
 pub const RUNTIME_API_VERSION: &str = "v1";
@@ -40,7 +43,10 @@ pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusRespons
         message: message.into(),
     };
     let network = match rt.network().ready() {
-        Ok(()) => condition("NetworkReady", true, "", ""),
+        Ok(()) => match rt.network().note() {
+            Some(note) => condition("NetworkReady", true, "PodCIDRChangeRefused", &note),
+            None => condition("NetworkReady", true, "", ""),
+        },
         Err(reason) => condition("NetworkReady", false, "NetworkPluginNotReady", &reason),
     };
     let runtime = match rt.health() {
@@ -80,6 +86,16 @@ pub fn config() -> cri::RuntimeConfigResponse {
 
 /// kubelet sends the node's pod CIDR here; podbay's node subnet comes from its own config
 /// (`[network]`), as with flannel, so this is accepted and ignored.
-pub fn update_config(_: cri::UpdateRuntimeConfigRequest) -> cri::UpdateRuntimeConfigResponse {
-    cri::UpdateRuntimeConfigResponse {}
+/// kubelet's pod CIDR (the only runtime config it sends): the node's subnet with
+/// `network.subnet_store = "kubelet"`, else ignored.
+pub async fn update_config(
+    rt: &Runtime,
+    req: cri::UpdateRuntimeConfigRequest,
+) -> Result<cri::UpdateRuntimeConfigResponse, Status> {
+    let pod_cidr = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr);
+    rt.network()
+        .set_pod_cidr(pod_cidr.as_deref().unwrap_or_default())
+        .await
+        .map_err(|e| to_status("UpdateRuntimeConfig", e))?;
+    Ok(cri::UpdateRuntimeConfigResponse {})
 }

@@ -82,7 +82,7 @@ impl RuntimeService for CriService {
         &self,
         req: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Rpc<cri::UpdateRuntimeConfigResponse> {
-        Ok(Response::new(runtime::update_config(req.into_inner())))
+        ok(runtime::update_config(&self.runtime, req.into_inner()).await)
     }
 
     async fn create_container(

@@ -21,6 +21,7 @@ kinded!(
     podbay_runtime::sandbox::Error,
     podbay_runtime::image::Error,
     podbay_runtime::container::Error,
+    podbay_runtime::network::Error,
     podbay_runtime::PodError
 );
 

@@ -15,6 +15,8 @@ use crate::store::{self, IndexTable, Store, Tx};
 const IP_LEASES: IndexTable = TableDefinition::new("ip_leases");
 const IPAM: IndexTable = TableDefinition::new("ipam");
 const IPAM_LAST: &str = "last";
+/// kubelet's pod CIDR, with `network.subnet_store = "kubelet"`.
+const IPAM_POD_CIDR: &str = "pod_cidr";
 
 /// Records that `id` holds `ip`; a new lease also becomes the IP handed out last.
 pub(crate) fn hold(tx: &Tx<'_>, ip: Ipv4Addr, id: &SandboxId) -> Result<(), store::Error> {
@@ -44,6 +46,15 @@ pub(crate) fn all(store: &Store) -> Result<Leases, store::Error> {
         let last = tx.lookup(IPAM, IPAM_LAST)?.and_then(|v| v.parse().ok());
         Ok((leases, last))
     })
+}
+
+/// The pod CIDR kubelet gave last (it sends it again only when it changes).
+pub(crate) fn pod_cidr(store: &Store) -> Result<Option<String>, store::Error> {
+    store.read(|tx| tx.lookup(IPAM, IPAM_POD_CIDR))
+}
+
+pub(crate) fn set_pod_cidr(store: &Store, cidr: &str) -> Result<(), store::Error> {
+    store.write(|tx| tx.set(IPAM, IPAM_POD_CIDR, cidr).map(drop))
 }
 
 /// Frees leases whatever holds them, in one transaction.

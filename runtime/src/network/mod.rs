@@ -10,13 +10,14 @@ mod report;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use podbay_netplug::config::StoreConfig;
 use podbay_netplug::ipam::NodeSubnet;
 use podbay_netplug::{NetworkConfig, Node, PortMap, Protocol};
 pub use report::{NetworkReport, PodReport};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::ErrorKind;
 use crate::ids::SandboxId;
@@ -95,6 +96,10 @@ pub enum Error {
     Firewall(#[from] podbay_netplug::firewall::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error("pod_cidr: {reason}")]
+    PodCidr { reason: String },
+    #[error("{0}")]
+    PodCidrChange(String),
 }
 
 impl Error {
@@ -107,6 +112,8 @@ impl Error {
             Error::Node(e) => e.kind().into(),
             Error::Firewall(e) => e.kind().into(),
             Error::Store(e) => e.kind(),
+            Error::PodCidr { .. } => ErrorKind::InvalidArgument,
+            Error::PodCidrChange(_) => ErrorKind::FailedPrecondition,
         }
     }
 }
@@ -130,7 +137,19 @@ struct Inner {
     node: RwLock<Result<Arc<Node>, String>>,
     leases: Mutex<Leases>,
     store: Arc<Store>,
+    /// With `subnet_store = "kubelet"`: the node's subnet, once kubelet sent it.
+    pod_cidr: Mutex<Option<NodeSubnet>>,
+    /// Something the network's status should say while it works (a refused pod CIDR).
+    note: Mutex<Option<String>>,
+    /// Who holds a network, for a start that kubelet's pod CIDR triggers.
+    live: OnceLock<LivePods>,
+    /// One (re)start of the node network at a time.
+    starting: tokio::sync::Mutex<()>,
 }
+
+/// NetworkReady's reason while kubelet has not sent the pod CIDR.
+const WAITING_FOR_POD_CIDR: &str = "waiting for the node's pod CIDR from kubelet \
+     (UpdateRuntimeConfig; network.subnet_store = \"kubelet\")";
 
 /// What a new pod was given; released on failure.
 #[derive(Debug, Clone)]
@@ -142,8 +161,82 @@ pub(crate) struct Grant {
 impl PodNetwork {
     pub(crate) fn new(cfg: NetworkConfig, store: Arc<Store>) -> Self {
         let node = RwLock::new(Err("the node network has not been set up yet".into()));
-        let inner = Inner { cfg, node, leases: Mutex::new(Leases::default()), store };
+        // kubelet sends its pod CIDR again only when it changes: the last one is kept.
+        let pod_cidr = match cfg.store {
+            StoreConfig::Kubelet => leases::pod_cidr(&store)
+                .ok()
+                .flatten()
+                .and_then(|text| cfg.pod_cidr_subnet(&text).ok()),
+            _ => None,
+        };
+        let inner = Inner {
+            cfg,
+            node,
+            leases: Mutex::new(Leases::default()),
+            store,
+            pod_cidr: Mutex::new(pod_cidr),
+            note: Mutex::new(None),
+            live: OnceLock::new(),
+            starting: tokio::sync::Mutex::new(()),
+        };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// What NetworkReady should say besides ready (a pod CIDR change refused).
+    pub fn note(&self) -> Option<String> {
+        self.inner.note.lock().expect("note lock").clone()
+    }
+
+    /// kubelet's pod CIDR (UpdateRuntimeConfig). With `subnet_store = "kubelet"` it is the
+    /// node's subnet: the first one brings the network up; a change is taken while no pod
+    /// holds an address (the bridge is made again with the new one) and refused while some
+    /// do. Otherwise it is ignored.
+    pub async fn set_pod_cidr(&self, text: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        if !matches!(inner.cfg.store, StoreConfig::Kubelet) || text.is_empty() {
+            debug!(pod_cidr = text, "kubelet's pod CIDR not used (network.subnet_store)");
+            return Ok(());
+        }
+        let subnet =
+            inner.cfg.pod_cidr_subnet(text).map_err(|e| Error::PodCidr { reason: e.reason })?;
+        let current = *inner.pod_cidr.lock().expect("pod cidr lock");
+        if current == Some(subnet) {
+            return Ok(());
+        }
+        if let Some(old) = current {
+            let held = inner.leases.lock().expect("leases lock").ips.len();
+            if held > 0 {
+                let message = format!(
+                    "kubelet's pod CIDR changed from {} to {}, but {held} pods hold addresses \
+                     in {}: keeping {}; remove those pods for the change to take effect",
+                    old.net(),
+                    subnet.net(),
+                    old.net(),
+                    old.net()
+                );
+                error!("{message}");
+                *inner.note.lock().expect("note lock") = Some(message.clone());
+                return Err(Error::PodCidrChange(message));
+            }
+        }
+        let (store, saved) = (inner.store.clone(), subnet.net().to_string());
+        tokio::task::spawn_blocking(move || leases::set_pod_cidr(&store, &saved))
+            .await
+            .expect("state store task panicked")?;
+        *inner.pod_cidr.lock().expect("pod cidr lock") = Some(subnet);
+        *inner.note.lock().expect("note lock") = None;
+        info!(pod_cidr = %subnet.net(), "the node's pod CIDR from kubelet");
+        match (current, self.node()) {
+            // The bridge holds the old gateway: deleting it makes the bridge watch make it
+            // again, with the new one.
+            (Some(_), Ok(node)) => node.delete_link(node.bridge_index()).await?,
+            _ => {
+                if let Some(live) = inner.live.get() {
+                    self.start(live.clone()).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The node network, or why it is not ready.
@@ -280,6 +373,7 @@ impl PodNetwork {
     /// pods' hostPorts) and removes bridge ports no live pod explains. On failure the
     /// network stays not ready and this is retried in the background with backoff.
     pub(crate) async fn start(&self, live: LivePods) {
+        let _ = self.inner.live.set(live.clone());
         let Err(reason) = self.try_start(&live).await else { return };
         error!(error = %reason, "pod network not ready; retrying in the background");
         self.set_node(Err(reason));
@@ -290,6 +384,10 @@ impl PodNetwork {
                 tokio::time::sleep(delay).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let network = PodNetwork { inner };
+                // Brought up meanwhile (kubelet's pod CIDR arrived).
+                if network.node().is_ok() {
+                    return;
+                }
                 match network.try_start(&live).await {
                     Ok(()) => {
                         info!("pod network ready");
@@ -303,12 +401,20 @@ impl PodNetwork {
     }
 
     async fn try_start(&self, live: &LivePods) -> Result<(), String> {
+        let _one = self.inner.starting.lock().await;
+        let cfg = match self.inner.cfg.store {
+            StoreConfig::Kubelet => match *self.inner.pod_cidr.lock().expect("pod cidr lock") {
+                Some(subnet) => self.inner.cfg.with_subnet(subnet),
+                None => return Err(WAITING_FOR_POD_CIDR.into()),
+            },
+            _ => self.inner.cfg.clone(),
+        };
         // Subscribed first, so a deletion right after the bridge is made is not missed.
         let watch = podbay_netplug::netlink::LinkWatch::subscribe()
             .map_err(|e| format!("watch the node's links: {e}"))?;
         let pods = live();
         let ports: Vec<PortMap> = pods.iter().flat_map(LivePod::port_maps).collect();
-        let node = Node::ensure(&self.inner.cfg, &ports).await.map_err(|e| e.to_string())?;
+        let node = Node::ensure(&cfg, &ports).await.map_err(|e| e.to_string())?;
         let explained: HashSet<&str> =
             pods.iter().map(|p| p.attachment.host_veth.as_str()).collect();
         match node.bridge_ports().await {

@@ -101,6 +101,7 @@ impl PodNetwork {
             subnet_store: match &cfg.store {
                 StoreConfig::Local => "local".into(),
                 StoreConfig::Etcd(e) => format!("etcd {} ({})", e.endpoints_text(), e.prefix),
+                StoreConfig::Kubelet => "kubelet (the node's pod CIDR)".into(),
             },
             overlay,
         }
