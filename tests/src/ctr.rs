@@ -126,3 +126,15 @@ pub fn assert_no_cgroups(pods: &[&str]) {
         }
     }
 }
+
+/// ListContainers with `filter`.
+pub async fn list(c: &mut Client, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
+    let req = cri::ListContainersRequest { filter };
+    c.list_containers(req).await.unwrap().into_inner().containers
+}
+
+/// ListContainerStats of every running container.
+pub async fn list_stats(c: &mut Client) -> Vec<cri::ContainerStats> {
+    let req = cri::ListContainerStatsRequest { filter: None };
+    c.list_container_stats(req).await.unwrap().into_inner().stats
+}

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use podbay_tests::ctr::{create, logged_pod, run, sh, sleeper, start, status, wait_exited};
+use podbay_tests::ctr::{
+    create, list, list_stats, logged_pod, run, sh, sleeper, start, status, wait_exited,
+};
 use podbay_tests::kubelet::{
     CgroupRoot, ContainerShape, PodShape, Qos, container_config, ensure_image,
     hugepage_limits as kubelet_hugepage_limits, page_size_name, pod_sandbox_config,
@@ -149,12 +151,7 @@ async fn start_pod(
 /// kubelet's image GC: an image is in use when a container's image_id (its image_ref
 /// when that is empty) is the id of an image ListImages gives.
 async fn images_in_use(node: &Node, c: &mut Client) -> BTreeSet<String> {
-    let containers = c
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let containers = list(c, None).await;
     let used: BTreeSet<String> = containers
         .iter()
         .map(|c| if c.image_id.is_empty() { c.image_ref.clone() } else { c.image_id.clone() })
@@ -205,12 +202,7 @@ async fn burstable_and_guaranteed_pods_as_kubelet_makes_them() {
     assert_eq!((r.memory_limit_in_bytes, r.oom_score_adj), (64 << 20, 999));
     let user = s.user.as_ref().unwrap().linux.as_ref().unwrap();
     assert_eq!((user.uid, user.gid), (0, 0), "busybox runs as root");
-    let listed = c
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list(&mut c, None).await;
     assert_eq!(listed[0].image_id, image_id);
     assert_eq!(listed[0].image.as_ref().unwrap().user_specified_image, "busybox:1.36");
     assert_eq!(images_in_use(&node, &mut c).await, BTreeSet::from([image_id.clone()]));
@@ -259,22 +251,12 @@ async fn burstable_and_guaranteed_pods_as_kubelet_makes_them() {
         label_selector: [("io.kubernetes.pod.uid".to_owned(), gpod.uid.clone())].into(),
         ..Default::default()
     };
-    let mine = c
-        .list_containers(cri::ListContainersRequest { filter: Some(by_uid) })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let mine = list(&mut c, Some(by_uid)).await;
     assert_eq!(mine.len(), 2);
     let mut images = node.image_client().await.unwrap();
     let fs = images.image_fs_info(cri::ImageFsInfoRequest {}).await.unwrap().into_inner();
     let image_fs = fs.image_filesystems[0].fs_id.clone().unwrap().mountpoint;
-    let stats = c
-        .list_container_stats(cri::ListContainerStatsRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats;
+    let stats = list_stats(&mut c).await;
     assert_eq!(stats.len(), 3);
     for st in &stats {
         let layer = st.writable_layer.as_ref().unwrap();
@@ -330,12 +312,7 @@ async fn best_effort_pod_with_an_init_container_an_empty_dir_and_a_restart() {
     let (s, _) = status(&mut c, &second).await;
     assert_eq!(s.metadata.unwrap().attempt, 1);
     assert_eq!(s.resources.unwrap().linux.unwrap().oom_score_adj, 1000);
-    let stats = c
-        .list_container_stats(cri::ListContainerStatsRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats;
+    let stats = list_stats(&mut c).await;
     assert_eq!(stats.len(), 1, "only running containers");
     assert_eq!(stats[0].attributes.as_ref().unwrap().metadata.as_ref().unwrap().attempt, 1);
     c.remove_container(cri::RemoveContainerRequest { container_id: first }).await.unwrap();

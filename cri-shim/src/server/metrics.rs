@@ -21,66 +21,71 @@ struct Def {
     extra: Option<&'static str>,
 }
 
-const CPU: Def = Def {
-    name: "container_cpu_usage_seconds_total",
-    help: "Cumulative cpu time consumed in seconds.",
-    counter: true,
-    extra: None,
-};
-const WORKING_SET: Def = Def {
-    name: "container_memory_working_set_bytes",
-    help: "Current working set in bytes.",
-    counter: false,
-    extra: None,
-};
-const MEMORY_USAGE: Def = Def {
-    name: "container_memory_usage_bytes",
-    help: "Current memory usage in bytes, including all memory regardless of when it was accessed.",
-    counter: false,
-    extra: None,
-};
-const RSS: Def = Def {
-    name: "container_memory_rss",
-    help: "Size of RSS in bytes.",
-    counter: false,
-    extra: None,
-};
-const PROCESSES: Def = Def {
-    name: "container_processes",
-    help: "Number of processes running inside the container.",
-    counter: false,
-    extra: None,
-};
-const FS_USAGE: Def = Def {
-    name: "container_fs_usage_bytes",
-    help: "Number of bytes that are consumed by the container on this filesystem.",
-    counter: false,
-    extra: Some("device"),
-};
-const RX_BYTES: Def = Def {
-    name: "container_network_receive_bytes_total",
-    help: "Cumulative count of bytes received.",
-    counter: true,
-    extra: Some("interface"),
-};
-const TX_BYTES: Def = Def {
-    name: "container_network_transmit_bytes_total",
-    help: "Cumulative count of bytes transmitted.",
-    counter: true,
-    extra: Some("interface"),
-};
-const RX_ERRORS: Def = Def {
-    name: "container_network_receive_errors_total",
-    help: "Cumulative count of errors encountered while receiving.",
-    counter: true,
-    extra: Some("interface"),
-};
-const TX_ERRORS: Def = Def {
-    name: "container_network_transmit_errors_total",
-    help: "Cumulative count of errors encountered while transmitting.",
-    counter: true,
-    extra: Some("interface"),
-};
+const CPU: Def = Def::new(
+    "container_cpu_usage_seconds_total",
+    "Cumulative cpu time consumed in seconds.",
+    COUNTER,
+    None,
+);
+const WORKING_SET: Def =
+    Def::new("container_memory_working_set_bytes", "Current working set in bytes.", GAUGE, None);
+const MEMORY_USAGE: Def = Def::new(
+    "container_memory_usage_bytes",
+    "Current memory usage in bytes, including all memory regardless of when it was accessed.",
+    GAUGE,
+    None,
+);
+const RSS: Def = Def::new("container_memory_rss", "Size of RSS in bytes.", GAUGE, None);
+const PROCESSES: Def = Def::new(
+    "container_processes",
+    "Number of processes running inside the container.",
+    GAUGE,
+    None,
+);
+const FS_USAGE: Def = Def::new(
+    "container_fs_usage_bytes",
+    "Number of bytes that are consumed by the container on this filesystem.",
+    GAUGE,
+    Some("device"),
+);
+const RX_BYTES: Def = Def::new(
+    "container_network_receive_bytes_total",
+    "Cumulative count of bytes received.",
+    COUNTER,
+    Some("interface"),
+);
+const TX_BYTES: Def = Def::new(
+    "container_network_transmit_bytes_total",
+    "Cumulative count of bytes transmitted.",
+    COUNTER,
+    Some("interface"),
+);
+const RX_ERRORS: Def = Def::new(
+    "container_network_receive_errors_total",
+    "Cumulative count of errors encountered while receiving.",
+    COUNTER,
+    Some("interface"),
+);
+const TX_ERRORS: Def = Def::new(
+    "container_network_transmit_errors_total",
+    "Cumulative count of errors encountered while transmitting.",
+    COUNTER,
+    Some("interface"),
+);
+
+const COUNTER: bool = true;
+const GAUGE: bool = false;
+
+impl Def {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        counter: bool,
+        extra: Option<&'static str>,
+    ) -> Def {
+        Def { name, help, counter, extra }
+    }
+}
 
 const ALL: &[&Def] = &[
     &CPU,
