@@ -304,13 +304,23 @@ async fn ensure_bridge(nl: &Netlink, cfg: &NetworkConfig, mtu: u32) -> Result<u3
             link.header.index
         }
     };
-    let addrs = nl.ipv4_addresses(index).await?;
+    let mut addrs = nl.ipv4_addresses(index).await?;
     if let Some((ip, len, _)) = addrs.iter().find(|(ip, len, _)| (*ip, *len) != (gateway, prefix)) {
-        return Err(Error::BridgeAddress {
-            bridge: name.clone(),
-            found: format!("{ip}/{len}"),
-            expected: format!("{gateway}/{prefix}"),
-        });
+        if !matches!(cfg.store, StoreConfig::Kubelet) {
+            return Err(Error::BridgeAddress {
+                bridge: name.clone(),
+                found: format!("{ip}/{len}"),
+                expected: format!("{gateway}/{prefix}"),
+            });
+        }
+        // The gateway follows kubelet's pod CIDR, which changes only while no pod holds
+        // an address: a bridge left with the old one (podbay stopped between taking the
+        // change and making the bridge again) gets the new one.
+        for (_, _, stale) in addrs.drain(..).filter(|(ip, len, _)| (*ip, *len) != (gateway, prefix))
+        {
+            nl.delete_address(stale).await?;
+        }
+        addrs = nl.ipv4_addresses(index).await?;
     }
     if addrs.is_empty() {
         nl.add_address(index, gateway, prefix).await?;

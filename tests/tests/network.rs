@@ -398,5 +398,16 @@ async fn the_node_subnet_can_be_kubelets_pod_cidr() {
     assert!(pod_ip(&mut c, &d).await.unwrap().starts_with("10.244.8."));
     stop_pod(&mut c, &d).await.unwrap();
     remove_pod(&mut c, &d).await.unwrap();
+
+    // Stopped after taking a change but before making the bridge again: the bridge still
+    // has the old gateway, and the next start gives it the new one.
+    drop(c);
+    node.stop_daemon().unwrap();
+    node.sh("ip addr flush dev cni0 && ip addr add 10.244.7.1/24 dev cni0").unwrap();
+    node.start_daemon().unwrap();
+    let mut c = node.client().await.unwrap();
+    assert!(podbay_tests::condition(&mut c, "NetworkReady").await.0, "{}", node.log());
+    let addrs = node.sh("ip -4 -o addr show cni0 | awk '{print $4}'").unwrap();
+    assert_eq!(addrs, "10.244.8.1/24\n");
     node.assert_clean().unwrap();
 }
