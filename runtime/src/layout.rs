@@ -40,6 +40,7 @@ pub enum NsKind {
     Ipc,
     Uts,
     Pid,
+    User,
 }
 
 impl NsKind {
@@ -49,6 +50,7 @@ impl NsKind {
             NsKind::Ipc => "ipc",
             NsKind::Uts => "uts",
             NsKind::Pid => "pid",
+            NsKind::User => "user",
         }
     }
 }
@@ -139,6 +141,13 @@ impl ContainerLayout {
 
     pub fn work(&self) -> PathBuf {
         self.dir.join("work")
+    }
+
+    /// Idmapped clones (pods with their own user namespace): `layer-<n>` of the image's
+    /// layers while the overlay is mounted, `mount-<n>` of bind mounts while the container
+    /// is created. None outlives the step that made it.
+    pub fn idmapped(&self) -> PathBuf {
+        self.dir.join("idmapped")
     }
 
     /// The OCI bundle: `config.json` lives in the container dir.

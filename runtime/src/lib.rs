@@ -25,6 +25,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod image;
 pub mod layout;
+pub mod mount_attr;
 pub mod network;
 pub mod sandbox;
 mod steps;

@@ -63,6 +63,11 @@ pub fn import_image(
     for (path, data, mode) in extra {
         t = t.file(path, data, *mode);
     }
+    import_tar(node, name, t)
+}
+
+/// Imports an image of busybox with a second layer `t` on top.
+pub fn import_tar(node: &Node, name: &str, t: Tar) -> anyhow::Result<()> {
     let layers =
         vec![layer(busybox_tar().bytes(), Compression::Gzip), layer(t.bytes(), Compression::Gzip)];
     let image = Image::new(layers, "amd64", serde_json::json!({}));

@@ -79,6 +79,15 @@ impl Tar {
         self
     }
 
+    /// A regular file owned by `uid`:`gid`.
+    pub fn owned_file(mut self, path: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> Self {
+        let mut h = header(tar::EntryType::Regular, data.len() as u64, mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.0.append_data(&mut h, path, data).unwrap();
+        self
+    }
+
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Symlink, 0, 0o777);
         self.0.append_link(&mut h, path, target).unwrap();

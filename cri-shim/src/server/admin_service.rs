@@ -53,7 +53,7 @@ impl Images for AdminService {
         let path = self
             .runtime
             .images()
-            .mount_rootfs(&req.id, &req.image)
+            .mount_rootfs(&req.id, &req.image, None)
             .await
             .map_err(|e| to_status("Mount", e))?;
         Ok(Response::new(admin::MountResponse { path: path.display().to_string() }))

@@ -4,9 +4,12 @@
 
 use k8s_cri::v1 as cri;
 use podbay_runtime::container::spec::ALL_CAPABILITIES;
+use podbay_runtime::sandbox::UsernsSpec;
+
+use super::sandbox_config::id_ranges;
 use podbay_runtime::container::{
     ContainerMetadata, ContainerSpec, DeviceSpec, MountSpec, PidMode, Propagation, Resources,
-    SeccompProfile, Security,
+    SeccompProfile, Security, UsernsRequest,
 };
 use tonic::Status;
 
@@ -136,12 +139,24 @@ fn mounts(raw: Vec<cri::Mount>) -> Result<Vec<MountSpec>, Status> {
                 return Err(invalid(&field("propagation"), reason));
             }
         };
+        let idmap = match (m.uid_mappings.is_empty(), m.gid_mappings.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(UsernsSpec {
+                uids: id_ranges(&field("uid_mappings"), &m.uid_mappings)?,
+                gids: id_ranges(&field("gid_mappings"), &m.gid_mappings)?,
+            }),
+            _ => {
+                let reason = "uid_mappings and gid_mappings go together";
+                return Err(invalid(&field("uid_mappings"), reason));
+            }
+        };
         mounts.push(MountSpec {
             container_path: m.container_path,
             host_path: m.host_path.into(),
             readonly: m.readonly,
             recursive_read_only: m.recursive_read_only,
             propagation,
+            idmap,
         });
     }
     Ok(mounts)
@@ -300,7 +315,19 @@ fn security(
         masked_paths: s.masked_paths,
         readonly_paths: s.readonly_paths,
         seccomp: seccomp(s.seccomp, defaults)?,
+        userns: userns_request(s.namespace_options.as_ref())?,
         pid_mode: pid_mode(s.namespace_options)?,
+    })
+}
+
+fn userns_request(ns: Option<&cri::NamespaceOption>) -> Result<UsernsRequest, Status> {
+    let field = "config.linux.security_context.namespace_options.userns_options";
+    let Some(userns) = ns.and_then(|ns| ns.userns_options.as_ref()) else {
+        return Ok(UsernsRequest::Unset);
+    };
+    Ok(match super::sandbox_config::userns_spec(field, Some(userns))? {
+        Some(maps) => UsernsRequest::Pod(maps),
+        None => UsernsRequest::Node,
     })
 }
 

@@ -59,12 +59,13 @@ pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusRespons
         info.insert("info".into(), runtime_info(rt).await.to_string());
     }
     // The default handler (the only one): recursive read-only mounts through the kernel's
-    // mount_setattr (Linux ≥ 5.12).
+    // mount_setattr (Linux ≥ 5.12), and pods with their own user namespace (idmapped
+    // rootfs layers and mounts, Linux ≥ 5.19 for overlayfs on idmapped layers).
     let handler = cri::RuntimeHandler {
         name: String::new(),
         features: Some(cri::RuntimeHandlerFeatures {
             recursive_read_only_mounts: true,
-            user_namespaces: false,
+            user_namespaces: true,
         }),
     };
     cri::StatusResponse {

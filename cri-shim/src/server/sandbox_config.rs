@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
 use podbay_runtime::network::PortMapping;
-use podbay_runtime::sandbox::{DnsSpec, NamespaceMode, NamespaceSpec, PodMetadata, SandboxSpec};
+use podbay_runtime::sandbox::{
+    DnsSpec, IdRange, NamespaceMode, NamespaceSpec, PodMetadata, SandboxSpec, UsernsSpec,
+};
 use tonic::Status;
 
 use super::fields::{NAME_MAX, check_keys, check_lsm, check_name, invalid, sorted};
@@ -339,7 +341,98 @@ fn namespace_spec(ns: &cri::NamespaceOption) -> Result<NamespaceSpec, Status> {
             return Err(invalid(&format!("{field}.pid"), format!("unknown mode {}", ns.pid)));
         }
     };
-    Ok(NamespaceSpec { network: shared("network", ns.network)?, ipc: shared("ipc", ns.ipc)?, pid })
+    let mut spec = NamespaceSpec {
+        network: shared("network", ns.network)?,
+        ipc: shared("ipc", ns.ipc)?,
+        pid,
+        user: None,
+    };
+    spec.user = userns_spec(&format!("{field}.userns_options"), ns.userns_options.as_ref())?;
+    if spec.user.is_some() {
+        for (name, mode) in [("network", spec.network), ("ipc", spec.ipc), ("pid", spec.pid)] {
+            if mode == NamespaceMode::Node {
+                return Err(invalid(
+                    &format!("{field}.userns_options"),
+                    format!(
+                        "a pod with its own user namespace cannot use the node's {name} namespace"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(spec)
+}
+
+/// The most ranges a uid_map or gid_map takes (the kernel's limit).
+const MAX_ID_RANGES: usize = 340;
+
+/// CRI userns_options: absent or NODE is the node's user namespace; POD is the pod's own,
+/// with the maps kubelet chose. The maps must be ones the kernel takes, must give the
+/// pod a root (container id 0) and must not reach the node's root.
+pub(crate) fn userns_spec(
+    field: &str,
+    userns: Option<&cri::UserNamespace>,
+) -> Result<Option<UsernsSpec>, Status> {
+    use cri::NamespaceMode as M;
+    let Some(userns) = userns else { return Ok(None) };
+    match M::try_from(userns.mode) {
+        Ok(M::Node) => {
+            if !userns.uids.is_empty() || !userns.gids.is_empty() {
+                return Err(invalid(field, "mode NODE takes no uids or gids"));
+            }
+            Ok(None)
+        }
+        Ok(M::Pod) => Ok(Some(UsernsSpec {
+            uids: id_ranges(&format!("{field}.uids"), &userns.uids)?,
+            gids: id_ranges(&format!("{field}.gids"), &userns.gids)?,
+        })),
+        Ok(m) => Err(invalid(
+            &format!("{field}.mode"),
+            format!("{} is not supported (POD or NODE)", m.as_str_name()),
+        )),
+        Err(_) => Err(invalid(&format!("{field}.mode"), format!("unknown mode {}", userns.mode))),
+    }
+}
+
+pub(crate) fn id_ranges(field: &str, maps: &[cri::IdMapping]) -> Result<Vec<IdRange>, Status> {
+    if maps.is_empty() {
+        return Err(invalid(field, "mode POD needs at least one mapping"));
+    }
+    if maps.len() > MAX_ID_RANGES {
+        return Err(invalid(
+            field,
+            format!("{} mappings; the kernel takes {MAX_ID_RANGES}", maps.len()),
+        ));
+    }
+    let end = |start: u32, len: u32| u64::from(start) + u64::from(len);
+    let mut out = Vec::with_capacity(maps.len());
+    for (n, m) in maps.iter().enumerate() {
+        let bad = |msg: String| Err(invalid(&format!("{field}[{n}]"), msg));
+        if m.length == 0 {
+            return bad("length is 0".into());
+        }
+        if end(m.container_id, m.length) > u64::from(u32::MAX)
+            || end(m.host_id, m.length) > u64::from(u32::MAX)
+        {
+            return bad("runs past the largest id (4294967294)".into());
+        }
+        if m.host_id == 0 {
+            return bad("maps the node's root (host id 0) into the pod".into());
+        }
+        for (k, o) in maps[..n].iter().enumerate() {
+            // [a, a + m.length) and [b, b + o.length) share an id.
+            let overlap =
+                |a: u32, b: u32| u64::from(a) < end(b, o.length) && u64::from(b) < end(a, m.length);
+            if overlap(m.container_id, o.container_id) || overlap(m.host_id, o.host_id) {
+                return bad(format!("overlaps mapping {k}"));
+            }
+        }
+        out.push(IdRange { container_id: m.container_id, host_id: m.host_id, length: m.length });
+    }
+    if !out.iter().any(|r| r.container_id == 0) {
+        return Err(invalid(field, "container id 0 (the pod's root) is not mapped"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -525,5 +618,18 @@ mod tests {
             })
         });
         assert!(e.contains("namespace_options.pid"), "{e}");
+    }
+
+    #[test]
+    fn id_maps_may_touch_but_not_overlap() {
+        let m = |container_id, host_id, length| cri::IdMapping { host_id, container_id, length };
+        let ok = [m(0, 100_000, 1000), m(1000, 101_000, 1000)];
+        assert_eq!(id_ranges("uids", &ok).unwrap().len(), 2);
+        let e = id_ranges("uids", &[m(0, 100_000, 1000), m(999, 200_000, 1)]).unwrap_err();
+        assert!(e.message().contains("uids[1]: overlaps mapping 0"), "{}", e.message());
+        let e = id_ranges("uids", &[m(0, 100_000, 1000), m(5000, 100_999, 1)]).unwrap_err();
+        assert!(e.message().contains("overlaps"), "{}", e.message());
+        let e = id_ranges("uids", &[m(0, u32::MAX - 5, 10)]).unwrap_err();
+        assert!(e.message().contains("runs past"), "{}", e.message());
     }
 }

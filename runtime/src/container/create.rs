@@ -3,6 +3,7 @@
 //! waiting for StartContainer, cgroup, namespaces joined). Each step registers its undo;
 //! a failure leaves no rootfs, cgroup, process or record behind.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +19,9 @@ use super::{
 use crate::cgroups;
 use crate::ids::ContainerId;
 use crate::image::ImageRecord;
-use crate::layout::PodLayout;
-use crate::sandbox::SandboxRecord;
+use crate::image::rootfs::{RootfsUserns, detach_idmapped};
+use crate::layout::{ContainerLayout, NsKind, PodLayout};
+use crate::sandbox::{SandboxRecord, UsernsSpec};
 use crate::steps::StepTimer;
 use crate::supervisor::{self, Client, Identity};
 use crate::undo::Undo;
@@ -112,8 +114,18 @@ impl Containers {
         }
         let fp = &self.inner.failpoints;
         let mut timer = StepTimer::new();
+        let pod_userns = sandbox.spec.namespaces.user.as_ref();
+        check_userns(spec, pod_userns)?;
+        let userns = match (pod_userns, sandbox.namespaces.get(&NsKind::User)) {
+            (Some(maps), Some(ns)) => Some(RootfsUserns {
+                ns: ns.clone(),
+                root_uid: maps.host_uid(0).unwrap_or(u32::MAX),
+                root_gid: maps.host_gid(0).unwrap_or(u32::MAX),
+            }),
+            _ => None,
+        };
         fp.check("container.create.rootfs")?;
-        let image = self.image_rootfs(id, &spec.image, undo).await?;
+        let image = self.image_rootfs(id, &spec.image, userns.clone(), undo).await?;
         timer.done("rootfs");
 
         let pod = self.inner.layout.pod(&sandbox.id);
@@ -122,7 +134,12 @@ impl Containers {
         fp.check("container.create.spec")?;
         cgroups::ensure_pod(&pod_cgroup, &self.inner.node.cgroup_v1_hierarchies)?;
         let cgroup = format!("{pod_cgroup}/{id}");
-        let user = self.write_spec(id, sandbox, spec, &image, &pod, &cgroup)?;
+        let dirs = self.inner.layout.container(id.as_str());
+        let idmapped = match &userns {
+            Some(u) => idmap_mounts(&dirs, spec, &u.ns)?,
+            None => BTreeMap::new(),
+        };
+        let user = self.write_spec(id, sandbox, spec, &image, &cgroup, idmapped)?;
         let oom_score_adj = self.applied_oom_score_adj(sandbox, spec);
         let log_path = match (&sandbox.spec.log_directory, spec.log_path.is_empty()) {
             (Some(dir), false) => dir.join(&spec.log_path),
@@ -158,10 +175,12 @@ impl Containers {
             tty: spec.tty,
             stdin: spec.stdin,
         };
-        let init = Client::new(&pod)
-            .create_container(req, CREATE_TIMEOUT)
-            .await
-            .map_err(Error::supervisor(id))?;
+        let created = Client::new(&pod).create_container(req, CREATE_TIMEOUT).await;
+        if userns.is_some() {
+            // The container's mount namespace holds its own copies now.
+            detach_idmapped(&dirs);
+        }
+        let init = created.map_err(Error::supervisor(id))?;
         timer.done("libcontainer");
 
         let rec = ContainerRecord {
@@ -209,6 +228,7 @@ impl Containers {
         &self,
         id: &ContainerId,
         image: &str,
+        userns: Option<RootfsUserns>,
         undo: &mut Undo<UndoStep>,
     ) -> Result<Image, Error> {
         let images = &self.inner.images;
@@ -216,7 +236,7 @@ impl Containers {
             return Err(Error::ImageNotFound { image: image.to_owned() });
         };
         undo.push(UndoStep::Rootfs(id.clone()));
-        let rootfs = images.mount_rootfs(id.as_str(), &record.id).await?;
+        let rootfs = images.mount_rootfs(id.as_str(), &record.id, userns).await?;
         let config = ImageConfig::parse(&images.config(&record).await?)
             .map_err(|e| Error::invalid("image config", e))?;
         Ok(Image { record, name, config, rootfs })
@@ -229,9 +249,10 @@ impl Containers {
         sandbox: &SandboxRecord,
         spec: &ContainerSpec,
         image: &Image,
-        pod: &PodLayout,
         cgroup: &str,
+        idmapped_mounts: BTreeMap<usize, PathBuf>,
     ) -> Result<User, Error> {
+        let pod = self.inner.layout.pod(&sandbox.id);
         // A destination the request names may be a symlink of the image's into /proc.
         for (n, m) in spec.mounts.iter().enumerate() {
             let field = format!("mounts[{n}].container_path");
@@ -272,6 +293,7 @@ impl Containers {
                 resolv_conf: pod.resolv_conf(),
                 shm: sandbox.shm.clone(),
             },
+            idmapped_mounts,
         })?;
         let config = self.inner.layout.container(id.as_str()).config();
         let json = serde_json::to_vec(&oci).expect("an OCI spec serialises");
@@ -370,6 +392,74 @@ pub(super) async fn destroy_runtime_state(
 }
 
 /// Reads a small file of the image through its rootfs, never following a link out of it.
+/// The container's user namespace is the pod's: a request that names another (kubelet
+/// repeats the pod's) is refused, as is an idmapped mount with other maps than the pod's.
+fn check_userns(spec: &ContainerSpec, pod: Option<&UsernsSpec>) -> Result<(), Error> {
+    if !spec.security.userns.fits(pod) {
+        return Err(Error::invalid(
+            "linux.security_context.namespace_options.userns_options",
+            "differs from the pod sandbox's",
+        ));
+    }
+    for (n, m) in spec.mounts.iter().enumerate() {
+        match (&m.idmap, pod) {
+            (None, _) => {}
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    format!("mounts[{n}].uid_mappings"),
+                    "an idmapped mount needs a pod with its own user namespace",
+                ));
+            }
+            (Some(maps), Some(pod)) if maps != pod => {
+                return Err(Error::invalid(
+                    format!("mounts[{n}].uid_mappings"),
+                    "only the pod's own uid and gid maps are supported",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Idmapped clones of the bind mounts that ask for one, in the container's dir, until
+/// libcontainer has mounted them in the container: mount index → the clone.
+fn idmap_mounts(
+    dirs: &ContainerLayout,
+    spec: &ContainerSpec,
+    userns: &Path,
+) -> Result<BTreeMap<usize, PathBuf>, Error> {
+    let mut out = BTreeMap::new();
+    for (n, m) in spec.mounts.iter().enumerate() {
+        if m.idmap.is_none() {
+            continue;
+        }
+        let field = format!("mounts[{n}].host_path");
+        let dir = dirs.idmapped();
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("create", &dir)(e));
+            }
+            _ => {}
+        }
+        let at = dir.join(format!("mount-{n}"));
+        let made = match std::fs::metadata(&m.host_path) {
+            Ok(md) if md.is_dir() => std::fs::create_dir(&at),
+            Ok(_) => std::fs::File::create(&at).map(drop),
+            Err(e) => {
+                let reason = format!("{}: {e}", m.host_path.display());
+                return Err(Error::invalid(&field, reason));
+            }
+        };
+        made.map_err(Error::io("create", &at))?;
+        crate::mount_attr::attach_idmapped(&m.host_path, &at, userns, true).map_err(|e| {
+            Error::invalid(&field, format!("{} cannot be idmapped: {e}", m.host_path.display()))
+        })?;
+        out.insert(n, at);
+    }
+    Ok(out)
+}
+
 fn read_in_root(root: &Path, path: &str) -> Option<String> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let dir =

@@ -77,6 +77,10 @@ pub struct MountSpec {
     #[serde(default)]
     pub recursive_read_only: bool,
     pub propagation: Propagation,
+    /// The maps the mount is shown through (CRI uid_mappings/gid_mappings): idmapped with
+    /// the pod's user namespace, which must have these maps.
+    #[serde(default)]
+    pub idmap: Option<crate::sandbox::UsernsSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -144,6 +148,32 @@ pub struct Security {
     pub readonly_paths: Vec<String>,
     pub seccomp: SeccompProfile,
     pub pid_mode: PidMode,
+    /// The user namespace the request names (CRI userns_options); it must be the pod's.
+    #[serde(default)]
+    pub userns: UsernsRequest,
+}
+
+/// A container's userns_options: kubelet repeats the pod's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum UsernsRequest {
+    /// Not given: the pod's, whichever it is.
+    #[default]
+    Unset,
+    /// Mode NODE: the pod must not have its own.
+    Node,
+    /// Mode POD with these maps: they must be the pod's.
+    Pod(crate::sandbox::UsernsSpec),
+}
+
+impl UsernsRequest {
+    /// Whether the request fits a pod with this user namespace.
+    pub fn fits(&self, pod: Option<&crate::sandbox::UsernsSpec>) -> bool {
+        match self {
+            UsernsRequest::Unset => true,
+            UsernsRequest::Node => pod.is_none(),
+            UsernsRequest::Pod(maps) => pod == Some(maps),
+        }
+    }
 }
 
 /// Everything podbay needs to create a container, validated at the CRI edge.

@@ -431,6 +431,8 @@ pub struct Inputs<'a> {
     pub seccomp_profile: Option<Value>,
     /// The pod's hostname, hosts, resolv.conf and /dev/shm.
     pub pod_files: PodFiles,
+    /// Where the idmapped clone of `spec.mounts[n]` is, for the mounts that ask for one.
+    pub idmapped_mounts: BTreeMap<usize, PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -500,6 +502,10 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
         "readonlyPaths": readonly_paths(i),
     });
     let mut linux = linux;
+    if let Some((uids, gids)) = id_mappings(i) {
+        linux["uidMappings"] = uids;
+        linux["gidMappings"] = gids;
+    }
     if let Some(p) = rootfs_propagation(spec) {
         linux["rootfsPropagation"] = json!(p);
     }
@@ -555,7 +561,24 @@ fn namespaces(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
             out.push(json!({ "type": "pid", "path": path }));
         }
     }
+    if let Some(path) = pod_ns(NsKind::User) {
+        out.push(json!({ "type": "user", "path": path }));
+    }
     Ok(out)
+}
+
+/// The pod's uid and gid maps, with its user namespace (which the container joins).
+fn id_mappings(i: &Inputs<'_>) -> Option<(Value, Value)> {
+    let userns = i.sandbox.spec.namespaces.user.as_ref()?;
+    let maps = |ranges: &[crate::sandbox::IdRange]| {
+        Value::Array(
+            ranges
+                .iter()
+                .map(|r| json!({ "containerID": r.container_id, "hostID": r.host_id, "size": r.length }))
+                .collect(),
+        )
+    };
+    Some((maps(&userns.uids), maps(&userns.gids)))
 }
 
 /// The cgroup limits alone (UpdateContainerResources), as OCI `linux.resources`.
@@ -766,7 +789,8 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
         if m.recursive_read_only {
             options.push("rro");
         }
-        out.push(json!({ "destination": m.container_path, "type": "bind", "source": m.host_path, "options": options }));
+        let source = i.idmapped_mounts.get(&n).unwrap_or(&m.host_path);
+        out.push(json!({ "destination": m.container_path, "type": "bind", "source": source, "options": options }));
     }
     Ok(out)
 }
@@ -872,6 +896,7 @@ mod tests {
                 resolv_conf: "/pod/resolv.conf".into(),
                 shm: "/pod/shm".into(),
             },
+            idmapped_mounts: BTreeMap::new(),
         };
         build(&inputs).map(|s| serde_json::to_value(s).unwrap())
     }
@@ -996,6 +1021,7 @@ mod tests {
     fn bad_mounts_name_the_field() {
         let mut s = spec();
         s.mounts = vec![MountSpec {
+            idmap: None,
             container_path: "/data".into(),
             host_path: "/nonexistent/podbay".into(),
             readonly: false,
@@ -1039,6 +1065,7 @@ mod tests {
     fn recursive_read_only_mounts_say_rro() {
         let mut s = spec();
         s.mounts = vec![MountSpec {
+            idmap: None,
             container_path: "/data".into(),
             host_path: "/".into(),
             readonly: true,

@@ -380,12 +380,23 @@ impl Images {
                 std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
             }
             // Layers and container rootfs keep their setuid files and device nodes (images
-            // need them): the directories around them are the barrier, root only. A store
-            // an older podbay left more open is tightened here.
+            // need them): the directories around them are the barrier, root only. The
+            // containers dir may be passed through (0711) to a container's own dir, which
+            // is root's (0700) or, for a pod with its own user namespace, also passable by
+            // that pod's root group (0710), whose containers mount their rootfs from
+            // inside it. A store an older podbay left more open is tightened here.
             use std::os::unix::fs::PermissionsExt;
-            for dir in [layout.images_dir(), layout.containers_dir()] {
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(Error::io("restrict", &dir))?;
+            let restrict = |dir: &Path, mode: u32| {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(Error::io("restrict", dir))
+            };
+            restrict(&layout.images_dir(), 0o700)?;
+            restrict(&layout.containers_dir(), 0o711)?;
+            for e in std::fs::read_dir(layout.containers_dir()).into_iter().flatten().flatten() {
+                let mode = e.metadata().map(|m| m.permissions().mode() & 0o7777).unwrap_or(0);
+                if mode & 0o7067 != 0 {
+                    restrict(&e.path(), 0o700)?;
+                }
             }
             Ok(())
         })

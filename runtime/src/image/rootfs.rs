@@ -7,10 +7,27 @@ use std::path::PathBuf;
 use nix::mount::{MntFlags, MsFlags};
 
 use super::{Error, Images, RootfsRecord, records};
+use crate::layout::ContainerLayout;
+
+/// A rootfs for a pod with its own user namespace: the layers are shown through the
+/// namespace's maps (idmapped), and the upper dir belongs to the pod's root.
+#[derive(Debug, Clone)]
+pub struct RootfsUserns {
+    /// The pinned user namespace.
+    pub ns: PathBuf,
+    /// The node's uid and gid for the pod's root.
+    pub root_uid: u32,
+    pub root_gid: u32,
+}
 
 impl Images {
     /// Mounts the rootfs of `container` from `image` and returns the mountpoint.
-    pub async fn mount_rootfs(&self, container: &str, image: &str) -> Result<PathBuf, Error> {
+    pub async fn mount_rootfs(
+        &self,
+        container: &str,
+        image: &str,
+        userns: Option<RootfsUserns>,
+    ) -> Result<PathBuf, Error> {
         check_id(container)?;
         let _gc = self.inner.gc.read().await;
         let Some((rec, _)) = self.find(image).await? else {
@@ -30,36 +47,10 @@ impl Images {
                 return Err(Error::Rootfs { container, reason: "already has a rootfs".into() });
             }
             records::put_rootfs(&img.inner.store, &container, &record)?;
-            let mounted = (|| {
-                for d in [dirs.upper(), dirs.work(), dirs.rootfs()] {
-                    std::fs::create_dir_all(&d).map_err(Error::io("create", &d))?;
-                }
-                let lower: Vec<String> =
-                    lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-                let data = format!(
-                    "lowerdir={},upperdir={},workdir={}",
-                    lower.join(":"),
-                    dirs.upper().display(),
-                    dirs.work().display()
-                );
-                if data.len() >= 4096 || lower.iter().any(|l| l.contains([',', ':'])) {
-                    return Err(Error::Rootfs {
-                        container: container.clone(),
-                        reason: format!("{} layers do not fit one overlay mount", lower.len()),
-                    });
-                }
-                nix::mount::mount(
-                    Some("overlay"),
-                    &dirs.rootfs(),
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(data.as_str()),
-                )
-                .map_err(|e| Error::Rootfs {
-                    container: container.clone(),
-                    reason: format!("mount overlay: {e}"),
-                })
-            })();
+            let mounted = mount_overlay(&container, &dirs, &lowers, userns.as_ref());
+            if userns.is_some() {
+                detach_idmapped(&dirs);
+            }
             if let Err(e) = mounted {
                 let _ = std::fs::remove_dir_all(dirs.dir());
                 let _ = records::delete_rootfs(&img.inner.store, &container);
@@ -95,6 +86,7 @@ impl Images {
         let image_gone = self
             .blocking(move |img| -> Result<bool, Error> {
                 let dirs = img.inner.layout.container(&container);
+                detach_idmapped(&dirs);
                 match nix::mount::umount2(&dirs.rootfs(), MntFlags::MNT_DETACH) {
                     Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
                     Err(e) => {
@@ -121,6 +113,97 @@ impl Images {
         }
         Ok(())
     }
+}
+
+/// The container's dir (root's alone; for a pod with its own user namespace, its root's
+/// group may pass through to the rootfs), its upper, work and rootfs dirs, then the
+/// overlay. With a user namespace the layers are idmapped clones, attached only until
+/// the overlay holds them (the caller detaches them).
+fn mount_overlay(
+    container: &str,
+    dirs: &ContainerLayout,
+    lowers: &[PathBuf],
+    userns: Option<&RootfsUserns>,
+) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = dirs.dir();
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::io("create", dir)(e));
+        }
+        _ => {}
+    }
+    let mode = match userns {
+        Some(u) => {
+            std::os::unix::fs::chown(dir, None, Some(u.root_gid))
+                .map_err(Error::io("chown", dir))?;
+            0o710
+        }
+        None => 0o700,
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(Error::io("set the mode of", dir))?;
+    for d in [dirs.upper(), dirs.work(), dirs.rootfs()] {
+        std::fs::create_dir_all(&d).map_err(Error::io("create", &d))?;
+    }
+    let lowers = match userns {
+        None => lowers.to_vec(),
+        Some(u) => {
+            let upper = dirs.upper();
+            std::os::unix::fs::chown(&upper, Some(u.root_uid), Some(u.root_gid))
+                .map_err(Error::io("chown", &upper))?;
+            let idmapped = dirs.idmapped();
+            std::fs::create_dir(&idmapped).map_err(Error::io("create", &idmapped))?;
+            let mut out = Vec::with_capacity(lowers.len());
+            for (n, layer) in lowers.iter().enumerate() {
+                let at = idmapped.join(format!("layer-{n}"));
+                std::fs::create_dir(&at).map_err(Error::io("create", &at))?;
+                crate::mount_attr::attach_idmapped(layer, &at, &u.ns, false).map_err(|e| {
+                    Error::Rootfs {
+                        container: container.to_owned(),
+                        reason: format!("idmap layer {}: {e}", layer.display()),
+                    }
+                })?;
+                out.push(at);
+            }
+            out
+        }
+    };
+    let lower: Vec<String> = lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dirs.upper().display(),
+        dirs.work().display()
+    );
+    if data.len() >= 4096 || lower.iter().any(|l| l.contains([',', ':'])) {
+        return Err(Error::Rootfs {
+            container: container.to_owned(),
+            reason: format!("{} layers do not fit one overlay mount", lower.len()),
+        });
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        &dirs.rootfs(),
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| Error::Rootfs {
+        container: container.to_owned(),
+        reason: format!("mount overlay: {e}"),
+    })
+}
+
+/// Detaches and removes the idmapped clones in the container's dir (the overlay, or the
+/// container, holds its own references). Best effort: what is left is retried at remove.
+pub fn detach_idmapped(dirs: &ContainerLayout) {
+    let dir = dirs.idmapped();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let _ = nix::mount::umount2(&e.path(), MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+    }
+    let _ = std::fs::remove_dir(&dir);
 }
 
 /// Container ids name a directory: no separators, no dot names.

@@ -77,12 +77,55 @@ pub struct NamespaceSpec {
     pub network: NamespaceMode,
     pub ipc: NamespaceMode,
     pub pid: NamespaceMode,
+    /// The pod's own user namespace (CRI userns_options mode POD); none: the node's.
+    #[serde(default)]
+    pub user: Option<UsernsSpec>,
 }
 
 impl Default for NamespaceSpec {
     fn default() -> Self {
-        Self { network: NamespaceMode::Pod, ipc: NamespaceMode::Pod, pid: NamespaceMode::Pod }
+        Self {
+            network: NamespaceMode::Pod,
+            ipc: NamespaceMode::Pod,
+            pid: NamespaceMode::Pod,
+            user: None,
+        }
     }
+}
+
+/// One range of a user namespace's uid or gid map: `length` ids from `container_id` in
+/// the pod are `host_id`… on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdRange {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+/// A pod's user namespace: the uid and gid maps kubelet chose for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsernsSpec {
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+impl UsernsSpec {
+    /// The node's uid for a uid in the pod.
+    pub fn host_uid(&self, id: u32) -> Option<u32> {
+        to_host(&self.uids, id)
+    }
+
+    /// The node's gid for a gid in the pod.
+    pub fn host_gid(&self, id: u32) -> Option<u32> {
+        to_host(&self.gids, id)
+    }
+}
+
+fn to_host(ranges: &[IdRange], id: u32) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let offset = id.checked_sub(r.container_id)?;
+        (offset < r.length).then(|| r.host_id + offset)
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -350,6 +393,8 @@ pub enum Error {
     Unmount { path: PathBuf, source: nix::Error },
     #[error("remove {path}: {source}")]
     RemoveDir { path: PathBuf, source: std::io::Error },
+    #[error("namespace_options.userns_options: {0}")]
+    Userns(&'static str),
     #[error(transparent)]
     Injected(#[from] Injected),
     #[error(transparent)]
@@ -370,7 +415,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
-            Error::Ambiguous { .. } => ErrorKind::InvalidArgument,
+            Error::Ambiguous { .. } | Error::Userns(_) => ErrorKind::InvalidArgument,
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Supervisor(e) => e.kind(),
             Error::Network(e) => e.kind(),

@@ -25,6 +25,31 @@ pub fn pin(pid: u32, kind: NsKind, target: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Pins the user namespace that owns the namespace pinned at `owned` (NS_GET_USERNS) onto
+/// `target`: a pod's user namespace has no process of its own to take it from.
+pub fn pin_owner(owned: &Path, target: &Path) -> Result<(), Error> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // linux/nsfs.h: _IO(0xb7, 0x1).
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let err = |source| Error::Pin { ns: NsKind::User.name(), path: target.into(), source };
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(0));
+    let ns = File::open(owned).map_err(|e| err(errno(e)))?;
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    if fd < 0 {
+        return Err(err(Errno::last()));
+    }
+    // SAFETY: the kernel just installed `fd` for this process; nothing else owns it.
+    let userns = unsafe { OwnedFd::from_raw_fd(fd) };
+    let source = PathBuf::from(format!("/proc/self/fd/{}", userns.as_raw_fd()));
+    File::create(target).map_err(|e| err(errno(e)))?;
+    if let Err(e) = mount(Some(&source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        let _ = std::fs::remove_file(target);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
 /// Mounts the pod's /dev/shm: a tmpfs of `size` bytes, nosuid, nodev, noexec.
 pub fn mount_shm(target: &Path, size: u64) -> Result<(), Error> {
     let err = |source| Error::MountShm { path: target.into(), source };

@@ -34,7 +34,15 @@ impl Sandboxes {
             known.insert(rec.id.as_str().to_owned());
             // Pod dirs an older podbay made 0755 are root-only from now on.
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&rec.pod_dir, std::fs::Permissions::from_mode(0o700));
+            match &rec.spec.namespaces.user {
+                Some(userns) => {
+                    let _ = super::run::open_to_pod_root(&rec.pod_dir, userns);
+                }
+                None => {
+                    let mode = std::fs::Permissions::from_mode(0o700);
+                    let _ = std::fs::set_permissions(&rec.pod_dir, mode);
+                }
+            }
             let live = rec.state == SandboxState::Ready && alive(&rec).await;
             let rec = self.settle(rec, live).await?;
             let sandbox = Arc::new(Sandbox::new(rec));
@@ -114,7 +122,7 @@ async fn remove_orphan(dir: &Path) -> Result<(), Error> {
         }
     }
     mounts::unmount(&pod.shm())?;
-    for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid] {
+    for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid, NsKind::User] {
         mounts::unmount(&pod.ns(kind))?;
     }
     // Its cgroup, when podbay's default parent holds it (a kubelet parent is kubelet's).

@@ -41,6 +41,7 @@ struct Owned {
     net: bool,
     ipc: bool,
     pid: bool,
+    user: bool,
 }
 
 impl Sandboxes {
@@ -135,6 +136,7 @@ impl Sandboxes {
             net: spec.namespaces.network != NamespaceMode::Node,
             ipc: spec.namespaces.ipc != NamespaceMode::Node,
             pid: spec.namespaces.pid == NamespaceMode::Pod,
+            user: spec.namespaces.user.is_some(),
         };
         let mut timer = StepTimer::new();
 
@@ -142,6 +144,11 @@ impl Sandboxes {
         create_dir(pod.dir())?;
         undo.push(UndoStep::RemoveDir(pod.dir().to_path_buf()));
         create_dir(&pod.ns_dir())?;
+        if let Some(userns) = &spec.namespaces.user {
+            // Its containers join the pinned namespaces from inside its user namespace.
+            open_to_pod_root(pod.dir(), userns)?;
+            open_to_pod_root(&pod.ns_dir(), userns)?;
+        }
         timer.done("dirs");
 
         fp.check("sandbox.run.files")?;
@@ -242,6 +249,7 @@ impl Sandboxes {
             hostname: &spec.hostname,
             sysctls: &spec.sysctls,
             interface,
+            userns: spec.namespaces.user.as_ref(),
         };
         Ok(self.inner.spawner.spawn(&request).await?)
     }
@@ -293,7 +301,27 @@ fn pin_namespaces(
         undo.push(UndoStep::Unmount(path.clone()));
         namespaces.insert(kind, path);
     }
+    if own.user {
+        let net = namespaces
+            .get(&NsKind::Net)
+            .ok_or(Error::Userns("needs the pod's own network namespace"))?;
+        let path = pod.ns(NsKind::User);
+        mounts::pin_owner(net, &path)?;
+        undo.push(UndoStep::Unmount(path.clone()));
+        namespaces.insert(NsKind::User, path);
+    }
     Ok(namespaces)
+}
+
+/// A pod with its own user namespace: its root (the node's uid and gid for 0 in the pod)
+/// may pass through the pod dir (mode 0710, that group) to the files and /dev/shm that
+/// its containers bind-mount; nobody else may.
+pub(crate) fn open_to_pod_root(dir: &Path, userns: &super::UsernsSpec) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let gid = userns.host_gid(0).ok_or(Error::Userns("container gid 0 is not mapped"))?;
+    let err = |source| Error::CreateDir { path: dir.into(), source };
+    std::os::unix::fs::chown(dir, None, Some(gid)).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710)).map_err(err)
 }
 
 /// A directory only root can enter: a pod's dir holds its /dev/shm, pinned namespaces and

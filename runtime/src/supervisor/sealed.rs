@@ -20,8 +20,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{CWD, MemfdFlags, SealFlags};
-use rustix::mount::OpenTreeFlags;
+use rustix::fs::{MemfdFlags, SealFlags};
 
 /// A handle on the binary that nothing can write through.
 pub(crate) struct SealedExe {
@@ -48,44 +47,11 @@ impl SealedExe {
     }
 }
 
-/// `mount_setattr(2)`'s argument (linux/mount.h).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
 /// A detached, read-only, nosuid, nodev bind mount of the file.
 fn read_only_clone(path: &Path) -> io::Result<OwnedFd> {
-    let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
-    let fd = rustix::mount::open_tree(CWD, path, flags)?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from `attr`, which lives
-    // across the call; the path is a NUL-terminated empty string with AT_EMPTY_PATH.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use crate::mount_attr::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+    let fd = mount_attr::clone_tree(path, false)?;
+    mount_attr::set(&fd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, None, false)?;
     Ok(fd)
 }
 

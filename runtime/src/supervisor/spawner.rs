@@ -32,6 +32,8 @@ pub struct SpawnRequest<'a> {
     pub sysctls: &'a BTreeMap<String, String>,
     /// The pod's eth0, created by the supervisor (pods with their own network and an IP).
     pub interface: Option<&'a podbay_netplug::pod::PodInterface>,
+    /// The pod's own user namespace.
+    pub userns: Option<&'a crate::sandbox::UsernsSpec>,
 }
 
 impl SpawnRequest<'_> {
@@ -52,8 +54,21 @@ impl SpawnRequest<'_> {
                 gateway: i.gateway.to_string(),
                 mtu: i.mtu,
             }),
+            uid_mappings: self.userns.map(|u| id_mappings(&u.uids)).unwrap_or_default(),
+            gid_mappings: self.userns.map(|u| id_mappings(&u.gids)).unwrap_or_default(),
         }
     }
+}
+
+fn id_mappings(ranges: &[crate::sandbox::IdRange]) -> Vec<proto::IdMapping> {
+    ranges
+        .iter()
+        .map(|r| proto::IdMapping {
+            container_id: r.container_id,
+            host_id: r.host_id,
+            length: r.length,
+        })
+        .collect()
 }
 
 /// A supervisor that reported ready.

@@ -24,7 +24,7 @@ use nix::poll::PollTimeout;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, pipe2};
-use oci_spec::runtime::{LinuxSeccompAction, LinuxSyscallBuilder, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, LinuxSyscallBuilder, Spec};
 use podbay_proto::supervisor::v1::{
     ContainerState, CreateContainerRequest, CreateContainerResponse, ExecRequest, ExecResponse,
     StartContainerResponse,
@@ -643,6 +643,21 @@ fn describe(e: rustix::io::Errno) -> String {
     }
 }
 
+/// A container in its pod's user namespace: the helper enters it first, as the
+/// container's init did. libcontainer's tenant builder joins every namespace of the init
+/// but that one, which would leave the command root on the node. Inside it the helper
+/// keeps the node's uid 0, which owns the container's state and cgroup files, so the
+/// tenant builder still reaches them; every namespace it joins is owned by the pod's.
+fn join_user_namespace(spec: &Spec) -> Result<(), Box<dyn std::error::Error>> {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let userns = namespaces.into_iter().flatten().find(|n| n.typ() == LinuxNamespaceType::User);
+    if let Some(path) = userns.and_then(|n| n.path().as_ref()) {
+        let ns = std::fs::File::open(path)?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)?;
+    }
+    Ok(())
+}
+
 /// Prepares the helper for an ExecSync command: the container's own process spec (user,
 /// groups, capabilities, cwd, env, no_new_privs, rlimits) with `args`, written for
 /// libcontainer's tenant builder, and the container's seccomp filter, installed here.
@@ -659,6 +674,7 @@ fn exec_process(
 ) -> Result<tempfile::TempPath, Box<dyn std::error::Error>> {
     let container = Container::load(root.join(id))?;
     let spec = Spec::load(container.bundle().join("config.json"))?;
+    join_user_namespace(&spec)?;
     let mut process = spec.process().clone().ok_or("the container's spec has no process")?;
     process.set_args(Some(args)).set_terminal(Some(false));
     let file =

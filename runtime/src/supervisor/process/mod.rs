@@ -6,7 +6,9 @@
 //! The daemon starts one **spawner** (`podbay-supervisor`, this binary) and sends it a
 //! `SpawnRequest` per pod. The spawner forks; the child becomes the pod's supervisor:
 //!
-//! 1. setsid; unshare the namespaces the pod owns (net, ipc, uts); `lo` up; with an
+//! 1. setsid; unshare the namespaces the pod owns (net, ipc, uts; for a pod with its own
+//!    user namespace, a child inside it makes them and the supervisor joins them, see
+//!    `userns.rs`); `lo` up; with an
 //!    interface, create the veth pair (eth0 here, the peer in the node's namespace), the
 //!    address and the default route; set the hostname and the pod's sysctls.
 //! 2. PR_SET_CHILD_SUBREAPER; for PID mode POD, unshare the PID namespace and fork the
@@ -27,6 +29,7 @@ pub mod crilog;
 mod failure;
 mod fork;
 mod helper;
+mod userns;
 
 use std::fs::File;
 use std::io::Write;
@@ -159,7 +162,7 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), Failed> {
     // The spawner ignores SIGCHLD; a supervisor reaps its children itself.
     fork::reap_children_automatically(false).map_err(Failed::sys("reset SIGCHLD"))?;
     setsid().map_err(Failed::sys("setsid"))?;
-    enter_pod_namespaces(req)?;
+    let pod_pid_ns = enter_pod_namespaces(req)?;
     // /proc/sys/net and the IPC sysctls are those of the writer's namespaces.
     for (key, value) in &req.sysctls {
         std::fs::write(sysctl_path(key), value).map_err(|source| Failed::Sysctl {
@@ -172,7 +175,7 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), Failed> {
     let _ = prctl::set_name(c"podbay-pod");
     let me = Identity::of(getpid().as_raw() as u32)
         .map_err(Failed::io("own identity from", "/proc/self/stat"))?;
-    let pod_init = if req.new_pid { Some(start_pod_init()?) } else { None };
+    let pod_init = if req.new_pid { Some(start_pod_init(pod_pid_ns)?) } else { None };
     let (listener, socket) = match bind(&req.pod_dir) {
         Ok(bound) => bound,
         Err(e) => {
@@ -199,8 +202,10 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), Failed> {
 }
 
 /// Unshares the namespaces the pod owns and sets them up: `lo` up, the pod's interface
-/// (its veth peer placed in the node's namespace), the hostname.
-fn enter_pod_namespaces(req: &SpawnRequest) -> Result<(), Failed> {
+/// (its veth peer placed in the node's namespace), the hostname. With a user namespace of
+/// its own, the namespaces are made by a helper inside it and joined (`userns.rs`); the
+/// PID namespace made there is returned for the pod's PID 1.
+fn enter_pod_namespaces(req: &SpawnRequest) -> Result<Option<File>, Failed> {
     // The node's namespace, for the veth peer; closed once the pod is wired.
     let node_netns = match &req.interface {
         Some(_) => {
@@ -218,7 +223,25 @@ fn enter_pod_namespaces(req: &SpawnRequest) -> Result<(), Failed> {
             flags |= flag;
         }
     }
-    if !flags.is_empty() {
+    let mut pid_ns = None;
+    if !req.uid_mappings.is_empty() {
+        let pid_flag = if req.new_pid { CloneFlags::CLONE_NEWPID } else { CloneFlags::empty() };
+        let made = userns::make(
+            flags | pid_flag,
+            &userns::map_text(&req.uid_mappings),
+            &userns::map_text(&req.gid_mappings),
+        )?;
+        for (ns, flag, what) in [
+            (&made.net, CloneFlags::CLONE_NEWNET, "join the pod's network namespace"),
+            (&made.ipc, CloneFlags::CLONE_NEWIPC, "join the pod's IPC namespace"),
+            (&made.uts, CloneFlags::CLONE_NEWUTS, "join the pod's UTS namespace"),
+        ] {
+            if let Some(ns) = ns {
+                setns(ns, flag).map_err(Failed::sys(what))?;
+            }
+        }
+        pid_ns = made.pid;
+    } else if !flags.is_empty() {
         unshare(flags).map_err(Failed::sys("unshare namespaces"))?;
     }
     if req.new_net {
@@ -231,7 +254,7 @@ fn enter_pod_namespaces(req: &SpawnRequest) -> Result<(), Failed> {
     if req.new_uts && !req.hostname.is_empty() {
         sethostname(&req.hostname).map_err(Failed::sys("set hostname"))?;
     }
-    Ok(())
+    Ok(pid_ns)
 }
 
 fn pod_interface(
@@ -260,10 +283,15 @@ fn bind(dir: &str) -> Result<(UnixListener, PathBuf), Failed> {
     Ok((listener, pod.socket()))
 }
 
-/// Creates the pod's PID namespace and its PID 1; returns the PID 1's identity.
-fn start_pod_init() -> Result<Identity, Failed> {
+/// Creates the pod's PID namespace (or enters the one made in the pod's user namespace)
+/// and its PID 1; returns the PID 1's identity.
+fn start_pod_init(made: Option<File>) -> Result<Identity, Failed> {
     let own = File::open("/proc/self/ns/pid").map_err(Failed::io("open", "/proc/self/ns/pid"))?;
-    unshare(CloneFlags::CLONE_NEWPID).map_err(Failed::sys("unshare pid namespace"))?;
+    match made {
+        Some(ns) => setns(&ns, CloneFlags::CLONE_NEWPID)
+            .map_err(Failed::sys("enter the pod's pid namespace"))?,
+        None => unshare(CloneFlags::CLONE_NEWPID).map_err(Failed::sys("unshare pid namespace"))?,
+    }
     let parent = getpid();
     let child = match fork::fork().map_err(Failed::sys("fork pod init"))? {
         ForkResult::Child => pod_init(parent),
