@@ -157,8 +157,33 @@ pub struct VxlanSection {
     pub device: String,
     pub vni: u32,
     pub port: u16,
-    /// Keep tx checksum offload on flannel.1 (faster; off by default, see the README).
-    pub tx_checksum_offload: bool,
+    /// Tx checksum offload on flannel.1: `"auto"` (on for Linux ≥ 5.7), `true`, `false`.
+    pub tx_checksum_offload: TxChecksumSetting,
+}
+
+/// `tx_checksum_offload` as written: a boolean, or `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TxChecksumSetting {
+    Fixed(bool),
+    Word(AutoWord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoWord {
+    Auto,
+}
+
+impl TxChecksumSetting {
+    fn to_netplug(self) -> podbay_netplug::config::TxChecksum {
+        use podbay_netplug::config::TxChecksum;
+        match self {
+            TxChecksumSetting::Fixed(true) => TxChecksum::On,
+            TxChecksumSetting::Fixed(false) => TxChecksum::Off,
+            TxChecksumSetting::Word(AutoWord::Auto) => TxChecksum::Auto,
+        }
+    }
 }
 
 impl Default for VxlanSection {
@@ -168,7 +193,7 @@ impl Default for VxlanSection {
             device: d.device,
             vni: d.vni,
             port: d.port,
-            tx_checksum_offload: d.tx_checksum_offload,
+            tx_checksum_offload: TxChecksumSetting::Word(AutoWord::Auto),
         }
     }
 }
@@ -215,7 +240,7 @@ impl NetworkSection {
                 device: self.vxlan.device.clone(),
                 vni: self.vxlan.vni,
                 port: self.vxlan.port,
-                tx_checksum_offload: self.vxlan.tx_checksum_offload,
+                tx_checksum_offload: self.vxlan.tx_checksum_offload.to_netplug(),
             },
             public_ip: &self.public_ip,
             iface: &self.iface,
@@ -498,5 +523,20 @@ mod tests {
         }
         let err = Config::parse("[sandbox]\nshm_size_bytes = \"big\"\n").unwrap_err().to_string();
         assert!(err.contains("shm_size_bytes"), "{err}");
+    }
+
+    #[test]
+    fn tx_checksum_offload_is_auto_or_a_boolean() {
+        use podbay_netplug::config::TxChecksum;
+        let offload = |text: &str| {
+            let cfg = Config::parse(&format!("[network.vxlan]\n{text}")).map_err(|e| e.to_string());
+            cfg.map(|c| c.network.vxlan.tx_checksum_offload.to_netplug())
+        };
+        assert_eq!(offload("").unwrap(), TxChecksum::Auto);
+        assert_eq!(offload("tx_checksum_offload = \"auto\"\n").unwrap(), TxChecksum::Auto);
+        assert_eq!(offload("tx_checksum_offload = true\n").unwrap(), TxChecksum::On);
+        assert_eq!(offload("tx_checksum_offload = false\n").unwrap(), TxChecksum::Off);
+        let err = offload("tx_checksum_offload = \"yes\"\n").unwrap_err();
+        assert!(err.contains("tx_checksum_offload"), "{err}");
     }
 }

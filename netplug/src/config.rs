@@ -58,8 +58,50 @@ pub struct VxlanConfig {
     pub device: String,
     pub vni: u32,
     pub port: u16,
-    /// Keep tx checksum offload (and with it TSO) on the device; off by default.
-    pub tx_checksum_offload: bool,
+    /// Tx checksum offload (and with it TSO) on the device.
+    pub tx_checksum_offload: TxChecksum,
+}
+
+/// Whether flannel.1 keeps tx checksum offload (see `vxlan::set_tx_checksum`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TxChecksum {
+    /// On where the kernel computes VXLAN's outer UDP checksum right through NAT (Linux
+    /// 5.7 and later), off before.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The first kernel whose NAT no longer corrupts VXLAN's outer UDP checksum with offload
+/// on (commit ea64d8d6c675).
+pub const OFFLOAD_SAFE_KERNEL: (u32, u32) = (5, 7);
+
+impl TxChecksum {
+    /// Whether offload is on, for a kernel `release` (`uname -r`).
+    pub fn enabled_for(self, release: &str) -> bool {
+        match self {
+            TxChecksum::On => true,
+            TxChecksum::Off => false,
+            TxChecksum::Auto => kernel_version(release).is_some_and(|v| v >= OFFLOAD_SAFE_KERNEL),
+        }
+    }
+
+    /// Whether offload is on, on this kernel.
+    pub fn enabled(self) -> bool {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.enabled_for(&release)
+    }
+}
+
+/// `6.18.44-fc-v1045` → (6, 18).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 impl Default for VxlanConfig {
@@ -68,7 +110,7 @@ impl Default for VxlanConfig {
             device: DEFAULT_DEVICE.into(),
             vni: DEFAULT_VNI,
             port: DEFAULT_VXLAN_PORT,
-            tx_checksum_offload: false,
+            tx_checksum_offload: TxChecksum::Auto,
         }
     }
 }
@@ -432,5 +474,16 @@ mod tests {
         let s = NetworkSettings { cluster_cidr: "10.9.0.0/28", ..settings() };
         let c = NetworkConfig::from_settings(&s).unwrap();
         assert_eq!(c.node_subnet.net().to_string(), "10.9.0.0/28");
+    }
+
+    #[test]
+    fn tx_checksum_auto_follows_the_kernel() {
+        assert!(TxChecksum::Auto.enabled_for("6.18.44-fc-v1045"));
+        assert!(TxChecksum::Auto.enabled_for("5.7.0"));
+        assert!(!TxChecksum::Auto.enabled_for("5.6.19-1-amd64"));
+        assert!(!TxChecksum::Auto.enabled_for("4.19.0"));
+        assert!(!TxChecksum::Auto.enabled_for("garbage"));
+        assert!(TxChecksum::On.enabled_for("4.19.0"));
+        assert!(!TxChecksum::Off.enabled_for("6.1.0"));
     }
 }

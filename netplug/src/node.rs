@@ -249,7 +249,7 @@ async fn join_overlay(
         underlay_index: uplink.header.index,
         mtu: cfg.mtu.unwrap_or(underlay_mtu.saturating_sub(vxlan::OVERHEAD)),
         mac,
-        tx_checksum_offload: cfg.vxlan.tx_checksum_offload,
+        tx_checksum_offload: cfg.vxlan.tx_checksum_offload.enabled(),
     };
     let device = Device::ensure(nl, &spec).await?;
     let attrs = LeaseAttrs {

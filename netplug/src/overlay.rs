@@ -49,6 +49,8 @@ pub struct OverlayReport {
     pub local_vtep: Ipv4Addr,
     pub vtep_mac: String,
     pub mtu: u32,
+    /// Tx checksum offload (and TSO) in effect on the device.
+    pub tx_checksum_offload: bool,
     pub subnet: String,
     pub store: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,6 +263,7 @@ impl<S: SubnetStore> Overlay<S> {
             local_vtep: spec.local,
             vtep_mac: format_mac(&spec.mac),
             mtu: spec.mtu,
+            tx_checksum_offload: spec.tx_checksum_offload,
             subnet: self.subnet().to_string(),
             store: self.store.describe(),
             store_error: self.store_error.lock().expect("store error lock").clone(),

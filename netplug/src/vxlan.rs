@@ -45,7 +45,7 @@ pub struct DeviceSpec {
     pub underlay_index: u32,
     pub mtu: u32,
     pub mac: [u8; 6],
-    /// Leave tx checksum offload on (off by default: see [`set_tx_checksum`]).
+    /// Leave tx checksum offload on (resolved from the config: see [`set_tx_checksum`]).
     pub tx_checksum_offload: bool,
 }
 
@@ -344,10 +344,11 @@ fn matches_spec(l: &LinkMessage, spec: &DeviceSpec) -> bool {
 }
 
 /// `ethtool -K <dev> tx off|on`: the legacy ETHTOOL_STXCSUM request sets every tx checksum
-/// feature, `tx-checksum-ip-generic` included. Off by default, as flannel's users had to:
-/// with it on, the kernel's NAT rewrote VXLAN's outer UDP checksum wrongly (fixed in 5.7 by
-/// commit ea64d8d6c675, still reported behind NAT on later kernels), and the receiver drops
-/// the packets. Off also turns off TSO on the device, which costs throughput.
+/// feature, `tx-checksum-ip-generic` included. Off before Linux 5.7 by default
+/// (`config::TxChecksum::Auto`), as flannel's users had to: with it on, the kernel's NAT
+/// rewrote VXLAN's outer UDP checksum wrongly (fixed in 5.7 by commit ea64d8d6c675), and
+/// the receiver drops the packets. Off also turns off TSO on the device, which costs
+/// throughput.
 fn set_tx_checksum(device: &str, on: bool) -> Result<(), Error> {
     use nix::sys::socket::{AddressFamily as Af, SockFlag, SockType, socket};
     const SIOCETHTOOL: u64 = 0x8946;

@@ -329,13 +329,14 @@ fn render_network(net: &serde_json::Value) -> String {
     if o.is_object() {
         let _ = writeln!(
             out,
-            "overlay:      {} vni {} port {} local {} vtep {} mtu {}",
+            "overlay:      {} vni {} port {} local {} vtep {} mtu {} tx-csum-offload {}",
             s(&o["device"]),
             s(&o["vni"]),
             s(&o["port"]),
             s(&o["localVtep"]),
             s(&o["vtepMac"]),
-            s(&o["mtu"])
+            s(&o["mtu"]),
+            if o["txChecksumOffload"].as_bool() == Some(true) { "on" } else { "off" }
         );
         if let Some(e) = o["storeError"].as_str() {
             let _ = writeln!(out, "lease store:  NOT FOLLOWED: {e}");

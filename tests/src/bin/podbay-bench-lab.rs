@@ -47,29 +47,29 @@ fn main() -> anyhow::Result<()> {
     let underlay = iperf(&lab, Side::Node("node2", "10.99.0.12"), Side::Node("node1", ""))?;
     let cross = iperf(&lab, Side::Pod(&b), Side::Pod(&a))?;
     let same = iperf(&lab, Side::Pod(&c), Side::Pod(&a))?;
-    // The same with `network.vxlan.tx_checksum_offload = true` (daemons restarted).
+    // The same with `network.vxlan.tx_checksum_offload = false`, the old default (daemons
+    // restarted).
     for node in ["node1", "node2"] {
         let config = lab.state_dir().join(lab.name()).join(node).join("config.toml");
         let mut text = std::fs::read_to_string(&config)?;
-        text.push_str("\n[network.vxlan]\ntx_checksum_offload = true\n");
+        text.push_str("\n[network.vxlan]\ntx_checksum_offload = false\n");
         std::fs::write(&config, text)?;
         lab.lab(&["stop", node])?;
         lab.lab(&["start", node])?;
     }
-    let cross_csum = iperf(&lab, Side::Pod(&b), Side::Pod(&a))?;
+    let cross_off = iperf(&lab, Side::Pod(&b), Side::Pod(&a))?;
     println!("TCP throughput (iperf3, {SECONDS} s, one stream):");
     println!("  node to node, underlay          {:>8.2} Gbit/s", underlay / 1e9);
     println!(
-        "  pod to pod across nodes, VXLAN  {:>8.2} Gbit/s  {:.0} % of underlay (target >= 80 %) {}",
+        "  pod to pod across nodes, VXLAN (default, offload auto) {:>8.2} Gbit/s  {:.0} % of underlay (target >= 80 %) {}",
         cross / 1e9,
         cross / underlay * 100.0,
         if cross / underlay >= 0.8 { "OK" } else { "MISSED" }
     );
     println!(
-        "  the same, tx_checksum_offload   {:>8.2} Gbit/s  {:.0} % of underlay (target >= 80 %) {}",
-        cross_csum / 1e9,
-        cross_csum / underlay * 100.0,
-        if cross_csum / underlay >= 0.8 { "OK" } else { "MISSED" }
+        "  the same, tx_checksum_offload = false {:>8.2} Gbit/s  {:.0} % of underlay (reference)",
+        cross_off / 1e9,
+        cross_off / underlay * 100.0,
     );
     println!("  pod to pod on one node, bridge  {:>8.2} Gbit/s (reference)", same / 1e9);
 
