@@ -26,6 +26,7 @@ pub struct Config {
     pub container: ContainerSection,
     pub image: ImageSection,
     pub network: NetworkSection,
+    pub stream: StreamSection,
     /// Per registry host: `[registries."registry.k8s.io"]`.
     pub registries: BTreeMap<String, RegistrySection>,
 }
@@ -349,8 +350,26 @@ impl Default for Config {
             container: ContainerSection::default(),
             image: ImageSection::default(),
             network: NetworkSection::default(),
+            stream: StreamSection::default(),
             registries: BTreeMap::new(),
         }
+    }
+}
+
+/// `[stream]`: the streaming server for Exec, Attach and PortForward (kubelet and crictl
+/// connect to the URL those calls return).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSection {
+    /// The address it listens on (containerd's default: loopback only).
+    pub address: String,
+    /// 0: a port the kernel picks.
+    pub port: u16,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self { address: "127.0.0.1".into(), port: 0 }
     }
 }
 
@@ -434,6 +453,12 @@ impl Config {
             return invalid(
                 "log.level",
                 format!("{:?} is not error, warn, info, debug, trace or a filter", self.log.level),
+            );
+        }
+        if self.stream.address.parse::<std::net::IpAddr>().is_err() {
+            return invalid(
+                "stream.address",
+                format!("{:?} is not an IP address", self.stream.address),
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -7,5 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod lab;
 pub mod server;
+pub mod stream;
 
 pub use app::main;

@@ -25,6 +25,7 @@ pub mod ctr;
 pub mod images;
 pub mod kubelet;
 pub mod lab;
+pub mod streaming;
 
 pub type Client = RuntimeServiceClient<Channel>;
 

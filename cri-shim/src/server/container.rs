@@ -13,7 +13,7 @@ use podbay_runtime::{ErrorKind, Runtime};
 use tonic::Status;
 
 use super::container_config::{Defaults, container_spec, resources};
-use super::fields::{sorted, unsorted};
+use super::fields::{invalid, sorted, unsorted};
 use super::status::to_status;
 
 pub async fn create(
@@ -108,6 +108,45 @@ pub async fn exec_sync(
         .await
         .map_err(|e| to_status("ExecSync", e))?;
     Ok(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code })
+}
+
+/// Exec: checked now (the container exists and runs, a command, some stdio, no stderr
+/// beside a terminal), run when the client connects to the URL.
+pub fn exec(
+    rt: &Runtime,
+    stream: &crate::stream::StreamServer,
+    req: cri::ExecRequest,
+) -> Result<cri::ExecResponse, Status> {
+    let rec = rt.containers().status(&req.container_id).map_err(|e| to_status("Exec", e))?;
+    if rec.state != ContainerState::Running {
+        return Err(Status::failed_precondition(format!(
+            "container {} is {}, not running: cannot exec",
+            rec.id,
+            rec.state.as_str()
+        )));
+    }
+    if req.cmd.is_empty() {
+        return Err(invalid("cmd", "empty"));
+    }
+    if req.tty && req.stderr {
+        return Err(invalid("stderr", "a terminal has no separate stderr (tty is set)"));
+    }
+    if !req.stdin && !req.stdout && !req.stderr {
+        return Err(invalid("stdin", "one of stdin, stdout or stderr must be set"));
+    }
+    if req.tty {
+        return Err(Status::unimplemented(
+            "Exec with tty is not implemented by podbay yet (without tty it is)",
+        ));
+    }
+    let spec = crate::stream::ExecSpec {
+        container_id: rec.id.to_string(),
+        cmd: req.cmd,
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+    };
+    Ok(cri::ExecResponse { url: stream.url_for(crate::stream::Pending::Exec(spec))? })
 }
 
 fn cri_container_state(s: ContainerState) -> i32 {

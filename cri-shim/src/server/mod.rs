@@ -67,6 +67,10 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
     };
     let failpoints = Failpoints::parse(&std::env::var(FAILPOINTS_ENV).unwrap_or_default());
     let runtime = Runtime::open(opts, failpoints).await?;
+    let stream =
+        crate::stream::StreamServer::start(&cfg.stream.address, cfg.stream.port, runtime.clone())
+            .await
+            .context("start the streaming server")?;
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "podbay serving CRI");
 
@@ -85,6 +89,7 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
             defaults: container_config::Defaults {
                 seccomp: cfg.container.unset_seccomp_profile.profile(),
             },
+            stream,
         }))
         .add_service(ImageServiceServer::new(image_service::CriImageService {
             runtime: runtime.clone(),

@@ -13,9 +13,10 @@ pub const RUNTIME_NAME: &str = "podbay";
 pub const RUNTIME_API_VERSION: &str = "v1";
 
 /// Runtime information shown by `Status` (verbose) and `podbay info`.
-pub async fn runtime_info(runtime: &Runtime) -> serde_json::Value {
+pub async fn runtime_info(runtime: &Runtime, stream: std::net::SocketAddr) -> serde_json::Value {
     let opts = runtime.options();
     serde_json::json!({
+        "streamServer": format!("http://{stream}"),
         "runtimeName": RUNTIME_NAME,
         "runtimeVersion": env!("CARGO_PKG_VERSION"),
         "root": opts.root,
@@ -35,7 +36,11 @@ pub fn version() -> cri::VersionResponse {
     }
 }
 
-pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusResponse {
+pub async fn status(
+    rt: &Runtime,
+    stream: std::net::SocketAddr,
+    req: cri::StatusRequest,
+) -> cri::StatusResponse {
     let condition = |kind: &str, status: bool, reason: &str, message: &str| cri::RuntimeCondition {
         r#type: kind.into(),
         status,
@@ -56,7 +61,7 @@ pub async fn status(rt: &Runtime, req: cri::StatusRequest) -> cri::StatusRespons
     let conditions = vec![runtime, network];
     let mut info = HashMap::new();
     if req.verbose {
-        info.insert("info".into(), runtime_info(rt).await.to_string());
+        info.insert("info".into(), runtime_info(rt, stream).await.to_string());
     }
     // The default handler (the only one): recursive read-only mounts through the kernel's
     // mount_setattr (Linux ≥ 5.12), and pods with their own user namespace (idmapped

@@ -14,6 +14,7 @@ use super::{
 pub struct CriService {
     pub runtime: Runtime,
     pub defaults: container_config::Defaults,
+    pub stream: crate::stream::StreamServer,
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -68,7 +69,9 @@ impl RuntimeService for CriService {
     }
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Rpc<cri::StatusResponse> {
-        Ok(Response::new(runtime::status(&self.runtime, req.into_inner()).await))
+        Ok(Response::new(
+            runtime::status(&self.runtime, self.stream.addr(), req.into_inner()).await,
+        ))
     }
 
     async fn runtime_config(
@@ -145,8 +148,8 @@ impl RuntimeService for CriService {
         ok(container::exec_sync(&self.runtime, req.into_inner()).await)
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        ok(container::exec(&self.runtime, &self.stream, req.into_inner()))
     }
 
     async fn attach(&self, _: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {

@@ -9,6 +9,7 @@ use podbay_proto::supervisor::v1::ExecRequest;
 
 use super::{ContainerState, Containers, Error};
 use crate::supervisor::Client;
+pub use crate::supervisor::StreamedExec;
 
 /// Bytes kept of each of stdout and stderr.
 pub const OUTPUT_LIMIT: usize = 16 << 20;
@@ -42,6 +43,8 @@ impl Containers {
             timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
             output_limit: OUTPUT_LIMIT as u64,
             state_root: pod.containers().to_string_lossy().into_owned(),
+            streamed: false,
+            stdin: false,
         };
         // The supervisor enforces the timeout; the call waits a little longer.
         let wait = timeout.map_or(Duration::from_secs(24 * 3600), |t| t + Duration::from_secs(10));
@@ -63,5 +66,33 @@ impl Containers {
             stdout: note(r.stdout, r.stdout_truncated),
             stderr: note(r.stderr, r.stderr_truncated),
         })
+    }
+
+    /// Starts a command in a running container whose stdin, stdout and stderr are the
+    /// caller's (CRI Exec, after the streaming client connected).
+    pub async fn exec_stream(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        stdin: bool,
+    ) -> Result<StreamedExec, Error> {
+        let rec = self.resolve(id)?.snapshot();
+        if rec.state != ContainerState::Running {
+            return Err(Error::State { id: rec.id, state: rec.state, what: "cannot exec" });
+        }
+        if args.is_empty() {
+            return Err(Error::invalid("cmd", "empty"));
+        }
+        let pod = self.pod_of(&rec.sandbox_id)?;
+        let req = ExecRequest {
+            id: rec.id.to_string(),
+            args,
+            timeout_ms: 0,
+            output_limit: 0,
+            state_root: pod.containers().to_string_lossy().into_owned(),
+            streamed: true,
+            stdin,
+        };
+        Client::new(&pod).exec_stream(req).await.map_err(Error::supervisor(&rec.id))
     }
 }

@@ -3,6 +3,7 @@
 //! Response; a Failure becomes [`Error::Refused`] with its kind, and any other answer than
 //! the call's own is [`Error::Unexpected`].
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -119,6 +120,43 @@ impl Client {
         expect!(self, self.call_within(request::Kind::Exec(req), timeout).await?, Exec)
     }
 
+    /// Starts a streamed exec (CRI Exec): the command's pipes come back to the caller, and
+    /// [`StreamedExec::wait`] gives its exit code. Dropping it kills the command.
+    pub async fn exec_stream(&self, req: ExecRequest) -> Result<StreamedExec, Error> {
+        let path = &self.socket;
+        let io_err = |source| Error::Io { path: path.clone(), source };
+        let start = async {
+            let mut stream = connect(path).await?;
+            tokio_io::write(&mut stream, &Request { kind: Some(request::Kind::Exec(req)) })
+                .await
+                .map_err(io_err)?;
+            let (byte, mut fds) = loop {
+                stream.readable().await.map_err(io_err)?;
+                match stream.try_io(tokio::io::Interest::READABLE, || recv_fds(&stream)) {
+                    Ok(got) => break got,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(io_err(e)),
+                }
+            };
+            if byte != Some(1) || fds.len() < 2 {
+                // A failure follows (or the supervisor went away).
+                return match tokio_io::read::<Response, _>(&mut stream).await.map_err(io_err)? {
+                    Some(Response { kind: Some(response::Kind::Failure(f)) }) => {
+                        Err(Error::refused(f))
+                    }
+                    _ => Err(Error::Unexpected { path: path.clone(), call: "Exec" }),
+                };
+            }
+            let stdin = (fds.len() > 2).then(|| fds.remove(2));
+            let stderr = Some(fds.remove(1));
+            let stdout = Some(fds.remove(0));
+            Ok(StreamedExec { stdin, stdout, stderr, conn: stream, path: path.clone() })
+        };
+        tokio::time::timeout(CALL_TIMEOUT * 6, start)
+            .await
+            .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT * 6 })?
+    }
+
     async fn call(&self, kind: request::Kind) -> Result<response::Kind, Error> {
         self.call_within(kind, CALL_TIMEOUT).await
     }
@@ -143,6 +181,51 @@ impl Client {
             .await
             .map_err(|_| Error::CallTimeout { path: path.clone(), timeout })?
     }
+}
+
+/// A streamed exec in flight: its pipes (non-blocking), and the connection its exit code
+/// comes on.
+pub struct StreamedExec {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    conn: UnixStream,
+    path: PathBuf,
+}
+
+impl StreamedExec {
+    /// Waits for the command to exit; its exit code (128 + signal when killed).
+    pub async fn wait(mut self) -> Result<i32, Error> {
+        let path = self.path.clone();
+        let io_err = |source| Error::Io { path: path.clone(), source };
+        match tokio_io::read::<Response, _>(&mut self.conn).await.map_err(io_err)? {
+            Some(Response { kind: Some(response::Kind::Exec(r)) }) => Ok(r.exit_code),
+            Some(Response { kind: Some(response::Kind::Failure(f)) }) => Err(Error::refused(f)),
+            _ => Err(Error::Unexpected { path, call: "Exec" }),
+        }
+    }
+}
+
+/// One byte and the descriptors that came with it (SCM_RIGHTS).
+fn recv_fds(stream: &UnixStream) -> std::io::Result<(Option<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let msg =
+        recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel installed these descriptors for this process in the
+            // message just received; nothing else owns them.
+            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    let got = if msg.bytes == 0 { None } else { Some(byte[0]) };
+    Ok((got, fds))
 }
 
 /// Connects to a supervisor socket. Paths too long for sun_path (108 bytes) are reached

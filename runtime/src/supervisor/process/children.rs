@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -67,6 +67,8 @@ struct Pipe {
 struct Exec {
     pid: i32,
     reply: UnixStream,
+    /// A streamed exec: its pipes are the daemon's, and its connection is watched.
+    streamed: bool,
     out: [Option<OwnedFd>; 2],
     buf: [Vec<u8>; 2],
     truncated: [bool; 2],
@@ -79,6 +81,8 @@ struct Exec {
 pub enum Source {
     Log(usize, usize),
     Exec(usize, usize),
+    /// A streamed exec's connection: readable means the daemon let go of it.
+    ExecPeer(usize),
 }
 
 #[derive(Default)]
@@ -252,13 +256,19 @@ impl Children {
         let started = (|| {
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
+            let stdin = if req.streamed && req.stdin { Some(stdin_pipe()?) } else { None };
+            let (in_r, in_w) = stdin.map_or((None, None), |(r, w)| (Some(r), Some(w)));
             let (id, args) = (req.id.clone(), req.args.clone());
             let pid = helper::run(move || {
                 let process = exec_process(&root, &id, args)?;
-                let pid = ContainerBuilder::new(id, SyscallType::Linux)
+                let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                     .with_root_path(root)?
                     .with_stdout(out_w)
-                    .with_stderr(err_w)
+                    .with_stderr(err_w);
+                if let Some(r) = in_r {
+                    builder = builder.with_stdin(r);
+                }
+                let pid = builder
                     .with_executor(DieWithSupervisor)
                     .as_tenant()
                     .with_process(Some(&*process))
@@ -267,18 +277,32 @@ impl Children {
                     .build()?;
                 Ok(pid.as_raw() as u32)
             })?;
-            Ok::<_, Failed>((pid as i32, out_r, err_r))
+            Ok::<_, Failed>((pid as i32, out_r, err_r, in_w))
         })();
-        let (pid, out_r, err_r) = match started {
+        let (pid, out_r, err_r, in_w) = match started {
             Ok(s) => s,
             Err(e) => return Err((e, reply)),
+        };
+        let out = if req.streamed {
+            // The daemon reads and writes the pipes itself; if it cannot take them, the
+            // command has nobody to talk to.
+            let mut fds = vec![out_r.as_raw_fd(), err_r.as_raw_fd()];
+            fds.extend(in_w.as_ref().map(|w| w.as_raw_fd()));
+            if let Err(e) = send_fds(&reply, &fds) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err((Failed::Sys { what: "hand over the exec's pipes", source: e }, reply));
+            }
+            [None, None]
+        } else {
+            [Some(out_r), Some(err_r)]
         };
         let deadline =
             (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
         self.execs.push(Exec {
             pid,
             reply,
-            out: [Some(out_r), Some(err_r)],
+            streamed: req.streamed,
+            out,
             buf: [Vec::new(), Vec::new()],
             truncated: [false, false],
             limit: req.output_limit as usize,
@@ -307,6 +331,9 @@ impl Children {
                     fds.push((fd.as_fd(), Source::Exec(ei, si)));
                 }
             }
+            if e.streamed {
+                fds.push((e.reply.as_fd(), Source::ExecPeer(ei)));
+            }
         }
         fds
     }
@@ -333,6 +360,13 @@ impl Children {
             Source::Exec(ei, si) => {
                 let e = &mut self.execs[ei];
                 collect(&mut e.out[si], &mut e.buf[si], &mut e.truncated[si], e.limit);
+            }
+            Source::ExecPeer(ei) => {
+                // The daemon sends nothing more: readable is its end of the connection
+                // (the client went away). The command goes with it; its exit is reaped.
+                let e = &mut self.execs[ei];
+                let _ = kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+                e.streamed = false;
             }
         }
     }
@@ -535,6 +569,22 @@ impl Drop for Console {
 
 /// A pipe whose read end is non-blocking and close-on-exec; the write end is for a
 /// container's stdio.
+/// A streamed exec's stdin: the command reads a blocking end, the daemon writes a
+/// non-blocking one.
+fn stdin_pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
+    fcntl(&w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(Failed::sys("pipe"))?;
+    Ok((r, w))
+}
+
+/// One byte with `fds` attached (SCM_RIGHTS).
+fn send_fds(sock: &UnixStream, fds: &[RawFd]) -> Result<(), nix::errno::Errno> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [std::io::IoSlice::new(&[1u8])];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(drop)
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(Failed::sys("pipe"))?;

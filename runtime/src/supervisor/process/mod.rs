@@ -440,6 +440,10 @@ impl Supervisor {
                         Ok(()) => return Next::Continue,
                         Err((e, s)) => {
                             stream = s;
+                            if req.streamed {
+                                // No pipes come: a zero byte, then the failure.
+                                let _ = stream.write_all(&[0]);
+                            }
                             (Err(e), Next::Continue)
                         }
                     }

@@ -1,0 +1,213 @@
+//! The streaming server: what the URLs of Exec (and later Attach and PortForward) lead to.
+//!
+//! The CRI call is only validated and remembered under a single-use random token (8
+//! bytes, as containerd's, valid for a minute, the Kubernetes streaming package's
+//! default); the client (kubelet's proxy, crictl) then makes an HTTP/1.1 upgrade request
+//! to `/exec/<token>` and speaks SPDY/3.1 on the connection. A wrong, used or expired
+//! token gets 404 and runs nothing.
+
+mod exec;
+pub mod session;
+pub mod spdy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use podbay_runtime::Runtime;
+use tokio::net::TcpListener;
+
+pub use self::exec::ExecSpec;
+
+/// How long a URL stays usable.
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Requests waiting for their client at once (containerd's in-flight limit).
+const MAX_PENDING: usize = 1000;
+/// The subprotocols podbay speaks over SPDY, preferred first.
+pub const SPDY_PROTOCOLS: &[&str] =
+    &["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"];
+
+/// A call waiting for its client.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Exec(ExecSpec),
+}
+
+#[derive(Clone)]
+pub struct StreamServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    pending: Mutex<HashMap<String, (Pending, Instant)>>,
+    runtime: Runtime,
+}
+
+impl StreamServer {
+    /// Binds the listener and serves it in the background.
+    pub async fn start(address: &str, port: u16, runtime: Runtime) -> anyhow::Result<Self> {
+        let ip: std::net::IpAddr = address.parse()?;
+        let listener = TcpListener::bind((ip, port)).await?;
+        let addr = listener.local_addr()?;
+        let server = StreamServer {
+            inner: Arc::new(Inner { addr, pending: Mutex::new(HashMap::new()), runtime }),
+        };
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { continue };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, std::convert::Infallible>(s.handle(req)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(conn), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        tracing::info!(%addr, "streaming server listening");
+        Ok(server)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Remembers a call and returns the URL its client connects to.
+    pub fn url_for(&self, call: Pending) -> Result<String, tonic::Status> {
+        let mut map = self.inner.pending.lock().expect("pending lock");
+        let now = Instant::now();
+        map.retain(|_, (_, at)| now.duration_since(*at) < TOKEN_TTL);
+        if map.len() >= MAX_PENDING {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "{MAX_PENDING} streaming requests are already waiting for their clients"
+            )));
+        }
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let kind = match &call {
+            Pending::Exec(_) => "exec",
+        };
+        map.insert(token.clone(), (call, now));
+        Ok(format!("http://{}/{kind}/{token}", self.inner.addr))
+    }
+
+    /// Takes a token's call: once, within its lifetime.
+    fn take(&self, kind: &str, token: &str) -> Option<Pending> {
+        let mut map = self.inner.pending.lock().expect("pending lock");
+        let (call, at) = map.remove(token)?;
+        let fits = matches!((&call, kind), (Pending::Exec(_), "exec"));
+        (fits && at.elapsed() < TOKEN_TTL).then_some(call)
+    }
+
+    fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().trim_start_matches('/');
+        let Some((kind, token)) = path.split_once('/') else {
+            return plain(StatusCode::NOT_FOUND, "no such streaming URL");
+        };
+        let Some(call) = self.take(kind, token) else {
+            return plain(StatusCode::NOT_FOUND, "unknown, used or expired streaming token");
+        };
+        let upgrade = header_values(&req, "upgrade");
+        if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
+            return plain(StatusCode::BAD_REQUEST, "an Upgrade: SPDY/3.1 request is expected");
+        }
+        let offered = header_values(&req, "x-stream-protocol-version");
+        let protocol = match negotiate(&offered) {
+            Ok(p) => p,
+            Err(()) => {
+                let mut r = plain(
+                    StatusCode::FORBIDDEN,
+                    &format!("no common subprotocol: offered {offered:?}"),
+                );
+                for p in SPDY_PROTOCOLS {
+                    r.headers_mut().append(
+                        "X-Supported-Stream-Protocol-Versions",
+                        (*p).parse().expect("a token"),
+                    );
+                }
+                return r;
+            }
+        };
+        let runtime = self.inner.runtime.clone();
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            let io = match on_upgrade.await {
+                Ok(io) => TokioIo::new(io),
+                Err(e) => {
+                    tracing::debug!(error = %e, "streaming upgrade failed");
+                    return;
+                }
+            };
+            let session = session::serve(io);
+            match call {
+                Pending::Exec(spec) => exec::run(session, protocol, spec, runtime).await,
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert("Connection", "Upgrade".parse().expect("a token"));
+        h.insert("Upgrade", "SPDY/3.1".parse().expect("a token"));
+        if let Some(p) = protocol {
+            h.insert("X-Stream-Protocol-Version", p.parse().expect("a token"));
+        }
+        r
+    }
+}
+
+/// The subprotocol to speak: the first of podbay's the client offers; none offered is the
+/// original protocol (`None`), as Kubernetes' handshake allows.
+fn negotiate(offered: &[String]) -> Result<Option<&'static str>, ()> {
+    if offered.is_empty() {
+        return Ok(None);
+    }
+    SPDY_PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)).map(|p| Some(*p)).ok_or(())
+}
+
+/// Every value of a header, comma-separated lists split.
+fn header_values(req: &Request<Incoming>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_common_subprotocol_wins() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            negotiate(&o(&["v2.channel.k8s.io", "v4.channel.k8s.io"])),
+            Ok(Some("v4.channel.k8s.io"))
+        );
+        assert_eq!(negotiate(&o(&["channel.k8s.io"])), Ok(Some("channel.k8s.io")));
+        assert_eq!(negotiate(&[]), Ok(None));
+        assert_eq!(negotiate(&o(&["v5.channel.k8s.io"])), Err(()));
+    }
+}

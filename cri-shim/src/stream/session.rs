@@ -1,0 +1,133 @@
+//! One SPDY/3.1 connection, server side: the client opens streams (each gets its
+//! SYN_REPLY at once, which Kubernetes' clients wait for before they write), their data
+//! arrives on a channel per stream, and frames go out through one writer task.
+
+use std::collections::HashMap;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use super::spdy::{Frame, Headers, Reader, Writer};
+
+/// A stream the client opened.
+pub struct Incoming {
+    pub id: u32,
+    pub headers: Headers,
+    /// Its data; the channel ends with the client's FIN (or RST_STREAM).
+    pub data: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Incoming {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.first()).map(String::as_str)
+    }
+}
+
+/// Sends frames on the connection.
+#[derive(Clone)]
+pub struct Sender {
+    tx: mpsc::Sender<Frame>,
+}
+
+impl Sender {
+    /// Data on a stream (`fin` closes the server's side of it). False once the connection
+    /// is gone.
+    pub async fn data(&self, stream_id: u32, data: Vec<u8>, fin: bool) -> bool {
+        self.tx.send(Frame::Data { stream_id, fin, data }).await.is_ok()
+    }
+
+    pub async fn reset(&self, stream_id: u32, status: u32) {
+        let _ = self.tx.send(Frame::RstStream { stream_id, status }).await;
+    }
+
+    /// Tells the client the session is over; the writer then closes the connection.
+    pub async fn go_away(&self) {
+        let _ = self.tx.send(Frame::GoAway { last_good: 0, status: 0 }).await;
+    }
+}
+
+pub struct Session {
+    pub sender: Sender,
+    pub incoming: mpsc::Receiver<Incoming>,
+    /// Turns true when the client's side of the connection is gone.
+    pub closed: watch::Receiver<bool>,
+}
+
+/// Data chunks buffered per stream before the reader waits for the handler.
+const STREAM_BUFFER: usize = 16;
+
+/// Drives a connection whose upgrade was answered.
+pub fn serve<IO>(io: IO) -> Session
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(io);
+    let (tx, mut rx) = mpsc::channel::<Frame>(64);
+    let sender = Sender { tx };
+    let (incoming_tx, incoming) = mpsc::channel(16);
+    let (closed_tx, closed) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut w = Writer::default();
+        while let Some(frame) = rx.recv().await {
+            let last = matches!(frame, Frame::GoAway { .. });
+            if write.write_all(&w.encode(&frame)).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let replies = sender.clone();
+    tokio::spawn(async move {
+        let mut r = Reader::new(read);
+        let mut streams: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+        loop {
+            let frame = match r.next().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "streaming connection ends");
+                    break;
+                }
+            };
+            match frame {
+                Frame::SynStream { stream_id, fin, headers } => {
+                    let reply = Frame::SynReply { stream_id, fin: false, headers: Headers::new() };
+                    if replies.tx.send(reply).await.is_err() {
+                        break;
+                    }
+                    let (data_tx, data) = mpsc::channel(STREAM_BUFFER);
+                    if !fin {
+                        streams.insert(stream_id, data_tx);
+                    }
+                    let stream = Incoming { id: stream_id, headers, data };
+                    if incoming_tx.send(stream).await.is_err() {
+                        // Nobody takes new streams any more; keep draining the others.
+                        streams.remove(&stream_id);
+                    }
+                }
+                Frame::Data { stream_id, fin, data } => {
+                    if let Some(tx) = streams.get(&stream_id)
+                        && !data.is_empty()
+                    {
+                        let _ = tx.send(data).await;
+                    }
+                    if fin {
+                        streams.remove(&stream_id);
+                    }
+                }
+                Frame::Headers { stream_id, fin: true, .. }
+                | Frame::RstStream { stream_id, .. } => {
+                    streams.remove(&stream_id);
+                }
+                Frame::Ping { id } => {
+                    let _ = replies.tx.send(Frame::Ping { id }).await;
+                }
+                Frame::GoAway { .. } => break,
+                _ => {}
+            }
+        }
+        let _ = closed_tx.send(true);
+    });
+    Session { sender, incoming, closed }
+}

@@ -1,0 +1,156 @@
+//! CRI Exec through the streaming server, driven by a client podbay does not own
+//! (`spdyexec`, on Docker's SPDY/3.1 library, as kubelet's proxy and crictl are).
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use podbay_tests::ctr::{logged_pod, run, sh, sleeper};
+use podbay_tests::streaming::spdyexec;
+use podbay_tests::{Client, Node, cri, require_root, run_pod, wait_until};
+
+async fn exec_url(c: &mut Client, id: &str, cmd: &[&str], stdin: bool) -> String {
+    let req = cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty: false,
+        stdin,
+        stdout: true,
+        stderr: true,
+    };
+    c.exec(req).await.unwrap().into_inner().url
+}
+
+/// Runs spdyexec inside the node (the streaming server listens on the node's loopback).
+fn client(node: &Node, url: &str, args: &[&str], input: &[u8]) -> (Output, String) {
+    let status = node.dir().join(format!("status-{}", rand_suffix()));
+    let mut cmd = node.command(spdyexec().unwrap());
+    cmd.args(["-stdout", "-stderr", "-status"]).arg(&status).args(args).arg(url);
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let report = std::fs::read_to_string(&status).unwrap_or_default();
+    (out, report)
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_streams_stdio_and_reports_the_exit_code() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "exec");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+
+    // stdout, stderr and a non-zero exit, as v4 reports it.
+    let url = exec_url(&mut c, &id, &["sh", "-c", "echo out; echo err >&2; exit 3"], false).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let status = c.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let server = info["streamServer"].as_str().unwrap();
+    assert!(url.starts_with(server), "{url} is not on {server}");
+    let (out, report) = client(&node, &url, &[], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("protocol: v4.channel.k8s.io") && stderr.contains("err\n"), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(status["status"], "Failure", "{report}");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // The token was single-use: the same URL again runs nothing.
+    let (out, _) = client(&node, &url, &[], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let bad = format!("{}x", &url[..url.len() - 1]);
+    let (out, _) = client(&node, &bad, &[], b"");
+    assert_eq!(out.status.code(), Some(3));
+
+    // stdin, byte for byte both ways: a tar in (as `kubectl cp` sends it), a tar out.
+    let payload: Vec<u8> =
+        (0..3 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let url = exec_url(&mut c, &id, &["sh", "-c", "cat > /tmp/blob && echo stored"], true).await;
+    let (out, report) = client(&node, &url, &["-stdin"], &payload);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "stored\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("Success"), "{report}");
+    let url = exec_url(&mut c, &id, &["cat", "/tmp/blob"], false).await;
+    let (out, report) = client(&node, &url, &[], b"");
+    assert!(out.stdout == payload, "{} bytes back of {}", out.stdout.len(), payload.len());
+    assert!(report.contains("Success"), "{report}");
+
+    // An older protocol: the error stream carries a message only when something failed.
+    let url = exec_url(&mut c, &id, &["sh", "-c", "exit 4"], false).await;
+    let (out, report) = client(&node, &url, &["-proto", "v2.channel.k8s.io"], b"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("protocol: v2.channel.k8s.io"));
+    assert!(report.contains("exit code 4"), "{report}");
+
+    // A client that goes away takes its command with it.
+    let url = exec_url(&mut c, &id, &["sleep", "1234"], true).await;
+    let mut held = node
+        .command(spdyexec().unwrap())
+        .args(["-stdin", "-stdout", "-stderr", "-hold", &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || node.sh("ps -eo args | grep -q '^sleep 1234'").is_ok())
+        .unwrap();
+    // (nsenter forks for the node's PID namespace: the client is its child.)
+    node.sh("pkill -9 -f '[s]pdyexec .*-hold'").unwrap();
+    let _ = held.wait();
+    wait_until(Duration::from_secs(10), || node.sh("ps -eo args | grep -q '^sleep 1234'").is_err())
+        .unwrap();
+    assert_eq!(sh(&mut c, &id, "echo alive").await, (0, "alive\n".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_requests_are_checked() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "checks");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+    let req = |f: &dyn Fn(&mut cri::ExecRequest)| {
+        let mut r = cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    for (r, code, word) in [
+        (req(&|r| r.container_id = "nope".into()), tonic::Code::NotFound, "nope"),
+        (req(&|r| r.cmd.clear()), tonic::Code::InvalidArgument, "cmd"),
+        (req(&|r| r.stdout = false), tonic::Code::InvalidArgument, "stdin"),
+        (
+            req(&|r| {
+                r.tty = true;
+                r.stderr = true
+            }),
+            tonic::Code::InvalidArgument,
+            "stderr",
+        ),
+    ] {
+        let e = c.exec(r).await.unwrap_err();
+        assert_eq!(e.code(), code, "{}", e.message());
+        assert!(e.message().contains(word), "{}", e.message());
+    }
+}
