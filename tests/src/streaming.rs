@@ -1,6 +1,7 @@
-//! Clients of podbay's streaming server that podbay does not own: `spdyexec`, a
-//! Kubernetes remotecommand client on Docker's SPDY/3.1 library (Debian's
-//! golang-github-docker-spdystream-dev), built with Debian's Go in GOPATH mode.
+//! Clients of podbay's streaming server that podbay does not own, on Docker's SPDY/3.1
+//! library (Debian's golang-github-docker-spdystream-dev), built with Debian's Go in
+//! GOPATH mode: `spdyexec`, a Kubernetes remotecommand client, and `spdyforward`, a
+//! port-forward client.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,15 +13,23 @@ use anyhow::{Context, bail};
 /// concurrent builders each write their own file and rename it into place).
 pub fn spdyexec() -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(|| build().map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
+    let built = BUILT.get_or_init(|| build("spdyexec").map_err(|e| format!("{e:#}")));
+    built.clone().map_err(anyhow::Error::msg)
 }
 
-fn build() -> anyhow::Result<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/spdyexec");
+/// The `spdyforward` binary, built as `spdyexec` is.
+pub fn spdyforward() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| build("spdyforward").map_err(|e| format!("{e:#}")));
+    built.clone().map_err(anyhow::Error::msg)
+}
+
+fn build(name: &str) -> anyhow::Result<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go").join(name);
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go");
     std::fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join("spdyexec");
-    let tmp = out_dir.join(format!("spdyexec.{}", std::process::id()));
+    let out = out_dir.join(name);
+    let tmp = out_dir.join(format!("{name}.{}", std::process::id()));
     let status = Command::new("go")
         .args(["build", "-o"])
         .arg(&tmp)

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use podbay_tests::ctr::ctr;
 use podbay_tests::ctr::{logged_pod, run, sh, sleeper};
-use podbay_tests::streaming::spdyexec;
-use podbay_tests::{Client, Node, cri, require_root, run_pod, wait_until};
+use podbay_tests::streaming::{spdyexec, spdyforward};
+use podbay_tests::{Client, Node, cri, require_root, run_pod, wait_until, with_network_mode};
 
 async fn exec_url(c: &mut Client, id: &str, cmd: &[&str], stdin: bool) -> String {
     let req = cri::ExecRequest {
@@ -153,4 +154,109 @@ async fn exec_requests_are_checked() {
         assert_eq!(e.code(), code, "{}", e.message());
         assert!(e.message().contains(word), "{}", e.message());
     }
+}
+
+async fn forward_url(c: &mut Client, pod: &str, ports: &[i32]) -> String {
+    let req = cri::PortForwardRequest { pod_sandbox_id: pod.into(), port: ports.to_vec() };
+    c.port_forward(req).await.unwrap().into_inner().url
+}
+
+/// Runs spdyforward inside the node; its stdout.
+fn forward(node: &Node, url: &str, port: u16, args: &[&str], request: &[u8]) -> String {
+    let mut child = node
+        .command(spdyforward().unwrap())
+        .args(args)
+        .arg(url)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(request).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+const GET: &[u8] = b"GET /index.html HTTP/1.0\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_reaches_the_pods_localhost() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "web");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    // A web server on the pod's localhost only: not reachable from the node.
+    let server = ctr(
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
+        ],
+    );
+    let id = run(&mut c, &pod, &pc, server).await;
+    let (code, _) = sh(&mut c, &id, "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1").await;
+    assert_eq!(code, 0, "the pod's web server did not come up");
+
+    // Eight connections at once over one session.
+    let url = forward_url(&mut c, &pod, &[8080]).await;
+    let out = forward(&node, &url, 8080, &["-n", "8"], GET);
+    assert_eq!(out.matches("hello-from-pod").count(), 8, "{out}");
+    assert!(!out.contains("!!!"), "{out}");
+    // Clients that send no requestID (streams paired by id).
+    let url = forward_url(&mut c, &pod, &[]).await;
+    let out = forward(&node, &url, 8080, &["-n", "3", "-norequestid"], GET);
+    assert_eq!(out.matches("hello-from-pod").count(), 3, "{out}");
+
+    // A port nothing listens on, and one the request did not name: said on the error
+    // stream of that connection.
+    let url = forward_url(&mut c, &pod, &[]).await;
+    let out = forward(&node, &url, 8081, &[], GET);
+    assert!(
+        out.contains("!!! error forwarding port 8081") && out.contains("failed to connect"),
+        "{out}"
+    );
+    let url = forward_url(&mut c, &pod, &[8080]).await;
+    let out = forward(&node, &url, 9999, &[], GET);
+    assert!(out.contains("!!! port 9999 is not among"), "{out}");
+
+    // Bad requests.
+    let e = c
+        .port_forward(cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![70000] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    let e = c
+        .port_forward(cri::PortForwardRequest { pod_sandbox_id: "nope".into(), port: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_to_a_host_network_pod_reaches_the_nodes_localhost() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let mut listener = node
+        .command("socat")
+        .args(["TCP-LISTEN:9090,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo node-side"])
+        .spawn()
+        .unwrap();
+    let pc = with_network_mode(logged_pod(&node, "hostnet"), cri::NamespaceMode::Node);
+    let pod = run_pod(&mut c, pc).await.unwrap();
+    wait_until(Duration::from_secs(10), || {
+        node.sh("nc -z 127.0.0.1 9090 2>/dev/null || socat -u /dev/null TCP:127.0.0.1:9090").is_ok()
+    })
+    .unwrap();
+    let url = forward_url(&mut c, &pod, &[9090]).await;
+    let out = forward(&node, &url, 9090, &[], b"");
+    let _ = node.sh("pkill -f '[T]CP-LISTEN:9090'");
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert!(out.contains("node-side"), "{out}");
 }

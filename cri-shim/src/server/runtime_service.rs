@@ -158,9 +158,9 @@ impl RuntimeService for CriService {
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
-        unimplemented("PortForward")
+        ok(sandbox::port_forward(&self.runtime, &self.stream, req.into_inner()))
     }
 
     async fn container_stats(

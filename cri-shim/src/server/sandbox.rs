@@ -40,6 +40,37 @@ pub async fn remove(
     Ok(cri::RemovePodSandboxResponse {})
 }
 
+/// PortForward: checked now (the pod is ready, the ports are ports), forwarded when the
+/// client connects to the URL.
+pub fn port_forward(
+    rt: &Runtime,
+    stream: &crate::stream::StreamServer,
+    req: cri::PortForwardRequest,
+) -> Result<cri::PortForwardResponse, Status> {
+    let rec =
+        rt.sandboxes().status(&req.pod_sandbox_id).map_err(|e| to_status("PortForward", e))?;
+    if !rec.state.is_ready() {
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready: cannot forward ports",
+            rec.id
+        )));
+    }
+    for (n, p) in req.port.iter().enumerate() {
+        if !(1..=65535).contains(p) {
+            return Err(super::fields::invalid(
+                &format!("port[{n}]"),
+                format!("{p} is not a TCP port"),
+            ));
+        }
+    }
+    let spec = crate::stream::PortForwardSpec {
+        sandbox_id: rec.id.to_string(),
+        netns: rec.namespaces.get(&podbay_runtime::layout::NsKind::Net).cloned(),
+        ports: req.port,
+    };
+    Ok(cri::PortForwardResponse { url: stream.url_for(crate::stream::Pending::PortForward(spec))? })
+}
+
 pub fn status(
     rt: &Runtime,
     req: cri::PodSandboxStatusRequest,

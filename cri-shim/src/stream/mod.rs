@@ -7,6 +7,7 @@
 //! token gets 404 and runs nothing.
 
 mod exec;
+mod portforward;
 pub mod session;
 pub mod spdy;
 
@@ -24,6 +25,7 @@ use podbay_runtime::Runtime;
 use tokio::net::TcpListener;
 
 pub use self::exec::ExecSpec;
+pub use self::portforward::PortForwardSpec;
 
 /// How long a URL stays usable.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -32,11 +34,30 @@ const MAX_PENDING: usize = 1000;
 /// The subprotocols podbay speaks over SPDY, preferred first.
 pub const SPDY_PROTOCOLS: &[&str] =
     &["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"];
+/// Port forwarding's one subprotocol.
+pub const PORT_FORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 
 /// A call waiting for its client.
 #[derive(Debug, Clone)]
 pub enum Pending {
     Exec(ExecSpec),
+    PortForward(PortForwardSpec),
+}
+
+impl Pending {
+    fn kind(&self) -> &'static str {
+        match self {
+            Pending::Exec(_) => "exec",
+            Pending::PortForward(_) => "portforward",
+        }
+    }
+
+    fn protocols(&self) -> &'static [&'static str] {
+        match self {
+            Pending::Exec(_) => SPDY_PROTOCOLS,
+            Pending::PortForward(_) => PORT_FORWARD_PROTOCOLS,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -97,9 +118,7 @@ impl StreamServer {
         let mut raw = [0u8; 8];
         getrandom::fill(&mut raw).map_err(|e| tonic::Status::internal(e.to_string()))?;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-        let kind = match &call {
-            Pending::Exec(_) => "exec",
-        };
+        let kind = call.kind();
         map.insert(token.clone(), (call, now));
         Ok(format!("http://{}/{kind}/{token}", self.inner.addr))
     }
@@ -108,8 +127,7 @@ impl StreamServer {
     fn take(&self, kind: &str, token: &str) -> Option<Pending> {
         let mut map = self.inner.pending.lock().expect("pending lock");
         let (call, at) = map.remove(token)?;
-        let fits = matches!((&call, kind), (Pending::Exec(_), "exec"));
-        (fits && at.elapsed() < TOKEN_TTL).then_some(call)
+        (call.kind() == kind && at.elapsed() < TOKEN_TTL).then_some(call)
     }
 
     fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -125,14 +143,14 @@ impl StreamServer {
             return plain(StatusCode::BAD_REQUEST, "an Upgrade: SPDY/3.1 request is expected");
         }
         let offered = header_values(&req, "x-stream-protocol-version");
-        let protocol = match negotiate(&offered) {
+        let protocol = match negotiate(call.protocols(), &offered) {
             Ok(p) => p,
             Err(()) => {
                 let mut r = plain(
                     StatusCode::FORBIDDEN,
                     &format!("no common subprotocol: offered {offered:?}"),
                 );
-                for p in SPDY_PROTOCOLS {
+                for p in call.protocols() {
                     r.headers_mut().append(
                         "X-Supported-Stream-Protocol-Versions",
                         (*p).parse().expect("a token"),
@@ -154,6 +172,7 @@ impl StreamServer {
             let session = session::serve(io);
             match call {
                 Pending::Exec(spec) => exec::run(session, protocol, spec, runtime).await,
+                Pending::PortForward(spec) => portforward::run(session, spec).await,
             }
         });
         let mut r = Response::new(Full::new(Bytes::new()));
@@ -170,11 +189,14 @@ impl StreamServer {
 
 /// The subprotocol to speak: the first of podbay's the client offers; none offered is the
 /// original protocol (`None`), as Kubernetes' handshake allows.
-fn negotiate(offered: &[String]) -> Result<Option<&'static str>, ()> {
+fn negotiate(
+    ours: &'static [&'static str],
+    offered: &[String],
+) -> Result<Option<&'static str>, ()> {
     if offered.is_empty() {
         return Ok(None);
     }
-    SPDY_PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)).map(|p| Some(*p)).ok_or(())
+    ours.iter().find(|p| offered.iter().any(|o| o == *p)).map(|p| Some(*p)).ok_or(())
 }
 
 /// Every value of a header, comma-separated lists split.
@@ -202,12 +224,14 @@ mod tests {
     #[test]
     fn the_newest_common_subprotocol_wins() {
         let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            negotiate(&o(&["v2.channel.k8s.io", "v4.channel.k8s.io"])),
-            Ok(Some("v4.channel.k8s.io"))
-        );
-        assert_eq!(negotiate(&o(&["channel.k8s.io"])), Ok(Some("channel.k8s.io")));
-        assert_eq!(negotiate(&[]), Ok(None));
-        assert_eq!(negotiate(&o(&["v5.channel.k8s.io"])), Err(()));
+        let ours = SPDY_PROTOCOLS;
+        let both = o(&["v2.channel.k8s.io", "v4.channel.k8s.io"]);
+        assert_eq!(negotiate(ours, &both), Ok(Some("v4.channel.k8s.io")));
+        assert_eq!(negotiate(ours, &o(&["channel.k8s.io"])), Ok(Some("channel.k8s.io")));
+        assert_eq!(negotiate(ours, &[]), Ok(None));
+        assert_eq!(negotiate(ours, &o(&["v5.channel.k8s.io"])), Err(()));
+        let pf = o(&["portforward.k8s.io"]);
+        assert_eq!(negotiate(PORT_FORWARD_PROTOCOLS, &pf), Ok(Some("portforward.k8s.io")));
+        assert_eq!(negotiate(PORT_FORWARD_PROTOCOLS, &both), Err(()));
     }
 }

@@ -1,0 +1,174 @@
+//! PortForward over SPDY (`portforward.k8s.io`): for every forwarded connection the
+//! client opens a pair of streams, `error` and `data`, with the same `port` and
+//! `requestID` headers; podbay connects to `localhost:<port>` inside the pod's network
+//! namespace (the node's for a hostNetwork pod) and copies both ways. What goes wrong
+//! with one connection is written on its error stream; the others go on.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::session::{Incoming, Sender, Session};
+use super::spdy::{RST_CANCEL, RST_PROTOCOL_ERROR};
+
+/// How long the second stream of a pair may take (Kubernetes' stream creation timeout).
+const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A PortForward request, validated, waiting for its client.
+#[derive(Debug, Clone)]
+pub struct PortForwardSpec {
+    pub sandbox_id: String,
+    /// The pod's pinned network namespace; none: the node's (hostNetwork).
+    pub netns: Option<PathBuf>,
+    /// The ports the request named; empty: any.
+    pub ports: Vec<i32>,
+}
+
+#[derive(Default)]
+struct Pair {
+    error: Option<Incoming>,
+    data: Option<Incoming>,
+    since: Option<Instant>,
+}
+
+pub async fn run(mut session: Session, spec: PortForwardSpec) {
+    let sender = session.sender.clone();
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let stream = tokio::select! {
+            s = session.incoming.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
+            _ = sweep.tick() => {
+                let now = Instant::now();
+                let stale: Vec<String> = pairs
+                    .iter()
+                    .filter(|(_, p)| p.since.is_some_and(|t| now.duration_since(t) > PAIR_TIMEOUT))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in stale {
+                    if let Some(p) = pairs.remove(&key) {
+                        for s in [p.error, p.data].into_iter().flatten() {
+                            sender.reset(s.id, RST_CANCEL).await;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let kind = stream.header("streamtype").unwrap_or_default().to_owned();
+        // Clients that send no requestID pair streams by id: data = error + 2.
+        let request = match stream.header("requestid") {
+            Some(r) => r.to_owned(),
+            None if kind == "data" => stream.id.saturating_sub(2).to_string(),
+            None => stream.id.to_string(),
+        };
+        let pair = pairs.entry(request.clone()).or_default();
+        pair.since.get_or_insert_with(Instant::now);
+        let slot = match kind.as_str() {
+            "error" => &mut pair.error,
+            "data" => &mut pair.data,
+            other => {
+                tracing::debug!(stream_type = other, "unexpected port-forward stream refused");
+                sender.reset(stream.id, RST_PROTOCOL_ERROR).await;
+                continue;
+            }
+        };
+        if slot.is_some() {
+            sender.reset(stream.id, RST_PROTOCOL_ERROR).await;
+            continue;
+        }
+        *slot = Some(stream);
+        if pair.error.is_some() && pair.data.is_some() {
+            let p = pairs.remove(&request).expect("the pair just completed");
+            let (error, data) = (p.error.expect("error stream"), p.data.expect("data stream"));
+            tokio::spawn(forward(error, data, spec.clone(), sender.clone()));
+        }
+    }
+}
+
+/// One forwarded connection.
+async fn forward(error: Incoming, mut data: Incoming, spec: PortForwardSpec, sender: Sender) {
+    let port = data.header("port").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
+    let result = match port {
+        None => Err(format!("invalid port {:?}", data.header("port").unwrap_or(""))),
+        Some(p) if !spec.ports.is_empty() && !spec.ports.contains(&i32::from(p)) => {
+            Err(format!("port {p} is not among the ports the PortForward request named"))
+        }
+        Some(p) => connect(spec.netns.clone(), p).await.map_err(|e| {
+            format!(
+                "error forwarding port {p} to pod {}: failed to connect to localhost:{p} inside the pod's network namespace: {e}",
+                spec.sandbox_id
+            )
+        }),
+    };
+    let tcp = match result {
+        Ok(t) => t,
+        Err(message) => {
+            sender.data(error.id, message.into_bytes(), true).await;
+            sender.data(data.id, Vec::new(), true).await;
+            return;
+        }
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let data_id = data.id;
+    let up = async move {
+        while let Some(chunk) = data.data.recv().await {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let down = {
+        let sender = sender.clone();
+        async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if !sender.data(data_id, buf[..n].to_vec(), false).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            sender.data(data_id, Vec::new(), true).await;
+        }
+    };
+    tokio::join!(up, down);
+    sender.data(error.id, Vec::new(), true).await;
+}
+
+/// A TCP connection to the port on localhost (IPv4, then IPv6) in the network namespace:
+/// made by a thread of its own that enters the namespace (a socket stays in the namespace
+/// it was made in) and ends with it.
+async fn connect(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStream> {
+    let made = tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || -> std::io::Result<std::net::TcpStream> {
+            if let Some(ns) = netns {
+                let f = std::fs::File::open(&ns)?;
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            }
+            let timeout = Duration::from_secs(10);
+            let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            std::net::TcpStream::connect_timeout(&v4, timeout).or_else(|e4| {
+                let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+                std::net::TcpStream::connect_timeout(&v6, timeout).map_err(|_| e4)
+            })
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the connecting thread panicked"))?
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    made.set_nonblocking(true)?;
+    TcpStream::from_std(made)
+}

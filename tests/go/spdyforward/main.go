@@ -1,0 +1,129 @@
+// spdyforward: a Kubernetes port-forward client (what kubelet's proxy and kubectl
+// port-forward speak to a runtime's PortForward URL), written on Docker's SPDY/3.1
+// library, independent of podbay.
+//
+//	spdyforward [-n N] [-norequestid] URL PORT < request
+//
+// It upgrades the connection to SPDY/3.1 (portforward.k8s.io) and makes N forwarded
+// connections at once over it, each a pair of streams (error, data) with headers port and
+// requestID; each sends the request read from stdin, closes its side and reads the
+// answer. It prints, per connection in order, "=== i ===", what came back on data, and
+// "!!! <message>" when the error stream carried one.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io/ioutil"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/docker/spdystream"
+)
+
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "spdyforward: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+func main() {
+	n := flag.Int("n", 1, "connections at once")
+	noID := flag.Bool("norequestid", false, "send no requestID header (old clients)")
+	flag.Parse()
+	u, err := url.Parse(flag.Arg(0))
+	if err != nil {
+		fail("url: %v", err)
+	}
+	port := flag.Arg(1)
+	request, _ := ioutil.ReadAll(os.Stdin)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		fail("dial: %v", err)
+	}
+	req, _ := http.NewRequest("POST", u.String(), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "SPDY/3.1")
+	req.Header.Add("X-Stream-Protocol-Version", "portforward.k8s.io")
+	if err := req.Write(conn); err != nil {
+		fail("request: %v", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		fail("response: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := ioutil.ReadAll(resp.Body)
+		fmt.Fprintf(os.Stderr, "status %d: %s", resp.StatusCode, body)
+		os.Exit(3)
+	}
+	sc, err := spdystream.NewConnection(&bufferedConn{conn, br}, false)
+	if err != nil {
+		fail("spdy: %v", err)
+	}
+	go sc.Serve(spdystream.NoOpStreamHandler)
+	var mu sync.Mutex // stream creation in pairs, as kubectl's
+	results := make([]string, *n)
+	var wg sync.WaitGroup
+	for i := 0; i < *n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			headers := func(kind string) http.Header {
+				h := http.Header{"streamType": {kind}, "port": {port}}
+				if !*noID {
+					h["requestID"] = []string{strconv.Itoa(i)}
+				}
+				return h
+			}
+			mu.Lock()
+			errStream, err := sc.CreateStream(headers("error"), nil, false)
+			if err != nil {
+				mu.Unlock()
+				results[i] = fmt.Sprintf("!!! create error stream: %v\n", err)
+				return
+			}
+			errStream.Close()
+			data, err := sc.CreateStream(headers("data"), nil, false)
+			mu.Unlock()
+			if err != nil {
+				results[i] = fmt.Sprintf("!!! create data stream: %v\n", err)
+				return
+			}
+			var msg []byte
+			done := make(chan struct{})
+			go func() {
+				msg, _ = ioutil.ReadAll(errStream)
+				close(done)
+			}()
+			if len(request) > 0 {
+				data.Write(request)
+			}
+			data.Close()
+			answer, _ := ioutil.ReadAll(data)
+			<-done
+			out := fmt.Sprintf("=== %d ===\n%s", i, answer)
+			if len(msg) > 0 {
+				out += fmt.Sprintf("!!! %s\n", msg)
+			}
+			results[i] = out
+		}(i)
+	}
+	wg.Wait()
+	for _, r := range results {
+		fmt.Print(r)
+	}
+	sc.Close()
+}
