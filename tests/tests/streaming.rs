@@ -120,6 +120,59 @@ async fn exec_streams_stdio_and_reports_the_exit_code() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn exec_with_a_terminal_takes_keys_and_sizes() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "tty");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+    let tty_url = |c: &mut Client, cmd: &[&str]| {
+        let req = cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        };
+        let mut c = c.clone();
+        async move { c.exec(req).await.unwrap().into_inner().url }
+    };
+    let run_tty = |url: &str, args: &[&str], input: &[u8]| {
+        let status = node.dir().join(format!("status-{}", rand_suffix()));
+        let mut cmd = node.command(spdyexec().unwrap());
+        cmd.args(["-tty", "-stdin", "-stdout", "-status"]).arg(&status).args(args).arg(url);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            std::fs::read_to_string(&status).unwrap_or_default(),
+        )
+    };
+
+    // A terminal of the size the client sent.
+    let url = tty_url(&mut c, &["sh", "-c", "sleep 0.5; tty; stty size"]).await;
+    let (out, report) = run_tty(&url, &["-width", "100", "-height", "40"], b"");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert!(out.contains("40 100"), "{out:?}");
+    assert!(report.contains("Success"), "{report}");
+
+    // Keys go to an interactive shell; its exit code comes back.
+    let url = tty_url(&mut c, &["sh"]).await;
+    let (out, report) = run_tty(&url, &[], b"echo hi-$((1+2))\nexit 7\n");
+    assert!(out.contains("hi-3"), "{out:?}");
+    let status: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(status["details"]["causes"][0]["message"], "7", "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn exec_requests_are_checked() {
     require_root!();
     let node = Node::with_busybox().unwrap();

@@ -134,17 +134,13 @@ pub fn exec(
     if !req.stdin && !req.stdout && !req.stderr {
         return Err(invalid("stdin", "one of stdin, stdout or stderr must be set"));
     }
-    if req.tty {
-        return Err(Status::unimplemented(
-            "Exec with tty is not implemented by podbay yet (without tty it is)",
-        ));
-    }
     let spec = crate::stream::ExecSpec {
         container_id: rec.id.to_string(),
         cmd: req.cmd,
         stdin: req.stdin,
         stdout: req.stdout,
         stderr: req.stderr,
+        tty: req.tty,
     };
     Ok(cri::ExecResponse { url: stream.url_for(crate::stream::Pending::Exec(spec))? })
 }

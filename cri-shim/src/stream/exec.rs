@@ -6,11 +6,13 @@
 //! `NonZeroExitCode` and an `ExitCode` cause), with older protocols a message for a
 //! non-zero exit. The client going away kills the command.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use podbay_runtime::Runtime;
 use serde_json::json;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
@@ -32,6 +34,7 @@ pub struct ExecSpec {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    pub tty: bool,
 }
 
 /// The client's streams, by type.
@@ -41,14 +44,20 @@ struct Streams {
     stdin: Option<Incoming>,
     stdout: Option<Incoming>,
     stderr: Option<Incoming>,
+    resize: Option<Incoming>,
 }
 
 impl Streams {
-    fn complete(&self, spec: &ExecSpec) -> bool {
+    /// Whether every stream the request needs is open: a terminal's resize stream comes
+    /// with protocols v3 and v4.
+    fn complete(&self, spec: &ExecSpec, protocol: Option<&str>) -> bool {
+        let resizes =
+            spec.tty && matches!(protocol, Some("v4.channel.k8s.io" | "v3.channel.k8s.io"));
         self.error.is_some()
             && (!spec.stdin || self.stdin.is_some())
             && (!spec.stdout || self.stdout.is_some())
             && (!spec.stderr || self.stderr.is_some())
+            && (!resizes || self.resize.is_some())
     }
 }
 
@@ -59,7 +68,7 @@ pub async fn run(
     rt: Runtime,
 ) {
     let sender = session.sender.clone();
-    let streams = match collect(&mut session, &spec).await {
+    let streams = match collect(&mut session, &spec, protocol).await {
         Some(s) => s,
         None => {
             sender.go_away().await;
@@ -67,26 +76,56 @@ pub async fn run(
         }
     };
     let error_id = streams.error.as_ref().map(|s| s.id).unwrap_or_default();
-    let exec =
-        match rt.containers().exec_stream(&spec.container_id, spec.cmd.clone(), spec.stdin).await {
-            Ok(e) => e,
-            Err(e) => {
-                finish(&sender, &streams, error_id, protocol, Err(e.to_string())).await;
-                return;
-            }
-        };
+    let exec = match rt
+        .containers()
+        .exec_stream(&spec.container_id, spec.cmd.clone(), spec.stdin, spec.tty)
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            finish(&sender, &streams, error_id, protocol, Err(e.to_string())).await;
+            return;
+        }
+    };
     let mut exec = exec;
-    let (stdin_fd, stdout_fd, stderr_fd) =
-        (exec.stdin.take(), exec.stdout.take(), exec.stderr.take());
-    let out =
-        tokio::spawn(pump_out(stdout_fd, sender.clone(), streams.stdout.as_ref().map(|s| s.id)));
-    let err =
-        tokio::spawn(pump_out(stderr_fd, sender.clone(), streams.stderr.as_ref().map(|s| s.id)));
     let mut streams = streams;
-    if let (Some(fd), Some(s)) = (stdin_fd, streams.stdin.as_mut()) {
-        let data = std::mem::replace(&mut s.data, mpsc::channel(1).1);
-        tokio::spawn(pump_in(data, fd));
-    }
+    let stdin_rx =
+        streams.stdin.as_mut().map(|s| std::mem::replace(&mut s.data, mpsc::channel(1).1));
+    let stdout_id = streams.stdout.as_ref().map(|s| s.id);
+    let (out, err) = match exec.terminal.take() {
+        Some(master) => {
+            // SAFETY: the AsyncFd owns the master: the descriptor stays open and the same
+            // until it is dropped.
+            let term = match unsafe { AsyncFd::register(master) } {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    let e = e.to_string();
+                    finish(&sender, &streams, error_id, protocol, Err(e)).await;
+                    return;
+                }
+            };
+            if let Some(rx) = stdin_rx {
+                tokio::spawn(pump_to_terminal(rx, term.clone()));
+            }
+            if let Some(s) = streams.resize.as_mut() {
+                let rx = std::mem::replace(&mut s.data, mpsc::channel(1).1);
+                tokio::spawn(resize(rx, term.clone()));
+            }
+            let out = tokio::spawn(pump_from_terminal(term, sender.clone(), stdout_id));
+            (out, tokio::spawn(async {}))
+        }
+        None => {
+            let (stdin_fd, stdout_fd, stderr_fd) =
+                (exec.stdin.take(), exec.stdout.take(), exec.stderr.take());
+            let out = tokio::spawn(pump_out(stdout_fd, sender.clone(), stdout_id));
+            let stderr_id = streams.stderr.as_ref().map(|s| s.id);
+            let err = tokio::spawn(pump_out(stderr_fd, sender.clone(), stderr_id));
+            if let (Some(fd), Some(rx)) = (stdin_fd, stdin_rx) {
+                tokio::spawn(pump_in(rx, fd));
+            }
+            (out, err)
+        }
+    };
     let exit = tokio::select! {
         code = exec.wait() => code.map_err(|e| e.to_string()),
         _ = session.closed.wait_for(|closed| *closed) => {
@@ -105,11 +144,15 @@ pub async fn run(
 }
 
 /// Waits for the streams the request needs.
-async fn collect(session: &mut Session, spec: &ExecSpec) -> Option<Streams> {
+async fn collect(
+    session: &mut Session,
+    spec: &ExecSpec,
+    protocol: Option<&str>,
+) -> Option<Streams> {
     let mut streams = Streams::default();
     let deadline = tokio::time::sleep(STREAM_CREATION_TIMEOUT);
     tokio::pin!(deadline);
-    while !streams.complete(spec) {
+    while !streams.complete(spec, protocol) {
         let s = tokio::select! {
             s = session.incoming.recv() => s?,
             _ = &mut deadline => {
@@ -122,6 +165,7 @@ async fn collect(session: &mut Session, spec: &ExecSpec) -> Option<Streams> {
             Some("stdin") if spec.stdin => &mut streams.stdin,
             Some("stdout") if spec.stdout => &mut streams.stdout,
             Some("stderr") if spec.stderr => &mut streams.stderr,
+            Some("resize") if spec.tty => &mut streams.resize,
             other => {
                 tracing::debug!(stream_type = ?other, "unexpected exec stream refused");
                 session.sender.reset(s.id, RST_CANCEL).await;
@@ -160,6 +204,102 @@ async fn pump_in(mut data: mpsc::Receiver<Vec<u8>>, fd: OwnedFd) {
         if tx.write_all(&chunk).await.is_err() {
             break;
         }
+    }
+}
+
+/// Reads a terminal's master; a hung-up terminal (EIO once the command's side is closed)
+/// is its end.
+async fn read_terminal(term: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut ready = term.readable().await?;
+        let read = |fd: &AsyncFd<OwnedFd>| {
+            nix::unistd::read(fd.get_ref(), &mut *buf).map_err(std::io::Error::from)
+        };
+        match ready.try_io(read) {
+            Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::EIO) => return Ok(0),
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_terminal(term: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let mut ready = term.writable().await?;
+        let write = |fd: &AsyncFd<OwnedFd>| {
+            nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from)
+        };
+        match ready.try_io(write) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
+async fn pump_from_terminal(term: Arc<AsyncFd<OwnedFd>>, sender: Sender, stream: Option<u32>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match read_terminal(&term, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(id) = stream
+                    && !sender.data(id, buf[..n].to_vec(), false).await
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The client's keys to the terminal. A terminal has no half-close: the command reads
+/// ^D as the end of its input, as at a console.
+async fn pump_to_terminal(mut data: mpsc::Receiver<Vec<u8>>, term: Arc<AsyncFd<OwnedFd>>) {
+    while let Some(chunk) = data.recv().await {
+        if write_terminal(&term, &chunk).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Terminal size events, `{"Width":W,"Height":H}` one after another, applied to the
+/// terminal (TIOCSWINSZ); anything else ends their handling.
+async fn resize(mut data: mpsc::Receiver<Vec<u8>>, term: Arc<AsyncFd<OwnedFd>>) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u16,
+        height: u16,
+    }
+    let mut pending = Vec::new();
+    while let Some(chunk) = data.recv().await {
+        pending.extend_from_slice(&chunk);
+        if pending.len() > 64 << 10 {
+            return;
+        }
+        let mut events = serde_json::Deserializer::from_slice(&pending).into_iter::<Size>();
+        let mut used = 0;
+        while let Some(event) = events.next() {
+            match event {
+                Ok(size) => {
+                    used = events.byte_offset();
+                    let ws = nix::libc::winsize {
+                        ws_row: size.height,
+                        ws_col: size.width,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    let fd = term.get_ref().as_raw_fd();
+                    // SAFETY: TIOCSWINSZ reads a winsize, which lives across the call.
+                    unsafe { nix::libc::ioctl(fd, nix::libc::TIOCSWINSZ, &ws) };
+                }
+                Err(e) if e.is_eof() => break,
+                Err(_) => return,
+            }
+        }
+        pending.drain(..used);
     }
 }
 

@@ -45,6 +45,7 @@ impl Containers {
             state_root: pod.containers().to_string_lossy().into_owned(),
             streamed: false,
             stdin: false,
+            tty: false,
         };
         // The supervisor enforces the timeout; the call waits a little longer.
         let wait = timeout.map_or(Duration::from_secs(24 * 3600), |t| t + Duration::from_secs(10));
@@ -75,6 +76,7 @@ impl Containers {
         id: &str,
         args: Vec<String>,
         stdin: bool,
+        tty: bool,
     ) -> Result<StreamedExec, Error> {
         let rec = self.resolve(id)?.snapshot();
         if rec.state != ContainerState::Running {
@@ -92,6 +94,7 @@ impl Containers {
             state_root: pod.containers().to_string_lossy().into_owned(),
             streamed: true,
             stdin,
+            tty,
         };
         Client::new(&pod).exec_stream(req).await.map_err(Error::supervisor(&rec.id))
     }

@@ -138,6 +138,18 @@ impl Client {
                     Err(e) => return Err(io_err(e)),
                 }
             };
+            if byte == Some(2) && fds.len() == 1 {
+                let terminal = fds.pop();
+                let conn = stream;
+                return Ok(StreamedExec {
+                    stdin: None,
+                    stdout: None,
+                    stderr: None,
+                    terminal,
+                    conn,
+                    path: path.clone(),
+                });
+            }
             if byte != Some(1) || fds.len() < 2 {
                 // A failure follows (or the supervisor went away).
                 return match tokio_io::read::<Response, _>(&mut stream).await.map_err(io_err)? {
@@ -150,7 +162,14 @@ impl Client {
             let stdin = (fds.len() > 2).then(|| fds.remove(2));
             let stderr = Some(fds.remove(1));
             let stdout = Some(fds.remove(0));
-            Ok(StreamedExec { stdin, stdout, stderr, conn: stream, path: path.clone() })
+            Ok(StreamedExec {
+                stdin,
+                stdout,
+                stderr,
+                terminal: None,
+                conn: stream,
+                path: path.clone(),
+            })
         };
         tokio::time::timeout(CALL_TIMEOUT * 6, start)
             .await
@@ -189,6 +208,8 @@ pub struct StreamedExec {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// With a terminal: its pty master (non-blocking), instead of the three pipes.
+    pub terminal: Option<OwnedFd>,
     conn: UnixStream,
     path: PathBuf,
 }

@@ -1,12 +1,13 @@
 // spdyexec: a Kubernetes remotecommand client (what kubelet's proxy and crictl speak to a
 // runtime's Exec URL), written on Docker's SPDY/3.1 library, independent of podbay.
 //
-//	spdyexec [-stdin] [-stdout] [-stderr] [-proto P] [-status FILE] [-hold] URL
+//	spdyexec [-stdin] [-stdout] [-stderr] [-tty -width W -height H] [-proto P] [-status FILE] [-hold] URL
 //
 // It upgrades the connection to SPDY/3.1, opens the error stream and one stream per
 // requested stdio (header streamType), copies its own stdin, stdout and stderr to and
 // from them, and writes what the error stream carried to FILE. With -hold it opens the
-// streams and then waits (a client that goes away is killed from outside).
+// streams and then waits (a client that goes away is killed from outside). With -tty it
+// also opens the resize stream and sends the terminal size on it, as kubectl exec -t does.
 package main
 
 import (
@@ -44,6 +45,9 @@ func main() {
 	proto := flag.String("proto", "v4.channel.k8s.io", "X-Stream-Protocol-Version offered")
 	statusFile := flag.String("status", "", "where the error stream's content goes")
 	hold := flag.Bool("hold", false, "open the streams, then wait forever")
+	tty := flag.Bool("tty", false, "open the resize stream and send -width and -height")
+	width := flag.Int("width", 80, "terminal columns")
+	height := flag.Int("height", 24, "terminal rows")
 	flag.Parse()
 	u, err := url.Parse(flag.Arg(0))
 	if err != nil {
@@ -106,6 +110,10 @@ func main() {
 	}
 	if *withStdout {
 		copyOut("stdout", os.Stdout)
+	}
+	if *tty {
+		r := open("resize")
+		fmt.Fprintf(r, "{\"Width\":%d,\"Height\":%d}\n", *width, *height)
 	}
 	if *withStderr {
 		copyOut("stderr", os.Stderr)

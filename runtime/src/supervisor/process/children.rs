@@ -253,18 +253,30 @@ impl Children {
             Err(e) => return Err((e, reply)),
         };
         let root = ctr.state_root.clone();
+        let tty = req.streamed && req.tty;
         let started = (|| {
+            // With a terminal the command's stdio is the pty libcontainer makes, whose
+            // master comes back through a console socket, as a container's does.
+            let console = if tty {
+                let nonce = EXEC_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(Console::bind(&root, &format!("{}-exec{nonce}", req.id))?)
+            } else {
+                None
+            };
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
-            let stdin = if req.streamed && req.stdin { Some(stdin_pipe()?) } else { None };
+            let stdin = if req.streamed && req.stdin && !tty { Some(stdin_pipe()?) } else { None };
             let (in_r, in_w) = stdin.map_or((None, None), |(r, w)| (Some(r), Some(w)));
             let (id, args) = (req.id.clone(), req.args.clone());
+            let console_path = console.as_ref().map(|c| c.path.clone());
             let pid = helper::run(move || {
-                let process = exec_process(&root, &id, args)?;
+                let process = exec_process(&root, &id, args, tty)?;
                 let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                     .with_root_path(root)?
-                    .with_stdout(out_w)
-                    .with_stderr(err_w);
+                    .with_console_socket(console_path);
+                if !tty {
+                    builder = builder.with_stdout(out_w).with_stderr(err_w);
+                }
                 if let Some(r) = in_r {
                     builder = builder.with_stdin(r);
                 }
@@ -277,18 +289,30 @@ impl Children {
                     .build()?;
                 Ok(pid.as_raw() as u32)
             })?;
-            Ok::<_, Failed>((pid as i32, out_r, err_r, in_w))
+            let master = match console {
+                Some(c) => Some(c.receive().inspect_err(|_| {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                })?),
+                None => None,
+            };
+            Ok::<_, Failed>((pid as i32, out_r, err_r, in_w, master))
         })();
-        let (pid, out_r, err_r, in_w) = match started {
+        let (pid, out_r, err_r, in_w, master) = match started {
             Ok(s) => s,
             Err(e) => return Err((e, reply)),
         };
         let out = if req.streamed {
-            // The daemon reads and writes the pipes itself; if it cannot take them, the
-            // command has nobody to talk to.
-            let mut fds = vec![out_r.as_raw_fd(), err_r.as_raw_fd()];
-            fds.extend(in_w.as_ref().map(|w| w.as_raw_fd()));
-            if let Err(e) = send_fds(&reply, &fds) {
+            // The daemon reads and writes the pipes (or the terminal) itself; if it cannot
+            // take them, the command has nobody to talk to.
+            let (byte, fds) = match &master {
+                Some(m) => (2, vec![m.as_raw_fd()]),
+                None => {
+                    let mut fds = vec![out_r.as_raw_fd(), err_r.as_raw_fd()];
+                    fds.extend(in_w.as_ref().map(|w| w.as_raw_fd()));
+                    (1, fds)
+                }
+            };
+            if let Err(e) = send_fds(&reply, byte, &fds) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 return Err((Failed::Sys { what: "hand over the exec's pipes", source: e }, reply));
             }
@@ -577,10 +601,14 @@ fn stdin_pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
     Ok((r, w))
 }
 
+/// Numbers the consoles of terminal execs (their socket names).
+static EXEC_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One byte with `fds` attached (SCM_RIGHTS).
-fn send_fds(sock: &UnixStream, fds: &[RawFd]) -> Result<(), nix::errno::Errno> {
+fn send_fds(sock: &UnixStream, byte: u8, fds: &[RawFd]) -> Result<(), nix::errno::Errno> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let iov = [std::io::IoSlice::new(&[1u8])];
+    let buf = [byte];
+    let iov = [std::io::IoSlice::new(&buf)];
     let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(drop)
 }
@@ -721,12 +749,13 @@ fn exec_process(
     root: &Path,
     id: &str,
     args: Vec<String>,
+    tty: bool,
 ) -> Result<tempfile::TempPath, Box<dyn std::error::Error>> {
     let container = Container::load(root.join(id))?;
     let spec = Spec::load(container.bundle().join("config.json"))?;
     join_user_namespace(&spec)?;
     let mut process = spec.process().clone().ok_or("the container's spec has no process")?;
-    process.set_args(Some(args)).set_terminal(Some(false));
+    process.set_args(Some(args)).set_terminal(Some(tty));
     let file =
         tempfile::Builder::new().prefix(".exec-").suffix(".json").tempfile_in(root.join(id))?;
     serde_json::to_writer(file.as_file(), &process)?;
