@@ -411,9 +411,10 @@ async fn version_status_runtime_config_and_unimplemented() {
     assert_eq!(info["network"]["ready"], true);
     let rc = c.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
     assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
-    let err = c.attach(cri::AttachRequest::default()).await.unwrap_err();
+    let req = cri::CheckpointContainerRequest::default();
+    let err = c.checkpoint_container(req).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("Attach"));
+    assert!(err.message().contains("CheckpointContainer"));
     let channel = podbay_tests::channel(&node.socket()).await.unwrap();
     let mut images = cri::image_service_client::ImageServiceClient::new(channel);
     // The ImageService is served on the same socket.

@@ -313,3 +313,134 @@ async fn port_forward_to_a_host_network_pod_reaches_the_nodes_localhost() {
     let _ = listener.wait();
     assert!(out.contains("node-side"), "{out}");
 }
+
+async fn attach_url(c: &mut Client, id: &str, stdin: bool, tty: bool) -> String {
+    let req =
+        cri::AttachRequest { container_id: id.into(), stdin, tty, stdout: true, stderr: !tty };
+    c.attach(req).await.unwrap().into_inner().url
+}
+
+/// A client whose stdout lines arrive on a channel as they come.
+struct Live {
+    lines: std::sync::mpsc::Receiver<String>,
+    child: std::process::Child,
+}
+
+impl Live {
+    fn start(node: &Node, args: &[&str], input: &[u8]) -> Live {
+        let mut child = node
+            .command(spdyexec().unwrap())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Live { lines, child }
+    }
+
+    fn expect(&self, want: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(want) => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("{want:?} never came");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_shares_output_and_closes_stdin_once() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "attach");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let mut config = ctr(
+        "app",
+        &["sh", "-c", "read a; echo got-$a; cat > /dev/null; echo eof-seen; sleep 3600"],
+    );
+    config.stdin = true;
+    config.stdin_once = true;
+    let id = run(&mut c, &pod, &pc, config).await;
+
+    // An observer, then an attacher that types a line and goes away.
+    let url = attach_url(&mut c, &id, false, false).await;
+    let observer = Live::start(&node, &["-stdout", "-stderr", &url], b"");
+    let url = attach_url(&mut c, &id, true, false).await;
+    let typist = Live::start(&node, &["-stdin", "-stdout", "-stderr", &url], b"one\n");
+    typist.expect("got-one");
+    observer.expect("got-one");
+    node.sh(&format!("pkill -9 -f '[s]pdyexec -stdin -stdout -stderr {url}'")).unwrap();
+    // stdin_once: its going closed the container's stdin; the container runs on.
+    observer.expect("eof-seen");
+    let listed = podbay_tests::ctr::status(&mut c, &id).await.0;
+    assert_eq!(listed.state, cri::ContainerState::ContainerRunning as i32);
+    let _ = node.sh("pkill -9 -f '[s]pdyexec'");
+    let (mut a, mut b) = (observer.child, typist.child);
+    let _ = (a.wait(), b.wait());
+
+    // Attach with stdin to a container without it is refused.
+    let plain = run(&mut c, &pod, &pc, sleeper("plain")).await;
+    let e = c
+        .attach(cri::AttachRequest {
+            container_id: plain,
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_a_terminal_container() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "tty");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let mut config = ctr("shell", &["sh"]);
+    config.stdin = true;
+    config.tty = true;
+    let id = run(&mut c, &pod, &pc, config).await;
+    let url = attach_url(&mut c, &id, true, true).await;
+    let status = node.dir().join("attach-status");
+    let out = node
+        .command(spdyexec().unwrap())
+        .args(["-tty", "-stdin", "-stdout", "-width", "120", "-height", "50", "-status"])
+        .arg(&status)
+        .arg(&url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::thread::sleep(Duration::from_millis(300));
+            child.stdin.take().unwrap().write_all(b"stty size; exit 3\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("50 120"), "{text:?} {}", String::from_utf8_lossy(&out.stderr));
+    // The container's own exit ends the attach; its status says so.
+    let st = podbay_tests::ctr::wait_exited(&mut c, &id).await;
+    assert_eq!(st.exit_code, 3);
+}

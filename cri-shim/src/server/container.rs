@@ -145,6 +145,41 @@ pub fn exec(
     Ok(cri::ExecResponse { url: stream.url_for(crate::stream::Pending::Exec(spec))? })
 }
 
+/// Attach: checked now (the container exists and runs, has the stdin asked for, some
+/// stdio, no stderr beside a terminal), joined when the client connects to the URL.
+pub fn attach(
+    rt: &Runtime,
+    stream: &crate::stream::StreamServer,
+    req: cri::AttachRequest,
+) -> Result<cri::AttachResponse, Status> {
+    let rec = rt.containers().status(&req.container_id).map_err(|e| to_status("Attach", e))?;
+    if rec.state != ContainerState::Running {
+        return Err(Status::failed_precondition(format!(
+            "container {} is {}, not running: cannot attach",
+            rec.id,
+            rec.state.as_str()
+        )));
+    }
+    if req.stdin && !rec.spec.stdin {
+        return Err(invalid("stdin", "the container was created without stdin"));
+    }
+    if req.tty && req.stderr {
+        return Err(invalid("stderr", "a terminal has no separate stderr (tty is set)"));
+    }
+    if !req.stdin && !req.stdout && !req.stderr {
+        return Err(invalid("stdin", "one of stdin, stdout or stderr must be set"));
+    }
+    let spec = crate::stream::ExecSpec {
+        container_id: rec.id.to_string(),
+        cmd: Vec::new(),
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+        tty: rec.spec.tty,
+    };
+    Ok(cri::AttachResponse { url: stream.url_for(crate::stream::Pending::Attach(spec))? })
+}
+
 fn cri_container_state(s: ContainerState) -> i32 {
     match s {
         ContainerState::Created => cri::ContainerState::ContainerCreated as i32,

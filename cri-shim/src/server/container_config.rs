@@ -86,6 +86,7 @@ pub fn container_spec(
         annotations: sorted(c.annotations),
         log_path: c.log_path,
         stdin: c.stdin,
+        stdin_once: c.stdin_once,
         tty: c.tty,
         resources,
         security,

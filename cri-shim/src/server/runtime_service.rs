@@ -23,10 +23,6 @@ fn ok<T>(r: Result<T, Status>) -> Rpc<T> {
     r.map(Response::new)
 }
 
-fn unimplemented<T>(rpc: &str) -> Rpc<T> {
-    Err(Status::unimplemented(format!("{rpc} is not implemented by podbay yet")))
-}
-
 #[tonic::async_trait]
 impl RuntimeService for CriService {
     async fn version(&self, _: Request<cri::VersionRequest>) -> Rpc<cri::VersionResponse> {
@@ -152,8 +148,8 @@ impl RuntimeService for CriService {
         ok(container::exec(&self.runtime, &self.stream, req.into_inner()))
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        ok(container::attach(&self.runtime, &self.stream, req.into_inner()))
     }
 
     async fn port_forward(

@@ -143,6 +143,73 @@ pub async fn run(
     finish(&sender, &streams, error_id, protocol, exit).await;
 }
 
+/// Attach: the same streams as Exec, joined to the running container's own stdio (copies
+/// of its output from now on, its stdin, its terminal's size). It ends when the container
+/// exits (its output copies end; with no output asked for, the supervisor lets go) or
+/// when the client detaches, which leaves the container running.
+pub async fn attach(
+    mut session: Session,
+    protocol: Option<&'static str>,
+    spec: ExecSpec,
+    rt: Runtime,
+) {
+    let sender = session.sender.clone();
+    let Some(mut streams) = collect(&mut session, &spec, protocol).await else {
+        sender.go_away().await;
+        return;
+    };
+    let error_id = streams.error.as_ref().map(|s| s.id).unwrap_or_default();
+    let attached = rt
+        .containers()
+        .attach(&spec.container_id, spec.stdin, spec.stdout, spec.stderr && !spec.tty)
+        .await;
+    let mut attached = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            finish(&sender, &streams, error_id, protocol, Err(e.to_string())).await;
+            return;
+        }
+    };
+    let stdout_id = streams.stdout.as_ref().map(|s| s.id);
+    let stderr_id = streams.stderr.as_ref().map(|s| s.id);
+    let out = tokio::spawn(pump_out(attached.stdout.take(), sender.clone(), stdout_id));
+    let err = tokio::spawn(pump_out(attached.stderr.take(), sender.clone(), stderr_id));
+    let stdin_rx =
+        streams.stdin.as_mut().map(|s| std::mem::replace(&mut s.data, mpsc::channel(1).1));
+    let terminal = match attached.terminal.take() {
+        // SAFETY: the AsyncFd owns the descriptor until it is dropped.
+        Some(t) => unsafe { AsyncFd::register(t) }.ok().map(Arc::new),
+        None => None,
+    };
+    match (attached.stdin.take(), stdin_rx, &terminal) {
+        (Some(_), Some(rx), Some(term)) => {
+            // A terminal's input is its master (the descriptor the stdin slot carried is
+            // a copy of it).
+            tokio::spawn(pump_to_terminal(rx, term.clone()));
+        }
+        (Some(fd), Some(rx), None) => {
+            tokio::spawn(pump_in(rx, fd));
+        }
+        _ => {}
+    }
+    if let (Some(term), Some(s)) = (&terminal, streams.resize.as_mut()) {
+        let rx = std::mem::replace(&mut s.data, mpsc::channel(1).1);
+        tokio::spawn(resize(rx, term.clone()));
+    }
+    let outputs = async {
+        let _ = out.await;
+        let _ = err.await;
+    };
+    let no_output = stdout_id.is_none() && stderr_id.is_none();
+    tokio::select! {
+        _ = outputs, if !no_output => {}
+        _ = attached.released(), if no_output => {}
+        _ = session.closed.wait_for(|closed| *closed) => return,
+    }
+    drop(attached);
+    finish(&sender, &streams, error_id, protocol, Ok(0)).await;
+}
+
 /// Waits for the streams the request needs.
 async fn collect(
     session: &mut Session,

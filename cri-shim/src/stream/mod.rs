@@ -41,6 +41,8 @@ pub const PORT_FORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 #[derive(Debug, Clone)]
 pub enum Pending {
     Exec(ExecSpec),
+    /// An Attach (an ExecSpec without a command).
+    Attach(ExecSpec),
     PortForward(PortForwardSpec),
 }
 
@@ -48,13 +50,14 @@ impl Pending {
     fn kind(&self) -> &'static str {
         match self {
             Pending::Exec(_) => "exec",
+            Pending::Attach(_) => "attach",
             Pending::PortForward(_) => "portforward",
         }
     }
 
     fn protocols(&self) -> &'static [&'static str] {
         match self {
-            Pending::Exec(_) => SPDY_PROTOCOLS,
+            Pending::Exec(_) | Pending::Attach(_) => SPDY_PROTOCOLS,
             Pending::PortForward(_) => PORT_FORWARD_PROTOCOLS,
         }
     }
@@ -172,6 +175,7 @@ impl StreamServer {
             let session = session::serve(io);
             match call {
                 Pending::Exec(spec) => exec::run(session, protocol, spec, runtime).await,
+                Pending::Attach(spec) => exec::attach(session, protocol, spec, runtime).await,
                 Pending::PortForward(spec) => portforward::run(session, spec).await,
             }
         });

@@ -174,6 +174,7 @@ impl Containers {
                 .unwrap_or_default(),
             tty: spec.tty,
             stdin: spec.stdin,
+            stdin_once: spec.stdin_once,
         };
         let created = Client::new(&pod).create_container(req, CREATE_TIMEOUT).await;
         if userns.is_some() {

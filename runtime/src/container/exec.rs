@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use podbay_proto::supervisor::v1::ExecRequest;
+use podbay_proto::supervisor::v1::{AttachRequest, ExecRequest};
 
 use super::{ContainerState, Containers, Error};
 use crate::supervisor::Client;
-pub use crate::supervisor::StreamedExec;
+pub use crate::supervisor::{Attached, StreamedExec};
 
 /// Bytes kept of each of stdout and stderr.
 pub const OUTPUT_LIMIT: usize = 16 << 20;
@@ -67,6 +67,24 @@ impl Containers {
             stdout: note(r.stdout, r.stdout_truncated),
             stderr: note(r.stderr, r.stderr_truncated),
         })
+    }
+
+    /// Attaches to a running container's stdio (CRI Attach, once the streaming client
+    /// connected).
+    pub async fn attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<Attached, Error> {
+        let rec = self.resolve(id)?.snapshot();
+        if rec.state != ContainerState::Running {
+            return Err(Error::State { id: rec.id, state: rec.state, what: "cannot attach" });
+        }
+        let pod = self.pod_of(&rec.sandbox_id)?;
+        let req = AttachRequest { id: rec.id.to_string(), stdin, stdout, stderr };
+        Client::new(&pod).attach(req).await.map_err(Error::supervisor(&rec.id))
     }
 
     /// Starts a command in a running container whose stdin, stdout and stderr are the

@@ -197,6 +197,9 @@ pub struct ContainerSpec {
     /// Relative to the sandbox's log directory.
     pub log_path: String,
     pub stdin: bool,
+    /// CRI stdin_once: stdin closes when the first attach that used it detaches.
+    #[serde(default)]
+    pub stdin_once: bool,
     pub tty: bool,
     pub resources: Resources,
     pub security: Security,

@@ -815,6 +815,7 @@ mod tests {
             annotations: BTreeMap::new(),
             log_path: "web.log".into(),
             stdin: false,
+            stdin_once: false,
             tty: false,
             resources: Resources::default(),
             security: Security::default(),

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use podbay_proto::frame::tokio_io;
 use podbay_proto::supervisor::v1::{
-    ContainerState, ContainerStatesRequest, CreateContainerRequest, ExecRequest, ExecResponse,
-    ForgetContainerRequest, PingRequest, ReopenLogRequest, Request, Response, ShutdownRequest,
-    SignalContainerRequest, StartContainerRequest, request, response,
+    AttachRequest, ContainerState, ContainerStatesRequest, CreateContainerRequest, ExecRequest,
+    ExecResponse, ForgetContainerRequest, PingRequest, ReopenLogRequest, Request, Response,
+    ShutdownRequest, SignalContainerRequest, StartContainerRequest, request, response,
 };
 use tokio::net::UnixStream;
 
@@ -120,6 +120,49 @@ impl Client {
         expect!(self, self.call_within(request::Kind::Exec(req), timeout).await?, Exec)
     }
 
+    /// Attaches to a running container's stdio (CRI Attach): copies of its output from now
+    /// on, its stdin and its terminal, as asked and as it has them. Dropping the result
+    /// detaches.
+    pub async fn attach(&self, req: AttachRequest) -> Result<Attached, Error> {
+        let path = &self.socket;
+        let io_err = |source| Error::Io { path: path.clone(), source };
+        let start = async {
+            let mut stream = connect(path).await?;
+            tokio_io::write(&mut stream, &Request { kind: Some(request::Kind::Attach(req)) })
+                .await
+                .map_err(io_err)?;
+            let (byte, fds) = loop {
+                stream.readable().await.map_err(io_err)?;
+                match stream.try_io(tokio::io::Interest::READABLE, || recv_fds(&stream)) {
+                    Ok(got) => break got,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(io_err(e)),
+                }
+            };
+            let bits = byte.unwrap_or(0);
+            if bits == 0 || fds.len() != (bits & 0x0f).count_ones() as usize {
+                return match tokio_io::read::<Response, _>(&mut stream).await.map_err(io_err)? {
+                    Some(Response { kind: Some(response::Kind::Failure(f)) }) => {
+                        Err(Error::refused(f))
+                    }
+                    _ => Err(Error::Unexpected { path: path.clone(), call: "Attach" }),
+                };
+            }
+            let mut fds = fds.into_iter();
+            let mut take = |bit: u8| if bits & bit != 0 { fds.next() } else { None };
+            Ok(Attached {
+                stdout: take(1),
+                stderr: take(2),
+                stdin: take(4),
+                terminal: take(8),
+                conn: stream,
+            })
+        };
+        tokio::time::timeout(CALL_TIMEOUT, start)
+            .await
+            .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT })?
+    }
+
     /// Starts a streamed exec (CRI Exec): the command's pipes come back to the caller, and
     /// [`StreamedExec::wait`] gives its exit code. Dropping it kills the command.
     pub async fn exec_stream(&self, req: ExecRequest) -> Result<StreamedExec, Error> {
@@ -202,6 +245,33 @@ impl Client {
     }
 }
 
+/// An attach in progress: the container's output copies end when it exits (or when the
+/// attacher fell behind); dropping it detaches.
+pub struct Attached {
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    pub stdin: Option<OwnedFd>,
+    /// The container's pty master, for resizing.
+    pub terminal: Option<OwnedFd>,
+    conn: UnixStream,
+}
+
+impl Attached {
+    /// Waits until the supervisor lets go of the attach (the container exited).
+    pub async fn released(&self) {
+        loop {
+            if self.conn.readable().await.is_err() {
+                return;
+            }
+            let mut b = [0u8; 1];
+            match self.conn.try_read(&mut b) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
 /// A streamed exec in flight: its pipes (non-blocking), and the connection its exit code
 /// comes on.
 pub struct StreamedExec {
@@ -233,7 +303,7 @@ fn recv_fds(stream: &UnixStream) -> std::io::Result<(Option<u8>, Vec<OwnedFd>)> 
     use std::os::fd::{AsRawFd, FromRawFd};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let msg =
         recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
             .map_err(std::io::Error::from)?;

@@ -17,7 +17,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client::{Client, Pong, StreamedExec};
+pub use client::{Attached, Client, Pong, StreamedExec};
 use podbay_proto::supervisor::v1::{self as proto, FailureKind};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 pub use spawner::{Launched, SpawnRequest, Spawner};

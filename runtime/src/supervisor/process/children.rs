@@ -26,8 +26,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, pipe2};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, LinuxSyscallBuilder, Spec};
 use podbay_proto::supervisor::v1::{
-    ContainerState, CreateContainerRequest, CreateContainerResponse, ExecRequest, ExecResponse,
-    StartContainerResponse,
+    AttachRequest, ContainerState, CreateContainerRequest, CreateContainerResponse, ExecRequest,
+    ExecResponse, StartContainerResponse,
 };
 
 use super::crilog::{LogStream, timestamp};
@@ -48,6 +48,21 @@ struct Held {
     stdin: Option<OwnedFd>,
     log_path: LogPath,
     log: Option<File>,
+    /// A terminal's master (its output is `out[0]`), for attachers' keys and sizes.
+    tty: bool,
+    stdin_once: bool,
+    attachers: Vec<Attacher>,
+}
+
+/// A CRI Attach in progress: copies of the container's output go to its pipes.
+struct Attacher {
+    conn: UnixStream,
+    /// Write ends (non-blocking) for stdout and stderr copies.
+    outs: [Option<OwnedFd>; 2],
+    used_stdin: bool,
+    /// Detached: dropped at the next attach or exit (indices into the list stay valid
+    /// while one poll round's events are handled).
+    gone: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -83,6 +98,8 @@ pub enum Source {
     Exec(usize, usize),
     /// A streamed exec's connection: readable means the daemon let go of it.
     ExecPeer(usize),
+    /// An attacher's connection (container, attacher): readable means it detached.
+    AttachPeer(usize, usize),
 }
 
 #[derive(Default)]
@@ -169,6 +186,9 @@ impl Children {
             stdin: stdin_w,
             log_path,
             log,
+            tty: req.tty,
+            stdin_once: req.stdin_once,
+            attachers: Vec::new(),
         };
         self.ctrs.push((req.id.clone(), ctr));
         Ok(CreateContainerResponse { init: Some(init.to_proto()) })
@@ -238,6 +258,59 @@ impl Children {
     pub fn reopen_log(&mut self, id: &str) -> Result<(), Failed> {
         let ctr = self.find(id)?;
         ctr.log = ctr.log_path.open()?;
+        Ok(())
+    }
+
+    /// Attaches the daemon to a running container's stdio (see AttachRequest).
+    pub fn attach(
+        &mut self,
+        req: &AttachRequest,
+        conn: UnixStream,
+    ) -> Result<(), (Failed, UnixStream)> {
+        let ctr = match self.find(&req.id) {
+            Ok(c) if c.exit.is_none() && c.started_at != 0 => c,
+            Ok(_) => return Err((Failed::NotRunning(req.id.clone()), conn)),
+            Err(e) => return Err((e, conn)),
+        };
+        let made = (|| {
+            let mut bits = 0u8;
+            let mut give: Vec<OwnedFd> = Vec::new();
+            let mut outs = [None, None];
+            for (i, wanted) in [req.stdout, req.stderr && !ctr.tty].into_iter().enumerate() {
+                if wanted {
+                    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
+                    fcntl(&w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(Failed::sys("pipe"))?;
+                    bits |= 1 << i;
+                    give.push(r);
+                    outs[i] = Some(w);
+                }
+            }
+            let master = if ctr.tty { ctr.out[0].as_ref().map(|p| &p.fd) } else { None };
+            if req.stdin {
+                let fd = match (master, &ctr.stdin) {
+                    (Some(m), _) => m,
+                    (None, Some(w)) => w,
+                    (None, None) => return Err(Failed::NoStdin(req.id.clone())),
+                };
+                give.push(fd.try_clone().map_err(Failed::io("dup", "the container's stdin"))?);
+                bits |= 4;
+            }
+            if let Some(m) = master {
+                give.push(m.try_clone().map_err(Failed::io("dup", "the container's terminal"))?);
+                bits |= 8;
+            }
+            Ok((bits, give, outs))
+        })();
+        let (bits, give, outs) = match made {
+            Ok(m) => m,
+            Err(e) => return Err((e, conn)),
+        };
+        let raw: Vec<RawFd> = give.iter().map(|f| f.as_raw_fd()).collect();
+        if let Err(e) = send_fds(&conn, bits, &raw) {
+            return Err((Failed::Sys { what: "hand over the container's stdio", source: e }, conn));
+        }
+        ctr.attachers.retain(|a| !a.gone);
+        ctr.attachers.push(Attacher { conn, outs, used_stdin: req.stdin, gone: false });
         Ok(())
     }
 
@@ -348,6 +421,9 @@ impl Children {
                     fds.push((p.fd.as_fd(), Source::Log(ci, si)));
                 }
             }
+            for (ai, a) in c.attachers.iter().enumerate().filter(|(_, a)| !a.gone) {
+                fds.push((a.conn.as_fd(), Source::AttachPeer(ci, ai)));
+            }
         }
         for (ei, e) in self.execs.iter().enumerate() {
             for (si, fd) in e.out.iter().enumerate() {
@@ -379,7 +455,18 @@ impl Children {
         match src {
             Source::Log(ci, si) => {
                 let ctr = &mut self.ctrs[ci].1;
-                pump_log(&mut ctr.out[si], &mut ctr.log);
+                pump_log(&mut ctr.out[si], &mut ctr.log, &mut ctr.attachers, si);
+            }
+            Source::AttachPeer(ci, ai) => {
+                let ctr = &mut self.ctrs[ci].1;
+                let Some(a) = ctr.attachers.get_mut(ai) else { return };
+                a.gone = true;
+                a.outs = [None, None];
+                // stdin_once: the first attach that used stdin closes it when it goes (a
+                // terminal has no end of input to give; it stays).
+                if a.used_stdin && ctr.stdin_once && !ctr.tty {
+                    ctr.stdin = None;
+                }
             }
             Source::Exec(ei, si) => {
                 let e = &mut self.execs[ei];
@@ -427,10 +514,12 @@ impl Children {
             // What the container wrote before it died belongs in the log before its exit
             // is reported.
             for i in 0..2 {
-                pump_log(&mut ctr.out[i], &mut ctr.log);
+                pump_log(&mut ctr.out[i], &mut ctr.log, &mut ctr.attachers, i);
             }
             ctr.exit = Some(Exit { code, signal, finished_at: now_ns() });
             ctr.stdin = None;
+            // Attachers see their output end, then the connection.
+            ctr.attachers.clear();
             return;
         }
         if let Some(i) = self.execs.iter().position(|e| e.pid == pid) {
@@ -460,8 +549,14 @@ impl Children {
     }
 }
 
-/// Reads what a log pipe has (without blocking) and appends it to the log.
-fn pump_log(pipe: &mut Option<Pipe>, log: &mut Option<File>) {
+/// Reads what a log pipe has (without blocking), appends it to the log and copies it to
+/// the attachers of that stream (`si`); an attacher whose pipe is full loses its output.
+fn pump_log(
+    pipe: &mut Option<Pipe>,
+    log: &mut Option<File>,
+    attachers: &mut [Attacher],
+    si: usize,
+) {
     let Some(p) = pipe else { return };
     let mut buf = [0u8; 32 * 1024];
     let mut entries = Vec::new();
@@ -474,6 +569,12 @@ fn pump_log(pipe: &mut Option<Pipe>, log: &mut Option<File>) {
             }
             Ok(n) => {
                 p.stream.feed(&buf[..n], &timestamp(), &mut entries);
+                for a in attachers.iter_mut() {
+                    let Some(w) = &a.outs[si] else { continue };
+                    if !matches!(nix::unistd::write(w, &buf[..n]), Ok(k) if k == n) {
+                        a.outs[si] = None;
+                    }
+                }
                 if entries.len() > 256 * 1024 {
                     break;
                 }
@@ -489,6 +590,9 @@ fn pump_log(pipe: &mut Option<Pipe>, log: &mut Option<File>) {
     if eof {
         p.stream.finish(&timestamp(), &mut entries);
         *pipe = None;
+        for a in attachers.iter_mut() {
+            a.outs[si] = None;
+        }
     }
     if let (Some(log), false) = (log.as_mut(), entries.is_empty()) {
         let _ = log.write_all(&entries);

@@ -18,6 +18,8 @@ pub enum Failed {
     Exited(String),
     #[error("container {0} is not running")]
     NotRunning(String),
+    #[error("container {0} has no open stdin (its config's stdin is false)")]
+    NoStdin(String),
     #[error("{0} is not a signal")]
     BadSignal(i32),
     #[error("the kernel refused sysctl {key}={value:?}: {source}")]
@@ -67,7 +69,7 @@ impl Failed {
         let (kind, field) = match self {
             Failed::NoContainer(_) => (FailureKind::NotFound, String::new()),
             Failed::ContainerExists(_) => (FailureKind::AlreadyExists, String::new()),
-            Failed::Exited(_) | Failed::NotRunning(_) => {
+            Failed::Exited(_) | Failed::NotRunning(_) | Failed::NoStdin(_) => {
                 (FailureKind::FailedPrecondition, String::new())
             }
             Failed::BadSignal(_) | Failed::BadRequest(_) | Failed::NotDaemon => {

@@ -434,6 +434,18 @@ impl Supervisor {
             (Err(Failed::NotDaemon), Next::Continue)
         } else {
             match frame::read::<Request, _>(&mut stream) {
+                Ok(Some(Request { kind: Some(request::Kind::Attach(req)) })) => {
+                    // The connection stays with the attacher (see Children::attach).
+                    match self.children.attach(&req, stream) {
+                        Ok(()) => return Next::Continue,
+                        Err((e, s)) => {
+                            stream = s;
+                            // No descriptors come: a zero byte, then the failure.
+                            let _ = stream.write_all(&[0]);
+                            (Err(e), Next::Continue)
+                        }
+                    }
+                }
                 Ok(Some(Request { kind: Some(request::Kind::Exec(req)) })) => {
                     // Answered when the command exits (see Children::on_exit).
                     match self.children.exec(&req, stream) {
@@ -497,6 +509,7 @@ impl Supervisor {
                 self.children.reopen_log(&req.id).map(|()| R::ReopenLog(ReopenLogResponse {}))
             }
             request::Kind::Exec(_) => Err(Failed::Misrouted("Exec")),
+            request::Kind::Attach(_) => Err(Failed::Misrouted("Attach")),
         };
         (answer, Next::Continue)
     }
