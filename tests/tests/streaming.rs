@@ -444,3 +444,54 @@ async fn attach_to_a_terminal_container() {
     let st = podbay_tests::ctr::wait_exited(&mut c, &id).await;
     assert_eq!(st.exit_code, 3);
 }
+
+/// Runs tests/py/wsexec.py inside the node; its JSON report.
+fn ws_client(node: &Node, url: &str, protocol: &str, input: Option<&[u8]>) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/wsexec.py");
+    // Debian's python3, which python3-websocket installs into.
+    let mut cmd = node.command("/usr/bin/python3");
+    cmd.arg(&script).arg(url).arg(protocol);
+    if let Some(data) = input {
+        let file = node.dir().join(format!("ws-input-{}", rand_suffix()));
+        std::fs::write(&file, data).unwrap();
+        cmd.arg(file);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn b64(v: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_over_websocket() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "ws");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+
+    // v5: stdin closes with [255, 0]; bytes come back as they went; the exit code.
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let url = exec_url(&mut c, &id, &["sh", "-c", "cat; echo done >&2; exit 2"], true).await;
+    let r = ws_client(&node, &url, "v5.channel.k8s.io", Some(&payload));
+    assert_eq!(r["protocol"], "v5.channel.k8s.io");
+    assert!(b64(&r["stdout"]) == payload, "{} bytes back", b64(&r["stdout"]).len());
+    assert_eq!(b64(&r["stderr"]), b"done\n");
+    let status: serde_json::Value = serde_json::from_str(r["error"].as_str().unwrap()).unwrap();
+    assert_eq!(status["details"]["causes"][0]["message"], "2", "{status}");
+
+    // v4 and the base64 text protocol.
+    let url = exec_url(&mut c, &id, &["echo", "hi"], false).await;
+    let r = ws_client(&node, &url, "v4.channel.k8s.io", None);
+    assert_eq!(b64(&r["stdout"]), b"hi\n");
+    assert!(r["error"].as_str().unwrap().contains("Success"), "{r}");
+    let url = exec_url(&mut c, &id, &["echo", "text"], false).await;
+    let r = ws_client(&node, &url, "base64.channel.k8s.io", None);
+    assert_eq!(r["protocol"], "base64.channel.k8s.io");
+    assert_eq!(b64(&r["stdout"]), b"text\n");
+}

@@ -10,6 +10,7 @@ mod exec;
 mod portforward;
 pub mod session;
 pub mod spdy;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -142,8 +143,14 @@ impl StreamServer {
             return plain(StatusCode::NOT_FOUND, "unknown, used or expired streaming token");
         };
         let upgrade = header_values(&req, "upgrade");
+        if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
+            return self.websocket(req, call);
+        }
         if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
-            return plain(StatusCode::BAD_REQUEST, "an Upgrade: SPDY/3.1 request is expected");
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "an Upgrade: SPDY/3.1 or Upgrade: websocket request is expected",
+            );
         }
         let offered = header_values(&req, "x-stream-protocol-version");
         let protocol = match negotiate(call.protocols(), &offered) {
@@ -186,6 +193,63 @@ impl StreamServer {
         h.insert("Upgrade", "SPDY/3.1".parse().expect("a token"));
         if let Some(p) = protocol {
             h.insert("X-Stream-Protocol-Version", p.parse().expect("a token"));
+        }
+        r
+    }
+}
+
+impl StreamServer {
+    /// Exec and Attach over WebSocket (RFC 6455's handshake; `ws.rs` for the channels).
+    fn websocket(&self, req: Request<Incoming>, call: Pending) -> Response<Full<Bytes>> {
+        if matches!(call, Pending::PortForward(_)) {
+            return plain(StatusCode::BAD_REQUEST, "port forwarding is served over SPDY/3.1 only");
+        }
+        let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec())
+        else {
+            return plain(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key");
+        };
+        let offered = header_values(&req, "sec-websocket-protocol");
+        let Some(protocol) = ws::WS_PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p))
+        else {
+            let mut r = plain(
+                StatusCode::FORBIDDEN,
+                &format!("no common subprotocol: offered {offered:?}"),
+            );
+            for p in ws::WS_PROTOCOLS {
+                let value = (*p).parse().expect("a token");
+                r.headers_mut().append("X-Supported-Stream-Protocol-Versions", value);
+            }
+            return r;
+        };
+        let runtime = self.inner.runtime.clone();
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            let io = match on_upgrade.await {
+                Ok(io) => TokioIo::new(io),
+                Err(e) => {
+                    tracing::debug!(error = %e, "streaming upgrade failed");
+                    return;
+                }
+            };
+            let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
+            let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(io, role, None).await;
+            let session = ws::serve(socket, protocol);
+            let spdy_like = ws::as_stream_protocol(protocol);
+            match call {
+                Pending::Exec(spec) => exec::run(session, spdy_like, spec, runtime).await,
+                Pending::Attach(spec) => exec::attach(session, spdy_like, spec, runtime).await,
+                Pending::PortForward(_) => {}
+            }
+        });
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert("Connection", "Upgrade".parse().expect("a token"));
+        h.insert("Upgrade", "websocket".parse().expect("a token"));
+        h.insert("Sec-WebSocket-Protocol", protocol.parse().expect("a token"));
+        if let Ok(v) = accept.parse() {
+            h.insert("Sec-WebSocket-Accept", v);
         }
         r
     }

@@ -31,6 +31,11 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// A sender whose frames go to `tx` (another transport's writer).
+    pub fn from_channel(tx: mpsc::Sender<Frame>) -> Self {
+        Sender { tx }
+    }
+
     /// Data on a stream (`fin` closes the server's side of it). False once the connection
     /// is gone.
     pub async fn data(&self, stream_id: u32, data: Vec<u8>, fin: bool) -> bool {

@@ -1,0 +1,137 @@
+//! Exec and Attach over WebSocket (crictl's `--transport websocket`, Kubernetes'
+//! `channel.k8s.io` family): every message is one channel's data, the channel in its
+//! first byte (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize; with `v5.channel.k8s.io`
+//! a client's `[255, n]` closes channel n, which is how stdin ends). The base64 protocols
+//! send text messages: the channel as an ASCII digit, then the data in base64.
+//!
+//! The connection is presented to the Exec and Attach code as a [`Session`] whose client
+//! opened one stream per channel, so both transports run the same code.
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::session::{Incoming, Session};
+use super::spdy::{Frame, Headers};
+
+/// The subprotocols podbay speaks over WebSocket, preferred first.
+pub const WS_PROTOCOLS: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+
+const CHANNELS: [(u8, &str); 5] =
+    [(0, "stdin"), (1, "stdout"), (2, "stderr"), (3, "error"), (4, "resize")];
+const CLOSE: u8 = 255;
+
+/// The SPDY subprotocol whose behaviour a WebSocket one has (v5 reports as v4 does).
+pub fn as_stream_protocol(ws: &str) -> Option<&'static str> {
+    match ws {
+        "v5.channel.k8s.io" | "v4.channel.k8s.io" | "v4.base64.channel.k8s.io" => {
+            Some("v4.channel.k8s.io")
+        }
+        "v3.channel.k8s.io" => Some("v3.channel.k8s.io"),
+        "v2.channel.k8s.io" => Some("v2.channel.k8s.io"),
+        _ => Some("channel.k8s.io"),
+    }
+}
+
+/// Drives a WebSocket connection (its upgrade answered) as a session.
+pub fn serve<IO>(ws: WebSocketStream<IO>, protocol: &str) -> Session
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let base64 = protocol.contains("base64");
+    let (mut sink, mut source) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Frame>(64);
+    let sender = super::session::Sender::from_channel(tx);
+    let (incoming_tx, incoming) = mpsc::channel(CHANNELS.len());
+    let (closed_tx, closed) = watch::channel(false);
+    let mut inputs: [Option<mpsc::Sender<Vec<u8>>>; 5] = Default::default();
+    for (ch, kind) in CHANNELS {
+        let (data_tx, data) = mpsc::channel(16);
+        inputs[ch as usize] = Some(data_tx);
+        let headers: Headers = [("streamtype".to_owned(), vec![kind.to_owned()])].into();
+        let _ = incoming_tx.try_send(Incoming { id: u32::from(ch), headers, data });
+    }
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let msg = match frame {
+                Frame::Data { stream_id, data, .. } if !data.is_empty() => {
+                    let ch = stream_id as u8;
+                    if base64 {
+                        let text = base64::engine::general_purpose::STANDARD.encode(&data);
+                        Message::text(format!("{ch}{text}"))
+                    } else {
+                        let mut out = Vec::with_capacity(data.len() + 1);
+                        out.push(ch);
+                        out.extend_from_slice(&data);
+                        Message::binary(out)
+                    }
+                }
+                Frame::GoAway { .. } => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+                _ => continue,
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = source.next().await {
+            let (ch, data) = match msg {
+                Message::Binary(b) if !b.is_empty() => (b[0], b[1..].to_vec()),
+                Message::Text(t) if base64 && !t.is_empty() => {
+                    let ch = t.as_bytes()[0].wrapping_sub(b'0');
+                    let decoded =
+                        base64::engine::general_purpose::STANDARD.decode(&t.as_bytes()[1..]);
+                    match decoded {
+                        Ok(d) => (ch, d),
+                        Err(_) => break,
+                    }
+                }
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ch == CLOSE {
+                if let Some(&n) = data.first()
+                    && let Some(slot) = inputs.get_mut(n as usize)
+                {
+                    *slot = None;
+                }
+                continue;
+            }
+            if let Some(Some(tx)) = inputs.get(ch as usize)
+                && !data.is_empty()
+            {
+                let _ = tx.send(data).await;
+            }
+        }
+        let _ = closed_tx.send(true);
+    });
+    Session { sender, incoming, closed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_protocols_behave_as_their_spdy_kin() {
+        assert_eq!(as_stream_protocol("v5.channel.k8s.io"), Some("v4.channel.k8s.io"));
+        assert_eq!(as_stream_protocol("base64.channel.k8s.io"), Some("channel.k8s.io"));
+        assert!(WS_PROTOCOLS.iter().all(|p| as_stream_protocol(p).is_some()));
+    }
+}
