@@ -365,11 +365,23 @@ pub struct StreamSection {
     pub address: String,
     /// 0: a port the kernel picks.
     pub port: u16,
+    /// A streaming connection that carries nothing this long is closed (containerd's
+    /// default: 4 h).
+    pub idle_timeout_seconds: u64,
+    /// TLS for the streaming server (PEM files): both, or neither for plain HTTP.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
 }
 
 impl Default for StreamSection {
     fn default() -> Self {
-        Self { address: "127.0.0.1".into(), port: 0 }
+        Self {
+            address: "127.0.0.1".into(),
+            port: 0,
+            idle_timeout_seconds: 4 * 3600,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+        }
     }
 }
 
@@ -454,6 +466,16 @@ impl Config {
                 "log.level",
                 format!("{:?} is not error, warn, info, debug, trace or a filter", self.log.level),
             );
+        }
+        let (cert, key) = (&self.stream.tls_cert_file, &self.stream.tls_key_file);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            return invalid(
+                "stream.tls_cert_file",
+                "needs stream.tls_key_file (both or neither)".into(),
+            );
+        }
+        if self.stream.idle_timeout_seconds == 0 {
+            return invalid("stream.idle_timeout_seconds", "must be at least 1".into());
         }
         if self.stream.address.parse::<std::net::IpAddr>().is_err() {
             return invalid(

@@ -495,3 +495,75 @@ async fn exec_over_websocket() {
     assert_eq!(r["protocol"], "base64.channel.k8s.io");
     assert_eq!(b64(&r["stdout"]), b"text\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_streaming_connection_is_closed() {
+    require_root!();
+    let mut node = Node::empty().unwrap();
+    node.set_config("[stream]\nidle_timeout_seconds = 1\n");
+    node.start_daemon().unwrap();
+    node.import_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "idle");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+    // A client that opens its streams and then says nothing.
+    let url = exec_url(&mut c, &id, &["sleep", "4321"], true).await;
+    let mut held = node
+        .command(spdyexec().unwrap())
+        .args(["-stdin", "-stdout", "-stderr", "-hold", &url])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || node.sh("ps -eo args | grep -q '^sleep 4321'").is_ok())
+        .unwrap();
+    // After the idle timeout the connection is closed, and the command with it.
+    wait_until(Duration::from_secs(10), || node.sh("ps -eo args | grep -q '^sleep 4321'").is_err())
+        .unwrap();
+    let _ = node.sh("pkill -9 -f '[s]pdyexec'");
+    let _ = held.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_streaming_server_speaks_tls_when_given_a_certificate() {
+    require_root!();
+    let mut node = Node::empty().unwrap();
+    let (cert, key) = (node.dir().join("stream.crt"), node.dir().join("stream.key"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=podbay-stream"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    node.set_config(&format!(
+        "[stream]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    node.start_daemon().unwrap();
+    node.import_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "tls");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+    let url = exec_url(&mut c, &id, &["sh", "-c", "echo over-tls"], false).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = cert.to_string_lossy().into_owned();
+    let (out, report) = client(&node, &url, &["-ca", &ca], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "over-tls\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("Success"), "{report}");
+    // A plain-text client gets nowhere.
+    let url = exec_url(&mut c, &id, &["true"], false).await;
+    let plain = url.replacen("https://", "http://", 1);
+    let (out, _) = client(&node, &plain, &[], b"");
+    assert!(!out.status.success());
+}

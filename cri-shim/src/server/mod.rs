@@ -67,10 +67,9 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
     };
     let failpoints = Failpoints::parse(&std::env::var(FAILPOINTS_ENV).unwrap_or_default());
     let runtime = Runtime::open(opts, failpoints).await?;
-    let stream =
-        crate::stream::StreamServer::start(&cfg.stream.address, cfg.stream.port, runtime.clone())
-            .await
-            .context("start the streaming server")?;
+    let stream = crate::stream::StreamServer::start(&cfg.stream, runtime.clone())
+        .await
+        .context("start the streaming server")?;
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "podbay serving CRI");
 

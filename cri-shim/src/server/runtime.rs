@@ -13,10 +13,10 @@ pub const RUNTIME_NAME: &str = "podbay";
 pub const RUNTIME_API_VERSION: &str = "v1";
 
 /// Runtime information shown by `Status` (verbose) and `podbay info`.
-pub async fn runtime_info(runtime: &Runtime, stream: std::net::SocketAddr) -> serde_json::Value {
+pub async fn runtime_info(runtime: &Runtime, stream: &str) -> serde_json::Value {
     let opts = runtime.options();
     serde_json::json!({
-        "streamServer": format!("http://{stream}"),
+        "streamServer": stream,
         "runtimeName": RUNTIME_NAME,
         "runtimeVersion": env!("CARGO_PKG_VERSION"),
         "root": opts.root,
@@ -36,11 +36,7 @@ pub fn version() -> cri::VersionResponse {
     }
 }
 
-pub async fn status(
-    rt: &Runtime,
-    stream: std::net::SocketAddr,
-    req: cri::StatusRequest,
-) -> cri::StatusResponse {
+pub async fn status(rt: &Runtime, stream: &str, req: cri::StatusRequest) -> cri::StatusResponse {
     let condition = |kind: &str, status: bool, reason: &str, message: &str| cri::RuntimeCondition {
         r#type: kind.into(),
         status,

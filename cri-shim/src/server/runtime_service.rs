@@ -66,7 +66,7 @@ impl RuntimeService for CriService {
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Rpc<cri::StatusResponse> {
         Ok(Response::new(
-            runtime::status(&self.runtime, self.stream.addr(), req.into_inner()).await,
+            runtime::status(&self.runtime, &self.stream.base_url(), req.into_inner()).await,
         ))
     }
 

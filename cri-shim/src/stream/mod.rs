@@ -71,33 +71,69 @@ pub struct StreamServer {
 
 struct Inner {
     addr: SocketAddr,
+    /// `https` with TLS configured.
+    scheme: &'static str,
+    /// A connection that carries nothing this long is closed.
+    idle_timeout: Duration,
     pending: Mutex<HashMap<String, (Pending, Instant)>>,
     runtime: Runtime,
 }
 
 impl StreamServer {
     /// Binds the listener and serves it in the background.
-    pub async fn start(address: &str, port: u16, runtime: Runtime) -> anyhow::Result<Self> {
-        let ip: std::net::IpAddr = address.parse()?;
-        let listener = TcpListener::bind((ip, port)).await?;
+    pub async fn start(
+        cfg: &crate::config::StreamSection,
+        runtime: Runtime,
+    ) -> anyhow::Result<Self> {
+        let ip: std::net::IpAddr = cfg.address.parse()?;
+        let tls = if cfg.tls_cert_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(tls_acceptor(&cfg.tls_cert_file, &cfg.tls_key_file)?)
+        };
+        let idle_timeout = Duration::from_secs(cfg.idle_timeout_seconds);
+        let listener = TcpListener::bind((ip, cfg.port)).await?;
         let addr = listener.local_addr()?;
         let server = StreamServer {
-            inner: Arc::new(Inner { addr, pending: Mutex::new(HashMap::new()), runtime }),
+            inner: Arc::new(Inner {
+                addr,
+                scheme: if tls.is_some() { "https" } else { "http" },
+                idle_timeout,
+                pending: Mutex::new(HashMap::new()),
+                runtime,
+            }),
         };
         let s = server.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = listener.accept().await else { continue };
                 let s = s.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let s = s.clone();
                         async move { Ok::<_, std::convert::Infallible>(s.handle(req)) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(conn), service)
-                        .with_upgrades()
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http
+                                .serve_connection(TokioIo::new(conn), service)
+                                .with_upgrades()
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(Ok(conn)) =
+                                tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(conn)).await
+                            else {
+                                return;
+                            };
+                            let _ = http
+                                .serve_connection(TokioIo::new(conn), service)
+                                .with_upgrades()
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -105,8 +141,9 @@ impl StreamServer {
         Ok(server)
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+    /// `http://<address>:<port>` (`https` with TLS).
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.inner.scheme, self.inner.addr)
     }
 
     /// Remembers a call and returns the URL its client connects to.
@@ -124,7 +161,7 @@ impl StreamServer {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let kind = call.kind();
         map.insert(token.clone(), (call, now));
-        Ok(format!("http://{}/{kind}/{token}", self.inner.addr))
+        Ok(format!("{}://{}/{kind}/{token}", self.inner.scheme, self.inner.addr))
     }
 
     /// Takes a token's call: once, within its lifetime.
@@ -170,6 +207,7 @@ impl StreamServer {
             }
         };
         let runtime = self.inner.runtime.clone();
+        let idle = self.inner.idle_timeout;
         let on_upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
             let io = match on_upgrade.await {
@@ -179,7 +217,7 @@ impl StreamServer {
                     return;
                 }
             };
-            let session = session::serve(io);
+            let session = session::serve(io, idle);
             match call {
                 Pending::Exec(spec) => exec::run(session, protocol, spec, runtime).await,
                 Pending::Attach(spec) => exec::attach(session, protocol, spec, runtime).await,
@@ -222,6 +260,7 @@ impl StreamServer {
             return r;
         };
         let runtime = self.inner.runtime.clone();
+        let idle = self.inner.idle_timeout;
         let on_upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
             let io = match on_upgrade.await {
@@ -233,7 +272,7 @@ impl StreamServer {
             };
             let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
             let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(io, role, None).await;
-            let session = ws::serve(socket, protocol);
+            let session = ws::serve(socket, protocol, idle);
             let spdy_like = ws::as_stream_protocol(protocol);
             match call {
                 Pending::Exec(spec) => exec::run(session, spdy_like, spec, runtime).await,
@@ -253,6 +292,32 @@ impl StreamServer {
         }
         r
     }
+}
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// A TLS acceptor from PEM files (a certificate chain and its private key).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("stream.tls_cert_file {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("stream.tls_cert_file {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("stream.tls_key_file {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("stream.tls_cert_file and tls_key_file do not make a server certificate")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The subprotocol to speak: the first of podbay's the client offers; none offered is the

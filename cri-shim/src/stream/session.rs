@@ -3,6 +3,9 @@
 //! arrives on a channel per stream, and frames go out through one writer task.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -59,11 +62,59 @@ pub struct Session {
     pub closed: watch::Receiver<bool>,
 }
 
+/// When a connection last carried a frame either way.
+#[derive(Clone)]
+pub struct Activity(Arc<(Instant, AtomicU64)>);
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity(Arc::new((Instant::now(), AtomicU64::new(0))))
+    }
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        let ms = self.0.0.elapsed().as_millis() as u64;
+        self.0.1.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.0.1.load(Ordering::Relaxed));
+        self.0.0.elapsed().saturating_sub(last)
+    }
+}
+
+/// Ends a session that carried nothing for `idle` (the streaming server's idle timeout,
+/// containerd's 4 h by default): GOAWAY to the client, and the session's handler sees it
+/// closed (an exec's command is killed, an attach detaches).
+pub fn watch_idle(
+    activity: Activity,
+    idle: Duration,
+    sender: Sender,
+    closed: Arc<watch::Sender<bool>>,
+) {
+    tokio::spawn(async move {
+        let step = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(step).await;
+            if *closed.borrow() {
+                return;
+            }
+            if activity.idle_for() >= idle {
+                tracing::debug!(?idle, "streaming connection idle; closing it");
+                sender.go_away().await;
+                let _ = closed.send(true);
+                return;
+            }
+        }
+    });
+}
+
 /// Data chunks buffered per stream before the reader waits for the handler.
 const STREAM_BUFFER: usize = 16;
 
 /// Drives a connection whose upgrade was answered.
-pub fn serve<IO>(io: IO) -> Session
+pub fn serve<IO>(io: IO, idle: Duration) -> Session
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -72,9 +123,14 @@ where
     let sender = Sender { tx };
     let (incoming_tx, incoming) = mpsc::channel(16);
     let (closed_tx, closed) = watch::channel(false);
+    let closed_tx = Arc::new(closed_tx);
+    let activity = Activity::default();
+    watch_idle(activity.clone(), idle, sender.clone(), closed_tx.clone());
+    let wrote = activity.clone();
     tokio::spawn(async move {
         let mut w = Writer::default();
         while let Some(frame) = rx.recv().await {
+            wrote.touch();
             let last = matches!(frame, Frame::GoAway { .. });
             if write.write_all(&w.encode(&frame)).await.is_err() || last {
                 break;
@@ -88,7 +144,10 @@ where
         let mut streams: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
         loop {
             let frame = match r.next().await {
-                Ok(Some(f)) => f,
+                Ok(Some(f)) => {
+                    activity.touch();
+                    f
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "streaming connection ends");

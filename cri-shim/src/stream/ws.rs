@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::session::{Incoming, Session};
+use super::session::{Activity, Incoming, Session};
 use super::spdy::{Frame, Headers};
 
 /// The subprotocols podbay speaks over WebSocket, preferred first.
@@ -45,7 +45,7 @@ pub fn as_stream_protocol(ws: &str) -> Option<&'static str> {
 }
 
 /// Drives a WebSocket connection (its upgrade answered) as a session.
-pub fn serve<IO>(ws: WebSocketStream<IO>, protocol: &str) -> Session
+pub fn serve<IO>(ws: WebSocketStream<IO>, protocol: &str, idle: std::time::Duration) -> Session
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -55,6 +55,10 @@ where
     let sender = super::session::Sender::from_channel(tx);
     let (incoming_tx, incoming) = mpsc::channel(CHANNELS.len());
     let (closed_tx, closed) = watch::channel(false);
+    let closed_tx = std::sync::Arc::new(closed_tx);
+    let activity = Activity::default();
+    super::session::watch_idle(activity.clone(), idle, sender.clone(), closed_tx.clone());
+    let wrote = activity.clone();
     let mut inputs: [Option<mpsc::Sender<Vec<u8>>>; 5] = Default::default();
     for (ch, kind) in CHANNELS {
         let (data_tx, data) = mpsc::channel(16);
@@ -64,6 +68,7 @@ where
     }
     tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
+            wrote.touch();
             let msg = match frame {
                 Frame::Data { stream_id, data, .. } if !data.is_empty() => {
                     let ch = stream_id as u8;
@@ -91,6 +96,7 @@ where
     });
     tokio::spawn(async move {
         while let Some(Ok(msg)) = source.next().await {
+            activity.touch();
             let (ch, data) = match msg {
                 Message::Binary(b) if !b.is_empty() => (b[0], b[1..].to_vec()),
                 Message::Text(t) if base64 && !t.is_empty() => {

@@ -1,7 +1,7 @@
 // spdyexec: a Kubernetes remotecommand client (what kubelet's proxy and crictl speak to a
 // runtime's Exec URL), written on Docker's SPDY/3.1 library, independent of podbay.
 //
-//	spdyexec [-stdin] [-stdout] [-stderr] [-tty -width W -height H] [-proto P] [-status FILE] [-hold] URL
+//	spdyexec [-stdin] [-stdout] [-stderr] [-tty -width W -height H] [-proto P] [-status FILE] [-hold] [-ca PEM] URL
 //
 // It upgrades the connection to SPDY/3.1, opens the error stream and one stream per
 // requested stdio (header streamType), copies its own stdin, stdout and stderr to and
@@ -12,6 +12,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -46,6 +48,7 @@ func main() {
 	statusFile := flag.String("status", "", "where the error stream's content goes")
 	hold := flag.Bool("hold", false, "open the streams, then wait forever")
 	tty := flag.Bool("tty", false, "open the resize stream and send -width and -height")
+	ca := flag.String("ca", "", "PEM file of the CA that signed an https server's certificate")
 	width := flag.Int("width", 80, "terminal columns")
 	height := flag.Int("height", 24, "terminal rows")
 	flag.Parse()
@@ -53,9 +56,22 @@ func main() {
 	if err != nil {
 		fail("url: %v", err)
 	}
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		fail("dial: %v", err)
+	var conn net.Conn
+	if u.Scheme == "https" {
+		pool := x509.NewCertPool()
+		pem, err := ioutil.ReadFile(*ca)
+		if err != nil || !pool.AppendCertsFromPEM(pem) {
+			fail("-ca %q: %v", *ca, err)
+		}
+		conn, err = tls.Dial("tcp", u.Host, &tls.Config{RootCAs: pool, ServerName: u.Hostname()})
+		if err != nil {
+			fail("tls: %v", err)
+		}
+	} else {
+		conn, err = net.Dial("tcp", u.Host)
+		if err != nil {
+			fail("dial: %v", err)
+		}
 	}
 	req, _ := http.NewRequest("POST", u.String(), nil)
 	req.Header.Set("Connection", "Upgrade")
