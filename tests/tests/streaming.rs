@@ -40,6 +40,11 @@ fn client(node: &Node, url: &str, args: &[&str], input: &[u8]) -> (Output, Strin
     (out, report)
 }
 
+fn sha256(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).to_vec()
+}
+
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
@@ -78,7 +83,21 @@ async fn exec_streams_stdio_and_reports_the_exit_code() {
     let (out, _) = client(&node, &bad, &[], b"");
     assert_eq!(out.status.code(), Some(3));
 
-    // stdin, byte for byte both ways: a tar in (as `kubectl cp` sends it), a tar out.
+    // A command killed by a signal: 128 + 9.
+    let url = exec_url(&mut c, &id, &["sh", "-c", "kill -9 $$"], false).await;
+    let (_, report) = client(&node, &url, &[], b"");
+    assert!(report.contains("\"message\":\"137\""), "{report}");
+
+    // 100 MiB through `cat`, the same bytes back (sha256 both ways).
+    let big: Vec<u8> =
+        (0..100u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let url = exec_url(&mut c, &id, &["cat"], true).await;
+    let (out, report) = client(&node, &url, &["-stdin"], &big);
+    assert_eq!(out.stdout.len(), big.len(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(sha256(&out.stdout) == sha256(&big), "the bytes came back changed");
+    assert!(report.contains("Success"), "{report}");
+
+    // stdin into a file and out again, as `kubectl cp` moves a tar each way.
     let payload: Vec<u8> =
         (0..3 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let url = exec_url(&mut c, &id, &["sh", "-c", "cat > /tmp/blob && echo stored"], true).await;
@@ -255,11 +274,17 @@ async fn port_forward_reaches_the_pods_localhost() {
     let (code, _) = sh(&mut c, &id, "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1").await;
     assert_eq!(code, 0, "the pod's web server did not come up");
 
-    // Eight connections at once over one session.
+    // Twenty connections at once over one session.
     let url = forward_url(&mut c, &pod, &[8080]).await;
-    let out = forward(&node, &url, 8080, &["-n", "8"], GET);
-    assert_eq!(out.matches("hello-from-pod").count(), 8, "{out}");
+    let out = forward(&node, &url, 8080, &["-n", "20"], GET);
+    assert_eq!(out.matches("hello-from-pod").count(), 20, "{out}");
     assert!(!out.contains("!!!"), "{out}");
+    // In one session, connections to a port nothing listens on fail alone: the others
+    // still get through.
+    let url = forward_url(&mut c, &pod, &[]).await;
+    let out = forward(&node, &url, 8080, &["-n", "6", "-ports", "8080,8081"], GET);
+    assert_eq!(out.matches("hello-from-pod").count(), 3, "{out}");
+    assert_eq!(out.matches("!!! error forwarding port 8081").count(), 3, "{out}");
     // Clients that send no requestID (streams paired by id).
     let url = forward_url(&mut c, &pod, &[]).await;
     let out = forward(&node, &url, 8080, &["-n", "3", "-norequestid"], GET);
@@ -566,4 +591,31 @@ async fn the_streaming_server_speaks_tls_when_given_a_certificate() {
     let plain = url.replacen("https://", "http://", 1);
     let (out, _) = client(&node, &plain, &[], b"");
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_into_a_stopped_container_and_an_expired_token_run_nothing() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "late");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+    let url = exec_url(&mut c, &id, &["touch", "/tmp/ran"], false).await;
+    let quick = run(&mut c, &pod, &pc, ctr("quick", &["true"])).await;
+    podbay_tests::ctr::wait_exited(&mut c, &quick).await;
+    let req = cri::ExecRequest {
+        container_id: quick,
+        cmd: vec!["true".into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let e = c.exec(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    // The URL is valid for a minute.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let (out, _) = client(&node, &url, &[], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    assert_eq!(sh(&mut c, &id, "test -e /tmp/ran; echo $?").await, (0, "1\n".into()));
 }

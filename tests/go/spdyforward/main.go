@@ -2,7 +2,7 @@
 // port-forward speak to a runtime's PortForward URL), written on Docker's SPDY/3.1
 // library, independent of podbay.
 //
-//	spdyforward [-n N] [-norequestid] URL PORT < request
+//	spdyforward [-n N] [-norequestid] [-ports P1,P2...] URL PORT < request
 //
 // It upgrades the connection to SPDY/3.1 (portforward.k8s.io) and makes N forwarded
 // connections at once over it, each a pair of streams (error, data) with headers port and
@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/docker/spdystream"
@@ -41,12 +42,17 @@ func fail(format string, args ...interface{}) {
 func main() {
 	n := flag.Int("n", 1, "connections at once")
 	noID := flag.Bool("norequestid", false, "send no requestID header (old clients)")
+	ports := flag.String("ports", "", "comma-separated ports, connection i to the i-th (cycling) instead of PORT")
 	flag.Parse()
 	u, err := url.Parse(flag.Arg(0))
 	if err != nil {
 		fail("url: %v", err)
 	}
-	port := flag.Arg(1)
+	portFor := func(i int) string { return flag.Arg(1) }
+	if *ports != "" {
+		list := strings.Split(*ports, ",")
+		portFor = func(i int) string { return list[i%len(list)] }
+	}
 	request, _ := ioutil.ReadAll(os.Stdin)
 	conn, err := net.Dial("tcp", u.Host)
 	if err != nil {
@@ -82,7 +88,7 @@ func main() {
 		go func(i int) {
 			defer wg.Done()
 			headers := func(kind string) http.Header {
-				h := http.Header{"streamType": {kind}, "port": {port}}
+				h := http.Header{"streamType": {kind}, "port": {portFor(i)}}
 				if !*noID {
 					h["requestID"] = []string{strconv.Itoa(i)}
 				}
