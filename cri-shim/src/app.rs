@@ -125,14 +125,41 @@ enum Command {
     },
     /// Print a container's log.
     Logs(LogsQuery),
-    /// Run a command in a running container (ExecSync) and exit with its exit code.
+    /// Run a command in a running container and exit with its exit code: ExecSync by
+    /// default (-s), streamed with -i (stdin) or -t (a terminal, raw, resized with yours).
     Exec {
-        /// Seconds before the command is killed (0: no limit)
+        /// Seconds before the command is killed (0: no limit; ExecSync only)
         #[arg(long, default_value_t = 0)]
         timeout: i64,
+        /// Pass stdin to the command (streamed exec)
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a terminal (streamed exec)
+        #[arg(short, long)]
+        tty: bool,
+        /// ExecSync: collect the output, print it when the command exits
+        #[arg(short, long, conflicts_with_all = ["interactive", "tty"])]
+        sync: bool,
         id: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
+    },
+    /// Attach to a running container's stdio (its output from now on; stdin with -i; -t
+    /// for a container with a terminal). Detaching (Ctrl-C, or the end of stdin with
+    /// stdin_once) leaves it running.
+    Attach {
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(short, long)]
+        tty: bool,
+        id: String,
+    },
+    /// Forward local ports to ports on a pod's localhost: LOCAL:REMOTE (or PORT for the
+    /// same on both sides), until interrupted.
+    PortForward {
+        pod: String,
+        #[arg(required = true)]
+        ports: Vec<String>,
     },
     /// CPU, memory and disk use of containers (running ones, or the ids given).
     Stats {
@@ -391,9 +418,22 @@ pub fn main() -> anyhow::Result<()> {
             rt()?.block_on(cli::containers::inspect(&ep, &ids, output))
         }
         Command::Logs(q) => rt()?.block_on(cli::containers::logs(&ep, q)),
-        Command::Exec { timeout, id, cmd } => {
-            let code = rt()?.block_on(cli::containers::exec(&ep, &id, &cmd, timeout))?;
+        Command::Exec { timeout, interactive, tty, sync: _, id, cmd } => {
+            let code = if interactive || tty {
+                let io = cli::stream::Stdio { stdin: interactive, tty };
+                rt()?.block_on(cli::stream::exec(&ep, &id, &cmd, io))?
+            } else {
+                rt()?.block_on(cli::containers::exec(&ep, &id, &cmd, timeout))?
+            };
             std::process::exit(code)
+        }
+        Command::Attach { interactive, tty, id } => {
+            let io = cli::stream::Stdio { stdin: interactive, tty };
+            let code = rt()?.block_on(cli::stream::attach(&ep, &id, io))?;
+            std::process::exit(code)
+        }
+        Command::PortForward { pod, ports } => {
+            rt()?.block_on(cli::stream::port_forward(&ep, &pod, &ports))
         }
         Command::Stats { ids, pod, seconds, output } => {
             rt()?.block_on(cli::containers::stats(&ep, &ids, pod.as_deref(), seconds, output))

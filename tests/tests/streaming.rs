@@ -619,3 +619,59 @@ async fn exec_into_a_stopped_container_and_an_expired_token_run_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
     assert_eq!(sh(&mut c, &id, "test -e /tmp/ran; echo $?").await, (0, "1\n".into()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_streams_exec_and_forwards_ports() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "cli");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let server = ctr(
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo served > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
+        ],
+    );
+    let id = run(&mut c, &pod, &pc, server).await;
+    let podbay = |args: &[&str]| {
+        let mut cmd = node.command(podbay_tests::podbay_bin());
+        cmd.arg("--endpoint").arg(node.socket()).args(args);
+        cmd
+    };
+
+    // exec -i: stdin in, stdout and stderr apart, the exit code.
+    let mut child = podbay(&["exec", "-i", &id, "--", "sh", "-c", "cat; echo err >&2; exit 4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // port-forward: a local port on the node reaches the pod's localhost.
+    let mut fwd = podbay(&["port-forward", &pod, "18080:8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(fwd.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("Forwarding from 127.0.0.1:18080 -> 8080"), "{first}");
+    for _ in 0..3 {
+        let got = node.sh("busybox wget -qO- http://127.0.0.1:18080/index.html").unwrap();
+        assert_eq!(got, "served\n");
+    }
+    let _ = node.sh("pkill -f '[p]ort-forward'");
+    let _ = fwd.wait();
+}

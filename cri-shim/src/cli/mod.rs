@@ -4,6 +4,7 @@ pub mod containers;
 pub mod ctrconfig;
 pub mod images;
 pub mod podconfig;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 

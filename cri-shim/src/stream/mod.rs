@@ -6,6 +6,7 @@
 //! to `/exec/<token>` and speaks SPDY/3.1 on the connection. A wrong, used or expired
 //! token gets 404 and runs nothing.
 
+pub mod client;
 mod exec;
 mod portforward;
 pub mod session;
