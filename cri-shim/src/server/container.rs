@@ -117,31 +117,12 @@ pub fn exec(
     stream: &crate::stream::StreamServer,
     req: cri::ExecRequest,
 ) -> Result<cri::ExecResponse, Status> {
-    let rec = rt.containers().status(&req.container_id).map_err(|e| to_status("Exec", e))?;
-    if rec.state != ContainerState::Running {
-        return Err(Status::failed_precondition(format!(
-            "container {} is {}, not running: cannot exec",
-            rec.id,
-            rec.state.as_str()
-        )));
-    }
     if req.cmd.is_empty() {
         return Err(invalid("cmd", "empty"));
     }
-    if req.tty && req.stderr {
-        return Err(invalid("stderr", "a terminal has no separate stderr (tty is set)"));
-    }
-    if !req.stdin && !req.stdout && !req.stderr {
-        return Err(invalid("stdin", "one of stdin, stdout or stderr must be set"));
-    }
-    let spec = crate::stream::ExecSpec {
-        container_id: rec.id.to_string(),
-        cmd: req.cmd,
-        stdin: req.stdin,
-        stdout: req.stdout,
-        stderr: req.stderr,
-        tty: req.tty,
-    };
+    let io = Stdio { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, tty: req.tty };
+    let mut spec = streamed(rt, "Exec", &req.container_id, io)?;
+    spec.cmd = req.cmd;
     Ok(cri::ExecResponse { url: stream.url_for(crate::stream::Pending::Exec(spec))? })
 }
 
@@ -152,32 +133,54 @@ pub fn attach(
     stream: &crate::stream::StreamServer,
     req: cri::AttachRequest,
 ) -> Result<cri::AttachResponse, Status> {
-    let rec = rt.containers().status(&req.container_id).map_err(|e| to_status("Attach", e))?;
+    let io = Stdio { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, tty: req.tty };
+    let mut spec = streamed(rt, "Attach", &req.container_id, io)?;
+    let rec = rt.containers().status(&spec.container_id).map_err(|e| to_status("Attach", e))?;
+    if req.stdin && !rec.spec.stdin {
+        return Err(invalid("stdin", "the container was created without stdin"));
+    }
+    spec.tty = rec.spec.tty;
+    Ok(cri::AttachResponse { url: stream.url_for(crate::stream::Pending::Attach(spec))? })
+}
+
+/// The stdio an Exec or Attach asks for.
+struct Stdio {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+/// What Exec and Attach check alike: a running container, some stdio, no stderr beside
+/// a terminal. The spec, without a command.
+fn streamed(
+    rt: &Runtime,
+    rpc: &'static str,
+    id: &str,
+    io: Stdio,
+) -> Result<crate::stream::ExecSpec, Status> {
+    let rec = rt.containers().status(id).map_err(|e| to_status(rpc, e))?;
     if rec.state != ContainerState::Running {
         return Err(Status::failed_precondition(format!(
-            "container {} is {}, not running: cannot attach",
+            "container {} is {}, not running: {rpc} needs a running container",
             rec.id,
             rec.state.as_str()
         )));
     }
-    if req.stdin && !rec.spec.stdin {
-        return Err(invalid("stdin", "the container was created without stdin"));
-    }
-    if req.tty && req.stderr {
+    if io.tty && io.stderr {
         return Err(invalid("stderr", "a terminal has no separate stderr (tty is set)"));
     }
-    if !req.stdin && !req.stdout && !req.stderr {
+    if !io.stdin && !io.stdout && !io.stderr {
         return Err(invalid("stdin", "one of stdin, stdout or stderr must be set"));
     }
-    let spec = crate::stream::ExecSpec {
+    Ok(crate::stream::ExecSpec {
         container_id: rec.id.to_string(),
         cmd: Vec::new(),
-        stdin: req.stdin,
-        stdout: req.stdout,
-        stderr: req.stderr,
-        tty: rec.spec.tty,
-    };
-    Ok(cri::AttachResponse { url: stream.url_for(crate::stream::Pending::Attach(spec))? })
+        stdin: io.stdin,
+        stdout: io.stdout,
+        stderr: io.stderr,
+        tty: io.tty,
+    })
 }
 
 fn cri_container_state(s: ContainerState) -> i32 {

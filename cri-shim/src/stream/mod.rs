@@ -193,36 +193,13 @@ impl StreamServer {
         let offered = header_values(&req, "x-stream-protocol-version");
         let protocol = match negotiate(call.protocols(), &offered) {
             Ok(p) => p,
-            Err(()) => {
-                let mut r = plain(
-                    StatusCode::FORBIDDEN,
-                    &format!("no common subprotocol: offered {offered:?}"),
-                );
-                for p in call.protocols() {
-                    r.headers_mut().append(
-                        "X-Supported-Stream-Protocol-Versions",
-                        (*p).parse().expect("a token"),
-                    );
-                }
-                return r;
-            }
+            Err(()) => return no_common_protocol(&offered, call.protocols()),
         };
-        let runtime = self.inner.runtime.clone();
-        let idle = self.inner.idle_timeout;
+        let (runtime, idle) = (self.inner.runtime.clone(), self.inner.idle_timeout);
         let on_upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
-            let io = match on_upgrade.await {
-                Ok(io) => TokioIo::new(io),
-                Err(e) => {
-                    tracing::debug!(error = %e, "streaming upgrade failed");
-                    return;
-                }
-            };
-            let session = session::serve(io, idle);
-            match call {
-                Pending::Exec(spec) => exec::run(session, protocol, spec, runtime).await,
-                Pending::Attach(spec) => exec::attach(session, protocol, spec, runtime).await,
-                Pending::PortForward(spec) => portforward::run(session, spec).await,
+            if let Some(io) = upgraded(on_upgrade).await {
+                dispatch(session::serve(io, idle), protocol, call, runtime).await;
             }
         });
         let mut r = Response::new(Full::new(Bytes::new()));
@@ -250,36 +227,16 @@ impl StreamServer {
         let offered = header_values(&req, "sec-websocket-protocol");
         let Some(protocol) = ws::WS_PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p))
         else {
-            let mut r = plain(
-                StatusCode::FORBIDDEN,
-                &format!("no common subprotocol: offered {offered:?}"),
-            );
-            for p in ws::WS_PROTOCOLS {
-                let value = (*p).parse().expect("a token");
-                r.headers_mut().append("X-Supported-Stream-Protocol-Versions", value);
-            }
-            return r;
+            return no_common_protocol(&offered, ws::WS_PROTOCOLS);
         };
-        let runtime = self.inner.runtime.clone();
-        let idle = self.inner.idle_timeout;
+        let (runtime, idle) = (self.inner.runtime.clone(), self.inner.idle_timeout);
         let on_upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
-            let io = match on_upgrade.await {
-                Ok(io) => TokioIo::new(io),
-                Err(e) => {
-                    tracing::debug!(error = %e, "streaming upgrade failed");
-                    return;
-                }
-            };
+            let Some(io) = upgraded(on_upgrade).await else { return };
             let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
             let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(io, role, None).await;
             let session = ws::serve(socket, protocol, idle);
-            let spdy_like = ws::as_stream_protocol(protocol);
-            match call {
-                Pending::Exec(spec) => exec::run(session, spdy_like, spec, runtime).await,
-                Pending::Attach(spec) => exec::attach(session, spdy_like, spec, runtime).await,
-                Pending::PortForward(_) => {}
-            }
+            dispatch(session, ws::as_stream_protocol(protocol), call, runtime).await;
         });
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
         let mut r = Response::new(Full::new(Bytes::new()));
@@ -293,6 +250,43 @@ impl StreamServer {
         }
         r
     }
+}
+
+/// The connection once its upgrade went through.
+async fn upgraded(on: hyper::upgrade::OnUpgrade) -> Option<TokioIo<hyper::upgrade::Upgraded>> {
+    match on.await {
+        Ok(io) => Some(TokioIo::new(io)),
+        Err(e) => {
+            tracing::debug!(error = %e, "streaming upgrade failed");
+            None
+        }
+    }
+}
+
+/// Runs the call a token stood for on its session.
+async fn dispatch(
+    session: session::Session,
+    protocol: Option<&'static str>,
+    call: Pending,
+    rt: Runtime,
+) {
+    match call {
+        Pending::Exec(spec) => exec::run(session, protocol, spec, rt).await,
+        Pending::Attach(spec) => exec::attach(session, protocol, spec, rt).await,
+        Pending::PortForward(spec) => portforward::run(session, spec).await,
+    }
+}
+
+/// 403, listing what podbay speaks.
+fn no_common_protocol(offered: &[String], ours: &[&str]) -> Response<Full<Bytes>> {
+    let mut r =
+        plain(StatusCode::FORBIDDEN, &format!("no common subprotocol: offered {offered:?}"));
+    for p in ours {
+        if let Ok(value) = p.parse() {
+            r.headers_mut().append("X-Supported-Stream-Protocol-Versions", value);
+        }
+    }
+    r
 }
 
 /// How long a client may take over its TLS handshake.

@@ -29,14 +29,10 @@ impl Containers {
         args: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, Error> {
-        let rec = self.resolve(id)?.snapshot();
-        if rec.state != ContainerState::Running {
-            return Err(Error::State { id: rec.id, state: rec.state, what: "cannot exec" });
-        }
+        let (rec, pod) = self.running(id, "cannot exec")?;
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
-        let pod = self.pod_of(&rec.sandbox_id)?;
         let req = ExecRequest {
             id: rec.id.to_string(),
             args,
@@ -78,11 +74,7 @@ impl Containers {
         stdout: bool,
         stderr: bool,
     ) -> Result<Attached, Error> {
-        let rec = self.resolve(id)?.snapshot();
-        if rec.state != ContainerState::Running {
-            return Err(Error::State { id: rec.id, state: rec.state, what: "cannot attach" });
-        }
-        let pod = self.pod_of(&rec.sandbox_id)?;
+        let (rec, pod) = self.running(id, "cannot attach")?;
         let req = AttachRequest { id: rec.id.to_string(), stdin, stdout, stderr };
         Client::new(&pod).attach(req).await.map_err(Error::supervisor(&rec.id))
     }
@@ -96,14 +88,10 @@ impl Containers {
         stdin: bool,
         tty: bool,
     ) -> Result<StreamedExec, Error> {
-        let rec = self.resolve(id)?.snapshot();
-        if rec.state != ContainerState::Running {
-            return Err(Error::State { id: rec.id, state: rec.state, what: "cannot exec" });
-        }
+        let (rec, pod) = self.running(id, "cannot exec")?;
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
-        let pod = self.pod_of(&rec.sandbox_id)?;
         let req = ExecRequest {
             id: rec.id.to_string(),
             args,
@@ -115,5 +103,19 @@ impl Containers {
             tty,
         };
         Client::new(&pod).exec_stream(req).await.map_err(Error::supervisor(&rec.id))
+    }
+
+    /// A running container's record and its pod's layout; any other state is `what`.
+    fn running(
+        &self,
+        id: &str,
+        what: &'static str,
+    ) -> Result<(super::ContainerRecord, crate::layout::PodLayout), Error> {
+        let rec = self.resolve(id)?.snapshot();
+        if rec.state != ContainerState::Running {
+            return Err(Error::State { id: rec.id, state: rec.state, what });
+        }
+        let pod = self.pod_of(&rec.sandbox_id)?;
+        Ok((rec, pod))
     }
 }

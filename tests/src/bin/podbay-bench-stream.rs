@@ -1,0 +1,184 @@
+//! `scripts/bench stream`: CRI streaming in a node namespace of its own, driven in-process
+//! (a thread that enters the node's network namespace, where the streaming server
+//! listens on loopback): Exec round trip of `true` against ExecSync on the same container,
+//! Attach first-byte latency, port-forward TCP throughput against a direct connection to
+//! the pod's IP, and the runtime memory each open exec session costs.
+
+use std::time::{Duration, Instant};
+
+use podbay::stream::client::ClientSession;
+use podbay_tests::bench::{daemon_ns_pid, ms, report, smaps_kb};
+use podbay_tests::ctr::ctr;
+use podbay_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    anyhow::ensure!(is_root(), "the bench needs root (node namespaces)");
+    let node = Node::with_busybox()?;
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", node.init_pid()))?;
+    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    // This thread (and the runtime built on it) is in the node's network namespace now.
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench(&node))
+}
+
+async fn bench(node: &Node) -> anyhow::Result<()> {
+    let n = env("BENCH_STREAM", 50);
+    let mut c = node.client().await?;
+    println!(
+        "podbay bench: CRI streaming, {n} samples each, binaries from {}",
+        bin_dir().display()
+    );
+    let pc = pod_config("stream");
+    let pod = run_pod(&mut c, pc.clone()).await?;
+    let shell = podbay_tests::ctr::run(&mut c, &pod, &pc, podbay_tests::ctr::sleeper("sh")).await;
+    let web = ctr(
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=256 2>/dev/null && exec httpd -f -p 8080 -h /www",
+        ],
+    );
+    let web = podbay_tests::ctr::run(&mut c, &pod, &pc, web).await;
+    let ticker = ctr("ticker", &["sh", "-c", "while :; do echo x; usleep 1000; done"]);
+    let _ticker = podbay_tests::ctr::run(&mut c, &pod, &pc, ticker).await;
+    let _ = web;
+
+    // Exec round trip of `true` against ExecSync, interleaved.
+    let (mut sync, mut streamed) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let req = cri::ExecSyncRequest {
+            container_id: shell.clone(),
+            cmd: vec!["true".into()],
+            timeout: 0,
+        };
+        c.exec_sync(req).await?;
+        sync.push(t.elapsed());
+        let t = Instant::now();
+        let code = exec_true(&mut c, &shell).await?;
+        anyhow::ensure!(code.contains("Success"), "exec said {code}");
+        streamed.push(t.elapsed());
+    }
+    report("ExecSync `true`", sync.clone(), 20.0);
+    report("Exec `true` (URL, SPDY, exit status)", streamed.clone(), 20.0);
+
+    // Attach: from the call to the first byte of output.
+    let mut first = Vec::new();
+    for _ in 0..n.min(30) {
+        let t = Instant::now();
+        let req = cri::AttachRequest {
+            container_id: _ticker.clone(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let url = c.attach(req).await?.into_inner().url;
+        let s = ClientSession::connect(&url, "v4.channel.k8s.io").await?;
+        let _error = s.open(&[("streamType", "error")]).await?;
+        let (_, mut out) = s.open(&[("streamType", "stdout")]).await?;
+        let _err = s.open(&[("streamType", "stderr")]).await?;
+        out.recv().await.ok_or_else(|| anyhow::anyhow!("no output"))?;
+        first.push(t.elapsed());
+    }
+    report("Attach, call to first output byte", first, 20.0);
+
+    // Port-forward throughput against the pod's IP, 256 MiB each, best of three.
+    let ip = pod_ip(&mut c, &pod).await?;
+    let get = b"GET /big HTTP/1.0\r\n\r\n";
+    let (mut direct, mut forwarded) = (0f64, 0f64);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut tcp = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await?;
+        tcp.write_all(get).await?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut total = 0usize;
+        loop {
+            let k = tcp.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            total += k;
+        }
+        direct = direct.max(total as f64 / t.elapsed().as_secs_f64());
+        let req = cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![8080] };
+        let url = c.port_forward(req).await?.into_inner().url;
+        let t = Instant::now();
+        let s = ClientSession::connect(&url, "portforward.k8s.io").await?;
+        let h = |kind| [("streamType", kind), ("port", "8080"), ("requestID", "0")];
+        let _error = s.open(&h("error")).await?;
+        let (id, mut data) = s.open(&h("data")).await?;
+        s.send(id, get.to_vec(), true).await?;
+        let mut total = 0usize;
+        while let Some(chunk) = data.recv().await {
+            total += chunk.len();
+        }
+        anyhow::ensure!(total > 256 << 20, "forwarded only {total} bytes");
+        forwarded = forwarded.max(total as f64 / t.elapsed().as_secs_f64());
+    }
+    println!(
+        "port-forward throughput (256 MiB over HTTP)  direct to the pod {:>7.0} MB/s  forwarded {:>7.0} MB/s  {:.0} % (target >= 70 %) {}",
+        direct / 1e6,
+        forwarded / 1e6,
+        forwarded / direct * 100.0,
+        if forwarded / direct >= 0.7 { "OK" } else { "MISSED" }
+    );
+
+    // Memory: the daemon and the pod's supervisor with 50 exec sessions open.
+    let daemon = daemon_ns_pid(node);
+    let supervisor: u64 = node.sh("pgrep -x podbay-pod | head -1")?.trim().parse()?;
+    let before = smaps_kb(node, daemon, "Pss:") + smaps_kb(node, supervisor, "Pss:");
+    let mut open = Vec::new();
+    for _ in 0..50 {
+        let req = cri::ExecRequest {
+            container_id: shell.clone(),
+            cmd: vec!["sleep".into(), "600".into()],
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let url = c.exec(req).await?.into_inner().url;
+        let s = ClientSession::connect(&url, "v4.channel.k8s.io").await?;
+        let mut streams = Vec::new();
+        for kind in ["error", "stdin", "stdout", "stderr"] {
+            streams.push(s.open(&[("streamType", kind)]).await?);
+        }
+        open.push((s, streams));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = smaps_kb(node, daemon, "Pss:") + smaps_kb(node, supervisor, "Pss:");
+    println!(
+        "memory per open exec session (daemon + supervisor Pss, 50 open)  {:.1} KiB",
+        after.saturating_sub(before) as f64 / 50.0
+    );
+    drop(open);
+    let _ = ms(Duration::ZERO);
+    remove_pod(&mut c, &pod).await?;
+    Ok(())
+}
+
+/// One streamed exec of `true`: the call, the connection, the streams, the exit status.
+async fn exec_true(c: &mut Client, id: &str) -> anyhow::Result<String> {
+    let req = cri::ExecRequest {
+        container_id: id.into(),
+        cmd: vec!["true".into()],
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let url = c.exec(req).await?.into_inner().url;
+    let s = ClientSession::connect(&url, "v4.channel.k8s.io").await?;
+    let (_, mut error) = s.open(&[("streamType", "error")]).await?;
+    let _out = s.open(&[("streamType", "stdout")]).await?;
+    let _err = s.open(&[("streamType", "stderr")]).await?;
+    let mut status = Vec::new();
+    while let Some(chunk) = error.recv().await {
+        status.extend(chunk);
+    }
+    Ok(String::from_utf8_lossy(&status).into_owned())
+}
