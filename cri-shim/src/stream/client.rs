@@ -35,6 +35,7 @@ impl ClientSession {
         let tcp = tokio::net::TcpStream::connect(&authority)
             .await
             .with_context(|| format!("connect to the streaming server {authority}"))?;
+        let _ = tcp.set_nodelay(true);
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(conn.with_upgrades());
         let req = hyper::Request::post(uri.clone())

@@ -108,6 +108,9 @@ impl StreamServer {
         tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = listener.accept().await else { continue };
+                // Small frames (SYN_REPLY, a prompt, a status) go out at once, as Go's
+                // connections (every Kubernetes client's) do.
+                let _ = conn.set_nodelay(true);
                 let s = s.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {

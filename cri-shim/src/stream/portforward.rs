@@ -15,6 +15,9 @@ use tokio::net::TcpStream;
 use super::session::{Incoming, Sender, Session};
 use super::spdy::{RST_CANCEL, RST_PROTOCOL_ERROR};
 
+/// The most read from the pod's connection at once: one DATA frame.
+const COPY_CHUNK: usize = 256 << 10;
+
 /// How long the second stream of a pair may take (Kubernetes' stream creation timeout).
 const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -129,7 +132,7 @@ async fn forward(error: Incoming, mut data: Incoming, spec: PortForwardSpec, sen
     let down = {
         let sender = sender.clone();
         async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; COPY_CHUNK];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
@@ -170,5 +173,6 @@ async fn connect(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStream
     .await
     .map_err(std::io::Error::other)??;
     made.set_nonblocking(true)?;
+    made.set_nodelay(true)?;
     TcpStream::from_std(made)
 }

@@ -205,8 +205,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         if len > MAX_FRAME {
             return Err(protocol(format!("a {len}-byte frame (at most {MAX_FRAME})")));
         }
-        // The payload grows as its bytes arrive: a length alone allocates nothing.
-        let mut payload = Vec::new();
+        // The payload grows as its bytes arrive: a length alone allocates at most 256 KiB.
+        let mut payload = Vec::with_capacity(len.min(256 << 10));
         (&mut self.io).take(len as u64).read_to_end(&mut payload).await?;
         if payload.len() < len {
             return Err(protocol("the connection ended inside a frame"));
