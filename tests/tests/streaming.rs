@@ -378,7 +378,7 @@ impl Live {
     }
 
     fn expect(&self, want: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(want) => return,

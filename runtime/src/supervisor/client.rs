@@ -158,9 +158,10 @@ impl Client {
                 conn: stream,
             })
         };
-        tokio::time::timeout(CALL_TIMEOUT, start)
+        // A supervisor busy starting an exec answers late under load.
+        tokio::time::timeout(CALL_TIMEOUT * 6, start)
             .await
-            .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT })?
+            .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT * 6 })?
     }
 
     /// Starts a streamed exec (CRI Exec): the command's pipes come back to the caller, and
