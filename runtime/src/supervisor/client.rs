@@ -127,18 +127,8 @@ impl Client {
         let path = &self.socket;
         let io_err = |source| Error::Io { path: path.clone(), source };
         let start = async {
-            let mut stream = connect(path).await?;
-            tokio_io::write(&mut stream, &Request { kind: Some(request::Kind::Attach(req)) })
-                .await
-                .map_err(io_err)?;
-            let (byte, fds) = loop {
-                stream.readable().await.map_err(io_err)?;
-                match stream.try_io(tokio::io::Interest::READABLE, || recv_fds(&stream)) {
-                    Ok(got) => break got,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(io_err(e)),
-                }
-            };
+            let kind = request::Kind::Attach(req);
+            let (mut stream, byte, fds) = self.handover(kind).await?;
             let bits = byte.unwrap_or(0);
             if bits == 0 || fds.len() != (bits & 0x0f).count_ones() as usize {
                 return match tokio_io::read::<Response, _>(&mut stream).await.map_err(io_err)? {
@@ -170,18 +160,7 @@ impl Client {
         let path = &self.socket;
         let io_err = |source| Error::Io { path: path.clone(), source };
         let start = async {
-            let mut stream = connect(path).await?;
-            tokio_io::write(&mut stream, &Request { kind: Some(request::Kind::Exec(req)) })
-                .await
-                .map_err(io_err)?;
-            let (byte, mut fds) = loop {
-                stream.readable().await.map_err(io_err)?;
-                match stream.try_io(tokio::io::Interest::READABLE, || recv_fds(&stream)) {
-                    Ok(got) => break got,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(io_err(e)),
-                }
-            };
+            let (mut stream, byte, mut fds) = self.handover(request::Kind::Exec(req)).await?;
             if byte == Some(2) && fds.len() == 1 {
                 let terminal = fds.pop();
                 let conn = stream;
@@ -218,6 +197,25 @@ impl Client {
         tokio::time::timeout(CALL_TIMEOUT * 6, start)
             .await
             .map_err(|_| Error::CallTimeout { path: path.clone(), timeout: CALL_TIMEOUT * 6 })?
+    }
+
+    /// Sends a request whose answer starts with one byte and descriptors (SCM_RIGHTS).
+    async fn handover(
+        &self,
+        kind: request::Kind,
+    ) -> Result<(UnixStream, Option<u8>, Vec<OwnedFd>), Error> {
+        let path = &self.socket;
+        let io_err = |source| Error::Io { path: path.clone(), source };
+        let mut stream = connect(path).await?;
+        tokio_io::write(&mut stream, &Request { kind: Some(kind) }).await.map_err(io_err)?;
+        loop {
+            stream.readable().await.map_err(io_err)?;
+            match stream.try_io(tokio::io::Interest::READABLE, || recv_fds(&stream)) {
+                Ok((byte, fds)) => return Ok((stream, byte, fds)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(io_err(e)),
+            }
+        }
     }
 
     async fn call(&self, kind: request::Kind) -> Result<response::Kind, Error> {
