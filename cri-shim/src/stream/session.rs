@@ -110,6 +110,14 @@ pub fn watch_idle(
     });
 }
 
+/// Streams one connection may have open at once, and streams waiting for the handler.
+const MAX_OPEN_STREAMS: usize = 256;
+
+/// RST_STREAM REFUSED_STREAM.
+fn refused(stream_id: u32) -> Frame {
+    Frame::RstStream { stream_id, status: super::spdy::RST_REFUSED_STREAM }
+}
+
 /// Data chunks buffered per stream before the reader waits for the handler.
 const STREAM_BUFFER: usize = 16;
 
@@ -121,7 +129,7 @@ where
     let (read, mut write) = tokio::io::split(io);
     let (tx, mut rx) = mpsc::channel::<Frame>(64);
     let sender = Sender { tx };
-    let (incoming_tx, incoming) = mpsc::channel(16);
+    let (incoming_tx, incoming) = mpsc::channel(MAX_OPEN_STREAMS);
     let (closed_tx, closed) = watch::channel(false);
     let closed_tx = Arc::new(closed_tx);
     let activity = Activity::default();
@@ -156,6 +164,12 @@ where
             };
             match frame {
                 Frame::SynStream { stream_id, fin, headers } => {
+                    // A bound on what one client can make the daemon hold: open streams
+                    // beyond it are refused.
+                    if streams.len() >= MAX_OPEN_STREAMS {
+                        let _ = replies.tx.send(refused(stream_id)).await;
+                        continue;
+                    }
                     let reply = Frame::SynReply { stream_id, fin: false, headers: Headers::new() };
                     if replies.tx.send(reply).await.is_err() {
                         break;
@@ -165,9 +179,11 @@ where
                         streams.insert(stream_id, data_tx);
                     }
                     let stream = Incoming { id: stream_id, headers, data };
-                    if incoming_tx.send(stream).await.is_err() {
-                        // Nobody takes new streams any more; keep draining the others.
+                    // A handler that takes no more streams (an exec has its own) must not
+                    // stop this reader: streams it does not take are refused.
+                    if incoming_tx.try_send(stream).is_err() {
                         streams.remove(&stream_id);
+                        let _ = replies.tx.send(refused(stream_id)).await;
                     }
                 }
                 Frame::Data { stream_id, fin, data } => {

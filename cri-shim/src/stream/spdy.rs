@@ -30,6 +30,7 @@ pub const FLAG_FIN: u8 = 0x01;
 
 /// RST_STREAM status codes used here.
 pub const RST_PROTOCOL_ERROR: u32 = 1;
+pub const RST_REFUSED_STREAM: u32 = 3;
 pub const RST_CANCEL: u32 = 5;
 
 /// The largest frame accepted (a peer's data frames are its write sizes: 32 KiB for
