@@ -27,6 +27,7 @@ pub struct Config {
     pub image: ImageSection,
     pub network: NetworkSection,
     pub stream: StreamSection,
+    pub metrics: MetricsSection,
     /// Per registry host: `[registries."registry.k8s.io"]`.
     pub registries: BTreeMap<String, RegistrySection>,
 }
@@ -351,6 +352,7 @@ impl Default for Config {
             image: ImageSection::default(),
             network: NetworkSection::default(),
             stream: StreamSection::default(),
+            metrics: MetricsSection::default(),
             registries: BTreeMap::new(),
         }
     }
@@ -383,6 +385,14 @@ impl Default for StreamSection {
             tls_key_file: PathBuf::new(),
         }
     }
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `IP:PORT` to serve `/metrics` on (e.g. `127.0.0.1:9460`); empty: off.
+    pub address: String,
 }
 
 impl Default for LogConfig {
@@ -481,6 +491,14 @@ impl Config {
             return invalid(
                 "stream.address",
                 format!("{:?} is not an IP address", self.stream.address),
+            );
+        }
+        if !self.metrics.address.is_empty()
+            && self.metrics.address.parse::<std::net::SocketAddr>().is_err()
+        {
+            return invalid(
+                "metrics.address",
+                format!("{:?} is not IP:PORT (or empty for off)", self.metrics.address),
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv4Net;
 
@@ -36,6 +36,8 @@ pub struct Overlay<S> {
     peers: Mutex<BTreeMap<Ipv4Net, Peer>>,
     /// Why the store cannot be followed right now.
     store_error: Mutex<Option<String>>,
+    /// When the device last matched the leases: a full list, or a change applied.
+    synced: Mutex<Option<SystemTime>>,
     renew_every: Duration,
 }
 
@@ -77,12 +79,23 @@ impl<S: SubnetStore> Overlay<S> {
             own: Mutex::new(own),
             peers: Mutex::new(BTreeMap::new()),
             store_error: Mutex::new(None),
+            synced: Mutex::new(None),
             renew_every,
         }
     }
 
     pub fn subnet(&self) -> Ipv4Net {
         self.own.lock().expect("own lease lock").subnet
+    }
+
+    /// How many peers the device holds, and when it last matched the leases.
+    pub fn sync_state(&self) -> (usize, Option<SystemTime>) {
+        let peers = self.peers.lock().expect("peers lock").len();
+        (peers, *self.synced.lock().expect("synced lock"))
+    }
+
+    fn set_synced(&self) {
+        *self.synced.lock().expect("synced lock") = Some(SystemTime::now());
     }
 
     fn set_error(&self, e: Option<String>) {
@@ -137,6 +150,7 @@ impl<S: SubnetStore> Overlay<S> {
         tracing::info!(peers = list.len(), stale, revision, "overlay in sync with the leases");
         *self.peers.lock().expect("peers lock") = peers;
         self.set_error(None);
+        self.set_synced();
         Ok(revision)
     }
 
@@ -204,8 +218,9 @@ impl<S: SubnetStore> Overlay<S> {
             },
             Event::Removed(subnet) => self.remove_peer(subnet).await,
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "overlay: applying a lease change failed");
+        match result {
+            Ok(()) => self.set_synced(),
+            Err(e) => tracing::warn!(error = %e, "overlay: applying a lease change failed"),
         }
     }
 

@@ -28,7 +28,7 @@ pub mod layout;
 pub mod mount_attr;
 pub mod network;
 pub mod sandbox;
-mod steps;
+pub mod steps;
 pub mod store;
 pub mod supervisor;
 mod undo;
@@ -42,6 +42,8 @@ use std::time::Duration;
 
 pub use error::ErrorKind;
 use nix::fcntl::{Flock, FlockArg};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 use crate::container::{ContainerSpec, Containers, PodStats};
 use crate::failpoint::Failpoints;
@@ -140,6 +142,8 @@ struct Inner {
     images: Images,
     sandboxes: Sandboxes,
     containers: Containers,
+    steps: steps::StepHistograms,
+    supervisor_exits: Counter,
     _lock: Flock<File>,
 }
 
@@ -167,6 +171,7 @@ impl Runtime {
             host_etc: opts.host_etc.clone(),
         };
         let (exits, mut exited) = tokio::sync::mpsc::unbounded_channel();
+        let steps = steps::step_histograms();
         let sandboxes = Sandboxes::new(sandbox::Parts {
             store: store.clone(),
             network: network.clone(),
@@ -175,9 +180,16 @@ impl Runtime {
             failpoints: failpoints.clone(),
             settings,
             exits,
+            steps: steps.clone(),
         });
         sandboxes.warm_up().await?;
-        let containers = Containers::new(store.clone(), images.clone(), layout.clone(), failpoints);
+        let containers = Containers::new(
+            store.clone(),
+            images.clone(),
+            layout.clone(),
+            failpoints,
+            steps.clone(),
+        );
         if !containers.node().hugetlb {
             tracing::info!(
                 "no hugetlb cgroup controller on this node: hugepage limits in container \
@@ -196,13 +208,26 @@ impl Runtime {
         containers.recover(&sandboxes.ready()).await?;
         // A supervisor that dies takes its pod's containers with it.
         let on_exit = containers.clone();
+        let supervisor_exits = Counter::default();
+        let counted = supervisor_exits.clone();
         tokio::spawn(async move {
             while let Some(sandbox) = exited.recv().await {
+                counted.inc();
                 on_exit.supervisor_gone(&sandbox).await;
             }
         });
-        let inner =
-            Inner { opts, layout, store, network, images, sandboxes, containers, _lock: lock };
+        let inner = Inner {
+            opts,
+            layout,
+            store,
+            network,
+            images,
+            sandboxes,
+            containers,
+            steps,
+            supervisor_exits,
+            _lock: lock,
+        };
         Ok(Runtime { inner: Arc::new(inner) })
     }
 
@@ -228,6 +253,32 @@ impl Runtime {
 
     pub fn network(&self) -> &PodNetwork {
         &self.inner.network
+    }
+
+    /// Registers what the runtime measures as it works (pod start steps, database commits,
+    /// image pulls, supervisor exits) under `podbay_`; the daemon adds what it reads at
+    /// scrape time.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let inner = &self.inner;
+        registry.register(
+            "pod_start_step_seconds",
+            "Duration of each step of a successful RunPodSandbox or CreateContainer",
+            inner.steps.clone(),
+        );
+        registry.register(
+            "db_commit_seconds",
+            "Duration of each state database commit",
+            inner.store.commit_seconds(),
+        );
+        let pulls = inner.images.pull_metrics();
+        registry.register("image_pulls", "Image pulls from registries by result", pulls.pulls);
+        registry.register("image_pull_bytes", "Layer bytes fetched from registries", pulls.bytes);
+        registry.register("image_pull_seconds", "Duration of image pulls", pulls.seconds);
+        registry.register(
+            "supervisor_exits",
+            "Pod supervisors that exited without being stopped (their pod became NotReady)",
+            inner.supervisor_exits.clone(),
+        );
     }
 
     /// Whether the runtime can change state (CRI's RuntimeReady), or why not.

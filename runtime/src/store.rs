@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -79,6 +80,8 @@ pub struct Store {
     db: RwLock<Option<Database>>,
     /// Why the last write failed, while writes fail.
     failing: Mutex<Option<(String, bool)>>,
+    /// Seconds each successful commit took (for `/metrics`).
+    commits: Histogram,
 }
 
 impl Store {
@@ -94,11 +97,21 @@ impl Store {
         // The records hold pod specs (labels, annotations): root only.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        Ok(Self { path: path.into(), db: RwLock::new(Some(db)), failing: Mutex::new(None) })
+        Ok(Self {
+            path: path.into(),
+            db: RwLock::new(Some(db)),
+            failing: Mutex::new(None),
+            commits: crate::steps::latency_histogram(),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The commit latency histogram (a handle onto the same counts).
+    pub fn commit_seconds(&self) -> Histogram {
+        self.commits.clone()
     }
 
     /// `Err(why)` while writes to the database fail.
@@ -144,7 +157,9 @@ impl Store {
             .map_err(db_err(&self.path, "begin a write"))
             .map_err(Attempt::Store)?;
         let out = f(&Tx { tx: &tx, path: &self.path }).map_err(Attempt::Caller)?;
+        let started = std::time::Instant::now();
         tx.commit().map_err(db_err(&self.path, "commit")).map_err(Attempt::Store)?;
+        self.commits.observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
 

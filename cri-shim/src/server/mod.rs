@@ -5,6 +5,7 @@ mod container;
 pub mod container_config;
 mod container_stats;
 mod events;
+mod exporter;
 mod fields;
 mod image;
 pub mod image_service;
@@ -70,6 +71,10 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
     let stream = crate::stream::StreamServer::start(&cfg.stream, runtime.clone())
         .await
         .context("start the streaming server")?;
+    let (exporter, rpc_metrics) = exporter::Exporter::new(runtime.clone());
+    if !cfg.metrics.address.is_empty() {
+        exporter.serve(&cfg.metrics.address).await?;
+    }
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "podbay serving CRI");
 
@@ -83,6 +88,7 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
         info!("shutting down; pods keep running");
     };
     let result = tonic::transport::Server::builder()
+        .layer(rpc_metrics)
         .add_service(RuntimeServiceServer::new(runtime_service::CriService {
             runtime: runtime.clone(),
             defaults: container_config::Defaults {

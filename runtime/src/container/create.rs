@@ -113,7 +113,7 @@ impl Containers {
             return Err(Error::SandboxNotReady { id: sandbox.id.clone() });
         }
         let fp = &self.inner.failpoints;
-        let mut timer = StepTimer::new();
+        let mut timer = StepTimer::new("create_container");
         let pod_userns = sandbox.spec.namespaces.user.as_ref();
         check_userns(spec, pod_userns)?;
         let userns = match (pod_userns, sandbox.namespaces.get(&NsKind::User)) {
@@ -220,6 +220,7 @@ impl Containers {
         self.persist(&rec).await?;
         timer.done("persist");
         fp.check("container.create.reply")?;
+        timer.observe(&self.inner.steps);
         debug!(pid = init.pid, steps = %timer.summary(), "container created");
         Ok(rec)
     }

@@ -46,6 +46,7 @@ use crate::failpoint::{Failpoints, Injected};
 use crate::ids::{ContainerId, Lookup, SandboxId};
 use crate::image::Images;
 use crate::layout::{Layout, PodLayout};
+use crate::steps::StepHistograms;
 use crate::store::Store;
 use crate::supervisor::Identity;
 use crate::undo::WithCleanup;
@@ -469,6 +470,7 @@ struct Inner {
     /// Pods already told (at WARN) that an oom_score_adj was raised.
     oom_warned: Mutex<HashSet<SandboxId>>,
     events: broadcast::Sender<ContainerEvent>,
+    steps: StepHistograms,
 }
 
 impl Containers {
@@ -477,6 +479,7 @@ impl Containers {
         images: Images,
         layout: Layout,
         failpoints: Failpoints,
+        steps: StepHistograms,
     ) -> Self {
         let inner = Inner {
             map: RwLock::new(HashMap::new()),
@@ -488,6 +491,7 @@ impl Containers {
             failpoints,
             oom_warned: Mutex::new(HashSet::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,
+            steps,
         };
         Self { inner: Arc::new(inner) }
     }

@@ -224,6 +224,7 @@ struct Inner {
     registries: RegistryConfig,
     limits: Limits,
     pulls: pull::Flights,
+    pull_metrics: pull::PullMetrics,
     keys: KeyLocks,
     /// Pulls, imports and rootfs mounts hold it shared; garbage collection exclusively, so
     /// it never takes what a pull has stored but not yet committed.
@@ -246,6 +247,7 @@ impl Images {
             registries,
             limits,
             pulls: pull::Flights::default(),
+            pull_metrics: pull::PullMetrics::default(),
             keys: KeyLocks::default(),
             gc: tokio::sync::RwLock::new(()),
             unpack_slots: tokio::sync::Semaphore::new(cores),

@@ -14,6 +14,10 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use oci_client::Reference;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
@@ -97,6 +101,41 @@ struct Flight {
     progress: Arc<Progress>,
 }
 
+/// What pulls from registries did, for `/metrics` (coalesced pulls count once).
+#[derive(Clone)]
+pub struct PullMetrics {
+    /// By result: `success` or `failure`.
+    pub pulls: Family<PullLabels, Counter>,
+    /// Layer bytes fetched (layers the store already had are not fetched).
+    pub bytes: Counter,
+    pub seconds: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PullLabels {
+    pub result: &'static str,
+}
+
+impl Default for PullMetrics {
+    fn default() -> Self {
+        Self {
+            pulls: Family::default(),
+            bytes: Counter::default(),
+            seconds: crate::steps::latency_histogram(),
+        }
+    }
+}
+
+impl PullMetrics {
+    fn record(&self, outcome: &Outcome, progress: &Progress, took: std::time::Duration) {
+        let result = if outcome.is_ok() { "success" } else { "failure" };
+        self.pulls.get_or_create(&PullLabels { result }).inc();
+        let layers = progress.snapshot();
+        self.bytes.inc_by(layers.iter().filter(|l| l.state != "exists").map(|l| l.done).sum());
+        self.seconds.observe(took.as_secs_f64());
+    }
+}
+
 /// Pulls in flight, by image name and credentials.
 #[derive(Default)]
 pub(crate) struct Flights(Mutex<HashMap<String, Flight>>);
@@ -136,7 +175,11 @@ impl Images {
         let outcome = flight
             .cell
             .get_or_init(|| async {
-                self.pull_once(&r, creds.as_ref(), &flight.progress).await.map_err(Arc::new)
+                let started = std::time::Instant::now();
+                let outcome =
+                    self.pull_once(&r, creds.as_ref(), &flight.progress).await.map_err(Arc::new);
+                self.inner.pull_metrics.record(&outcome, &flight.progress, started.elapsed());
+                outcome
             })
             .await
             .clone();
@@ -145,6 +188,11 @@ impl Images {
             map.remove(&key);
         }
         outcome.map_err(Error::Shared)
+    }
+
+    /// Pull counts, bytes and durations (handles onto the same counts).
+    pub fn pull_metrics(&self) -> PullMetrics {
+        self.inner.pull_metrics.clone()
     }
 
     /// The progress of a pull of `reference` under way, if there is one.

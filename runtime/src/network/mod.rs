@@ -182,6 +182,19 @@ impl PodNetwork {
         Self { inner: Arc::new(inner) }
     }
 
+    /// Pod IPs leased now and the addresses the node's subnet can hand out, once the node
+    /// network is up.
+    pub fn ipam_usage(&self) -> Option<(usize, u32)> {
+        let node = self.node().ok()?;
+        let used = self.inner.leases.lock().expect("leases lock").ips.len();
+        Some((used, node.config().node_subnet.capacity()))
+    }
+
+    /// With the VXLAN overlay: its peer count and when it last matched the leases.
+    pub fn overlay_sync_state(&self) -> Option<(usize, Option<std::time::SystemTime>)> {
+        Some(self.node().ok()?.overlay()?.sync_state())
+    }
+
     /// What NetworkReady should say besides ready (a pod CIDR change refused).
     pub fn note(&self) -> Option<String> {
         self.inner.note.lock().expect("note lock").clone()

@@ -40,6 +40,7 @@ use crate::failpoint::{Failpoints, Injected};
 use crate::ids::{Lookup, SandboxId};
 use crate::layout::{Layout, NsKind};
 use crate::network::{Attachment, LivePod, PodNetwork, PortMapping};
+use crate::steps::StepHistograms;
 use crate::store::{self, Store};
 use crate::supervisor::{Identity, Spawner};
 use crate::undo::WithCleanup;
@@ -270,6 +271,7 @@ struct Inner {
     /// Where a supervisor's unexpected exit is announced (the runtime kills what is left of
     /// the pod's containers).
     exits: tokio::sync::mpsc::UnboundedSender<SandboxId>,
+    steps: StepHistograms,
 }
 
 /// What the sandboxes part is made of.
@@ -281,11 +283,12 @@ pub(crate) struct Parts {
     pub failpoints: Failpoints,
     pub settings: Settings,
     pub exits: tokio::sync::mpsc::UnboundedSender<SandboxId>,
+    pub steps: StepHistograms,
 }
 
 impl Sandboxes {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { store, network, spawner, layout, failpoints, settings, exits } = parts;
+        let Parts { store, network, spawner, layout, failpoints, settings, exits, steps } = parts;
         let inner = Inner {
             map: RwLock::new(HashMap::new()),
             reservations: Mutex::new(HashMap::new()),
@@ -296,6 +299,7 @@ impl Sandboxes {
             failpoints,
             settings,
             exits,
+            steps,
         };
         Self { inner: Arc::new(inner) }
     }

@@ -138,7 +138,7 @@ impl Sandboxes {
             pid: spec.namespaces.pid == NamespaceMode::Pod,
             user: spec.namespaces.user.is_some(),
         };
-        let mut timer = StepTimer::new();
+        let mut timer = StepTimer::new("run_pod_sandbox");
 
         fp.check("sandbox.run.dirs")?;
         create_dir(pod.dir())?;
@@ -204,6 +204,7 @@ impl Sandboxes {
         self.persist(record.clone(), None).await?;
         timer.done("commit");
         fp.check("sandbox.run.reply")?;
+        timer.observe(&self.inner.steps);
         debug!(pid = launched.supervisor.pid, steps = %timer.summary(), "sandbox ready");
         Ok(record)
     }

@@ -1,0 +1,126 @@
+//! What a node operator uses around the CRI: the Prometheus `/metrics` endpoint, scraped
+//! and parsed by Prometheus' own Python parsers (podbay does not own them).
+
+use podbay_tests::ctr::{logged_pod, run, sleeper};
+use std::time::Duration;
+
+use podbay_tests::{Node, cri, pod_config, pod_info, require_root, run_pod, wait_until};
+use serde_json::Value;
+
+const METRICS: &str = "127.0.0.1:9460";
+
+/// Scrapes the node's `/metrics` with tests/py/scrape.py; (content type, samples).
+fn scrape(node: &Node, openmetrics: bool) -> (String, Vec<(String, Value, f64)>) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/scrape.py");
+    let mut cmd = node.command("/usr/bin/python3");
+    cmd.arg(&script).arg(format!("http://{METRICS}/metrics"));
+    if openmetrics {
+        cmd.arg("openmetrics");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "scrape: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = report["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s[0].as_str().unwrap().to_owned(), s[1].clone(), s[2].as_f64().unwrap()))
+        .collect();
+    (report["contentType"].as_str().unwrap().to_owned(), samples)
+}
+
+/// The value of the sample `name` whose labels include every pair of `labels`.
+fn value(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l[k].as_str() == Some(v)))
+        .map(|s| s.2)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_scraped_and_move_as_pods_run() {
+    require_root!();
+    let mut node = Node::empty().unwrap();
+    node.set_config(&format!("[metrics]\naddress = \"{METRICS}\"\n"));
+    node.start_daemon().unwrap();
+    node.import_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+
+    let (kind, before) = scrape(&node, false);
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    assert_eq!(value(&before, "podbay_pods", &[("state", "ready")]), Some(0.0));
+    assert_eq!(value(&before, "podbay_containers", &[("state", "running")]), Some(0.0));
+    let free_before = value(&before, "podbay_ipam_addresses", &[("state", "free")]).unwrap();
+    assert!(free_before > 200.0, "a /24 has 253 addresses to hand out: {free_before}");
+
+    let pc = logged_pod(&node, "metered");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    run(&mut c, &pod, &pc, sleeper("app")).await;
+    // A call that fails is counted with its code.
+    let missing = cri::PodSandboxStatusRequest { pod_sandbox_id: "f".repeat(64), verbose: false };
+    assert!(c.pod_sandbox_status(missing).await.is_err());
+
+    let (_, after) = scrape(&node, false);
+    assert_eq!(value(&after, "podbay_pods", &[("state", "ready")]), Some(1.0));
+    assert_eq!(value(&after, "podbay_containers", &[("state", "running")]), Some(1.0));
+    assert_eq!(value(&after, "podbay_ipam_addresses", &[("state", "used")]), Some(1.0));
+    assert_eq!(
+        value(&after, "podbay_ipam_addresses", &[("state", "free")]),
+        Some(free_before - 1.0)
+    );
+    let calls = |method, code| {
+        value(&after, "podbay_cri_requests_total", &[("method", method), ("code", code)])
+    };
+    assert_eq!(calls("RunPodSandbox", "OK"), Some(1.0));
+    assert_eq!(calls("CreateContainer", "OK"), Some(1.0));
+    assert_eq!(calls("PodSandboxStatus", "NotFound"), Some(1.0));
+    let latency =
+        |method| value(&after, "podbay_cri_request_duration_seconds_count", &[("method", method)]);
+    assert_eq!(latency("StartContainer"), Some(1.0));
+    let step = |operation, step| {
+        value(
+            &after,
+            "podbay_pod_start_step_seconds_count",
+            &[("operation", operation), ("step", step)],
+        )
+    };
+    assert_eq!(step("run_pod_sandbox", "spawn"), Some(1.0));
+    assert_eq!(step("create_container", "libcontainer"), Some(1.0));
+    assert!(value(&after, "podbay_db_commit_seconds_count", &[]).unwrap() >= 2.0);
+    assert_eq!(value(&after, "podbay_supervisor_exits_total", &[]), Some(0.0));
+    assert_eq!(value(&after, "podbay_image_pulls_total", &[("result", "success")]), None);
+
+    // OpenMetrics, for a scraper that asks for it, passes the strict parser.
+    let (kind, om) = scrape(&node, true);
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert_eq!(value(&om, "podbay_pods", &[("state", "ready")]), Some(1.0));
+
+    // A supervisor killed from outside is counted, and its pod is no longer ready.
+    let victim = run_pod(&mut c, pod_config("victim")).await.unwrap();
+    let pid = pod_info(&mut c, &victim).await.unwrap()["pid"].as_u64().unwrap();
+    node.sh(&format!("kill -9 {pid}")).unwrap();
+    wait_until(Duration::from_secs(20), || {
+        let (_, now) = scrape(&node, false);
+        value(&now, "podbay_supervisor_exits_total", &[]) == Some(1.0)
+    })
+    .unwrap();
+    c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: victim }).await.unwrap();
+
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    let (_, stopped) = scrape(&node, false);
+    assert_eq!(value(&stopped, "podbay_pods", &[("state", "notready")]), Some(1.0));
+    assert_eq!(value(&stopped, "podbay_containers", &[("state", "exited")]), Some(1.0));
+    assert_eq!(value(&stopped, "podbay_ipam_addresses", &[("state", "used")]), Some(0.0));
+
+    // Anything but /metrics is 404.
+    let out = node
+        .command("/usr/bin/python3")
+        .args(["-c", &format!(
+            "import urllib.request,urllib.error\ntry:\n urllib.request.urlopen('http://{METRICS}/x')\nexcept urllib.error.HTTPError as e:\n print(e.code)"
+        )])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "404");
+    c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    node.assert_clean().unwrap();
+}
