@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::cli::PodsQuery;
 use crate::cli::containers::{LogsQuery, PsQuery};
@@ -232,6 +232,11 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
+    /// (install) Write man pages for podbay and each of its commands into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -465,7 +470,29 @@ pub fn main() -> anyhow::Result<()> {
             rt()?.block_on(cli::net_show(&ep, &output))
         }
         Command::Lab { command } => lab(command),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "podbay", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => man_pages(&dir),
     }
+}
+
+/// `podbay.1` and `podbay-<command>.1` for each visible command, from the clap definition.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let top = Cli::command();
+    let write = |name: &str, cmd: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("write {}", path.display()))
+    };
+    for sub in top.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("podbay-{}", sub.get_name());
+        write(&name, sub.clone().name(name.clone()))?;
+    }
+    write("podbay", top)
 }
 
 fn lab(command: LabCommand) -> anyhow::Result<()> {

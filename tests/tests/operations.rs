@@ -124,3 +124,145 @@ async fn metrics_are_scraped_and_move_as_pods_run() {
     c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     node.assert_clean().unwrap();
 }
+
+/// `podbay serve` tells a service manager (systemd's sd_notify protocol, on a socket this
+/// test owns) that it is ready once the CRI socket takes connections, and that it stops.
+#[test]
+fn serve_notifies_readiness_over_the_notify_socket() {
+    require_root!();
+    let mut node = Node::empty().unwrap();
+    let path = node.dir().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    node.set_env(&[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let cri = node.socket();
+    let listener = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("no READY from podbay serve");
+        // Whoever reads READY=1 can connect at once.
+        let connectable = std::os::unix::net::UnixStream::connect(&cri).is_ok();
+        let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let n = sock.recv(&mut buf).expect("no STOPPING from podbay serve");
+        (ready, connectable, String::from_utf8_lossy(&buf[..n]).into_owned(), sock)
+    });
+    node.start_daemon().unwrap();
+    while !listener.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+        if node.log().contains("podbay serving CRI") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    node.stop_daemon().unwrap();
+    let (ready, connectable, stopping, _sock) = listener.join().unwrap();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(ready.contains("STATUS=serving CRI on "), "{ready:?}");
+    assert!(connectable, "READY=1 came before the socket took connections");
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+}
+
+fn run_script(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find").arg(dir).arg("-mindepth").arg("1").output();
+    let mut v: Vec<String> =
+        String::from_utf8_lossy(&out.unwrap().stdout).lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// scripts/install into a temp prefix: stripped binaries that run, a unit systemd's own
+/// checker accepts (its man: links resolved in the installed pages), completions, man pages
+/// groff accepts, crictl.yaml only where none exists; --uninstall removes exactly that.
+#[test]
+fn install_and_uninstall_into_a_prefix() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install");
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("usr");
+    let etc = tmp.path().join("etc");
+    let install = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(&script);
+        cmd.arg("--prefix").arg(&prefix).arg("--sysconfdir").arg(&etc);
+        cmd.arg("--bin-dir").arg(podbay_tests::bin_dir()).args(extra);
+        cmd
+    };
+    run_script(&mut install(&[]));
+
+    let bin = prefix.join("bin/podbay");
+    let version = run_script(std::process::Command::new(&bin).arg("--version"));
+    assert!(version.starts_with("podbay "), "{version}");
+    let sections = run_script(std::process::Command::new("readelf").arg("-S").arg(&bin));
+    assert!(!sections.contains(".debug_info"), "the installed podbay is not stripped");
+    assert!(prefix.join("bin/podbay-supervisor").is_file());
+
+    let unit = prefix.join("lib/systemd/system/podbay.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "Type=notify",
+        "KillMode=process",
+        "Delegate=yes",
+        "Restart=always",
+        "Wants=network-online.target",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing: {text}");
+    }
+    assert!(text.contains(&format!("ExecStart={} serve", bin.display())), "{text}");
+    let mut verify = std::process::Command::new("systemd-analyze");
+    verify.arg("verify").arg(&unit).env("MANPATH", prefix.join("share/man"));
+    let out = verify.output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bash = prefix.join("share/bash-completion/completions/podbay");
+    run_script(std::process::Command::new("bash").arg("-n").arg(&bash));
+    assert!(std::fs::read_to_string(&bash).unwrap().contains("port-forward"));
+    assert!(prefix.join("share/zsh/site-functions/_podbay").is_file());
+    assert!(prefix.join("share/fish/vendor_completions.d/podbay.fish").is_file());
+    let man = prefix.join("share/man/man1");
+    for page in ["podbay.1", "podbay-serve.1", "podbay-exec.1"] {
+        let out = std::process::Command::new("groff")
+            .args(["-man", "-z", "-ww"])
+            .arg(man.join(page))
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "{page}: {out:?}");
+    }
+    let crictl = std::fs::read_to_string(etc.join("crictl.yaml")).unwrap();
+    assert!(crictl.contains("runtime-endpoint: unix:///run/podbay/podbay.sock"), "{crictl}");
+
+    // A second install over the first is refused; uninstall leaves nothing.
+    assert!(!install(&[]).output().unwrap().status.success());
+    let mut uninstall = std::process::Command::new(&script);
+    uninstall.arg("--uninstall").arg("--prefix").arg(&prefix);
+    run_script(&mut uninstall);
+    assert_eq!(files_under(tmp.path()), Vec::<String>::new());
+
+    // An operator's crictl.yaml stays as it is; --keep-debug splits the debug info off.
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("crictl.yaml"), "runtime-endpoint: unix:///run/other.sock\n").unwrap();
+    run_script(&mut install(&["--keep-debug"]));
+    let debug = prefix.join("lib/debug/podbay/podbay.debug");
+    assert!(debug.is_file());
+    let sections = run_script(std::process::Command::new("readelf").arg("-S").arg(&bin));
+    assert!(sections.contains(".gnu_debuglink"), "no debuglink: {sections}");
+    run_script(&mut uninstall);
+    assert_eq!(
+        files_under(tmp.path()),
+        vec![etc.display().to_string(), etc.join("crictl.yaml").display().to_string()]
+    );
+    let kept = std::fs::read_to_string(etc.join("crictl.yaml")).unwrap();
+    assert_eq!(kept, "runtime-endpoint: unix:///run/other.sock\n");
+}

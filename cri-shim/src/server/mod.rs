@@ -77,6 +77,12 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
     }
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "podbay serving CRI");
+    // systemd (Type=notify): ready once the socket takes connections.
+    let status = format!("serving CRI on {}", cfg.socket.display());
+    let ready = [sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)];
+    if let Err(e) = sd_notify::notify(&ready) {
+        tracing::warn!(error = %e, "telling the service manager we are ready (NOTIFY_SOCKET)");
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -86,6 +92,7 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
             _ = int.recv() => {}
         }
         info!("shutting down; pods keep running");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     };
     let result = tonic::transport::Server::builder()
         .layer(rpc_metrics)
