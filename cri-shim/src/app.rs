@@ -232,6 +232,22 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Check what this node needs to run podbay (kernel features, cgroups, dirs, network
+    /// devices, other runtimes, etcd, the config); exits non-zero when a check fails.
+    Doctor {
+        /// Config file [default: /etc/podbay/config.toml if present]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// text or json
+        #[arg(short, long, default_value = "text")]
+        output: String,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion { shell: clap_complete::Shell },
     /// (install) Write man pages for podbay and each of its commands into DIR.
@@ -470,6 +486,14 @@ pub fn main() -> anyhow::Result<()> {
             rt()?.block_on(cli::net_show(&ep, &output))
         }
         Command::Lab { command } => lab(command),
+        Command::Doctor { config, root, run_dir, socket, output } => {
+            let opts = crate::doctor::Options { config, root, run_dir, socket };
+            let checks = rt()?.block_on(crate::doctor::run(&opts));
+            if !crate::doctor::print(&checks, output == "json") {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "podbay", &mut std::io::stdout());
             Ok(())

@@ -65,6 +65,24 @@ struct Record {
 }
 
 impl EtcdStore {
+    /// Whether etcd answers (for `podbay doctor`): connects and asks one endpoint for its
+    /// status, writing nothing; returns the server's version.
+    pub async fn probe(cfg: &EtcdConfig) -> Result<String, Error> {
+        let unreachable =
+            |reason: String| Error::Unreachable { endpoints: cfg.endpoints_text(), reason };
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(3));
+        if let Some(tls) = tls_options(cfg)? {
+            options = options.with_tls(tls);
+        }
+        let mut client = Client::connect(&cfg.endpoints, Some(options))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = client.status().await.map_err(|e| unreachable(e.to_string()))?;
+        Ok(status.version().to_owned())
+    }
+
     /// Connects and makes sure `<prefix>/config` describes this network (written if absent,
     /// checked if present).
     pub async fn connect(cfg: &EtcdConfig, network: &Network) -> Result<EtcdStore, Error> {

@@ -25,6 +25,7 @@ mod nft;
 pub mod node;
 pub mod overlay;
 pub mod pod;
+pub mod probe;
 pub mod vxlan;
 
 pub use config::NetworkConfig;

@@ -266,3 +266,97 @@ fn install_and_uninstall_into_a_prefix() {
     let kept = std::fs::read_to_string(etc.join("crictl.yaml")).unwrap();
     assert_eq!(kept, "runtime-endpoint: unix:///run/other.sock\n");
 }
+
+/// `podbay doctor -o json` in the node; (exit code, checks by name → (level, detail)).
+fn doctor(
+    node: &Node,
+    args: &[&str],
+) -> (i32, std::collections::BTreeMap<String, (String, String)>) {
+    let out = node
+        .command(podbay_tests::podbay_bin())
+        .arg("doctor")
+        .args(["-o", "json", "--socket"])
+        .arg(node.socket())
+        .args(args)
+        .output()
+        .unwrap();
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let by_name = checks
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap().to_owned();
+            (s("name"), (s("level"), s("detail")))
+        })
+        .collect();
+    (out.status.code().unwrap(), by_name)
+}
+
+#[test]
+fn doctor_passes_a_healthy_node_and_names_what_is_wrong() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let root = node.root();
+    let run = node.run_dir();
+    let dirs = ["--root", root.to_str().unwrap(), "--run-dir", run.to_str().unwrap()];
+    let (code, checks) = doctor(&node, &dirs);
+    assert_eq!(code, 0, "{checks:#?}");
+    for name in ["config", "kernel", "overlayfs", "seccomp", "bridge", "veth", "vxlan", "nftables"]
+    {
+        assert_eq!(checks[name].0, "ok", "{name}: {checks:#?}");
+    }
+    assert!(checks["daemon"].1.contains("serving on"), "{checks:#?}");
+    assert_eq!(checks["run dir"].0, "ok", "the node's run dir is a tmpfs: {checks:#?}");
+    assert!(checks["bridge"].1.contains("podbay's"), "{checks:#?}");
+    // Probing made nothing on the node.
+    let links = node.sh("ip -o link show | grep -c ' pb[0-9]' || true").unwrap();
+    assert_eq!(links.trim(), "0");
+
+    // A full disk under root fails the run, naming the dir and the free space.
+    let full = node.dir().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    node.sh(&format!(
+        "mount -t tmpfs -o size=4m tmpfs {0} && head -c 4194304 /dev/zero > {0}/fill 2>/dev/null; true",
+        full.display()
+    ))
+    .unwrap();
+    let full_root = full.join("root");
+    let args = ["--root", full_root.to_str().unwrap(), "--run-dir", run.to_str().unwrap()];
+    let (code, checks) = doctor(&node, &args);
+    node.sh(&format!("umount {}", full.display())).unwrap();
+    assert_eq!(code, 1, "{checks:#?}");
+    assert_eq!(checks["root dir"].0, "fail", "{checks:#?}");
+    assert!(checks["root dir"].1.contains("0 B free"), "{checks:#?}");
+}
+
+#[test]
+fn doctor_reports_foreign_devices_a_broken_config_and_unreachable_etcd() {
+    require_root!();
+    let node = Node::empty().unwrap();
+    // Another plugin's bridge, and a flannel.1 that is no VXLAN device.
+    node.sh("ip link add cni0 type bridge && ip link add flannel.1 type veth peer name fl-peer")
+        .unwrap();
+    let config = node.dir().join("doctor.toml");
+    std::fs::write(
+        &config,
+        "[network]\nsubnet_store = \"etcd\"\n[network.etcd]\nendpoints = [\"http://127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let root = node.root();
+    let args = ["--config", config.to_str().unwrap(), "--root", root.to_str().unwrap()];
+    let (code, checks) = doctor(&node, &args);
+    assert_eq!(code, 1, "{checks:#?}");
+    assert_eq!(checks["bridge"].0, "warn", "{checks:#?}");
+    assert!(checks["bridge"].1.contains("another network plugin"), "{checks:#?}");
+    assert_eq!(checks["vxlan device"].0, "fail", "{checks:#?}");
+    assert!(checks["vxlan device"].1.contains("veth"), "{checks:#?}");
+    assert_eq!(checks["etcd"].0, "fail", "{checks:#?}");
+    assert_eq!(checks["daemon"].0, "warn", "{checks:#?}");
+
+    std::fs::write(&config, "[network]\nbridg = \"cni0\"\n").unwrap();
+    let (code, checks) = doctor(&node, &args);
+    assert_eq!(code, 1);
+    assert_eq!(checks["config"].0, "fail");
+    assert!(checks["config"].1.contains("bridg"), "{checks:#?}");
+    node.sh("ip link del cni0; ip link del flannel.1").unwrap();
+}

@@ -262,6 +262,13 @@ pub async fn rmp(ep: &Path, ids: &[String], all: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The runtime version of the daemon serving `ep`.
+pub async fn daemon_version(ep: &Path) -> anyhow::Result<String> {
+    let mut c = connect(ep).await?;
+    let v = c.version(cri::VersionRequest::default()).await.map_err(status_msg)?.into_inner();
+    Ok(v.runtime_version)
+}
+
 pub async fn version(ep: &Path) -> anyhow::Result<()> {
     let mut c = connect(ep).await?;
     let v = c.version(cri::VersionRequest::default()).await.map_err(status_msg)?.into_inner();
