@@ -278,6 +278,15 @@ enum LabCommand {
         #[arg(short, long, default_value = "text")]
         output: String,
     },
+    /// The whole lab as a picture: the underlay, each node's bridge and pods, the VXLAN
+    /// tunnels between nodes.
+    Show {
+        #[arg(long, default_value = crate::lab::DEFAULT_LAB)]
+        name: String,
+        /// dot (Graphviz) or svg
+        #[arg(short, long, visible_alias = "output", default_value = "svg")]
+        format: String,
+    },
     /// Run a command inside a node (`node1` or `1`; `hub` is the underlay namespace with
     /// etcd), with PODBAY_ENDPOINT set to the node's socket.
     Exec {
@@ -341,10 +350,10 @@ enum LabCommand {
 #[derive(Subcommand)]
 enum NetCommand {
     /// Bridge, subnet, gateway, MTU, each pod's IP, veth, MAC and hostPorts, and the
-    /// nftables rules podbay owns.
+    /// nftables rules podbay owns; or the topology as a picture (dot, svg).
     Show {
-        /// Output format: text or json
-        #[arg(short, long, default_value = "text")]
+        /// Output format: text, json, dot (Graphviz) or svg
+        #[arg(short, long, visible_alias = "format", default_value = "text")]
         output: String,
     },
 }
@@ -544,6 +553,10 @@ fn lab(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Status { name, output } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(crate::lab::status(&name, output == "json"))
+        }
+        LabCommand::Show { name, format } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(crate::lab::show(&name, &format))
         }
         LabCommand::Exec { name, pod, node, cmd } => {
             let code = crate::lab::exec(&name, &node, pod.as_deref(), &cmd)?;

@@ -44,6 +44,56 @@ fn lease_key(lab: &Lab, public_ip: &str) -> anyhow::Result<String> {
     anyhow::bail!("no lease for {public_ip} in {out}")
 }
 
+/// Parses an SVG file with tests/py/svgtext.py: its texts and elements per class.
+fn svg_texts(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/svgtext.py");
+    let out = std::process::Command::new("/usr/bin/python3").arg(script).arg(file).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "not well-formed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `podbay lab show` draws every node, pod and tunnel; its DOT is valid for Graphviz.
+fn lab_picture(lab: &Lab, pods: &[LabPod]) -> anyhow::Result<()> {
+    let svg = lab.state_dir().join("lab.svg");
+    std::fs::write(&svg, lab.lab(&["show", "--format", "svg"])?)?;
+    let parsed = svg_texts(&svg)?;
+    assert_eq!(parsed["root"], "{http://www.w3.org/2000/svg}svg");
+    let texts: Vec<&str> =
+        parsed["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let all = texts.join("\n");
+    for n in 1..=3 {
+        assert!(texts.iter().any(|t| *t == format!("node{n} 10.99.0.{}", 10 + n)), "{all}");
+    }
+    for p in pods {
+        assert!(texts.contains(&p.ip.as_str()), "pod {} missing: {all}", p.ip);
+    }
+    assert!(all.contains("default/p"), "{all}");
+    assert!(all.contains("flannel.1 vni 1") && all.contains("lab0 10.99.0.0/24"), "{all}");
+    // Three nodes: three tunnels, one per pair.
+    assert_eq!(parsed["classes"]["tunnel"], 3, "{parsed}");
+    assert_eq!(parsed["classes"]["pod"], 3, "{parsed}");
+
+    let dot = lab.state_dir().join("lab.dot");
+    std::fs::write(&dot, lab.lab(&["show", "--format", "dot"])?)?;
+    let rendered = lab.state_dir().join("lab-dot.svg");
+    let out = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg("-o")
+        .arg(&rendered)
+        .arg(&dot)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "graphviz: {}", String::from_utf8_lossy(&out.stderr));
+    let from_dot = svg_texts(&rendered)?.to_string();
+    for p in pods {
+        assert!(from_dot.contains(&p.ip), "{from_dot}");
+    }
+    Ok(())
+}
+
 fn node_row(status: &serde_json::Value, node: &str) -> serde_json::Value {
     status["nodes"].as_array().unwrap().iter().find(|n| n["node"] == node).cloned().unwrap()
 }
@@ -63,6 +113,7 @@ fn three_nodes_talk_over_vxlan_without_nat_body() -> anyhow::Result<()> {
         pods.iter().map(|p| p.ip.rsplit_once('.').unwrap().0.to_owned()).collect();
     assert_eq!(subnets.len(), 3, "{pods:?}");
     all_pairs(&lab, &pods.iter().collect::<Vec<_>>())?;
+    lab_picture(&lab, &pods)?;
 
     // flannel's records, readable by flannel tooling.
     let config = lab.etcdctl(&format!("get --print-value-only {PREFIX}/config"))?;

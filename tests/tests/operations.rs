@@ -360,3 +360,58 @@ fn doctor_reports_foreign_devices_a_broken_config_and_unreachable_etcd() {
     assert!(checks["config"].1.contains("bridg"), "{checks:#?}");
     node.sh("ip link del cni0; ip link del flannel.1").unwrap();
 }
+
+/// `podbay net show --format svg|dot` of a node with two pods, one with a hostPort: a
+/// well-formed SVG (Python's XML parser) naming every pod, IP, veth and the hostPort; DOT
+/// that Graphviz renders.
+#[tokio::test(flavor = "multi_thread")]
+async fn net_show_draws_the_node() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let web = podbay_tests::with_port(pod_config("web"), cri::Protocol::Tcp, 80, 8080);
+    let web = run_pod(&mut c, web).await.unwrap();
+    let db = run_pod(&mut c, pod_config("db")).await.unwrap();
+    let ips = [
+        podbay_tests::pod_ip(&mut c, &web).await.unwrap(),
+        podbay_tests::pod_ip(&mut c, &db).await.unwrap(),
+    ];
+    let veths = node.veths().unwrap();
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/svgtext.py");
+    let svg = node.dir().join("net.svg");
+    let out = node.cli(&["net", "show", "--format", "svg"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&svg, &out.stdout).unwrap();
+    let parsed =
+        std::process::Command::new("/usr/bin/python3").arg(&script).arg(&svg).output().unwrap();
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let parsed: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let all = parsed["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned());
+    let all: Vec<String> = all.collect();
+    let text = all.join("\n");
+    for want in ["default/web", "default/db", "cni0", "10.244.0.0/24", "gateway 10.244.0.1"] {
+        assert!(all.iter().any(|t| t == want), "{want} missing: {text}");
+    }
+    for ip in &ips {
+        assert!(all.contains(ip), "{ip} missing: {text}");
+    }
+    for veth in &veths {
+        assert!(text.contains(&format!("{veth} ↔ eth0@if")), "{veth} missing: {text}");
+    }
+    assert!(text.contains("hostPort "), "{text}");
+    assert!(text.contains("8080"), "{text}");
+    assert_eq!(parsed["classes"]["pod"], 2);
+
+    let dot = node.dir().join("net.dot");
+    let out = node.cli(&["net", "show", "--format", "dot"]).unwrap();
+    std::fs::write(&dot, &out.stdout).unwrap();
+    let mut graphviz = std::process::Command::new("dot");
+    let rendered = graphviz.args(["-Tsvg", "-o", "/dev/null"]).arg(&dot).output().unwrap();
+    assert!(rendered.status.success(), "graphviz: {}", String::from_utf8_lossy(&rendered.stderr));
+
+    for id in [web, db] {
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
+    }
+    node.assert_clean().unwrap();
+}

@@ -5,6 +5,7 @@ pub mod ctrconfig;
 pub mod images;
 pub mod podconfig;
 pub mod stream;
+pub mod topology;
 
 use std::path::{Path, PathBuf};
 
@@ -300,7 +301,20 @@ pub async fn net_show(ep: &Path, output: &str) -> anyhow::Result<()> {
     match output {
         "json" => println!("{}", serde_json::to_string_pretty(net)?),
         "text" => print!("{}", render_network(net)),
-        other => bail!("unknown output format {other:?} (text or json)"),
+        "dot" | "svg" => {
+            let view = topology::NodeView {
+                name: "node".into(),
+                net: Some(serde_json::from_value(net.clone())?),
+            };
+            let nodes = [view];
+            let picture = if output == "dot" {
+                topology::dot(&nodes, None)
+            } else {
+                topology::svg(&nodes, None)
+            };
+            print!("{picture}");
+        }
+        other => bail!("unknown output format {other:?} (text, json, dot or svg)"),
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ use node::{
 };
 pub use state::{Holder, LabNode, LabState, find_node, labs_dir, load};
 use state::{check_name, lab_dir, save};
-pub use status::status;
+pub use status::{show, status};
 
 pub const DEFAULT_LAB: &str = "lab";
 pub const DEFAULT_UNDERLAY: &str = "10.99.0.0/24";

@@ -75,3 +75,34 @@ pub async fn status(name: &str, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `podbay lab show`: the lab as a picture (dot or svg) from each node's network report.
+pub async fn show(name: &str, format: &str) -> anyhow::Result<()> {
+    use crate::cli::topology;
+    if !matches!(format, "dot" | "svg") {
+        anyhow::bail!("unknown format {format:?} (dot or svg)");
+    }
+    let state = load(name)?;
+    let mut nodes = Vec::new();
+    for n in &state.nodes {
+        let net = match n.holder.alive() {
+            true => match crate::cli::status_info(&n.socket()).await {
+                Ok((_, info)) => serde_json::from_value(info["network"].clone()).ok(),
+                Err(_) => None,
+            },
+            false => None,
+        };
+        nodes.push(topology::NodeView { name: n.name.clone(), net });
+    }
+    let underlay = topology::Underlay {
+        bridge: "lab0".into(),
+        network: state.underlay.to_string(),
+        etcd: state.etcd.clone(),
+    };
+    let picture = match format {
+        "dot" => topology::dot(&nodes, Some(&underlay)),
+        _ => topology::svg(&nodes, Some(&underlay)),
+    };
+    print!("{picture}");
+    Ok(())
+}

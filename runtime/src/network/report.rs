@@ -41,6 +41,9 @@ pub struct PodReport {
     pub name: String,
     pub ip: Ipv4Addr,
     pub veth: String,
+    /// The host veth's interface index: the pod sees its eth0 as `eth0@if<index>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub veth_index: Option<u32>,
     pub mac: String,
     pub host_ports: Vec<String>,
 }
@@ -59,6 +62,11 @@ impl PodNetwork {
             None => None,
         };
         let leased = matches!(cfg.store, StoreConfig::Etcd(_));
+        let ports = match &node {
+            Ok(n) => n.bridge_ports().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let index_of = |veth: &str| ports.iter().find(|p| p.name == veth).map(|p| p.index);
         let mut pods: Vec<PodReport> = pods
             .iter()
             .map(|p| PodReport {
@@ -67,6 +75,7 @@ impl PodNetwork {
                 name: p.name.clone(),
                 ip: p.attachment.ip,
                 veth: p.attachment.host_veth.clone(),
+                veth_index: index_of(&p.attachment.host_veth),
                 mac: podbay_netplug::pod::format_mac(&podbay_netplug::pod::pod_mac(
                     p.attachment.ip,
                 )),
