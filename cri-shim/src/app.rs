@@ -232,6 +232,21 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Run Kubernetes Pod manifests (Pods; Deployments and ReplicaSets as that many pods)
+    /// on this node with kubelet's semantics; stays in the foreground restarting containers
+    /// by restartPolicy until Ctrl-C (which stops the pods) unless --detach.
+    Play {
+        file: PathBuf,
+        /// Remove the pods (and their volumes and logs) the file made
+        #[arg(long)]
+        down: bool,
+        /// Return once every pod is started
+        #[arg(short, long)]
+        detach: bool,
+        /// Where pod logs and emptyDir volumes live
+        #[arg(long, default_value = crate::play::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
     /// Check what this node needs to run podbay (kernel features, cgroups, dirs, network
     /// devices, other runtimes, etcd, the config); exits non-zero when a check fails.
     Doctor {
@@ -495,6 +510,11 @@ pub fn main() -> anyhow::Result<()> {
             rt()?.block_on(cli::net_show(&ep, &output))
         }
         Command::Lab { command } => lab(command),
+        Command::Play { file, down, detach, state_dir } => {
+            let opts = crate::play::Options { file, down, detach, state_dir };
+            let code = rt()?.block_on(crate::play::run(&ep, &opts))?;
+            std::process::exit(code)
+        }
         Command::Doctor { config, root, run_dir, socket, output } => {
             let opts = crate::doctor::Options { config, root, run_dir, socket };
             let checks = rt()?.block_on(crate::doctor::run(&opts));

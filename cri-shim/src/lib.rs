@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod lab;
+pub mod play;
 pub mod server;
 pub mod stream;
 
