@@ -675,3 +675,64 @@ async fn the_cli_streams_exec_and_forwards_ports() {
     let _ = node.sh("pkill -f '[p]ort-forward'");
     let _ = fwd.wait();
 }
+
+/// Runs tests/py/wsforward.py inside the node; its JSON report.
+fn ws_forward(node: &Node, url: &str, protocol: &str, input: &[u8]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/wsforward.py");
+    let file = node.dir().join(format!("wsf-input-{}", rand_suffix()));
+    std::fs::write(&file, input).unwrap();
+    let out =
+        node.command("/usr/bin/python3").arg(&script).arg(url).arg(protocol).arg(file).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_over_websocket() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "wsweb");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let server = ctr(
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-over-ws > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
+        ],
+    );
+    let id = run(&mut c, &pod, &pc, server).await;
+    let (code, _) = sh(&mut c, &id, "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1").await;
+    assert_eq!(code, 0, "the pod's web server did not come up");
+
+    // Binary v4, base64 v4, and no subprotocol at all: the port first on both channels,
+    // then the pod's answer on the data channel.
+    for protocol in ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", "none"] {
+        let url = forward_url(&mut c, &pod, &[8080]).await;
+        let r = ws_forward(&node, &format!("{url}?port=8080"), protocol, GET);
+        assert_eq!(r["prefixes"]["0"], 8080, "{protocol}: {r}");
+        assert_eq!(r["prefixes"]["1"], 8080, "{protocol}: {r}");
+        let body = b64(&r["data"]["0"]);
+        assert!(String::from_utf8_lossy(&body).contains("hello-over-ws"), "{protocol}: {r}");
+        if protocol != "none" {
+            assert_eq!(r["protocol"], protocol);
+        }
+    }
+    // Two ports in one connection: the one nothing listens on reports on its error
+    // channel (3); the first still answers.
+    let url = forward_url(&mut c, &pod, &[]).await;
+    let r = ws_forward(&node, &format!("{url}?port=8080&port=8081"), "v4.channel.k8s.io", GET);
+    assert_eq!(r["prefixes"]["2"], 8081, "{r}");
+    let error = String::from_utf8_lossy(&b64(&r["data"]["3"])).into_owned();
+    assert!(error.contains("failed to connect"), "{r}");
+    assert!(String::from_utf8_lossy(&b64(&r["data"]["0"])).contains("hello-over-ws"), "{r}");
+    // A port the request did not name, and no port at all: refused before the upgrade.
+    let url = forward_url(&mut c, &pod, &[8080]).await;
+    let r = ws_forward(&node, &format!("{url}?port=22"), "v4.channel.k8s.io", GET);
+    assert_eq!(r["status"], 400, "{r}");
+    let url = forward_url(&mut c, &pod, &[8080]).await;
+    let r = ws_forward(&node, &url, "v4.channel.k8s.io", GET);
+    assert_eq!(r["status"], 400, "{r}");
+}

@@ -229,12 +229,13 @@ async fn forward_one(
     let up = {
         let s = s.clone();
         async move {
-            let mut buf = vec![0u8; 32 * 1024];
             loop {
-                match rd.read(&mut buf).await {
+                // Read straight into the frame's payload.
+                let mut buf = Vec::with_capacity(256 << 10);
+                match rd.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.send(data_id, buf[..n].to_vec(), false).await.is_err() {
+                    Ok(_) => {
+                        if s.send(data_id, buf, false).await.is_err() {
                             return;
                         }
                     }

@@ -60,7 +60,7 @@ impl ClientSession {
         tokio::spawn(async move {
             let mut w = Writer::default();
             while let Some(f) = rx.recv().await {
-                if write.write_all(&w.encode(&f)).await.is_err() {
+                if w.write_to(&f, &mut write).await.is_err() {
                     break;
                 }
             }

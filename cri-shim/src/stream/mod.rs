@@ -220,17 +220,24 @@ impl StreamServer {
 impl StreamServer {
     /// Exec and Attach over WebSocket (RFC 6455's handshake; `ws.rs` for the channels).
     fn websocket(&self, req: Request<Incoming>, call: Pending) -> Response<Full<Bytes>> {
-        if matches!(call, Pending::PortForward(_)) {
-            return plain(StatusCode::BAD_REQUEST, "port forwarding is served over SPDY/3.1 only");
-        }
         let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec())
         else {
             return plain(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key");
         };
         let offered = header_values(&req, "sec-websocket-protocol");
-        let Some(protocol) = ws::WS_PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p))
-        else {
-            return no_common_protocol(&offered, ws::WS_PROTOCOLS);
+        let ports = match &call {
+            Pending::PortForward(spec) => match ws_ports(req.uri().query(), &spec.ports) {
+                Ok(p) => Some(p),
+                Err(why) => return plain(StatusCode::BAD_REQUEST, &why),
+            },
+            _ => None,
+        };
+        let ours = if ports.is_some() { ws::WS_PORT_FORWARD_PROTOCOLS } else { ws::WS_PROTOCOLS };
+        // Port forwarding also takes a client that offers no subprotocol (binary).
+        let protocol = match ours.iter().find(|p| offered.iter().any(|o| o == *p)) {
+            Some(p) => Some(*p),
+            None if ports.is_some() && offered.is_empty() => None,
+            None => return no_common_protocol(&offered, ours),
         };
         let (runtime, idle) = (self.inner.runtime.clone(), self.inner.idle_timeout);
         let on_upgrade = hyper::upgrade::on(req);
@@ -238,8 +245,17 @@ impl StreamServer {
             let Some(io) = upgraded(on_upgrade).await else { return };
             let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
             let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(io, role, None).await;
-            let session = ws::serve(socket, protocol, idle);
-            dispatch(session, ws::as_stream_protocol(protocol), call, runtime).await;
+            let name = protocol.unwrap_or_default();
+            match (call, ports) {
+                (Pending::PortForward(spec), Some(ports)) => {
+                    let session = ws::serve(socket, name, ws::Channels::Ports(&ports), idle);
+                    portforward::run_pairs(session, spec, ports.len()).await;
+                }
+                (call, _) => {
+                    let session = ws::serve(socket, name, ws::Channels::Exec, idle);
+                    dispatch(session, ws::as_stream_protocol(name), call, runtime).await;
+                }
+            }
         });
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
         let mut r = Response::new(Full::new(Bytes::new()));
@@ -247,12 +263,45 @@ impl StreamServer {
         let h = r.headers_mut();
         h.insert("Connection", "Upgrade".parse().expect("a token"));
         h.insert("Upgrade", "websocket".parse().expect("a token"));
-        h.insert("Sec-WebSocket-Protocol", protocol.parse().expect("a token"));
+        if let Some(p) = protocol {
+            h.insert("Sec-WebSocket-Protocol", p.parse().expect("a token"));
+        }
         if let Ok(v) = accept.parse() {
             h.insert("Sec-WebSocket-Accept", v);
         }
         r
     }
+}
+
+/// The ports of a WebSocket port-forward: `port` query parameters (each may list several,
+/// comma-separated), 1–65535, among those the PortForward request named (if it named any).
+fn ws_ports(query: Option<&str>, allowed: &[i32]) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (key, value) in query.unwrap_or_default().split('&').filter_map(|kv| kv.split_once('=')) {
+        if key != "port" {
+            continue;
+        }
+        for p in value.split(',') {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("unable to parse {p:?} as a port"))?;
+            if !allowed.is_empty() && !allowed.contains(&i32::from(port)) {
+                return Err(format!(
+                    "port {port} is not among the ports the PortForward request named"
+                ));
+            }
+            ports.push(port);
+        }
+    }
+    if ports.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    if ports.len() > ws::MAX_WS_PORTS {
+        return Err(format!("at most {} ports in one connection", ws::MAX_WS_PORTS));
+    }
+    Ok(ports)
 }
 
 /// The connection once its upgrade went through.

@@ -91,13 +91,52 @@ pub async fn run(mut session: Session, spec: PortForwardSpec) {
         if pair.error.is_some() && pair.data.is_some() {
             let p = pairs.remove(&request).expect("the pair just completed");
             let (error, data) = (p.error.expect("error stream"), p.data.expect("data stream"));
-            tokio::spawn(forward(error, data, spec.clone(), sender.clone()));
+            tokio::spawn(forward(error, data, spec.clone(), sender.clone(), false));
         }
     }
 }
 
+/// PortForward over WebSocket: the connection stands for `ports` pairs of streams, known
+/// up front. Each is forwarded until the pod's side closes; then the connection closes.
+pub async fn run_pairs(mut session: Session, spec: PortForwardSpec, ports: usize) {
+    let sender = session.sender.clone();
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    for _ in 0..ports * 2 {
+        let Some(stream) = session.incoming.recv().await else { break };
+        let request = stream.header("requestid").unwrap_or_default().to_owned();
+        let pair = pairs.entry(request).or_default();
+        match stream.header("streamtype") {
+            Some("data") => pair.data = Some(stream),
+            _ => pair.error = Some(stream),
+        }
+    }
+    let forwards = pairs
+        .into_values()
+        .filter_map(|p| Some((p.error?, p.data?)))
+        .map(|(e, d)| forward_until_pod_closes(e, d, spec.clone(), sender.clone()));
+    futures_util::future::join_all(forwards).await;
+    sender.go_away().await;
+}
+
+async fn forward_until_pod_closes(
+    error: Incoming,
+    data: Incoming,
+    spec: PortForwardSpec,
+    sender: Sender,
+) {
+    forward(error, data, spec, sender, true).await
+}
+
 /// One forwarded connection.
-async fn forward(error: Incoming, mut data: Incoming, spec: PortForwardSpec, sender: Sender) {
+/// With `end_with_pod`, the pod's side closing ends it (WebSocket, where the client has no
+/// half-close); otherwise both directions run to their end (SPDY).
+async fn forward(
+    error: Incoming,
+    mut data: Incoming,
+    spec: PortForwardSpec,
+    sender: Sender,
+    end_with_pod: bool,
+) {
     let port = data.header("port").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
     let result = match port {
         None => Err(format!("invalid port {:?}", data.header("port").unwrap_or(""))),
@@ -132,12 +171,13 @@ async fn forward(error: Incoming, mut data: Incoming, spec: PortForwardSpec, sen
     let down = {
         let sender = sender.clone();
         async move {
-            let mut buf = vec![0u8; COPY_CHUNK];
             loop {
-                match rd.read(&mut buf).await {
+                // Read straight into the frame's payload: no copy on the way out.
+                let mut buf = Vec::with_capacity(COPY_CHUNK);
+                match rd.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if !sender.data(data_id, buf[..n].to_vec(), false).await {
+                    Ok(_) => {
+                        if !sender.data(data_id, buf, false).await {
                             return;
                         }
                     }
@@ -146,7 +186,16 @@ async fn forward(error: Incoming, mut data: Incoming, spec: PortForwardSpec, sen
             sender.data(data_id, Vec::new(), true).await;
         }
     };
-    tokio::join!(up, down);
+    if end_with_pod {
+        tokio::pin!(up);
+        tokio::pin!(down);
+        tokio::select! {
+            _ = &mut up => (&mut down).await,
+            _ = &mut down => {}
+        }
+    } else {
+        tokio::join!(up, down);
+    }
     sender.data(error.id, Vec::new(), true).await;
 }
 

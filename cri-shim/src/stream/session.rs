@@ -140,7 +140,7 @@ where
         while let Some(frame) = rx.recv().await {
             wrote.touch();
             let last = matches!(frame, Frame::GoAway { .. });
-            if write.write_all(&w.encode(&frame)).await.is_err() || last {
+            if w.write_to(&frame, &mut write).await.is_err() || last {
                 break;
             }
         }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const SYN_STREAM: u16 = 1;
 pub const SYN_REPLY: u16 = 2;
@@ -324,6 +324,35 @@ impl Default for Writer {
 }
 
 impl Writer {
+    /// Writes the frame to `io`. A data frame goes out as its 8-byte head and its payload
+    /// in one vectored write, without copying the payload.
+    pub async fn write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        frame: &Frame,
+        io: &mut W,
+    ) -> std::io::Result<()> {
+        let Frame::Data { stream_id, fin, data } = frame else {
+            return io.write_all(&self.encode(frame)).await;
+        };
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&(stream_id & 0x7fff_ffff).to_be_bytes());
+        head[4] = if *fin { FLAG_FIN } else { 0 };
+        head[5..].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        let (mut head_at, mut data_at) = (0, 0);
+        while head_at < head.len() || data_at < data.len() {
+            let bufs =
+                [std::io::IoSlice::new(&head[head_at..]), std::io::IoSlice::new(&data[data_at..])];
+            let n = io.write_vectored(&bufs).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let from_head = n.min(head.len() - head_at);
+            head_at += from_head;
+            data_at += n - from_head;
+        }
+        Ok(())
+    }
+
     pub fn encode(&mut self, frame: &Frame) -> Vec<u8> {
         let control = |kind: u16, flags: u8, payload: Vec<u8>| {
             let mut out = Vec::with_capacity(8 + payload.len());

@@ -6,6 +6,12 @@
 //!
 //! The connection is presented to the Exec and Attach code as a [`Session`] whose client
 //! opened one stream per channel, so both transports run the same code.
+//!
+//! PortForward over WebSocket (Kubernetes' `portforward` websocket handler): the ports
+//! come in the URL's `port` query parameters; port i has channel 2i for its data and
+//! 2i+1 for its errors, and the server first writes the port (u16, little endian) on both.
+//! The session presents each port as the `data` and `error` stream pair a SPDY client
+//! would have opened.
 
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
@@ -32,6 +38,12 @@ const CHANNELS: [(u8, &str); 5] =
     [(0, "stdin"), (1, "stdout"), (2, "stderr"), (3, "error"), (4, "resize")];
 const CLOSE: u8 = 255;
 
+/// The subprotocols of PortForward over WebSocket (no subprotocol at all is binary too).
+pub const WS_PORT_FORWARD_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
+
+/// At most this many ports in one WebSocket port-forward.
+pub const MAX_WS_PORTS: usize = 16;
+
 /// The SPDY subprotocol whose behaviour a WebSocket one has (v5 reports as v4 does).
 pub fn as_stream_protocol(ws: &str) -> Option<&'static str> {
     match ws {
@@ -44,28 +56,71 @@ pub fn as_stream_protocol(ws: &str) -> Option<&'static str> {
     }
 }
 
+/// The streams a WebSocket connection stands for.
+#[derive(Clone, Copy)]
+pub enum Channels<'a> {
+    /// Exec and Attach: stdin, stdout, stderr, error, resize.
+    Exec,
+    /// PortForward of these ports.
+    Ports(&'a [u16]),
+}
+
 /// Drives a WebSocket connection (its upgrade answered) as a session.
-pub fn serve<IO>(ws: WebSocketStream<IO>, protocol: &str, idle: std::time::Duration) -> Session
+pub fn serve<IO>(
+    ws: WebSocketStream<IO>,
+    protocol: &str,
+    channels: Channels<'_>,
+    idle: std::time::Duration,
+) -> Session
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let base64 = protocol.contains("base64");
     let (mut sink, mut source) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Frame>(64);
+    let prefix_tx = tx.clone();
     let sender = super::session::Sender::from_channel(tx);
-    let (incoming_tx, incoming) = mpsc::channel(CHANNELS.len());
+    // (channel, headers) of each stream the connection stands for.
+    let streams: Vec<(u8, Headers)> = match channels {
+        Channels::Exec => CHANNELS
+            .iter()
+            .map(|(ch, kind)| (*ch, [("streamtype".to_owned(), vec![kind.to_string()])].into()))
+            .collect(),
+        Channels::Ports(ports) => ports
+            .iter()
+            .take(MAX_WS_PORTS)
+            .enumerate()
+            .flat_map(|(i, port)| {
+                ["data", "error"].into_iter().enumerate().map(move |(k, kind)| {
+                    let headers: Headers = [
+                        ("streamtype".to_owned(), vec![kind.to_owned()]),
+                        ("port".to_owned(), vec![port.to_string()]),
+                        ("requestid".to_owned(), vec![i.to_string()]),
+                    ]
+                    .into();
+                    ((2 * i + k) as u8, headers)
+                })
+            })
+            .collect(),
+    };
+    let (incoming_tx, incoming) = mpsc::channel(streams.len().max(1));
     let (closed_tx, closed) = watch::channel(false);
     let closed_tx = std::sync::Arc::new(closed_tx);
     let activity = Activity::default();
     super::session::watch_idle(activity.clone(), idle, sender.clone(), closed_tx.clone());
     let wrote = activity.clone();
-    let mut inputs: [Option<mpsc::Sender<Vec<u8>>>; 5] = Default::default();
-    for (ch, kind) in CHANNELS {
+    let mut inputs: Vec<Option<mpsc::Sender<Vec<u8>>>> = vec![None; streams.len().max(5)];
+    for (ch, headers) in streams {
         let (data_tx, data) = mpsc::channel(16);
         inputs[ch as usize] = Some(data_tx);
-        let headers: Headers = [("streamtype".to_owned(), vec![kind.to_owned()])].into();
+        if let Channels::Ports(ports) = channels {
+            // Each port's channels begin with the port, as Kubernetes' server writes it.
+            let data = ports[usize::from(ch / 2)].to_le_bytes().to_vec();
+            let _ = prefix_tx.try_send(Frame::Data { stream_id: u32::from(ch), fin: false, data });
+        }
         let _ = incoming_tx.try_send(Incoming { id: u32::from(ch), headers, data });
     }
+    drop(prefix_tx);
     tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
             wrote.touch();
