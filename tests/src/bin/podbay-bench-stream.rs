@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use podbay::stream::client::ClientSession;
 use podbay_tests::bench::{daemon_ns_pid, ms, report, smaps_kb};
+use podbay_tests::containerd::Containerd;
 use podbay_tests::ctr::ctr;
 use podbay_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,10 +20,73 @@ fn env(name: &str, default: usize) -> usize {
 fn main() -> anyhow::Result<()> {
     anyhow::ensure!(is_root(), "the bench needs root (node namespaces)");
     let node = Node::with_busybox()?;
+    let rt = || tokio::runtime::Builder::new_current_thread().enable_all().build();
+    // With BENCH_STREAM_VS=containerd: the same streaming calls on a private containerd,
+    // from a thread in its node's network namespace (where its streaming server listens).
+    let vs = std::env::var("BENCH_STREAM_VS").is_ok_and(|v| v == "containerd");
+    let containerd = if vs { Some(rt()?.block_on(Containerd::start())?) } else { None };
+    let n = env("BENCH_STREAM", 50);
+    let theirs = match &containerd {
+        Some(cd) => Some(std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> anyhow::Result<VsFigures> {
+                    let netns =
+                        std::fs::File::open(format!("/proc/{}/ns/net", cd.node.init_pid()))?;
+                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    rt()?.block_on(async {
+                        let mut c = cd.client().await?;
+                        vs_figures(&mut c, podbay_tests::containerd::CGROUP_PARENT, n).await
+                    })
+                })
+                .join()
+                .expect("containerd bench thread")
+        })?),
+        None => None,
+    };
     let netns = std::fs::File::open(format!("/proc/{}/ns/net", node.init_pid()))?;
     nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
     // This thread (and the runtime built on it) is in the node's network namespace now.
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench(&node))
+    rt()?.block_on(async {
+        bench(&node).await?;
+        if let Some(theirs) = theirs {
+            let mut c = node.client().await?;
+            let ours = vs_figures(&mut c, "", n).await?;
+            compare(&ours, &theirs);
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// podbay against containerd, p50s and their ratio.
+fn compare(ours: &VsFigures, theirs: &VsFigures) {
+    let p50 = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        ms(podbay_tests::bench::percentile(&v, 0.5))
+    };
+    println!(
+        "\nstreaming, podbay vs {} (p50, {} samples):",
+        Containerd::version(),
+        ours.exec.len()
+    );
+    for (name, a, b) in [
+        ("ExecSync `true`", p50(&ours.sync), p50(&theirs.sync)),
+        ("Exec `true` (URL, SPDY, exit status)", p50(&ours.exec), p50(&theirs.exec)),
+    ] {
+        println!("  {name:<38} podbay {a:>7.2} ms  containerd {b:>7.2} ms  ratio {:.2}", a / b);
+    }
+    for (name, fig) in [("podbay", ours), ("containerd", theirs)] {
+        println!(
+            "  port-forward {name:<11} direct {:>6.0} MB/s  forwarded {:>6.0} MB/s  {:.0} % of direct",
+            fig.direct / 1e6,
+            fig.forwarded / 1e6,
+            fig.forwarded / fig.direct * 100.0
+        );
+    }
+    println!(
+        "  port-forward podbay / containerd (forwarded MB/s): {:.2}",
+        ours.forwarded / theirs.forwarded
+    );
 }
 
 async fn bench(node: &Node) -> anyhow::Result<()> {
@@ -88,38 +152,7 @@ async fn bench(node: &Node) -> anyhow::Result<()> {
     report("Attach, call to first output byte", first, 20.0);
 
     // Port-forward throughput against the pod's IP, 256 MiB each, best of three.
-    let ip = pod_ip(&mut c, &pod).await?;
-    let get = b"GET /big HTTP/1.0\r\n\r\n";
-    let (mut direct, mut forwarded) = (0f64, 0f64);
-    for _ in 0..3 {
-        let t = Instant::now();
-        let mut tcp = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await?;
-        tcp.write_all(get).await?;
-        let mut buf = vec![0u8; 256 << 10];
-        let mut total = 0usize;
-        loop {
-            let k = tcp.read(&mut buf).await?;
-            if k == 0 {
-                break;
-            }
-            total += k;
-        }
-        direct = direct.max(total as f64 / t.elapsed().as_secs_f64());
-        let req = cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![8080] };
-        let url = c.port_forward(req).await?.into_inner().url;
-        let t = Instant::now();
-        let s = ClientSession::connect(&url, "portforward.k8s.io").await?;
-        let h = |kind| [("streamType", kind), ("port", "8080"), ("requestID", "0")];
-        let _error = s.open(&h("error")).await?;
-        let (id, mut data) = s.open(&h("data")).await?;
-        s.send(id, get.to_vec(), true).await?;
-        let mut total = 0usize;
-        while let Some(chunk) = data.recv().await {
-            total += chunk.len();
-        }
-        anyhow::ensure!(total > 256 << 20, "forwarded only {total} bytes");
-        forwarded = forwarded.max(total as f64 / t.elapsed().as_secs_f64());
-    }
+    let (direct, forwarded) = forward_throughput(&mut c, &pod).await?;
     println!(
         "port-forward throughput (256 MiB over HTTP)  direct to the pod {:>7.0} MB/s  forwarded {:>7.0} MB/s  {:.0} % (target >= 70 %) {}",
         direct / 1e6,
@@ -160,6 +193,90 @@ async fn bench(node: &Node) -> anyhow::Result<()> {
     let _ = ms(Duration::ZERO);
     remove_pod(&mut c, &pod).await?;
     Ok(())
+}
+
+/// Port-forward throughput of a 256 MiB HTTP GET from the pod's port 8080 (a busybox
+/// httpd serving /big) against the same GET straight to the pod's IP: best of three each,
+/// bytes per second.
+async fn forward_throughput(c: &mut Client, pod: &str) -> anyhow::Result<(f64, f64)> {
+    let ip = pod_ip(c, pod).await?;
+    let get = b"GET /big HTTP/1.0\r\n\r\n";
+    let (mut direct, mut forwarded) = (0f64, 0f64);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut tcp = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await?;
+        tcp.write_all(get).await?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut total = 0usize;
+        loop {
+            let k = tcp.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            total += k;
+        }
+        direct = direct.max(total as f64 / t.elapsed().as_secs_f64());
+        let req = cri::PortForwardRequest { pod_sandbox_id: pod.to_owned(), port: vec![8080] };
+        let url = c.port_forward(req).await?.into_inner().url;
+        let t = Instant::now();
+        let s = ClientSession::connect(&url, "portforward.k8s.io").await?;
+        let h = |kind| [("streamType", kind), ("port", "8080"), ("requestID", "0")];
+        let _error = s.open(&h("error")).await?;
+        let (id, mut data) = s.open(&h("data")).await?;
+        s.send(id, get.to_vec(), true).await?;
+        let mut total = 0usize;
+        while let Some(chunk) = data.recv().await {
+            total += chunk.len();
+        }
+        anyhow::ensure!(total > 256 << 20, "forwarded only {total} bytes");
+        forwarded = forwarded.max(total as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok((direct, forwarded))
+}
+
+/// What `--vs containerd` compares: ExecSync and Exec of `true`, port-forward throughput.
+struct VsFigures {
+    sync: Vec<Duration>,
+    exec: Vec<Duration>,
+    direct: f64,
+    forwarded: f64,
+}
+
+/// The comparison figures on one runtime (the caller is in its node's network namespace).
+async fn vs_figures(c: &mut Client, cgroup_parent: &str, n: usize) -> anyhow::Result<VsFigures> {
+    let mut pc = pod_config("streamvs");
+    pc.linux.get_or_insert_default().cgroup_parent = cgroup_parent.to_owned();
+    let pod = run_pod(c, pc.clone()).await?;
+    let shell = podbay_tests::ctr::run(c, &pod, &pc, podbay_tests::ctr::sleeper("sh")).await;
+    let web = ctr(
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=256 2>/dev/null && exec httpd -f -p 8080 -h /www",
+        ],
+    );
+    podbay_tests::ctr::run(c, &pod, &pc, web).await;
+    let (mut sync, mut exec) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let req = cri::ExecSyncRequest {
+            container_id: shell.clone(),
+            cmd: vec!["true".into()],
+            timeout: 0,
+        };
+        c.exec_sync(req).await?;
+        sync.push(t.elapsed());
+        let t = Instant::now();
+        let code = exec_true(c, &shell).await?;
+        anyhow::ensure!(code.is_empty() || code.contains("Success"), "exec said {code}");
+        exec.push(t.elapsed());
+    }
+    // The web server writes 256 MiB first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (direct, forwarded) = forward_throughput(c, &pod).await?;
+    remove_pod(c, &pod).await?;
+    Ok(VsFigures { sync, exec, direct, forwarded })
 }
 
 /// One streamed exec of `true`: the call, the connection, the streams, the exit status.
