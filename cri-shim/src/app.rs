@@ -29,15 +29,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: the CRI server on a Unix socket.
     Serve {
-        /// Config file [default: /etc/podbay/config.toml if present]
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        root: Option<PathBuf>,
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        #[arg(long)]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        paths: DaemonPaths,
         /// error, warn, info, debug, trace (or a tracing filter)
         #[arg(long)]
         log_level: Option<String>,
@@ -250,15 +243,8 @@ enum Command {
     /// Check what this node needs to run podbay (kernel features, cgroups, dirs, network
     /// devices, other runtimes, etcd, the config); exits non-zero when a check fails.
     Doctor {
-        /// Config file [default: /etc/podbay/config.toml if present]
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        root: Option<PathBuf>,
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        #[arg(long)]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        paths: DaemonPaths,
         /// text or json
         #[arg(short, long, default_value = "text")]
         output: String,
@@ -268,6 +254,20 @@ enum Command {
     /// (install) Write man pages for podbay and each of its commands into DIR.
     #[command(hide = true)]
     Man { dir: PathBuf },
+}
+
+/// The config file and the paths `podbay serve` (and `podbay doctor`) take over it.
+#[derive(clap::Args)]
+struct DaemonPaths {
+    /// Config file [default: /etc/podbay/config.toml if present]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    root: Option<PathBuf>,
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -427,7 +427,12 @@ pub fn main() -> anyhow::Result<()> {
     let rt =
         || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio");
     match cli.command {
-        Command::Serve { config, root, run_dir, socket, log_level, log_format, reset_state } => {
+        Command::Serve {
+            paths: DaemonPaths { config, root, run_dir, socket },
+            log_level,
+            log_format,
+            reset_state,
+        } => {
             let mut cfg = Config::load(config.as_deref())?;
             cfg.root = root.unwrap_or(cfg.root);
             cfg.run_dir = run_dir.unwrap_or(cfg.run_dir);
@@ -515,7 +520,7 @@ pub fn main() -> anyhow::Result<()> {
             let code = rt()?.block_on(crate::play::run(&ep, &opts))?;
             std::process::exit(code)
         }
-        Command::Doctor { config, root, run_dir, socket, output } => {
+        Command::Doctor { paths: DaemonPaths { config, root, run_dir, socket }, output } => {
             let opts = crate::doctor::Options { config, root, run_dir, socket };
             let checks = rt()?.block_on(crate::doctor::run(&opts));
             if !crate::doctor::print(&checks, output == "json") {

@@ -254,25 +254,27 @@ fn forward(node: &Node, url: &str, port: u16, args: &[&str], request: &[u8]) -> 
 
 const GET: &[u8] = b"GET /index.html HTTP/1.0\r\n\r\n";
 
+/// A pod `name` whose busybox httpd serves `text` as /index.html on its localhost:8080
+/// only, up and answering; its id.
+async fn localhost_web(node: &Node, c: &mut Client, name: &str, text: &str) -> String {
+    let pc = logged_pod(node, name);
+    let pod = run_pod(c, pc.clone()).await.unwrap();
+    let script = format!(
+        "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"
+    );
+    let id = run(c, &pod, &pc, ctr("web", &["sh", "-c", &script])).await;
+    let (code, _) = sh(c, &id, "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1").await;
+    assert_eq!(code, 0, "the pod's web server did not come up");
+    pod
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn port_forward_reaches_the_pods_localhost() {
     require_root!();
     let node = Node::with_busybox().unwrap();
     let mut c = node.client().await.unwrap();
-    let pc = logged_pod(&node, "web");
-    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
     // A web server on the pod's localhost only: not reachable from the node.
-    let server = ctr(
-        "web",
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
-        ],
-    );
-    let id = run(&mut c, &pod, &pc, server).await;
-    let (code, _) = sh(&mut c, &id, "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1").await;
-    assert_eq!(code, 0, "the pod's web server did not come up");
+    let pod = localhost_web(&node, &mut c, "web", "hello-from-pod").await;
 
     // Twenty connections at once over one session.
     let url = forward_url(&mut c, &pod, &[8080]).await;
@@ -693,19 +695,7 @@ async fn port_forward_over_websocket() {
     require_root!();
     let node = Node::with_busybox().unwrap();
     let mut c = node.client().await.unwrap();
-    let pc = logged_pod(&node, "wsweb");
-    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
-    let server = ctr(
-        "web",
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /www && echo hello-over-ws > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
-        ],
-    );
-    let id = run(&mut c, &pod, &pc, server).await;
-    let (code, _) = sh(&mut c, &id, "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1").await;
-    assert_eq!(code, 0, "the pod's web server did not come up");
+    let pod = localhost_web(&node, &mut c, "wsweb", "hello-over-ws").await;
 
     // Binary v4, base64 v4, and no subprotocol at all: the port first on both channels,
     // then the pod's answer on the data channel.
