@@ -9,6 +9,8 @@ use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::stream::portforward::{COPY_CHUNK, SHRINK_BELOW};
+
 use super::{connect, status_msg};
 use crate::stream::client::ClientSession;
 
@@ -231,10 +233,14 @@ async fn forward_one(
         async move {
             loop {
                 // Read straight into the frame's payload.
-                let mut buf = Vec::with_capacity(256 << 10);
+                let mut buf = Vec::with_capacity(COPY_CHUNK);
                 match rd.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {
+                    Ok(n) => {
+                        // A short read keeps only its bytes while it waits in the queue.
+                        if n < SHRINK_BELOW {
+                            buf.shrink_to_fit();
+                        }
                         if s.send(data_id, buf, false).await.is_err() {
                             return;
                         }

@@ -59,10 +59,12 @@ impl ClientSession {
         let (tx, mut rx) = mpsc::channel::<Frame>(64);
         tokio::spawn(async move {
             let mut w = Writer::default();
-            while let Some(f) = rx.recv().await {
-                if w.write_to(&f, &mut write).await.is_err() {
+            let mut batch = Vec::with_capacity(super::session::WRITE_BATCH);
+            while rx.recv_many(&mut batch, super::session::WRITE_BATCH).await > 0 {
+                if w.write_frames(&batch, &mut write).await.is_err() {
                     break;
                 }
+                batch.clear();
             }
             let _ = write.shutdown().await;
         });

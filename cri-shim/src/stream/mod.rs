@@ -8,7 +8,7 @@
 
 pub mod client;
 mod exec;
-mod portforward;
+pub(crate) mod portforward;
 pub mod session;
 pub mod spdy;
 pub mod ws;

@@ -16,7 +16,9 @@ use super::session::{Incoming, Sender, Session};
 use super::spdy::{RST_CANCEL, RST_PROTOCOL_ERROR};
 
 /// The most read from the pod's connection at once: one DATA frame.
-const COPY_CHUNK: usize = 256 << 10;
+pub(crate) const COPY_CHUNK: usize = 256 << 10;
+/// A read shorter than this gives its buffer's spare room back before it is queued.
+pub(crate) const SHRINK_BELOW: usize = 64 << 10;
 
 /// How long the second stream of a pair may take (Kubernetes' stream creation timeout).
 const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,7 +178,11 @@ async fn forward(
                 let mut buf = Vec::with_capacity(COPY_CHUNK);
                 match rd.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {
+                    Ok(n) => {
+                        // A short read keeps only its bytes while it waits in the queue.
+                        if n < SHRINK_BELOW {
+                            buf.shrink_to_fit();
+                        }
                         if !sender.data(data_id, buf, false).await {
                             return;
                         }

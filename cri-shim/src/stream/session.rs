@@ -118,6 +118,9 @@ fn refused(stream_id: u32) -> Frame {
     Frame::RstStream { stream_id, status: super::spdy::RST_REFUSED_STREAM }
 }
 
+/// At most this many queued frames go out in one vectored write.
+pub(crate) const WRITE_BATCH: usize = 16;
+
 /// Data chunks buffered per stream before the reader waits for the handler.
 const STREAM_BUFFER: usize = 16;
 
@@ -137,12 +140,15 @@ where
     let wrote = activity.clone();
     tokio::spawn(async move {
         let mut w = Writer::default();
-        while let Some(frame) = rx.recv().await {
+        // Frames that queued up while the last write went out leave together.
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
             wrote.touch();
-            let last = matches!(frame, Frame::GoAway { .. });
-            if w.write_to(&frame, &mut write).await.is_err() || last {
+            let last = batch.iter().any(|f| matches!(f, Frame::GoAway { .. }));
+            if w.write_frames(&batch, &mut write).await.is_err() || last {
                 break;
             }
+            batch.clear();
         }
         let _ = write.shutdown().await;
     });
