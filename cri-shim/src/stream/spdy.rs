@@ -351,9 +351,15 @@ pub struct Writer {
     deflate: Compress,
 }
 
+/// The header compressor's window: 512 bytes instead of zlib's 32 KiB. Header blocks are
+/// small, a peer inflates with any window up to 32 KiB, and the context shrinks by about
+/// 127 KiB per connection (only the dictionary's last 512 bytes are referenced).
+const DEFLATE_WINDOW_BITS: u8 = 9;
+
 impl Default for Writer {
     fn default() -> Self {
-        let mut deflate = Compress::new(Compression::default(), true);
+        let mut deflate =
+            Compress::new_with_window_bits(Compression::default(), true, DEFLATE_WINDOW_BITS);
         deflate.set_dictionary(dictionary()).expect("a fresh deflate context takes a dictionary");
         Writer { deflate }
     }
