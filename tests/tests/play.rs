@@ -318,5 +318,6 @@ fn memory_emptydir_hostpath_security_context_and_downward_env() {
     assert!(!out.status.success());
     assert!(text(&out).contains("runAsNonRoot and would run as root"), "{}", text(&out));
     assert_eq!(pods(&node), vec![], "the failed pod was removed");
+    assert!(!node.dir().join("play/default_rooted").exists(), "and its dir");
     node.assert_clean().unwrap();
 }

@@ -195,7 +195,8 @@ fn node_name() -> String {
 }
 
 /// Makes the pod's dir (logs and volumes), runs the sandbox, pulls images, runs the init
-/// containers to completion and starts the app containers. On failure the pod is removed.
+/// containers to completion and starts the app containers. On failure the pod and its dir
+/// (tmpfs volumes unmounted) are removed.
 async fn start_pod(
     rt: &mut Runtime,
     images: &mut Images,
@@ -204,7 +205,20 @@ async fn start_pod(
 ) -> anyhow::Result<RunningPod> {
     let dir = state.join(format!("{}_{}", plan.meta.namespace, plan.meta.name));
     remove_pod_dir(&dir);
-    let volumes = make_pod_dir(plan, &dir)?;
+    let started = start_pod_in(rt, images, plan, &dir).await;
+    if started.is_err() {
+        remove_pod_dir(&dir);
+    }
+    started
+}
+
+async fn start_pod_in(
+    rt: &mut Runtime,
+    images: &mut Images,
+    plan: &PodPlan,
+    dir: &Path,
+) -> anyhow::Result<RunningPod> {
+    let volumes = make_pod_dir(plan, dir)?;
     let uid = random_uid();
     let config = convert::sandbox_config(plan, &uid, &dir.join("logs"));
     for c in plan.spec.init_containers.iter().chain(&plan.spec.containers) {
