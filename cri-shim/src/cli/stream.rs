@@ -9,7 +9,7 @@ use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::stream::portforward::{COPY_CHUNK, SHRINK_BELOW};
+use crate::stream::portforward::read_chunk;
 
 use super::{connect, status_msg};
 use crate::stream::client::ClientSession;
@@ -231,20 +231,9 @@ async fn forward_one(
     let up = {
         let s = s.clone();
         async move {
-            loop {
-                // Read straight into the frame's payload.
-                let mut buf = Vec::with_capacity(COPY_CHUNK);
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        // A short read keeps only its bytes while it waits in the queue.
-                        if n < SHRINK_BELOW {
-                            buf.shrink_to_fit();
-                        }
-                        if s.send(data_id, buf, false).await.is_err() {
-                            return;
-                        }
-                    }
+            while let Some(chunk) = read_chunk(&mut rd).await {
+                if s.send(data_id, chunk, false).await.is_err() {
+                    return;
                 }
             }
             let _ = s.send(data_id, Vec::new(), true).await;

@@ -71,10 +71,14 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
     let stream = crate::stream::StreamServer::start(&cfg.stream, runtime.clone())
         .await
         .context("start the streaming server")?;
-    let (exporter, rpc_metrics) = exporter::Exporter::new(runtime.clone());
-    if !cfg.metrics.address.is_empty() {
+    // Without a metrics address nothing is exported, and calls are not counted either.
+    let rpc_metrics = if cfg.metrics.address.is_empty() {
+        None
+    } else {
+        let (exporter, rpc_metrics) = exporter::Exporter::new(runtime.clone());
         exporter.serve(&cfg.metrics.address).await?;
-    }
+        Some(rpc_metrics)
+    };
     let listener = bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "podbay serving CRI");
     // systemd (Type=notify): ready once the socket takes connections.
@@ -95,7 +99,7 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     };
     let result = tonic::transport::Server::builder()
-        .layer(rpc_metrics)
+        .layer(tower::util::option_layer(rpc_metrics))
         .add_service(RuntimeServiceServer::new(runtime_service::CriService {
             runtime: runtime.clone(),
             defaults: container_config::Defaults {

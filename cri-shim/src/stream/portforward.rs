@@ -9,16 +9,32 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::session::{Incoming, Sender, Session};
 use super::spdy::{RST_CANCEL, RST_PROTOCOL_ERROR};
 
-/// The most read from the pod's connection at once: one DATA frame.
-pub(crate) const COPY_CHUNK: usize = 256 << 10;
+/// The most read from a forwarded connection at once: one DATA frame.
+const COPY_CHUNK: usize = 256 << 10;
 /// A read shorter than this gives its buffer's spare room back before it is queued.
-pub(crate) const SHRINK_BELOW: usize = 64 << 10;
+const SHRINK_BELOW: usize = 64 << 10;
+
+/// The next DATA frame's payload from a forwarded connection, read straight into the
+/// buffer the frame carries (no copy on the way out); `None` at its end or on an error.
+/// A short read keeps only its bytes while it waits in the queue.
+pub(crate) async fn read_chunk(rd: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(COPY_CHUNK);
+    match rd.read_buf(&mut buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            if n < SHRINK_BELOW {
+                buf.shrink_to_fit();
+            }
+            Some(buf)
+        }
+    }
+}
 
 /// How long the second stream of a pair may take (Kubernetes' stream creation timeout).
 const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,18 +131,9 @@ pub async fn run_pairs(mut session: Session, spec: PortForwardSpec, ports: usize
     let forwards = pairs
         .into_values()
         .filter_map(|p| Some((p.error?, p.data?)))
-        .map(|(e, d)| forward_until_pod_closes(e, d, spec.clone(), sender.clone()));
+        .map(|(e, d)| forward(e, d, spec.clone(), sender.clone(), true));
     futures_util::future::join_all(forwards).await;
     sender.go_away().await;
-}
-
-async fn forward_until_pod_closes(
-    error: Incoming,
-    data: Incoming,
-    spec: PortForwardSpec,
-    sender: Sender,
-) {
-    forward(error, data, spec, sender, true).await
 }
 
 /// One forwarded connection.
@@ -173,20 +180,9 @@ async fn forward(
     let down = {
         let sender = sender.clone();
         async move {
-            loop {
-                // Read straight into the frame's payload: no copy on the way out.
-                let mut buf = Vec::with_capacity(COPY_CHUNK);
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        // A short read keeps only its bytes while it waits in the queue.
-                        if n < SHRINK_BELOW {
-                            buf.shrink_to_fit();
-                        }
-                        if !sender.data(data_id, buf, false).await {
-                            return;
-                        }
-                    }
+            while let Some(chunk) = read_chunk(&mut rd).await {
+                if !sender.data(data_id, chunk, false).await {
+                    return;
                 }
             }
             sender.data(data_id, Vec::new(), true).await;
