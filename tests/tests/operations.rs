@@ -250,6 +250,28 @@ fn install_and_uninstall_into_a_prefix() {
     run_script(&mut uninstall);
     assert_eq!(files_under(tmp.path()), Vec::<String>::new());
 
+    // An install that fails half way (this `podbay` is `false`: its completions fail after
+    // the binaries and the unit are in place) removes what it had written.
+    let broken = tmp.path().join("broken-bin");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy("/bin/false", broken.join("podbay")).unwrap();
+    std::fs::copy(
+        podbay_tests::bin_dir().join("podbay-supervisor"),
+        broken.join("podbay-supervisor"),
+    )
+    .unwrap();
+    let mut failing = std::process::Command::new(&script);
+    failing
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--sysconfdir")
+        .arg(&etc)
+        .arg("--bin-dir")
+        .arg(&broken);
+    assert!(!failing.output().unwrap().status.success());
+    std::fs::remove_dir_all(&broken).unwrap();
+    assert_eq!(files_under(tmp.path()), Vec::<String>::new());
+
     // An operator's crictl.yaml stays as it is; --keep-debug splits the debug info off.
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::write(etc.join("crictl.yaml"), "runtime-endpoint: unix:///run/other.sock\n").unwrap();
