@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
@@ -36,7 +36,7 @@ const MAX_METHODS: usize = 128;
 /// Scrapes served at once; more wait for a slot.
 const MAX_CONNECTIONS: usize = 16;
 /// A scraper that has not sent its request headers by then is dropped.
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -313,7 +313,11 @@ impl Exporter {
         tokio::spawn(async move {
             loop {
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
-                let Ok((conn, _)) = listener.accept().await else { continue };
+                let Ok((conn, _)) = listener.accept().await else {
+                    // Out of descriptors, say: wait a little rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 let me = self.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {

@@ -107,7 +107,11 @@ impl StreamServer {
         let s = server.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((conn, _)) = listener.accept().await else { continue };
+                let Ok((conn, _)) = listener.accept().await else {
+                    // Out of descriptors, say: wait a little rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 // Small frames (SYN_REPLY, a prompt, a status) go out at once, as Go's
                 // connections (every Kubernetes client's) do.
                 let _ = conn.set_nodelay(true);
