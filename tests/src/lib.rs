@@ -74,6 +74,8 @@ pub struct Node {
     daemon: Option<Child>,
     env: Vec<(String, String)>,
     config: Option<String>,
+    /// Where this node's `podbay` comes from when not the shared [`bin_dir`].
+    binaries: Option<PathBuf>,
 }
 
 impl Node {
@@ -98,6 +100,19 @@ impl Node {
     /// Environment for the next daemon start.
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
         self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// Gives the node copies of `podbay` and `podbay-supervisor` of its own (in its dir),
+    /// used from the next daemon start: for a test about the binary files themselves,
+    /// which the other tests' daemons running the shared ones must not disturb.
+    pub fn use_private_binaries(&mut self) -> anyhow::Result<PathBuf> {
+        let dir = self.dir().join("bin");
+        std::fs::create_dir_all(&dir)?;
+        for name in ["podbay", "podbay-supervisor"] {
+            std::fs::copy(bin_dir().join(name), dir.join(name))?;
+        }
+        self.binaries = Some(dir.clone());
+        Ok(dir)
     }
 
     /// A new node with a running daemon and the busybox test image ([`BUSYBOX`]) imported.
@@ -127,7 +142,16 @@ impl Node {
         let dir = tempfile::Builder::new().prefix("pbt").tempdir_in(parent)?;
         let run = tempfile::Builder::new().prefix("pbt").tempdir_in("/dev/shm")?;
         let (holder, init_pid) = spawn_holder()?;
-        let node = Node { dir, run, holder, init_pid, daemon: None, env: Vec::new(), config: None };
+        let node = Node {
+            dir,
+            run,
+            holder,
+            init_pid,
+            daemon: None,
+            env: Vec::new(),
+            config: None,
+            binaries: None,
+        };
         std::fs::create_dir_all(node.root())?;
         Ok(node)
     }
@@ -221,7 +245,8 @@ impl Node {
             }
             None => PathBuf::from("/dev/null"),
         };
-        let mut cmd = self.command(podbay_bin());
+        let bin = self.binaries.as_ref().map_or_else(podbay_bin, |d| d.join("podbay"));
+        let mut cmd = self.command(bin);
         cmd.arg("serve")
             .arg("--config")
             .arg(config)

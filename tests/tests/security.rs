@@ -8,7 +8,7 @@ use podbay_tests::attack::{as_nobody, cc, import_image, sha256_file, shared_libr
 use podbay_tests::ctr::{create, ctr, logged_pod, run, security, sh, status};
 use podbay_tests::images::{Compression, Entry, Image, Tar, busybox_tar, layer, write_layout};
 use podbay_tests::{
-    Node, bin_dir, cri, pod_info, remove_pod, require_root, run_pod, wait_until, with_pid_mode,
+    Node, cri, pod_info, remove_pod, require_root, run_pod, wait_until, with_pid_mode,
 };
 
 /// Loaded into podbay's supervisor binary when a container runs `/proc/self/exe`: keeps a
@@ -74,10 +74,14 @@ fn read(path: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_runtime_binary_cannot_be_overwritten_from_a_container() {
     require_root!();
-    let mut node = Node::start().unwrap();
+    // The node runs copies of its own: ETXTBSY lasts while anything runs the file, and the
+    // other tests' daemons run the shared binaries all along.
+    let mut node = Node::empty().unwrap();
+    let bin = node.use_private_binaries().unwrap();
+    node.start_daemon().unwrap();
     let work = node.dir().join("attack");
     std::fs::create_dir_all(&work).unwrap();
-    let supervisor = bin_dir().join("podbay-supervisor");
+    let supervisor = bin.join("podbay-supervisor");
     let preload = cc(&work, "attack.so", PRELOAD, &["-shared", "-fPIC"]).unwrap();
     let attacker = cc(&work, "attacker", ATTACKER, &["-static"]).unwrap();
     // The image carries what the supervisor binary needs to run in it (its libraries)
@@ -92,8 +96,7 @@ async fn the_runtime_binary_cannot_be_overwritten_from_a_container() {
         files.push((path, std::fs::read(&lib).unwrap(), 0o755));
     }
     import_image(&node, "localhost/attack:1", &files).unwrap();
-    let before =
-        [sha256_file(&supervisor).unwrap(), sha256_file(&bin_dir().join("podbay")).unwrap()];
+    let before = [sha256_file(&supervisor).unwrap(), sha256_file(&bin.join("podbay")).unwrap()];
 
     let mut c = node.client().await.unwrap();
     let pc = with_pid_mode(logged_pod(&node, "attack"), cri::NamespaceMode::Node);
@@ -126,8 +129,7 @@ async fn the_runtime_binary_cannot_be_overwritten_from_a_container() {
     let seen = read(&result);
     assert!(!seen.contains("written"), "the binary was written: {seen}");
     assert!(seen.contains("EROFS") || seen.contains("EPERM"), "{seen}");
-    let after =
-        [sha256_file(&supervisor).unwrap(), sha256_file(&bin_dir().join("podbay")).unwrap()];
+    let after = [sha256_file(&supervisor).unwrap(), sha256_file(&bin.join("podbay")).unwrap()];
     assert_eq!(before, after, "an installed binary changed");
 
     // Back up, podbay kills what is left of the container and says why.

@@ -351,16 +351,20 @@ async fn attach_url(c: &mut Client, id: &str, stdin: bool, tty: bool) -> String 
 struct Live {
     lines: std::sync::mpsc::Receiver<String>,
     child: std::process::Child,
+    /// The client's stderr, for the message when a line does not come.
+    errors: std::path::PathBuf,
 }
 
 impl Live {
     fn start(node: &Node, args: &[&str], input: &[u8]) -> Live {
+        let errors = tempfile::NamedTempFile::new_in(node.dir()).unwrap().into_temp_path();
+        let errors = errors.keep().unwrap();
         let mut child = node
             .command(spdyexec().unwrap())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
@@ -376,7 +380,7 @@ impl Live {
                 }
             }
         });
-        Live { lines, child }
+        Live { lines, child, errors }
     }
 
     fn expect(&self, want: &str) {
@@ -388,7 +392,8 @@ impl Live {
                 Err(_) => break,
             }
         }
-        panic!("{want:?} never came");
+        let errors = std::fs::read_to_string(&self.errors).unwrap_or_default();
+        panic!("{want:?} never came; the client said: {errors}");
     }
 }
 
@@ -401,7 +406,12 @@ async fn attach_shares_output_and_closes_stdin_once() {
     let pod = run_pod(&mut c, pc.clone()).await.unwrap();
     let mut config = ctr(
         "app",
-        &["sh", "-c", "read a; echo got-$a; cat > /dev/null; echo eof-seen; sleep 3600"],
+        &[
+            "sh",
+            "-c",
+            "while :; do echo tick; sleep 0.2; done & read a; kill $!; echo got-$a; \
+             cat > /dev/null; echo eof-seen; sleep 3600",
+        ],
     );
     config.stdin = true;
     config.stdin_once = true;
@@ -410,6 +420,9 @@ async fn attach_shares_output_and_closes_stdin_once() {
     // An observer, then an attacher that types a line and goes away.
     let url = attach_url(&mut c, &id, false, false).await;
     let observer = Live::start(&node, &["-stdout", "-stderr", &url], b"");
+    // Output reaches an attacher from its attach on: the observer is there once it sees
+    // the container's ticks.
+    observer.expect("tick");
     let url = attach_url(&mut c, &id, true, false).await;
     let typist = Live::start(&node, &["-stdin", "-stdout", "-stderr", &url], b"one\n");
     typist.expect("got-one");
