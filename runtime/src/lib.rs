@@ -32,6 +32,7 @@ pub mod steps;
 pub mod store;
 pub mod supervisor;
 mod undo;
+pub mod view;
 
 use std::fs::File;
 use std::io::Write;
@@ -189,6 +190,7 @@ impl Runtime {
             layout.clone(),
             failpoints,
             steps.clone(),
+            view_mount_points(&layout),
         );
         if !containers.node().hugetlb {
             tracing::info!(
@@ -360,6 +362,23 @@ impl Runtime {
     /// The node network with the pods that hold a network now.
     pub async fn network_report(&self) -> NetworkReport {
         self.inner.network.report(&self.inner.sandboxes.live_pods()).await
+    }
+}
+
+/// Makes the pods and containers dirs mount points of their own (see `view`); false,
+/// logged, when that cannot be done (containers are then made in the node's mount table).
+fn view_mount_points(layout: &Layout) -> bool {
+    let made = [layout.pods_dir(), layout.containers_dir()].iter().try_for_each(|dir| {
+        std::fs::create_dir_all(dir)?;
+        view::ensure_mount_point(dir)
+    });
+    match made {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "no mount points for the pods and containers dirs: \
+                containers are made with the node's whole mount table");
+            false
+        }
     }
 }
 

@@ -54,9 +54,14 @@ pub fn step_breakdown(node: &Node, marker: &str, call: &str) {
 /// The median of each step over every call of the daemon's run, from its debug log lines
 /// `<marker> … steps=a=12us b=34us`: "a 0.01, b 0.03" (ms).
 pub fn step_medians(node: &Node, marker: &str) -> String {
+    step_medians_in(&node.log(), marker)
+}
+
+/// [`step_medians`] over a part of the daemon's log (e.g. what it wrote since an offset).
+pub fn step_medians_in(log: &str, marker: &str) -> String {
     let mut steps: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
     let mut order = Vec::new();
-    for line in node.log().lines().filter(|l| l.contains(marker)) {
+    for line in log.lines().filter(|l| l.contains(marker)) {
         let Some(rest) = line.split("steps=").nth(1) else { continue };
         for part in rest.split_whitespace() {
             let Some((name, us)) = part.split_once('=') else { continue };

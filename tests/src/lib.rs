@@ -386,10 +386,14 @@ impl Node {
     pub fn mounts(&self) -> anyhow::Result<Vec<String>> {
         let out = self.sh("cat /proc/self/mounts")?;
         let dirs = [self.dir().to_path_buf(), self.run_dir()];
+        // The daemon's own two, which stay while it runs: its pods and containers dirs,
+        // each bound onto itself (see runtime/src/view.rs).
+        let views = [self.pods_dir(), self.root().join("containers")];
         Ok(out
             .lines()
             .filter_map(|l| l.split_whitespace().nth(1))
             .filter(|m| dirs.iter().any(|d| Path::new(m).starts_with(d)))
+            .filter(|m| !views.iter().any(|v| Path::new(m) == v))
             .map(String::from)
             .collect())
     }

@@ -947,3 +947,120 @@ async fn supplemental_groups_policy_merge_and_strict() {
     remove_pod(&mut c, &pod).await.unwrap();
     node.assert_clean().unwrap();
 }
+
+/// The cgroup of every v1 controller the node mounts (or, on a cgroup v2 node, the unified
+/// one) of the process that prints `text` as `/proc/self/cgroup`.
+fn cgroups_of(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((controllers.to_owned(), path.trim().to_owned()))
+        })
+        .filter(|(controllers, _)| !controllers.starts_with("name="))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_is_in_its_cgroups_before_its_first_instruction() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "placed");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    // The entrypoint itself (busybox's cat, no shell before it) reads where it is: the
+    // first thing the image's code does.
+    let id = run(&mut c, &pod, &pc, ctr("first", &["cat", "/proc/self/cgroup"])).await;
+    let st = wait_exited(&mut c, &id).await;
+    assert_eq!(st.exit_code, 0, "{}", st.message);
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    let printed: String =
+        log.lines().filter_map(|l| l.splitn(4, ' ').nth(3)).map(|l| format!("{l}\n")).collect();
+    let want = format!("/podbay/{pod}/{id}");
+    // The hierarchies this node mounts (another test may mount one of its own: the kernel
+    // lists every hierarchy in /proc/self/cgroup, mounted here or not).
+    let options = node.sh("awk '/ - cgroup / {print $NF}' /proc/self/mountinfo").unwrap();
+    let mounted = |controllers: &str| {
+        controllers.is_empty()
+            || options.lines().any(|o| {
+                let o: Vec<&str> = o.split(',').collect();
+                controllers.split(',').all(|c| o.contains(&c))
+            })
+    };
+    let node_cgroups: Vec<_> = cgroups_of(&node.sh("cat /proc/self/cgroup").unwrap())
+        .into_iter()
+        .filter(|(controllers, _)| mounted(controllers))
+        .collect();
+    let v1 = node_cgroups.iter().any(|(controllers, _)| !controllers.is_empty());
+    assert!(!node_cgroups.is_empty(), "no cgroup hierarchy in the node");
+    let seen = cgroups_of(&printed);
+    for (controllers, _) in node_cgroups.iter().filter(|(c, _)| v1 != c.is_empty()) {
+        let path = seen.iter().find(|(c, _)| c == controllers).map(|(_, p)| p.as_str());
+        assert_eq!(path, Some(want.as_str()), "controller {controllers:?}: {printed}");
+    }
+
+    // An ExecSync process is placed as the container's own are.
+    let app = run(&mut c, &pod, &pc, sleeper("app")).await;
+    let r = exec(&mut c, &app, &["cat", "/proc/self/cgroup"], 10).await.unwrap();
+    let printed = String::from_utf8_lossy(&r.stdout).into_owned();
+    let want = format!("/podbay/{pod}/{app}");
+    let seen = cgroups_of(&printed);
+    for (controllers, _) in node_cgroups.iter().filter(|(c, _)| v1 != c.is_empty()) {
+        let path = seen.iter().find(|(c, _)| c == controllers).map(|(_, p)| p.as_str());
+        assert_eq!(path, Some(want.as_str()), "exec, controller {controllers:?}: {printed}");
+    }
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_no_cgroups(&[&pod]);
+}
+
+/// Mount points at `path` in the node's mount table.
+fn mounts_at(node: &Node, path: &std::path::Path) -> usize {
+    let table = node.sh("awk '{print $5}' /proc/self/mountinfo").unwrap();
+    table.lines().filter(|l| std::path::Path::new(l) == path).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_are_made_apart_from_other_pods_mounts_and_leave_the_node_alone() {
+    require_root!();
+    let mut node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let containers = node.root().join("containers");
+    // The pods and containers dirs are mount points of the daemon's own (libcontainer runs
+    // where they hold only the one pod's and the one container's mounts).
+    assert_eq!(mounts_at(&node, &node.pods_dir()), 1);
+    assert_eq!(mounts_at(&node, &containers), 1);
+
+    let pa = logged_pod(&node, "a");
+    let a = run_pod(&mut c, pa.clone()).await.unwrap();
+    let first = run(&mut c, &a, &pa, sleeper("first")).await;
+    let before = node.sh("cat /proc/self/mountinfo | wc -l").unwrap();
+    let pb = logged_pod(&node, "b");
+    let b = run_pod(&mut c, pb.clone()).await.unwrap();
+    let second = run(&mut c, &b, &pb, sleeper("second")).await;
+    // What the second container's making detached in its own namespace stayed in the
+    // node: pod a's pins, /dev/shm and rootfs, and the one container works on.
+    let table = node.sh("awk '{print $5}' /proc/self/mountinfo").unwrap();
+    for kept in [format!("/{a}/ns/net"), format!("/{a}/shm"), format!("/{first}/rootfs")] {
+        assert!(table.lines().any(|l| l.ends_with(&kept)), "{kept} gone: {table}");
+    }
+    let after = node.sh("cat /proc/self/mountinfo | wc -l").unwrap();
+    let grown = after.trim().parse::<i64>().unwrap() - before.trim().parse::<i64>().unwrap();
+    assert!(grown <= 6, "pod b and its container added {grown} mounts");
+    for id in [&first, &second] {
+        let r = exec(&mut c, id, &["sh", "-c", "echo ok > /tmp/x && cat /tmp/x"], 10).await;
+        assert_eq!(String::from_utf8_lossy(&r.unwrap().stdout).trim(), "ok");
+    }
+
+    // A daemon restart keeps the mount points as they are (nothing stacked).
+    drop(c);
+    node.kill_daemon().unwrap();
+    node.start_daemon().unwrap();
+    let mut c = node.client().await.unwrap();
+    assert_eq!(mounts_at(&node, &node.pods_dir()), 1);
+    assert_eq!(mounts_at(&node, &containers), 1);
+    let third = run(&mut c, &a, &pa, sleeper("third")).await;
+    assert_eq!(status(&mut c, &third).await.0.state, cri::ContainerState::ContainerRunning as i32);
+    remove_pod(&mut c, &a).await.unwrap();
+    remove_pod(&mut c, &b).await.unwrap();
+    node.assert_clean().unwrap();
+}

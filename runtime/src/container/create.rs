@@ -175,6 +175,7 @@ impl Containers {
             tty: spec.tty,
             stdin: spec.stdin,
             stdin_once: spec.stdin_once,
+            narrow: self.narrow_views(&sandbox.id, id.as_str(), spec.has_bidirectional_mount()),
         };
         let created = Client::new(&pod).create_container(req, CREATE_TIMEOUT).await;
         if userns.is_some() {

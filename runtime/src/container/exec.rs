@@ -42,6 +42,7 @@ impl Containers {
             streamed: false,
             stdin: false,
             tty: false,
+            narrow: self.narrow_views(&rec.sandbox_id, rec.id.as_str(), false),
         };
         // The supervisor enforces the timeout; the call waits a little longer.
         let wait = timeout.map_or(Duration::from_secs(24 * 3600), |t| t + Duration::from_secs(10));
@@ -101,6 +102,7 @@ impl Containers {
             streamed: true,
             stdin,
             tty,
+            narrow: self.narrow_views(&rec.sandbox_id, rec.id.as_str(), false),
         };
         Client::new(&pod).exec_stream(req).await.map_err(Error::supervisor(&rec.id))
     }

@@ -50,6 +50,7 @@ use crate::steps::StepHistograms;
 use crate::store::Store;
 use crate::supervisor::Identity;
 use crate::undo::WithCleanup;
+use podbay_proto::supervisor::v1::NarrowView;
 
 /// The container's identity as kubelet gives it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -204,6 +205,13 @@ pub struct ContainerSpec {
     pub tty: bool,
     pub resources: Resources,
     pub security: Security,
+}
+
+impl ContainerSpec {
+    /// Whether a mount propagates back to the node (CRI Bidirectional).
+    pub fn has_bidirectional_mount(&self) -> bool {
+        self.mounts.iter().any(|m| m.propagation == Propagation::Bidirectional)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -471,6 +479,9 @@ struct Inner {
     oom_warned: Mutex<HashSet<SandboxId>>,
     events: broadcast::Sender<ContainerEvent>,
     steps: StepHistograms,
+    /// Whether the pods and containers dirs are mount points of their own, so that
+    /// libcontainer can run where they hold only what it needs (see `crate::view`).
+    narrow_views: bool,
 }
 
 impl Containers {
@@ -480,6 +491,7 @@ impl Containers {
         layout: Layout,
         failpoints: Failpoints,
         steps: StepHistograms,
+        narrow_views: bool,
     ) -> Self {
         let inner = Inner {
             map: RwLock::new(HashMap::new()),
@@ -492,8 +504,28 @@ impl Containers {
             oom_warned: Mutex::new(HashSet::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,
             steps,
+            narrow_views,
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// The directories libcontainer's child narrows for a container of `pod` (see
+    /// `crate::view`): the pod's dir and the container's stay. None without the mount
+    /// points, and for a container with a Bidirectional mount (its mounts must reach the
+    /// node).
+    fn narrow_views(&self, pod: &SandboxId, id: &str, bidirectional: bool) -> Vec<NarrowView> {
+        if !self.inner.narrow_views || bidirectional {
+            return Vec::new();
+        }
+        let layout = &self.inner.layout;
+        let view = |parent: PathBuf, keep: PathBuf| NarrowView {
+            parent: parent.to_string_lossy().into_owned(),
+            keep: keep.to_string_lossy().into_owned(),
+        };
+        vec![
+            view(layout.pods_dir(), layout.pod(pod).dir().to_path_buf()),
+            view(layout.containers_dir(), layout.container(id).dir().to_path_buf()),
+        ]
     }
 
     /// Every container event from now on, in order per container.

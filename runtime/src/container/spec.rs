@@ -700,7 +700,7 @@ fn readonly_paths(i: &Inputs<'_>) -> Vec<String> {
 /// The root's propagation: libcontainer takes `shared`, `slave`, `private` and
 /// `unbindable` (and applies them recursively); runc's `rshared`/`rslave` it refuses.
 fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
-    if spec.mounts.iter().any(|m| m.propagation == Propagation::Bidirectional) {
+    if spec.has_bidirectional_mount() {
         Some("shared")
     } else if spec.mounts.iter().any(|m| m.propagation == Propagation::HostToContainer) {
         Some("slave")

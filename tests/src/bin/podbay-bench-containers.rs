@@ -1,12 +1,14 @@
 //! `scripts/bench containers`: app containers through the CRI socket with an in-process
-//! Rust client, in a node namespace of its own: CreateContainer + StartContainer in a
-//! running pod, a whole pod start (RunPodSandbox + CreateContainer + StartContainer of
-//! one busybox `sleep`), its teardown, the cost of the RuntimeDefault seccomp filter
-//! (interleaved with Unconfined), and runtime memory per pod with 100 one-container pods.
+//! Rust client, in a node namespace of its own: runtime memory per pod with 100
+//! one-container pods; then, with 1, 100 and 250 running pods on the node (one column
+//! each, `BENCH_LEVELS`), CreateContainer + StartContainer in a running pod, the cost of
+//! the RuntimeDefault seccomp filter (interleaved with Unconfined), a whole pod start
+//! (RunPodSandbox + CreateContainer + StartContainer of one busybox `sleep`) and its
+//! teardown, with the node's mount table size and CreateContainer's step medians.
 
 use std::time::{Duration, Instant};
 
-use podbay_tests::bench::{daemon_ns_pid, report, smaps_kb, step_breakdown};
+use podbay_tests::bench::{daemon_ns_pid, ms, percentile, report, smaps_kb, step_medians_in};
 use podbay_tests::*;
 
 fn sleeper(name: &str, unconfined: bool) -> cri::ContainerConfig {
@@ -63,65 +65,130 @@ async fn teardown(c: &mut Client, pod: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The figures of one column: a number of running pods.
+struct Column {
+    pods: usize,
+    /// Mount entries in the node's mount table (what every new mount namespace copies).
+    mounts: usize,
+    rows: Vec<Vec<Duration>>,
+    steps: String,
+}
+
+const ROWS: [(&str, f64); 6] = [
+    ("CreateContainer + StartContainer", 6.0),
+    ("  CreateContainer alone", 0.0),
+    ("  StartContainer alone", 0.0),
+    ("  create + start, seccomp Unconfined", 0.0),
+    ("whole pod start", 10.0),
+    ("StopPodSandbox + RemovePodSandbox", 0.0),
+];
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(is_root(), "the bench needs root (node namespaces, cgroups)");
-    let count: usize =
-        std::env::var("BENCH_CONTAINERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let count: usize = env("BENCH_CONTAINERS", "40").parse()?;
+    let levels: Vec<usize> =
+        env("BENCH_LEVELS", "1,100,250").split(',').map(str::parse).collect::<Result<_, _>>()?;
     let node = Node::with_busybox()?;
     let mut c = node.client().await?;
-    println!("podbay container bench: {count} per scenario, binaries from {}", bin_dir().display());
+    println!(
+        "podbay container bench: {count} per scenario at {levels:?} running pods, binaries from {}",
+        bin_dir().display()
+    );
 
     // Warm-up: page in the binaries, the image's layers and the kernel's caches.
     for i in 0..10 {
         let pod = whole_pod(&mut c, &format!("warm{i}")).await?;
         teardown(&mut c, &pod).await?;
     }
+    memory(&node, &mut c).await?;
 
-    // CreateContainer + StartContainer in running pods, RuntimeDefault and Unconfined
-    // seccomp interleaved so the machine's drift hits both alike.
-    let mut pods = Vec::with_capacity(count);
-    for i in 0..count {
-        let config = pod_config(&format!("c{i}"));
-        pods.push((run_pod(&mut c, config.clone()).await?, config));
+    // Each column: the node holds that many running one-container pods while the samples
+    // are taken (each sample's pods go again, so the count stays). Default and
+    // Unconfined seccomp are interleaved so the machine's drift hits both alike.
+    let mut background = Vec::new();
+    let mut columns = Vec::new();
+    for &level in &levels {
+        while background.len() + 1 < level {
+            background.push(whole_pod(&mut c, &format!("bg{}", background.len())).await?);
+        }
+        let log_start = node.log().len();
+        let mut rows = vec![Vec::with_capacity(count); ROWS.len()];
+        for i in 0..count {
+            let config = pod_config(&format!("c{level}-{i}"));
+            let pod = run_pod(&mut c, config.clone()).await?;
+            let (_, cr, st) =
+                create_start(&mut c, &pod, &config, sleeper("default", false)).await?;
+            rows[0].push(cr + st);
+            rows[1].push(cr);
+            rows[2].push(st);
+            let (_, cr, st) =
+                create_start(&mut c, &pod, &config, sleeper("unconfined", true)).await?;
+            rows[3].push(cr + st);
+            teardown(&mut c, &pod).await?;
+            let t = Instant::now();
+            let pod = whole_pod(&mut c, &format!("w{level}-{i}")).await?;
+            rows[4].push(t.elapsed());
+            let t = Instant::now();
+            teardown(&mut c, &pod).await?;
+            rows[5].push(t.elapsed());
+        }
+        let log = node.log();
+        let steps = step_medians_in(log.get(log_start..).unwrap_or_default(), "container created");
+        columns.push(Column { pods: level, mounts: mount_count(&node), rows, steps });
     }
-    let (mut both, mut create, mut start, mut unconfined) = (vec![], vec![], vec![], vec![]);
-    for (pod, config) in &pods {
-        let (_, cr, st) = create_start(&mut c, pod, config, sleeper("default", false)).await?;
-        both.push(cr + st);
-        create.push(cr);
-        start.push(st);
-        let (_, cr, st) = create_start(&mut c, pod, config, sleeper("unconfined", true)).await?;
-        unconfined.push(cr + st);
-    }
-    println!("-- containers in running pods (busybox sleep)");
-    report("CreateContainer + StartContainer", both, 10.0);
-    report("  CreateContainer alone", create, 10.0);
-    report("  StartContainer alone", start, 10.0);
-    report("  create + start, seccomp Unconfined", unconfined, 10.0);
-    for (pod, _) in &pods {
+    print_columns(&mut columns, count);
+    for pod in &background {
         teardown(&mut c, pod).await?;
     }
-
-    // Whole pods, then their teardown.
-    let (mut up, mut down, mut ids) = (vec![], vec![], vec![]);
-    for i in 0..count {
-        let t = Instant::now();
-        ids.push(whole_pod(&mut c, &format!("w{i}")).await?);
-        up.push(t.elapsed());
-    }
-    for id in &ids {
-        let t = Instant::now();
-        teardown(&mut c, id).await?;
-        down.push(t.elapsed());
-    }
-    println!("-- whole pods (RunPodSandbox + CreateContainer + StartContainer)");
-    report("whole pod start", up, 20.0);
-    report("StopPodSandbox + RemovePodSandbox", down, 20.0);
-
-    step_breakdown(&node, "container created", "CreateContainer");
-    memory(&node, &mut c).await?;
     node.assert_clean()
+}
+
+/// Lines in the daemon's mountinfo: the node's mount table.
+fn mount_count(node: &Node) -> usize {
+    let path = format!("/proc/{}/root/proc/{}/mountinfo", node.init_pid(), daemon_ns_pid(node));
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+fn print_columns(columns: &mut [Column], count: usize) {
+    println!("-- containers and whole pods by running pods (n={count} each; p50 / p99 ms)");
+    let mut head = format!("{:<38}", "running pods");
+    for col in columns.iter() {
+        head.push_str(&format!("{:>18}", col.pods));
+    }
+    println!("{head}   last/first p50 (target <= 1.2x)");
+    let mut mounts = format!("{:<38}", "node mount table (entries)");
+    for col in columns.iter() {
+        mounts.push_str(&format!("{:>18}", col.mounts));
+    }
+    println!("{mounts}");
+    for (r, (name, target)) in ROWS.iter().enumerate() {
+        let mut line = format!("{name:<38}");
+        let mut p50s = Vec::new();
+        for col in columns.iter_mut() {
+            let v = &mut col.rows[r];
+            v.sort();
+            let p50 = ms(percentile(v, 0.5));
+            p50s.push(p50);
+            line.push_str(&format!("{:>18}", format!("{p50:.2} / {:.2}", ms(percentile(v, 0.99)))));
+        }
+        if let (Some(first), Some(last)) = (p50s.first(), p50s.last()) {
+            let flat = last / first;
+            line.push_str(&format!("   {flat:.2}x {}", if flat <= 1.2 { "OK" } else { "MISSED" }));
+        }
+        if *target > 0.0 {
+            let met = p50s.iter().all(|p| p <= target);
+            line.push_str(&format!(
+                "; p50 target <= {target} ms {}",
+                if met { "OK" } else { "MISSED" }
+            ));
+        }
+        println!("{line}");
+    }
+    for col in columns.iter() {
+        println!("CreateContainer step medians at {} pods (ms): {}", col.pods, col.steps);
+    }
 }
 
 /// Runtime memory per pod with 100 one-container pods: the supervisor's PSS (the only

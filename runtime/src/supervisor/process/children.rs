@@ -27,7 +27,7 @@ use nix::unistd::{Pid, pipe2};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, LinuxSyscallBuilder, Spec};
 use podbay_proto::supervisor::v1::{
     AttachRequest, ContainerState, CreateContainerRequest, CreateContainerResponse, ExecRequest,
-    ExecResponse, StartContainerResponse,
+    ExecResponse, NarrowView, StartContainerResponse,
 };
 
 use super::crilog::{LogStream, timestamp};
@@ -152,7 +152,9 @@ impl Children {
             false => (None, None),
         };
         let console_path = console.as_ref().map(|c| c.path.clone());
+        let narrow = narrow_views(&req.narrow);
         let pid = helper::run(move || {
+            crate::view::narrow(&narrow)?;
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)?
                 .with_console_socket(console_path);
@@ -342,7 +344,9 @@ impl Children {
             let (in_r, in_w) = stdin.map_or((None, None), |(r, w)| (Some(r), Some(w)));
             let (id, args) = (req.id.clone(), req.args.clone());
             let console_path = console.as_ref().map(|c| c.path.clone());
+            let narrow = narrow_views(&req.narrow);
             let pid = helper::run(move || {
+                crate::view::narrow(&narrow)?;
                 let process = exec_process(&root, &id, args, tty)?;
                 let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                     .with_root_path(root)?
@@ -547,6 +551,17 @@ impl Children {
             let _ = kill(Pid::from_raw(e.pid), Signal::SIGKILL);
         }
     }
+}
+
+/// The request's narrowed directories (see `crate::view`).
+fn narrow_views(views: &[NarrowView]) -> Vec<crate::view::Narrow> {
+    views
+        .iter()
+        .map(|v| crate::view::Narrow {
+            parent: PathBuf::from(&v.parent),
+            keep: (!v.keep.is_empty()).then(|| PathBuf::from(&v.keep)),
+        })
+        .collect()
 }
 
 /// Reads what a log pipe has (without blocking), appends it to the log and copies it to
