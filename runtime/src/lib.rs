@@ -233,6 +233,22 @@ impl Runtime {
         Ok(Runtime { inner: Arc::new(inner) })
     }
 
+    /// At a clean shutdown with no pod and no container left: the pods and containers
+    /// dirs stop being mount points of their own (see `view`), so a node without podbay's
+    /// pods holds no mount of podbay's. With any left they stay (pods outlive the daemon).
+    pub fn release_mount_points(&self) {
+        let none = self.inner.sandboxes.list(&Default::default()).is_empty()
+            && self.inner.containers.list(&Default::default()).is_empty();
+        if !none {
+            return;
+        }
+        for dir in [self.inner.layout.pods_dir(), self.inner.layout.containers_dir()] {
+            if let Err(e) = view::release_mount_point(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "unmount");
+            }
+        }
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
     }

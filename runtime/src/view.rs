@@ -44,6 +44,14 @@ pub fn ensure_mount_point(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Undoes [`ensure_mount_point`] (if `dir` is a mount point; nothing may be under it).
+pub fn release_mount_point(dir: &Path) -> io::Result<()> {
+    if is_mount_point(dir)? {
+        nix::mount::umount2(dir, MntFlags::empty())?;
+    }
+    Ok(())
+}
+
 /// mountinfo's escapes (`\040` for a space, octal) undone.
 fn unescape(field: &str) -> String {
     let b = field.as_bytes();

@@ -1063,4 +1063,9 @@ async fn containers_are_made_apart_from_other_pods_mounts_and_leave_the_node_alo
     remove_pod(&mut c, &a).await.unwrap();
     remove_pod(&mut c, &b).await.unwrap();
     node.assert_clean().unwrap();
+    // A clean shutdown with nothing left leaves no mount of podbay's in the node.
+    drop(c);
+    node.stop_daemon().unwrap();
+    assert_eq!(mounts_at(&node, &node.pods_dir()), 0);
+    assert_eq!(mounts_at(&node, &containers), 0);
 }

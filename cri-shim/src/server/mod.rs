@@ -113,6 +113,7 @@ pub async fn serve(cfg: Config, reset_state: bool) -> anyhow::Result<()> {
         .add_service(ImagesServer::new(admin_service::AdminService { runtime: runtime.clone() }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
+    runtime.release_mount_points();
     let _ = std::fs::remove_file(&cfg.socket);
     result.context("CRI server")
 }
