@@ -114,6 +114,12 @@ impl Containers {
         }
         let fp = &self.inner.failpoints;
         let mut timer = StepTimer::new("create_container");
+        // The pod's cgroup first (a mkdir waits while a migration holds the cgroup mutex),
+        // then the migration that lets libcontainer's own go through at once.
+        let pod_cgroup =
+            cgroups::pod_cgroup(sandbox.spec.cgroup_parent.as_deref(), sandbox.id.as_str());
+        cgroups::ensure_pod(&pod_cgroup, &self.inner.node.cgroup_v1_hierarchies)?;
+        cgroups::prime_migration(&self.inner.node.cgroup_v1_hierarchies);
         let pod_userns = sandbox.spec.namespaces.user.as_ref();
         check_userns(spec, pod_userns)?;
         let userns = match (pod_userns, sandbox.namespaces.get(&NsKind::User)) {
@@ -129,10 +135,7 @@ impl Containers {
         timer.done("rootfs");
 
         let pod = self.inner.layout.pod(&sandbox.id);
-        let pod_cgroup =
-            cgroups::pod_cgroup(sandbox.spec.cgroup_parent.as_deref(), sandbox.id.as_str());
         fp.check("container.create.spec")?;
-        cgroups::ensure_pod(&pod_cgroup, &self.inner.node.cgroup_v1_hierarchies)?;
         let cgroup = format!("{pod_cgroup}/{id}");
         let dirs = self.inner.layout.container(id.as_str());
         let idmapped = match &userns {
