@@ -34,8 +34,10 @@ pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
 }
 
 /// Makes `dir` (absolute, existing) a mount point of its own unless it is one: a recursive
-/// bind onto itself, so that mounts already under it are kept.
+/// bind onto itself, so that mounts already under it are kept. Fails where the kernel
+/// cannot clone mounts (`open_tree`, Linux 5.2), which [`narrow`] needs.
 pub fn ensure_mount_point(dir: &Path) -> io::Result<()> {
+    drop(crate::mount_attr::clone_tree(dir, false)?);
     if is_mount_point(dir)? {
         return Ok(());
     }
@@ -53,7 +55,7 @@ pub fn release_mount_point(dir: &Path) -> io::Result<()> {
 }
 
 /// mountinfo's escapes (`\040` for a space, octal) undone.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -94,7 +96,11 @@ pub fn narrow(dirs: &[Narrow]) -> io::Result<()> {
     let mut clones = Vec::new();
     for d in dirs {
         if let Some(keep) = &d.keep {
-            clones.push((crate::mount_attr::clone_tree(keep, true)?, keep));
+            match crate::mount_attr::clone_tree(keep, true) {
+                Ok(fd) => clones.push((fd, keep)),
+                // Nothing detached yet: libcontainer sees the whole table, as before.
+                Err(_) => return Ok(()),
+            }
         }
     }
     for d in dirs {

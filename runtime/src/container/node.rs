@@ -90,7 +90,7 @@ fn propagation_in(mountinfo: &str, path: &str) -> MountPropagation {
         let fields: Vec<&str> = head.split(' ').collect();
         let (Some(point), Some(optional)) = (fields.get(4), fields.get(6..)) else { continue };
         // Mount points escape spaces and the like as octal (`\040`).
-        let point = unescape(point);
+        let point = crate::view::unescape(point);
         let under = path == point
             || point == "/"
             || path.strip_prefix(point.as_str()).is_some_and(|rest| rest.starts_with('/'));
@@ -105,26 +105,6 @@ fn propagation_in(mountinfo: &str, path: &str) -> MountPropagation {
         }
     }
     best
-}
-
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
