@@ -33,6 +33,8 @@ impl Containers {
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
+        // libcontainer's tenant moves itself into the container's cgroups too.
+        crate::cgroups::prime_migration(&self.inner.node.cgroup_v1_hierarchies);
         let req = ExecRequest {
             id: rec.id.to_string(),
             args,
@@ -93,6 +95,7 @@ impl Containers {
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
+        crate::cgroups::prime_migration(&self.inner.node.cgroup_v1_hierarchies);
         let req = ExecRequest {
             id: rec.id.to_string(),
             args,

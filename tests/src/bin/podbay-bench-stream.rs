@@ -117,6 +117,20 @@ async fn bench(node: &Node) -> anyhow::Result<()> {
     let (sync, streamed) = exec_vs_sync(&mut c, &shell, n).await?;
     report("ExecSync `true`", sync.clone(), 20.0);
     report("Exec `true` (URL, SPDY, exit status)", streamed.clone(), 20.0);
+    // The pattern of kubelet's exec probes: one call now and then on a quiet node.
+    let mut spaced = Vec::new();
+    for _ in 0..n.min(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        let req = cri::ExecSyncRequest {
+            container_id: shell.clone(),
+            cmd: vec!["true".into()],
+            timeout: 0,
+        };
+        c.exec_sync(req).await?;
+        spaced.push(t.elapsed());
+    }
+    report("ExecSync `true`, 200 ms apart (probes)", spaced, 20.0);
 
     // Attach: from the call to the first byte of output.
     let mut first = Vec::new();
