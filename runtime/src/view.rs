@@ -27,19 +27,31 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-/// Whether `dir` is a mount point in this process's mount namespace.
-pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
+/// The mount points in this process's mount namespace.
+fn mount_points() -> io::Result<Vec<PathBuf>> {
     let table = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(table.lines().filter_map(|l| l.split(' ').nth(4)).any(|p| Path::new(&unescape(p)) == dir))
+    Ok(table.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| unescape(p).into()).collect())
 }
 
-/// Makes `dir` (absolute, existing) a mount point of its own unless it is one: a recursive
-/// bind onto itself, so that mounts already under it are kept. Fails where the kernel
-/// cannot clone mounts (`open_tree`, Linux 5.2), which [`narrow`] needs.
+/// Whether `dir` is a mount point in this process's mount namespace.
+pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    Ok(mount_points()?.iter().any(|p| p == dir))
+}
+
+/// Makes `dir` (absolute, existing) a mount point of its own unless it is one: a bind onto
+/// itself. Refused while mounts are under it (pods of a podbay from before these mount
+/// points: a bind would copy them, and their unmounting later would leave the copies
+/// below), and where the kernel cannot clone mounts (`open_tree`, Linux 5.2), which
+/// [`narrow`] needs.
 pub fn ensure_mount_point(dir: &Path) -> io::Result<()> {
     drop(crate::mount_attr::clone_tree(dir, false)?);
-    if is_mount_point(dir)? {
+    let points = mount_points()?;
+    if points.iter().any(|p| p == dir) {
         return Ok(());
+    }
+    if let Some(under) = points.iter().find(|p| p.starts_with(dir)) {
+        let what = format!("{} is mounted under it; made at a start without pods", under.display());
+        return Err(io::Error::other(what));
     }
     let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     nix::mount::mount(Some(dir), dir, None::<&str>, flags, None::<&str>)?;

@@ -1069,3 +1069,28 @@ async fn containers_are_made_apart_from_other_pods_mounts_and_leave_the_node_alo
     assert_eq!(mounts_at(&node, &node.pods_dir()), 0);
     assert_eq!(mounts_at(&node, &containers), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mounts_left_under_the_pods_dir_keep_it_as_it_is() {
+    require_root!();
+    // A run dir with a mount under its pods dir and no mount point of its own (as an
+    // older podbay's pods leave it): the daemon makes no mount point over it (a bind would
+    // copy the mount below), and containers are made as before.
+    let mut node = Node::empty().unwrap();
+    node.start_daemon().unwrap();
+    node.stop_daemon().unwrap();
+    let pods = node.pods_dir();
+    let old = pods.join("old/shm");
+    node.sh(&format!("mkdir -p {0} && mount -t tmpfs old {0}", old.display())).unwrap();
+    node.start_daemon().unwrap();
+    node.import_busybox().unwrap();
+    assert_eq!(mounts_at(&node, &pods), 0);
+    assert!(node.log().contains("is mounted under it"), "{}", node.log());
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "plain");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, sleeper("app")).await;
+    assert_eq!(status(&mut c, &id).await.0.state, cri::ContainerState::ContainerRunning as i32);
+    remove_pod(&mut c, &pod).await.unwrap();
+    let _ = node.sh(&format!("umount {}", old.display()));
+}
