@@ -85,36 +85,37 @@ pub fn hugetlb_available(v2: bool) -> bool {
     })
 }
 
-/// Starts a cgroup migration that moves nothing (the daemon into the cgroup it is in),
-/// in a thread of its own, so that libcontainer's own migration a few milliseconds later
-/// does not wait for the kernel.
+/// Starts a cgroup migration that moves nothing (a thread of its own into the cgroup it
+/// is in), so that libcontainer's own migration a few milliseconds later does not wait
+/// for the kernel.
 ///
-/// Writing a pid to `cgroup.procs` takes the global `cgroup_threadgroup_rwsem` for
-/// writing, which first waits for an RCU grace period (10–14 ms on these machines after
-/// a quiet moment; 0.1–0.2 ms for a second write right after). libcontainer writes the
-/// new container's pid once CreateContainer has mounted the rootfs, written the spec and
-/// forked its processes; this write starts when CreateContainer does, so the grace
-/// period passes while that work is done. At most one is in flight.
+/// Writing a pid to `cgroup.procs` or `tasks` takes the global `cgroup_threadgroup_rwsem`
+/// for writing, which first waits for an RCU grace period (10–14 ms on these machines
+/// after a quiet moment; 0.1–0.2 ms for a second write right after). libcontainer writes
+/// the new container's pid once CreateContainer has mounted the rootfs, written the spec
+/// and forked its processes; this write starts when CreateContainer does, so the grace
+/// period passes while that work is done. The thread names itself by its thread id in
+/// the cgroup it reads from `/proc/thread-self/cgroup` just before, so the write can only
+/// ever move that thread, which then ends (never the daemon, which kubelet's
+/// `--runtime-cgroups` may have moved meanwhile). At most one is in flight.
 pub fn prime_migration(v1_hierarchies: &[String]) {
     static IN_FLIGHT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    static PROCS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let Some(procs) = PROCS.get_or_init(|| own_procs_file(v1_hierarchies)).clone() else {
-        return;
-    };
     if IN_FLIGHT.swap(true, std::sync::atomic::Ordering::AcqRel) {
         return;
     }
+    let hierarchy = v1_hierarchies.iter().find(|h| V1_CONTROLLERS.contains(&h.as_str())).cloned();
     std::thread::spawn(move || {
-        let _ = std::fs::write(&procs, std::process::id().to_string());
+        if let Some(file) = own_thread_file(hierarchy.as_deref()) {
+            let _ = std::fs::write(file, nix::unistd::gettid().to_string());
+        }
         IN_FLIGHT.store(false, std::sync::atomic::Ordering::Release);
     });
 }
 
-/// `cgroup.procs` of the cgroup the daemon is in, in the first v1 hierarchy libcontainer
-/// places containers in (or the unified one).
-fn own_procs_file(v1_hierarchies: &[String]) -> Option<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let hierarchy = v1_hierarchies.iter().find(|h| V1_CONTROLLERS.contains(&h.as_str()));
+/// The file that lists the calling thread in its own cgroup: `tasks` in the v1
+/// `hierarchy`, or `cgroup.threads` in the unified one.
+fn own_thread_file(hierarchy: Option<&str>) -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/thread-self/cgroup").ok()?;
     let path = own.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
@@ -124,11 +125,10 @@ fn own_procs_file(v1_hierarchies: &[String]) -> Option<PathBuf> {
         };
         wanted.then(|| path.trim_start_matches('/').to_owned())
     })?;
-    let base = match hierarchy {
-        Some(h) => Path::new(ROOT).join(h),
-        None => PathBuf::from(ROOT),
-    };
-    Some(base.join(path).join("cgroup.procs"))
+    Some(match hierarchy {
+        Some(h) => Path::new(ROOT).join(h).join(path).join("tasks"),
+        None => Path::new(ROOT).join(path).join("cgroup.threads"),
+    })
 }
 
 /// A pod's cgroup: kubelet's cgroup_parent, or podbay's default parent + the sandbox id.
@@ -385,11 +385,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_primed_migration_writes_where_this_process_is() {
-        let Some(procs) = own_procs_file(&v1_hierarchies()) else { return };
-        let listed = std::fs::read_to_string(&procs).unwrap();
-        let me = std::process::id().to_string();
-        assert!(listed.lines().any(|p| p == me), "{} does not list {me}", procs.display());
+    fn the_primed_migration_writes_where_this_thread_is() {
+        let v1 = v1_hierarchies();
+        let hierarchy = v1.iter().find(|h| V1_CONTROLLERS.contains(&h.as_str()));
+        let Some(file) = own_thread_file(hierarchy.map(String::as_str)) else { return };
+        let listed = std::fs::read_to_string(&file).unwrap();
+        let me = nix::unistd::gettid().to_string();
+        assert!(listed.lines().any(|p| p == me), "{} does not list {me}", file.display());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! every entry each time: measured, CreateContainer went from 28 ms with 1 pod to 101 ms
 //! with 250, most of it in `show_mountinfo`.
 //!
-//! So both directories are mount points of their own (a recursive bind onto itself, made
-//! by the daemon at start), and the short-lived child that runs libcontainer first moves
+//! So both directories are mount points of their own (a bind onto itself, made by the
+//! daemon at start), and the short-lived child that runs libcontainer first moves
 //! into a mount namespace of its own (a slave of the node's: nothing it does there reaches
 //! the node), takes detached clones of the one pod dir and the one container dir it needs
 //! (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`), detaches both directories (every other
@@ -53,8 +53,7 @@ pub fn ensure_mount_point(dir: &Path) -> io::Result<()> {
         let what = format!("{} is mounted under it; made at a start without pods", under.display());
         return Err(io::Error::other(what));
     }
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-    nix::mount::mount(Some(dir), dir, None::<&str>, flags, None::<&str>)?;
+    nix::mount::mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
     Ok(())
 }
 
@@ -87,6 +86,11 @@ pub(crate) fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An error of [`narrow`]'s step `what`, saying so.
+fn failed<E: std::fmt::Display>(what: String) -> impl FnOnce(E) -> io::Error {
+    move |e| io::Error::other(format!("narrow the mount table: {what}: {e}"))
+}
+
 /// One directory to narrow: `parent` (a mount point of [`ensure_mount_point`]'s) and the
 /// one entry under it to keep with its mounts (none: keep nothing of it).
 #[derive(Debug, Clone)]
@@ -102,9 +106,10 @@ pub fn narrow(dirs: &[Narrow]) -> io::Result<()> {
     if dirs.is_empty() {
         return Ok(());
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(failed("unshare".into()))?;
     let slave = MsFlags::MS_REC | MsFlags::MS_SLAVE;
-    nix::mount::mount(None::<&str>, "/", None::<&str>, slave, None::<&str>)?;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, slave, None::<&str>)
+        .map_err(failed("make / a slave".into()))?;
     let mut clones = Vec::new();
     for d in dirs {
         if let Some(keep) = &d.keep {
@@ -116,12 +121,14 @@ pub fn narrow(dirs: &[Narrow]) -> io::Result<()> {
         }
     }
     for d in dirs {
-        nix::mount::umount2(&d.parent, MntFlags::MNT_DETACH)?;
+        nix::mount::umount2(&d.parent, MntFlags::MNT_DETACH)
+            .map_err(failed(format!("detach {}", d.parent.display())))?;
     }
     for (fd, keep) in clones {
         use rustix::mount::MoveMountFlags;
         let flags = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH;
-        rustix::mount::move_mount(fd, "", rustix::fs::CWD, keep, flags)?;
+        rustix::mount::move_mount(fd, "", rustix::fs::CWD, keep, flags)
+            .map_err(failed(format!("put back {}", keep.display())))?;
     }
     Ok(())
 }
