@@ -235,6 +235,11 @@ async fn forward_url(c: &mut Client, pod: &str, ports: &[i32]) -> String {
 
 /// Runs spdyforward inside the node; its stdout.
 fn forward(node: &Node, url: &str, port: u16, args: &[&str], request: &[u8]) -> String {
+    String::from_utf8_lossy(&forward_bytes(node, url, port, args, request)).into_owned()
+}
+
+/// What the Go port-forward client printed, as bytes.
+fn forward_bytes(node: &Node, url: &str, port: u16, args: &[&str], request: &[u8]) -> Vec<u8> {
     let mut child = node
         .command(spdyforward().unwrap())
         .args(args)
@@ -247,16 +252,20 @@ fn forward(node: &Node, url: &str, port: u16, args: &[&str], request: &[u8]) -> 
         .unwrap();
     child.stdin.take().unwrap().write_all(request).unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    text
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 const GET: &[u8] = b"GET /index.html HTTP/1.0\r\n\r\n";
 
 /// A pod `name` whose busybox httpd serves `text` as /index.html on its localhost:8080
-/// only, up and answering; its id.
-async fn localhost_web(node: &Node, c: &mut Client, name: &str, text: &str) -> String {
+/// only, up and answering; the pod's id and the server container's.
+async fn localhost_web(node: &Node, c: &mut Client, name: &str, text: &str) -> (String, String) {
     let pc = logged_pod(node, name);
     let pod = run_pod(c, pc.clone()).await.unwrap();
     let script = format!(
@@ -265,7 +274,7 @@ async fn localhost_web(node: &Node, c: &mut Client, name: &str, text: &str) -> S
     let id = run(c, &pod, &pc, ctr("web", &["sh", "-c", &script])).await;
     let (code, _) = sh(c, &id, "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1").await;
     assert_eq!(code, 0, "the pod's web server did not come up");
-    pod
+    (pod, id)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -274,13 +283,33 @@ async fn port_forward_reaches_the_pods_localhost() {
     let node = Node::with_busybox().unwrap();
     let mut c = node.client().await.unwrap();
     // A web server on the pod's localhost only: not reachable from the node.
-    let pod = localhost_web(&node, &mut c, "web", "hello-from-pod").await;
+    let (pod, web) = localhost_web(&node, &mut c, "web", "hello-from-pod").await;
 
     // Twenty connections at once over one session.
     let url = forward_url(&mut c, &pod, &[8080]).await;
     let out = forward(&node, &url, 8080, &["-n", "20"], GET);
     assert_eq!(out.matches("hello-from-pod").count(), 20, "{out}");
     assert!(!out.contains("!!!"), "{out}");
+    // 24 MiB of random bytes through four connections at once (many DATA frames each,
+    // spliced from the pod's socket): every copy arrives whole and unchanged.
+    let made = "dd if=/dev/urandom of=/www/big bs=1M count=24 2>/dev/null && sha256sum /www/big";
+    let (code, sum) = sh(&mut c, &web, made).await;
+    assert_eq!(code, 0, "{sum}");
+    let sum = sum.split_whitespace().next().unwrap().to_owned();
+    let url = forward_url(&mut c, &pod, &[8080]).await;
+    let out = forward_bytes(&node, &url, 8080, &["-n", "4"], b"GET /big HTTP/1.0\r\n\r\n");
+    let mut rest = &out[..];
+    for i in 0..4 {
+        let mark = format!("=== {i} ===\n");
+        assert!(rest.starts_with(mark.as_bytes()), "answer {i} missing");
+        let answer = &rest[mark.len()..];
+        let body = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let end = (body + (24 << 20)).min(answer.len());
+        let got: String = sha256(&answer[body..end]).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, sum, "answer {i}: {} bytes", end - body);
+        rest = &answer[end..];
+    }
+    assert!(rest.is_empty(), "more than four answers");
     // In one session, connections to a port nothing listens on fail alone: the others
     // still get through.
     let url = forward_url(&mut c, &pod, &[]).await;
@@ -708,7 +737,7 @@ async fn port_forward_over_websocket() {
     require_root!();
     let node = Node::with_busybox().unwrap();
     let mut c = node.client().await.unwrap();
-    let pod = localhost_web(&node, &mut c, "wsweb", "hello-over-ws").await;
+    let (pod, _) = localhost_web(&node, &mut c, "wsweb", "hello-over-ws").await;
 
     // Binary v4, base64 v4, and no subprotocol at all: the port first on both channels,
     // then the pod's answer on the data channel.

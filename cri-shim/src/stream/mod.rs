@@ -205,9 +205,13 @@ impl StreamServer {
         let (runtime, idle) = (self.inner.runtime.clone(), self.inner.idle_timeout);
         let on_upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
-            if let Some(io) = upgraded(on_upgrade).await {
-                dispatch(session::serve(io, idle), protocol, call, runtime).await;
-            }
+            let Some(io) = upgraded(on_upgrade).await else { return };
+            // A plain TCP connection lets forwarded data go out by splice.
+            let session = match io.into_inner().downcast::<TokioIo<tokio::net::TcpStream>>() {
+                Ok(parts) => session::serve_tcp(parts.io.into_inner(), parts.read_buf, idle),
+                Err(io) => session::serve(TokioIo::new(io), idle),
+            };
+            dispatch(session, protocol, call, runtime).await;
         });
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -9,10 +9,17 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
-use super::session::{Incoming, Sender, Session};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::unistd::pipe2;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::oneshot;
+
+use super::session::{Incoming, Sender, Session, splice};
 use super::spdy::{RST_CANCEL, RST_PROTOCOL_ERROR};
 
 /// The most read from a forwarded connection at once: one DATA frame.
@@ -180,12 +187,13 @@ async fn forward(
     let down = {
         let sender = sender.clone();
         async move {
-            while let Some(chunk) = read_chunk(&mut rd).await {
-                if !sender.data(data_id, chunk, false).await {
-                    return;
-                }
+            let ended = match Pipes::new(sender.splices()) {
+                Some(pipes) => pipes.down(&rd, &sender, data_id).await,
+                None => copy_down(&mut rd, &sender, data_id).await,
+            };
+            if ended {
+                sender.data(data_id, Vec::new(), true).await;
             }
-            sender.data(data_id, Vec::new(), true).await;
         }
     };
     if end_with_pod {
@@ -199,6 +207,76 @@ async fn forward(
         tokio::join!(up, down);
     }
     sender.data(error.id, Vec::new(), true).await;
+}
+
+/// The pod's data to the client through the daemon's memory; false when the connection
+/// is gone.
+async fn copy_down(rd: &mut OwnedReadHalf, sender: &Sender, id: u32) -> bool {
+    while let Some(chunk) = read_chunk(rd).await {
+        if !sender.data(id, chunk, false).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Two pipes the pod's data passes through on its way to the client's socket, spliced
+/// both ways: the bytes never enter the daemon's memory. While the connection's writer
+/// drains one, the other fills.
+struct Pipes {
+    ends: [(Arc<OwnedFd>, OwnedFd); 2],
+    capacity: usize,
+}
+
+/// A pipe's size: the most one spliced DATA frame carries (as read_chunk's frames).
+const PIPE_SIZE: usize = COPY_CHUNK;
+
+impl Pipes {
+    /// None where the connection cannot take spliced frames or pipes cannot be made.
+    fn new(splices: bool) -> Option<Pipes> {
+        if !splices {
+            return None;
+        }
+        let mut capacity = PIPE_SIZE;
+        let mut pipe = || -> Option<(Arc<OwnedFd>, OwnedFd)> {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).ok()?;
+            // A smaller pipe (the node's pipe-max-size or its users' pipe budget) still
+            // works, with smaller frames.
+            let size = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32))
+                .or_else(|_| fcntl(&w, FcntlArg::F_GETPIPE_SZ))
+                .ok()?;
+            capacity = capacity.min(usize::try_from(size).ok()?);
+            Some((Arc::new(r), w))
+        };
+        let ends = [pipe()?, pipe()?];
+        Some(Pipes { ends, capacity })
+    }
+
+    /// Forwards until the pod's side ends (true) or the connection is gone (false).
+    async fn down(self, rd: &OwnedReadHalf, sender: &Sender, id: u32) -> bool {
+        let socket = rd.as_ref();
+        let mut sending: [Option<oneshot::Receiver<bool>>; 2] = [None, None];
+        let mut i = 0;
+        loop {
+            // A pipe is filled again only once the writer has emptied it.
+            if let Some(sent) = sending[i].take()
+                && !sent.await.unwrap_or(false)
+            {
+                return false;
+            }
+            let (r, w) = &self.ends[i];
+            let fill = || splice(socket, w, self.capacity);
+            let n = match socket.async_io(Interest::READABLE, fill).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => n,
+            };
+            match sender.piped(id, r.clone(), n).await {
+                Some(sent) => sending[i] = Some(sent),
+                None => return false,
+            }
+            i ^= 1;
+        }
+    }
 }
 
 /// A TCP connection to the port on localhost (IPv4, then IPv6) in the network namespace:

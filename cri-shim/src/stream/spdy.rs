@@ -243,10 +243,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             return Err(protocol(format!("a {len}-byte frame (at most {MAX_FRAME})")));
         }
         // The payload grows as its bytes arrive: a length alone allocates at most 256 KiB.
+        // Reads go into the spare room (read_to_end would grow a full buffer once more,
+        // copying it, only to find the end).
         let mut payload = Vec::with_capacity(len.min(256 << 10));
-        (&mut self.io).take(len as u64).read_to_end(&mut payload).await?;
-        if payload.len() < len {
-            return Err(protocol("the connection ended inside a frame"));
+        while payload.len() < len {
+            if payload.len() == payload.capacity() {
+                payload.reserve_exact(len - payload.len());
+            }
+            let want = (len - payload.len()) as u64;
+            if (&mut self.io).take(want).read_buf(&mut payload).await? == 0 {
+                return Err(protocol("the connection ended inside a frame"));
+            }
         }
         let fin = flags & FLAG_FIN != 0;
         if head[0] & 0x80 == 0 {
@@ -346,6 +353,13 @@ fn parse_block(raw: &[u8]) -> Result<Headers, Error> {
     Ok(headers)
 }
 
+/// A DATA frame's 8 bytes before its payload of `len` (at most MAX_FRAME) bytes.
+pub fn data_head(stream_id: u32, fin: bool, len: usize) -> [u8; 8] {
+    let id = (stream_id & 0x7fff_ffff).to_be_bytes();
+    let len = (len as u32).to_be_bytes();
+    [id[0], id[1], id[2], id[3], if fin { FLAG_FIN } else { 0 }, len[1], len[2], len[3]]
+}
+
 /// Encodes frames to the client, compressing header blocks in the connection's context.
 pub struct Writer {
     deflate: Compress,
@@ -377,11 +391,7 @@ impl Writer {
             .iter()
             .map(|f| match f {
                 Frame::Data { stream_id, fin, data } => {
-                    let mut head = Vec::with_capacity(8);
-                    head.extend_from_slice(&(stream_id & 0x7fff_ffff).to_be_bytes());
-                    head.push(if *fin { FLAG_FIN } else { 0 });
-                    head.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-                    head
+                    data_head(*stream_id, *fin, data.len()).to_vec()
                 }
                 other => self.encode(other),
             })

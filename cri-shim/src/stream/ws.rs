@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::session::Out;
 use super::session::{Activity, Incoming, Session};
 use super::spdy::{Frame, Headers};
 
@@ -77,7 +78,7 @@ where
 {
     let base64 = protocol.contains("base64");
     let (mut sink, mut source) = ws.split();
-    let (tx, mut rx) = mpsc::channel::<Frame>(64);
+    let (tx, mut rx) = mpsc::channel::<Out>(64);
     let prefix_tx = tx.clone();
     let sender = super::session::Sender::from_channel(tx);
     // (channel, headers) of each stream the connection stands for.
@@ -116,13 +117,15 @@ where
         if let Channels::Ports(ports) = channels {
             // Each port's channels begin with the port, as Kubernetes' server writes it.
             let data = ports[usize::from(ch / 2)].to_le_bytes().to_vec();
-            let _ = prefix_tx.try_send(Frame::Data { stream_id: u32::from(ch), fin: false, data });
+            let frame = Frame::Data { stream_id: u32::from(ch), fin: false, data };
+            let _ = prefix_tx.try_send(Out::Frame(frame));
         }
         let _ = incoming_tx.try_send(Incoming { id: u32::from(ch), headers, data });
     }
     drop(prefix_tx);
     tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
+        // The session's sender never splices here: only frames come.
+        while let Some(Out::Frame(frame)) = rx.recv().await {
             wrote.touch();
             let msg = match frame {
                 Frame::Data { stream_id, data, .. } if !data.is_empty() => {

@@ -151,6 +151,10 @@ async fn bench(node: &Node) -> anyhow::Result<()> {
         first.push(t.elapsed());
     }
     report("Attach, call to first output byte", first, 20.0);
+    // The ticker's 1000 lines a second (log copies, wakeups) must not share the two cores
+    // with the throughput runs below.
+    let stop = cri::StopContainerRequest { container_id: _ticker.clone(), timeout: 0 };
+    c.stop_container(stop).await?;
 
     // Memory: the daemon and the pod's supervisor with 50 exec sessions open (before the
     // port-forward, whose buffers would leave free memory for the sessions to reuse).
