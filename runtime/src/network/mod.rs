@@ -151,6 +151,10 @@ struct Inner {
 const WAITING_FOR_POD_CIDR: &str = "waiting for the node's pod CIDR from kubelet \
      (UpdateRuntimeConfig; network.subnet_store = \"kubelet\")";
 
+/// Why a RunPodSandbox that raced a pod CIDR change gets no address (it may try again).
+const POD_CIDR_CHANGING: &str = "the node's pod CIDR changed while the pod was set up \
+     (UpdateRuntimeConfig); the network is being made again with the new one";
+
 /// What a new pod was given; released on failure.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
@@ -212,31 +216,45 @@ impl PodNetwork {
         }
         let subnet =
             inner.cfg.pod_cidr_subnet(text).map_err(|e| Error::PodCidr { reason: e.reason })?;
-        let current = *inner.pod_cidr.lock().expect("pod cidr lock");
-        if current == Some(subnet) {
-            return Ok(());
-        }
-        if let Some(old) = current {
-            let held = inner.leases.lock().expect("leases lock").ips.len();
-            if held > 0 {
-                let message = format!(
-                    "kubelet's pod CIDR changed from {} to {}, but {held} pods hold addresses \
-                     in {}: keeping {}; remove those pods for the change to take effect",
-                    old.net(),
-                    subnet.net(),
-                    old.net(),
-                    old.net()
-                );
-                error!("{message}");
-                *inner.note.lock().expect("note lock") = Some(message.clone());
-                return Err(Error::PodCidrChange(message));
+        // Checked and taken under the leases lock: a RunPodSandbox that read the old subnet
+        // before this either holds its address already (and the change is refused) or is
+        // refused by grant (the subnet it read is no longer the pod CIDR).
+        let current = {
+            let granted = inner.leases.lock().expect("leases lock");
+            let current = *inner.pod_cidr.lock().expect("pod cidr lock");
+            if current == Some(subnet) {
+                return Ok(());
             }
-        }
+            if let Some(old) = current {
+                let held = granted.ips.len();
+                if held > 0 {
+                    let message = format!(
+                        "kubelet's pod CIDR changed from {} to {}, but {held} pods hold addresses \
+                         in {}: keeping {}; remove those pods for the change to take effect",
+                        old.net(),
+                        subnet.net(),
+                        old.net(),
+                        old.net()
+                    );
+                    error!("{message}");
+                    *inner.note.lock().expect("note lock") = Some(message.clone());
+                    return Err(Error::PodCidrChange(message));
+                }
+            }
+            *inner.pod_cidr.lock().expect("pod cidr lock") = Some(subnet);
+            current
+        };
         let (store, saved) = (inner.store.clone(), subnet.net().to_string());
-        tokio::task::spawn_blocking(move || leases::set_pod_cidr(&store, &saved))
+        let persisted = tokio::task::spawn_blocking(move || leases::set_pod_cidr(&store, &saved))
             .await
-            .expect("state store task panicked")?;
-        *inner.pod_cidr.lock().expect("pod cidr lock") = Some(subnet);
+            .expect("state store task panicked");
+        if let Err(e) = persisted {
+            let mut taken = inner.pod_cidr.lock().expect("pod cidr lock");
+            if *taken == Some(subnet) {
+                *taken = current;
+            }
+            return Err(e.into());
+        }
         *inner.note.lock().expect("note lock") = None;
         info!(pod_cidr = %subnet.net(), "the node's pod CIDR from kubelet");
         match (current, self.node()) {
@@ -310,6 +328,11 @@ impl PodNetwork {
         ports: &[PortMapping],
     ) -> Result<Grant, Error> {
         let mut l = self.inner.leases.lock().expect("leases lock");
+        if matches!(self.inner.cfg.store, StoreConfig::Kubelet)
+            && *self.inner.pod_cidr.lock().expect("pod cidr lock") != Some(*subnet)
+        {
+            return Err(Error::NotReady { reason: POD_CIDR_CHANGING.into() });
+        }
         let mut seen = HashSet::new();
         for p in ports {
             if !seen.insert(p.key()) {
@@ -543,6 +566,37 @@ mod tests {
             n.grant(&cfg.node_subnet, &c, "x", &[tcp(1), tcp(1)]).unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
+    }
+
+    /// kubelet's pod CIDR: a grant from a subnet read before a change is refused, and a
+    /// change while a pod holds an address is refused.
+    #[tokio::test]
+    async fn a_pod_cidr_change_and_a_grant_never_both_win() {
+        let cfg = NetworkConfig::from_settings(&NetworkSettings {
+            cluster_cidr: DEFAULT_CLUSTER_CIDR,
+            bridge: DEFAULT_BRIDGE,
+            masquerade: true,
+            hairpin: true,
+            subnet_store: "kubelet",
+            ..Default::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let n = PodNetwork::new(cfg.clone(), store);
+        n.set_pod_cidr("10.244.1.0/24").await.unwrap();
+        let old = cfg.pod_cidr_subnet("10.244.1.0/24").unwrap();
+        n.set_pod_cidr("10.244.2.0/24").await.unwrap();
+        // A RunPodSandbox that read the node's subnet before the change.
+        let e = n.grant(&old, &SandboxId::generate(), "late", &[]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(n.inner.leases.lock().unwrap().ips.is_empty());
+        let new = cfg.pod_cidr_subnet("10.244.2.0/24").unwrap();
+        let g = n.grant(&new, &SandboxId::generate(), "a", &[]).unwrap();
+        assert!(new.net().contains(&g.ip), "{}", g.ip);
+        let e = n.set_pod_cidr("10.244.3.0/24").await.unwrap_err();
+        assert!(e.to_string().contains("1 pods hold addresses"), "{e}");
+        assert!(n.grant(&new, &SandboxId::generate(), "b", &[]).is_ok());
     }
 
     #[test]
