@@ -231,6 +231,23 @@ struct Inner {
     gc: tokio::sync::RwLock<()>,
     /// Unpacks at a time (they are CPU-bound).
     unpack_slots: tokio::sync::Semaphore,
+    /// The last walk of the image store (ImageFsInfo): its generation, when, what.
+    usage: tokio::sync::Mutex<Option<(u64, std::time::Instant, FsUsage)>>,
+    /// Turns whenever the store's files may have changed (a pull or import ended, GC).
+    usage_generation: std::sync::atomic::AtomicU64,
+}
+
+/// How long a walk of the image store answers ImageFsInfo while the store does not change
+/// (containerd's CRI refreshes its figure every 10 s, its stats collect period).
+const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Marks the image store's usage stale when dropped (at the end of whatever wrote it).
+pub(crate) struct UsageChanges<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for UsageChanges<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Images {
@@ -251,6 +268,8 @@ impl Images {
             keys: KeyLocks::default(),
             gc: tokio::sync::RwLock::new(()),
             unpack_slots: tokio::sync::Semaphore::new(cores),
+            usage: tokio::sync::Mutex::new(None),
+            usage_generation: std::sync::atomic::AtomicU64::new(0),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -331,6 +350,7 @@ impl Images {
     /// Deletes every blob and unpacked layer that no image and no container rootfs needs.
     pub async fn collect_garbage(&self) -> Result<(), Error> {
         let _gc = self.inner.gc.write().await;
+        let _changes = self.usage_changes();
         self.blocking(|img| img.collect_garbage_blocking()).await
     }
 
@@ -406,8 +426,30 @@ impl Images {
         self.collect_garbage().await
     }
 
-    /// Bytes and inodes used under the image store.
+    /// Marks the store's usage stale once the returned guard is dropped.
+    pub(crate) fn usage_changes(&self) -> UsageChanges<'_> {
+        UsageChanges(&self.inner.usage_generation)
+    }
+
+    /// Bytes and inodes used under the image store: a walk of it, kept while nothing is
+    /// pulled, imported or collected and for at most USAGE_TTL (kubelet polls this; a
+    /// node's store can hold hundreds of thousands of files). One walk at a time.
     pub async fn fs_usage(&self) -> Result<FsUsage, Error> {
+        let mut cached = self.inner.usage.lock().await;
+        // Read before the walk: a change that ends during it leaves the result stale.
+        let generation = self.inner.usage_generation.load(std::sync::atomic::Ordering::Acquire);
+        if let Some((g, at, usage)) = *cached
+            && g == generation
+            && at.elapsed() < USAGE_TTL
+        {
+            return Ok(usage);
+        }
+        let usage = self.walk_usage().await?;
+        *cached = Some((generation, std::time::Instant::now(), usage));
+        Ok(usage)
+    }
+
+    async fn walk_usage(&self) -> Result<FsUsage, Error> {
         let dir = self.inner.layout.images_dir();
         self.blocking(move |_| {
             let mut usage = FsUsage::default();

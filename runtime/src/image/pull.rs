@@ -401,6 +401,7 @@ impl Images {
         progress: &Progress,
     ) -> Result<(ImageRecord, Vec<String>), Error> {
         let _gc = self.inner.gc.read().await;
+        let _changes = self.usage_changes();
         let (mbytes, mdigest) = manifest;
         let m = parse_manifest(image, &mbytes)?;
         let config = BlobRef::of(m.config());
