@@ -1,16 +1,16 @@
 //! PortForward over SPDY (`portforward.k8s.io`): for every forwarded connection the
 //! client opens a pair of streams, `error` and `data`, with the same `port` and
 //! `requestID` headers; podbay connects to `localhost:<port>` inside the pod's network
-//! namespace (the node's for a hostNetwork pod) and copies both ways. What goes wrong
+//! namespace (the node's for a hostNetwork pod) and copies both ways (the pod's bytes by
+//! splice, never through the daemon's memory, on a plain TCP connection). What goes wrong
 //! with one connection is written on its error stream; the others go on.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::pipe2;
