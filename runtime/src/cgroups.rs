@@ -165,7 +165,50 @@ pub fn ensure_pod(pod: &str, v1_hierarchies: &[String]) -> Result<(), Error> {
         }
         made.map_err(|e| Error::new(pod, format!("create {}: {e}", dir.display())))?;
     }
+    if v1_hierarchies.iter().any(|h| h == "cpuset") {
+        clone_cpusets(&root.join("cpuset"), rel).map_err(|e| Error::new(pod, e))?;
+    }
     Ok(())
+}
+
+/// Has the kernel give each new child of the pod's v1 cpuset cgroup its parent's CPUs and
+/// memory nodes as it is made (`cgroup.clone_children`), the pod's own filled in first
+/// from the nearest parent that has them.
+///
+/// A v1 cpuset with no CPUs cannot take a process, so libcgroups copies the parent's into
+/// every new container cgroup, and each write of `cpuset.cpus` makes the kernel rebuild
+/// its scheduling domains: a walk of every cpuset and of every task in them, which grows
+/// with the pods on the node. With `clone_children` a container's cgroup is born filled
+/// and libcgroups writes nothing; the pod's cgroup is written once, for its first
+/// container.
+fn clone_cpusets(hierarchy: &Path, rel: &str) -> Result<(), String> {
+    let pod = hierarchy.join(rel);
+    let flag = pod.join("cgroup.clone_children");
+    if std::fs::read_to_string(&flag).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mut dir = hierarchy.to_path_buf();
+        let mut value = read_trimmed(&dir.join(file))?;
+        for part in Path::new(rel).components() {
+            dir.push(part);
+            let own = read_trimmed(&dir.join(file))?;
+            if own.is_empty() {
+                let path = dir.join(file);
+                std::fs::write(&path, &value)
+                    .map_err(|e| format!("write {}: {e}", path.display()))?;
+            } else {
+                value = own;
+            }
+        }
+    }
+    std::fs::write(&flag, "1").map_err(|e| format!("write {}: {e}", flag.display()))
+}
+
+fn read_trimmed(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|v| v.trim().to_owned())
+        .map_err(|e| format!("read {}: {e}", path.display()))
 }
 
 /// A cgroup's directory in every hierarchy mounted under `/sys/fs/cgroup` (each v1
@@ -383,6 +426,34 @@ pub fn oom_kills(cgroup: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pods_cpuset_is_filled_from_the_nearest_parent_and_clones_its_children() {
+        let h = tempfile::tempdir().unwrap();
+        let write = |rel: &str, cpus: &str, mems: &str| {
+            let dir = h.path().join(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cpuset.cpus"), cpus).unwrap();
+            std::fs::write(dir.join("cpuset.mems"), mems).unwrap();
+            std::fs::write(dir.join("cgroup.clone_children"), "0\n").unwrap();
+        };
+        write("", "0-3\n", "0\n");
+        write("kubepods", "2-3\n", "\n");
+        write("kubepods/pod1", "\n", "\n");
+        clone_cpusets(h.path(), "kubepods/pod1").unwrap();
+        let read = |rel: &str, file: &str| read_trimmed(&h.path().join(rel).join(file)).unwrap();
+        assert_eq!(read("kubepods/pod1", "cpuset.cpus"), "2-3");
+        assert_eq!(read("kubepods/pod1", "cpuset.mems"), "0");
+        assert_eq!(read("kubepods", "cpuset.mems"), "0");
+        assert_eq!(read("kubepods/pod1", "cgroup.clone_children"), "1");
+        // Set once: a pod whose flag is on is left alone.
+        std::fs::write(h.path().join("kubepods/pod1/cpuset.cpus"), "3").unwrap();
+        clone_cpusets(h.path(), "kubepods/pod1").unwrap();
+        assert_eq!(read("kubepods/pod1", "cpuset.cpus"), "3");
+        // A hierarchy without the files is an error naming the file.
+        let err = clone_cpusets(h.path(), "missing").unwrap_err();
+        assert!(err.contains("missing/cpuset.cpus"), "{err}");
+    }
 
     #[test]
     fn the_primed_migration_writes_where_this_thread_is() {
