@@ -166,10 +166,15 @@ impl Runtime {
         let network = PodNetwork::new(opts.network.clone(), store.clone());
         let images =
             Images::new(store.clone(), layout.clone(), opts.registries.clone(), opts.image_limits);
+        let views = view_mount_points(&layout);
         let settings = sandbox::Settings {
             stop_grace: opts.stop_grace,
             shm_size: opts.shm_size,
             host_etc: opts.host_etc.clone(),
+            view_parents: match views {
+                true => vec![layout.pods_dir(), layout.containers_dir()],
+                false => Vec::new(),
+            },
         };
         let (exits, mut exited) = tokio::sync::mpsc::unbounded_channel();
         let steps = steps::step_histograms();
@@ -190,7 +195,7 @@ impl Runtime {
             layout.clone(),
             failpoints,
             steps.clone(),
-            view_mount_points(&layout),
+            views,
         );
         if !containers.node().hugetlb {
             tracing::info!(

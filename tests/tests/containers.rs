@@ -890,6 +890,8 @@ async fn mount_propagation_host_to_container_and_bidirectional() {
     // On a mount that is not shared, either mode is refused, naming the mount.
     let private = node.dir().join("private");
     std::fs::create_dir_all(&private).unwrap();
+    let p = private.display();
+    node.sh(&format!("mount --bind {p} {p} && mount --make-private {p}")).unwrap();
     let mut config = sleeper("refused");
     config.mounts.push(cri::Mount {
         container_path: "/p".into(),
@@ -902,7 +904,7 @@ async fn mount_propagation_host_to_container_and_bidirectional() {
     assert!(err.message().contains("mounts[0].propagation"), "{err:?}");
 
     remove_pod(&mut c, &pod).await.unwrap();
-    node.sh(&format!("umount -R {d}")).unwrap();
+    node.sh(&format!("umount -R {d} && umount {p}")).unwrap();
     assert_no_cgroups(&[&pod]);
     node.assert_clean().unwrap();
 }
@@ -1068,6 +1070,48 @@ async fn containers_are_made_apart_from_other_pods_mounts_and_leave_the_node_alo
     node.stop_daemon().unwrap();
     assert_eq!(mounts_at(&node, &node.pods_dir()), 0);
     assert_eq!(mounts_at(&node, &containers), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_see_the_nodes_later_mounts_from_the_view_namespace_or_a_copy() {
+    require_root!();
+    // A node whose mounts are all shared (as a systemd host's) gets a view namespace; one
+    // with a private mount gets a copy of its table for every container. Either way a
+    // mount the node makes after the pods started is in a container made after it.
+    for private in [false, true] {
+        let mut node = Node::empty().unwrap();
+        if private {
+            node.sh("mount --make-rprivate /").unwrap();
+        }
+        node.start_daemon().unwrap();
+        node.import_busybox().unwrap();
+        let mut c = node.client().await.unwrap();
+        let pc = logged_pod(&node, "late");
+        let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+        run(&mut c, &pod, &pc, sleeper("first")).await;
+        let late = node.dir().join("late");
+        let d = late.display();
+        node.sh(&format!(
+            "mkdir {d} && mount -t tmpfs -o size=1m tmpfs {d} && touch {d}/from-node"
+        ))
+        .unwrap();
+        let mut config = sleeper("second");
+        config.mounts.push(cri::Mount {
+            container_path: "/late".into(),
+            host_path: late.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+        let second = run(&mut c, &pod, &pc, config).await;
+        assert_eq!(sh(&mut c, &second, "ls /late").await, (0, "from-node\n".into()), "{private}");
+        let log = std::fs::read_to_string(node.pods_dir().join(&pod).join("supervisor.log"))
+            .unwrap_or_default();
+        let want = if private { "a copy of the node's mount table" } else { "the view namespace" };
+        assert!(log.contains(want), "{private}: {log}");
+        remove_pod(&mut c, &pod).await.unwrap();
+        node.sh(&format!("umount {d}")).unwrap();
+        assert_no_cgroups(&[&pod]);
+        node.assert_clean().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,7 @@
 //! The process that holds a node's namespaces: `unshare` whose child, PID 1 of fresh
 //! network + mount + PID namespaces, is a bash that reaps every orphan handed to it.
+//! The node's mounts are cut off from the host's (`--propagation private`) and then made
+//! shared among themselves, as a systemd host's are (podbay's view namespace needs it).
 //! Killing that PID 1 kills everything inside and lets the namespaces go. The lab and the
 //! test harness both build their nodes on it; commands run inside through `nsenter`.
 
@@ -36,7 +38,8 @@ pub fn spawn(stderr: Stdio, own_session: bool) -> anyhow::Result<Spawned> {
         "--",
         "bash",
         "-c",
-        "trap '' TERM INT HUP; ip link set lo up; while :; do sleep 3600 & wait $!; done",
+        "trap '' TERM INT HUP; ip link set lo up; mount --make-rshared /; \
+         while :; do sleep 3600 & wait $!; done",
     ])
     .stdin(Stdio::null())
     .stdout(Stdio::null())
@@ -50,10 +53,11 @@ pub fn spawn(stderr: Stdio, own_session: bool) -> anyhow::Result<Spawned> {
     loop {
         let kids =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        // Ready once the PID 1 runs bash in its new namespaces.
+        // Ready once the PID 1 runs bash in its new namespaces and has made them shared.
         if let Some(init) = kids.split_whitespace().next().and_then(|p| p.parse::<u32>().ok())
             && std::fs::read_to_string(format!("/proc/{init}/comm"))
                 .is_ok_and(|c| c.trim() == "bash")
+            && root_is_shared(init)
             && let Some(start) = start_time(init)
         {
             return Ok(Spawned { unshare, holder: Holder { pid: init, start } });
@@ -65,6 +69,16 @@ pub fn spawn(stderr: Stdio, own_session: bool) -> anyhow::Result<Spawned> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Whether the root mount of a process's mount namespace is shared.
+fn root_is_shared(pid: u32) -> bool {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    table.lines().any(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        fields.get(4) == Some(&"/")
+            && fields.iter().skip(6).take_while(|f| **f != "-").any(|f| f.starts_with("shared:"))
+    })
 }
 
 /// Start time of a process (field 22 of /proc/PID/stat), to recognise it later.

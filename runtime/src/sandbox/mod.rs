@@ -250,6 +250,8 @@ pub struct Settings {
     pub shm_size: u64,
     /// Where the node's hosts and resolv.conf live (normally /etc).
     pub host_etc: PathBuf,
+    /// The pods and containers dirs when they are mount points of their own (`crate::view`).
+    pub view_parents: Vec<PathBuf>,
 }
 
 /// Every sandbox of the node. Cheap to clone.

@@ -251,6 +251,7 @@ impl Sandboxes {
             sysctls: &spec.sysctls,
             interface,
             userns: spec.namespaces.user.as_ref(),
+            view_parents: &self.inner.settings.view_parents,
         };
         Ok(self.inner.spawner.spawn(&request).await?)
     }

@@ -34,6 +34,8 @@ pub struct SpawnRequest<'a> {
     pub interface: Option<&'a podbay_netplug::pod::PodInterface>,
     /// The pod's own user namespace.
     pub userns: Option<&'a crate::sandbox::UsernsSpec>,
+    /// podbay's directories a container's mount table is narrowed of (`crate::view`).
+    pub view_parents: &'a [PathBuf],
 }
 
 impl SpawnRequest<'_> {
@@ -56,6 +58,11 @@ impl SpawnRequest<'_> {
             }),
             uid_mappings: self.userns.map(|u| id_mappings(&u.uids)).unwrap_or_default(),
             gid_mappings: self.userns.map(|u| id_mappings(&u.gids)).unwrap_or_default(),
+            view_parents: self
+                .view_parents
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
         }
     }
 }

@@ -102,15 +102,20 @@ pub enum Source {
     AttachPeer(usize, usize),
 }
 
-#[derive(Default)]
 pub struct Children {
     ctrs: Vec<(String, Held)>,
     execs: Vec<Exec>,
     /// Exits of processes reaped before anyone claimed them.
     unclaimed: HashMap<i32, WaitStatus>,
+    /// The spawner's view namespace (`crate::view`), if it made one.
+    view: Option<OwnedFd>,
 }
 
 impl Children {
+    pub fn new(view: Option<OwnedFd>) -> Self {
+        Self { ctrs: Vec::new(), execs: Vec::new(), unclaimed: HashMap::new(), view }
+    }
+
     fn find(&mut self, id: &str) -> Result<&mut Held, Failed> {
         self.ctrs
             .iter_mut()
@@ -153,8 +158,9 @@ impl Children {
         };
         let console_path = console.as_ref().map(|c| c.path.clone());
         let narrow = narrow_views(&req.narrow);
+        let view = self.view.as_ref().map(AsFd::as_fd);
         let pid = helper::run(move || {
-            crate::view::narrow(&narrow)?;
+            crate::view::narrow(&narrow, view)?;
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)?
                 .with_console_socket(console_path);
@@ -329,6 +335,7 @@ impl Children {
         };
         let root = ctr.state_root.clone();
         let tty = req.streamed && req.tty;
+        let view = self.view.as_ref().map(AsFd::as_fd);
         let started = (|| {
             // With a terminal the command's stdio is the pty libcontainer makes, whose
             // master comes back through a console socket, as a container's does.
@@ -346,7 +353,7 @@ impl Children {
             let console_path = console.as_ref().map(|c| c.path.clone());
             let narrow = narrow_views(&req.narrow);
             let pid = helper::run(move || {
-                crate::view::narrow(&narrow)?;
+                crate::view::narrow(&narrow, view)?;
                 let process = exec_process(&root, &id, args, tty)?;
                 let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                     .with_root_path(root)?

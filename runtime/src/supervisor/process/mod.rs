@@ -33,7 +33,8 @@ mod userns;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub fn spawner_main() -> i32 {
     }
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
+    // Made once, at the first request that names podbay's directories (crate::view).
+    let mut view: Option<Option<OwnedFd>> = None;
     loop {
         let req = match frame::read::<SpawnRequest, _>(&mut stdin) {
             Ok(Some(req)) => req,
@@ -81,7 +84,18 @@ pub fn spawner_main() -> i32 {
                 return 1;
             }
         };
-        let result = spawn_one(&req).unwrap_or_else(|e| started::Result::Failure(e.to_failure()));
+        if view.is_none() && !req.view_parents.is_empty() {
+            view = Some(match view_namespace(&req.view_parents) {
+                Ok(made) => made,
+                Err(e) => {
+                    eprintln!("podbay-spawner: {e}");
+                    return 1;
+                }
+            });
+        }
+        let view = view.as_ref().and_then(|v| v.as_ref().map(AsFd::as_fd));
+        let result =
+            spawn_one(&req, view).unwrap_or_else(|e| started::Result::Failure(e.to_failure()));
         if frame::write(&mut stdout, &Started { result: Some(result) })
             .and_then(|()| stdout.flush())
             .is_err()
@@ -91,13 +105,34 @@ pub fn spawner_main() -> i32 {
     }
 }
 
+/// The view namespace for `parents`, or None where the node's mounts are not all shared.
+/// An error means the spawner may not be back in the node's mount namespace: it must exit.
+fn view_namespace(parents: &[String]) -> Result<Option<OwnedFd>, String> {
+    let ns = || std::fs::metadata("/proc/self/ns/mnt").map(|m| m.ino()).ok();
+    let before = ns();
+    let parents: Vec<PathBuf> = parents.iter().map(PathBuf::from).collect();
+    let made = crate::view::view_namespace(&parents);
+    if before.is_none() || ns() != before {
+        return Err("not back in the node's mount namespace after making the view".into());
+    }
+    // Not made: containers are made from a copy of the node's table, as without a view.
+    Ok(made.unwrap_or_else(|e| {
+        eprintln!("podbay-spawner: no view namespace: {e}");
+        None
+    }))
+}
+
 /// Forks a supervisor and returns its start-up report.
-fn spawn_one(req: &SpawnRequest) -> Result<started::Result, Failed> {
+fn spawn_one(req: &SpawnRequest, view: Option<BorrowedFd<'_>>) -> Result<started::Result, Failed> {
+    let view = view
+        .map(|v| v.try_clone_to_owned())
+        .transpose()
+        .map_err(Failed::io("duplicate", "the view namespace's fd"))?;
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
     if let ForkResult::Child = fork::fork().map_err(Failed::sys("fork supervisor"))? {
         drop(read_end);
-        fork::exit_child(supervisor_main(req, write_end));
+        fork::exit_child(supervisor_main(req, write_end, view));
     }
     drop(write_end);
     let mut report = File::from(read_end);
@@ -109,10 +144,10 @@ fn spawn_one(req: &SpawnRequest) -> Result<started::Result, Failed> {
 }
 
 /// Runs in the forked child: becomes the pod's supervisor. Returns the exit code.
-fn supervisor_main(req: &SpawnRequest, report_fd: OwnedFd) -> i32 {
+fn supervisor_main(req: &SpawnRequest, report_fd: OwnedFd, view: Option<OwnedFd>) -> i32 {
     let mut report_pipe = File::from(report_fd);
     detach_stdio(req);
-    match start(req) {
+    match start(req, view) {
         Ok((mut sup, ready)) => {
             // Nobody to report to means nobody will ever own this pod (the spawner was
             // killed after a timeout and the daemon undid the pod): shut down, do not linger.
@@ -158,7 +193,10 @@ struct Supervisor {
     children: Children,
 }
 
-fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), Failed> {
+fn start(
+    req: &SpawnRequest,
+    view: Option<OwnedFd>,
+) -> Result<(Supervisor, started::Result), Failed> {
     // The spawner ignores SIGCHLD; a supervisor reaps its children itself.
     fork::reap_children_automatically(false).map_err(Failed::sys("reset SIGCHLD"))?;
     setsid().map_err(Failed::sys("setsid"))?;
@@ -185,6 +223,13 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), Failed> {
             return Err(e);
         }
     };
+    if !req.view_parents.is_empty() {
+        let from = match view {
+            Some(_) => "the view namespace",
+            None => "a copy of the node's mount table (a mount of the node's is not shared)",
+        };
+        eprintln!("podbay-supervisor {}: containers are made from {from}", req.sandbox_id);
+    }
     let ready = started::Result::Ready(Ready {
         supervisor: Some(me.to_proto()),
         pod_init: pod_init.map(Identity::to_proto),
@@ -196,7 +241,7 @@ fn start(req: &SpawnRequest) -> Result<(Supervisor, started::Result), Failed> {
         listener,
         socket,
         reaped: 0,
-        children: Children::default(),
+        children: Children::new(view),
     };
     Ok((sup, ready))
 }
