@@ -29,7 +29,9 @@ impl HugetlbShown {
     fn mount(node: &Node) -> Self {
         let old = node.dir().join("cgroup-old");
         node.sh(&format!(
-            "set -e; mkdir -p {old}; mount --rbind /sys/fs/cgroup {old}; \
+            // The copy is made private: the node's mounts are shared, and a peer of
+            // /sys/fs/cgroup would receive the tmpfs mounted over it next.
+            "set -e; mkdir -p {old}; mount --rbind /sys/fs/cgroup {old}; mount --make-rprivate {old}; \
              mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup; \
              for d in {old}/*; do n=${{d##*/}}; mkdir /sys/fs/cgroup/$n; \
                mount --bind $d /sys/fs/cgroup/$n; done; \
