@@ -504,3 +504,45 @@ async fn mounts_may_not_replace_proc_sys_or_dev() {
     node.sh(&format!("umount {}", sub.display())).unwrap();
     node.assert_clean().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pods_pid_1_gives_a_container_with_ptrace_nothing_of_the_node() {
+    require_root!();
+    // In a pod that shares its PID namespace, the pod's PID 1 (podbay's pod init, a fork
+    // of the supervisor) is visible to every container. One with CAP_SYS_PTRACE may open
+    // its /proc entries and attach to it: the node's filesystem must not be behind them,
+    // nor a process with the node's privileges.
+    let node = Node::with_busybox().unwrap();
+    std::fs::write(node.dir().join("node-secret"), "secret").unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = with_pid_mode(logged_pod(&node, "shared"), cri::NamespaceMode::Pod);
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let mut config = ctr("tracer", &["sleep", "3600"]);
+    let sec = security(&mut config);
+    sec.capabilities =
+        Some(cri::Capability { add_capabilities: vec!["SYS_PTRACE".into()], ..Default::default() });
+    sec.namespace_options =
+        Some(cri::NamespaceOption { pid: cri::NamespaceMode::Pod as i32, ..Default::default() });
+    let id = run(&mut c, &pod, &pc, config).await;
+    let secret = node.dir().join("node-secret");
+    let (code, out) = sh(&mut c, &id, "cat /proc/1/comm; ls -a /proc/1/root/ /proc/1/cwd/").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("pod-init\n"), "{out}");
+    for name in ["bin", "etc", "proc", "tmp"] {
+        assert!(!out.lines().any(|l| l == name), "the node's /{name} through /proc/1: {out}");
+    }
+    let (code, out) = sh(&mut c, &id, &format!("cat /proc/1/root{}", secret.display())).await;
+    assert_ne!(code, 0, "{out}");
+    let (_, out) =
+        sh(&mut c, &id, "grep -E '^(Uid|CapEff|CapPrm)' /proc/1/status; ls /proc/1/fd").await;
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapPrm:\t0000000000000000"), "{out}");
+    assert!(!out.contains("Uid:\t0\t"), "{out}");
+    // Its only files are the standard three (or none).
+    let fds: Vec<&str> = out.lines().filter(|l| l.parse::<u32>().is_ok()).collect();
+    assert!(fds.iter().all(|fd| ["0", "1", "2"].contains(fd)), "{out}");
+    // The pod works as before: PID 1 reaps, the container is in the pod's PID namespace.
+    assert_eq!(sh(&mut c, &id, "sh -c 'sleep 0 &'; echo ok").await, (0, "ok\n".into()));
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.assert_clean().unwrap();
+}

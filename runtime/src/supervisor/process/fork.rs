@@ -35,3 +35,11 @@ pub fn received_fd(fd: RawFd) -> OwnedFd {
     // received; nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Closes every descriptor from `first` up, in a forked child that owns none of them any
+/// more (the `OwnedFd`s it inherited belong to its parent's frames, which never run in it).
+pub fn close_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: close_range only closes descriptors; the child never uses the closed ones
+    // again (it leaves through exit_child without dropping its parent's owners).
+    Errno::result(unsafe { libc::close_range(first, u32::MAX, 0) }).map(drop)
+}

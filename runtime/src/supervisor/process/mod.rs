@@ -40,6 +40,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::prctl;
@@ -48,7 +49,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{
-    Pid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, getpid, getppid, sethostname, setsid,
+    Gid, Pid, Uid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, getpid, getppid, pivot_root,
+    setgroups, sethostname, setresgid, setresuid, setsid,
 };
 use podbay_proto::frame;
 use podbay_proto::supervisor::v1::{
@@ -213,7 +215,10 @@ fn start(
     let _ = prctl::set_name(c"podbay-pod");
     let me = Identity::of(getpid().as_raw() as u32)
         .map_err(Failed::io("own identity from", "/proc/self/stat"))?;
-    let pod_init = if req.new_pid { Some(start_pod_init(pod_pid_ns)?) } else { None };
+    let pod_init = match req.new_pid {
+        true => Some(start_pod_init(pod_pid_ns, view.as_ref().map(AsFd::as_fd))?),
+        false => None,
+    };
     let (listener, socket) = match bind(&req.pod_dir) {
         Ok(bound) => bound,
         Err(e) => {
@@ -330,7 +335,7 @@ fn bind(dir: &str) -> Result<(UnixListener, PathBuf), Failed> {
 
 /// Creates the pod's PID namespace (or enters the one made in the pod's user namespace)
 /// and its PID 1; returns the PID 1's identity.
-fn start_pod_init(made: Option<File>) -> Result<Identity, Failed> {
+fn start_pod_init(made: Option<File>, view: Option<BorrowedFd<'_>>) -> Result<Identity, Failed> {
     let own = File::open("/proc/self/ns/pid").map_err(Failed::io("open", "/proc/self/ns/pid"))?;
     match made {
         Some(ns) => setns(&ns, CloneFlags::CLONE_NEWPID)
@@ -339,7 +344,7 @@ fn start_pod_init(made: Option<File>) -> Result<Identity, Failed> {
     }
     let parent = getpid();
     let child = match fork::fork().map_err(Failed::sys("fork pod init"))? {
-        ForkResult::Child => pod_init(parent),
+        ForkResult::Child => pod_init(parent, view),
         ForkResult::Parent { child } => child,
     };
     // Children forked from here on (containers with their own PID mode) belong to the
@@ -349,9 +354,14 @@ fn start_pod_init(made: Option<File>) -> Result<Identity, Failed> {
 }
 
 /// PID 1 of the pod's PID namespace: reaps every zombie handed to it, dies with the
-/// supervisor.
-fn pod_init(parent: Pid) -> ! {
+/// supervisor. Confined first (see [`confine_pod_init`]); if it cannot be, it exits.
+fn pod_init(parent: Pid, view: Option<BorrowedFd<'_>>) -> ! {
     let _ = prctl::set_name(c"pod-init");
+    if let Err(e) = confine_pod_init(view) {
+        eprintln!("pod-init: cannot confine itself: {e}");
+        fork::exit_child(1);
+    }
+    // After the uid change, which clears it.
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     // The supervisor may have died between fork and set_pdeathsig.
     if getppid() != parent && getppid().as_raw() != 0 {
@@ -368,6 +378,50 @@ fn pod_init(parent: Pid) -> ! {
             }
         }
     }
+}
+
+/// Every container of a pod that shares its PID namespace sees the pod init as PID 1, and
+/// one with CAP_SYS_PTRACE may open its `/proc/1/root`, `cwd` and `fd/*` and attach to it.
+/// So it keeps nothing of the node's: no descriptors but /dev/null; a mount namespace of
+/// its own (from the view when there is one, so it is small and receives nothing)
+/// holding only an empty read-only tmpfs, its root; the nobody user, with no
+/// capabilities and no supplementary groups (a uid change from 0 clears them all).
+fn confine_pod_init(view: Option<BorrowedFd<'_>>) -> Result<(), String> {
+    let sys = |what: &'static str| move |e: Errno| format!("{what}: {e}");
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    dup2_stdin(null.as_fd()).map_err(sys("dup2 stdin"))?;
+    dup2_stdout(null.as_fd()).map_err(sys("dup2 stdout"))?;
+    dup2_stderr(null.as_fd()).map_err(sys("dup2 stderr"))?;
+    drop(null);
+    if let Some(view) = view {
+        // Not entered: the copy below is then of the node's table, as large but as empty
+        // once pivoted.
+        let _ = setns(view, CloneFlags::CLONE_NEWNS);
+    }
+    fork::close_from(3).map_err(sys("close descriptors"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare mount namespace"))?;
+    let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(sys("make / private"))?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), "/proc", Some("tmpfs"), flags, Some("size=4k,mode=0555"))
+        .map_err(sys("mount the empty root"))?;
+    chdir("/proc").map_err(sys("chdir"))?;
+    // The old root goes under the new one and is detached: nothing else stays mounted.
+    pivot_root(".", ".").map_err(sys("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the old root"))?;
+    chdir("/").map_err(sys("chdir /"))?;
+    let nobody = 65534;
+    setgroups(&[]).map_err(sys("setgroups"))?;
+    setresgid(Gid::from_raw(nobody), Gid::from_raw(nobody), Gid::from_raw(nobody))
+        .map_err(sys("setresgid"))?;
+    setresuid(Uid::from_raw(nobody), Uid::from_raw(nobody), Uid::from_raw(nobody))
+        .map_err(sys("setresuid"))?;
+    prctl::set_no_new_privs().map_err(sys("no_new_privs"))?;
+    Ok(())
 }
 
 enum Next {
