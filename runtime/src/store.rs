@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use prometheus_client::metrics::histogram::Histogram;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -127,7 +127,26 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let outcome = self.try_write(f);
+        self.write_with(f, Durability::Immediate)
+    }
+
+    /// As [`write`](Self::write), but the commit is not flushed to disk (no fsync): it is
+    /// seen at once, made durable by the next durable commit, and lost if the daemon dies
+    /// before one, as if it had never been made. Only for a change the daemon learns again
+    /// at start from what it recovers (a container's start, which its supervisor reports).
+    pub fn write_lazily<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.write_with(f, Durability::None)
+    }
+
+    fn write_with<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+        durability: Durability,
+    ) -> Result<T, E> {
+        let outcome = self.try_write(f, durability);
         match &outcome {
             Ok(_) => {
                 self.failing.lock().expect("store failure lock").take();
@@ -146,16 +165,23 @@ impl Store {
         })
     }
 
-    fn try_write<T, E>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, Attempt<E>> {
+    fn try_write<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+        durability: Durability,
+    ) -> Result<T, Attempt<E>> {
         if self.db.read().expect("store lock").is_none() {
             self.reopen();
         }
         let guard = self.db.read().expect("store lock");
         let db = guard.as_ref().ok_or_else(|| Attempt::Store(self.reopening()))?;
-        let tx = db
+        let mut tx = db
             .begin_write()
             .map_err(db_err(&self.path, "begin a write"))
             .map_err(Attempt::Store)?;
+        // Refused only where the database is shared between processes, which it never is;
+        // the commit is then durable.
+        let _ = tx.set_durability(durability);
         let out = f(&Tx { tx: &tx, path: &self.path }).map_err(Attempt::Caller)?;
         let started = std::time::Instant::now();
         tx.commit().map_err(db_err(&self.path, "commit")).map_err(Attempt::Store)?;

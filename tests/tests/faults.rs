@@ -146,6 +146,24 @@ async fn crash_during_start_stop_and_remove_is_all_or_nothing() {
         c.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
     }
 
+    // A start is committed without an fsync: a crash right after it answered may lose
+    // that commit, and the daemon learns the start, and its time, again from the
+    // supervisor. Nothing is started twice.
+    let mut c = restart(&mut node, "").await;
+    let id = ctr::run(&mut c, &pod, &config, sleeper("lazy")).await;
+    let (before, _) = ctr::status(&mut c, &id).await;
+    let mut c = restart(&mut node, "").await;
+    let (after, _) = ctr::status(&mut c, &id).await;
+    let running = cri::ContainerState::ContainerRunning as i32;
+    assert_eq!((after.state, after.started_at), (running, before.started_at));
+    // Whether kubelet saw the answer is not known after the crash: a StartContainer again
+    // is the retry of one it did not see (Ok) or refused as running; it starts nothing.
+    if let Err(e) = ctr::start(&mut c, &id).await {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    }
+    assert_eq!(sleeps(&node), 1);
+    c.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+
     // StopContainer and RemoveContainer: done again after the crash, they finish.
     for step in [
         "container.stop.signal",

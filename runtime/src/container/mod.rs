@@ -577,6 +577,17 @@ impl Containers {
             .expect("state store task panicked")
             .map_err(Error::from)
     }
+
+    /// Records a container's start without an fsync: after a crash that loses it, the
+    /// record says Created, and recovery asks the supervisor, which knows the start and
+    /// its time, and records Running again (`exits.rs`).
+    async fn persist_started(&self, rec: &ContainerRecord) -> Result<(), Error> {
+        let (store, rec) = (self.inner.store.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || records::put_lazily(&store, &rec))
+            .await
+            .expect("state store task panicked")
+            .map_err(Error::from)
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,14 @@ pub(super) fn put(store: &Store, rec: &ContainerRecord) -> Result<(), store::Err
     })
 }
 
+/// [`put`] without an fsync, for a container's start (see `Store::write_lazily`).
+pub(super) fn put_lazily(store: &Store, rec: &ContainerRecord) -> Result<(), store::Error> {
+    store.write_lazily(|tx| {
+        tx.put(CONTAINERS, rec.id.as_str(), rec)?;
+        tx.set(CONTAINER_NAMES, &rec.name_key(), rec.id.as_str()).map(drop)
+    })
+}
+
 pub(super) fn delete(store: &Store, rec: &ContainerRecord) -> Result<(), store::Error> {
     store.write(|tx| {
         tx.remove(CONTAINERS, rec.id.as_str())?;

@@ -52,7 +52,7 @@ impl Containers {
                     r.state = ContainerState::Running;
                     r.started_at = started_at;
                 });
-                containers.persist(&rec).await?;
+                containers.persist_started(&rec).await?;
                 containers.watch(c.clone());
                 fp.check("container.start.reply")?;
                 Ok(())
