@@ -157,8 +157,17 @@ pub(crate) fn image_by_name(store: &Store, name: &str) -> Result<Option<String>,
     store.read(|tx| tx.lookup(IMAGE_NAMES, name))
 }
 
+/// Records a container's rootfs before its overlay is mounted, without an fsync: the
+/// container's record, committed durably at the end of CreateContainer, makes it durable
+/// with it; a crash before that loses it, and the container's directory alone then marks
+/// the interrupted create for the sweep at start (`rootfs_owners`), as it does for a crash
+/// before this commit.
 pub(crate) fn put_rootfs(store: &Store, container: &str, rec: &RootfsRecord) -> Result<(), Error> {
-    store.write(|tx| tx.put(ROOTFS, container, rec))
+    store.write_lazily(|tx| tx.put(ROOTFS, container, rec))
+}
+
+pub(crate) fn has_rootfs(store: &Store, container: &str) -> Result<bool, Error> {
+    store.read(|tx| Ok(tx.get::<RootfsRecord>(ROOTFS, container)?.is_some()))
 }
 
 pub(crate) fn delete_rootfs(store: &Store, container: &str) -> Result<(), Error> {

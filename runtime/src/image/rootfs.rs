@@ -43,7 +43,7 @@ impl Images {
         };
         self.blocking(move |img| {
             let dirs = img.inner.layout.container(&container);
-            if records::rootfs_records(&img.inner.store)?.iter().any(|(c, _)| *c == container) {
+            if records::has_rootfs(&img.inner.store, &container)? {
                 return Err(Error::Rootfs { container, reason: "already has a rootfs".into() });
             }
             records::put_rootfs(&img.inner.store, &container, &record)?;
