@@ -571,19 +571,23 @@ impl Containers {
     }
 
     async fn persist(&self, rec: &ContainerRecord) -> Result<(), Error> {
-        let (store, rec) = (self.inner.store.clone(), rec.clone());
-        tokio::task::spawn_blocking(move || records::put(&store, &rec))
-            .await
-            .expect("state store task panicked")
-            .map_err(Error::from)
+        self.store_record(rec, records::put).await
     }
 
     /// Records a container's start without an fsync: after a crash that loses it, the
     /// record says Created, and recovery asks the supervisor, which knows the start and
     /// its time, and records Running again (`exits.rs`).
     async fn persist_started(&self, rec: &ContainerRecord) -> Result<(), Error> {
+        self.store_record(rec, records::put_lazily).await
+    }
+
+    async fn store_record(
+        &self,
+        rec: &ContainerRecord,
+        put: fn(&Store, &ContainerRecord) -> Result<(), crate::store::Error>,
+    ) -> Result<(), Error> {
         let (store, rec) = (self.inner.store.clone(), rec.clone());
-        tokio::task::spawn_blocking(move || records::put_lazily(&store, &rec))
+        tokio::task::spawn_blocking(move || put(&store, &rec))
             .await
             .expect("state store task panicked")
             .map_err(Error::from)

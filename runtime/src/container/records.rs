@@ -13,18 +13,17 @@ const CONTAINERS: RecordTable = TableDefinition::new("containers");
 const CONTAINER_NAMES: IndexTable = TableDefinition::new("container_names");
 
 pub(super) fn put(store: &Store, rec: &ContainerRecord) -> Result<(), store::Error> {
-    store.write(|tx| {
-        tx.put(CONTAINERS, rec.id.as_str(), rec)?;
-        tx.set(CONTAINER_NAMES, &rec.name_key(), rec.id.as_str()).map(drop)
-    })
+    store.write(|tx| put_in(tx, rec))
 }
 
 /// [`put`] without an fsync, for a container's start (see `Store::write_lazily`).
 pub(super) fn put_lazily(store: &Store, rec: &ContainerRecord) -> Result<(), store::Error> {
-    store.write_lazily(|tx| {
-        tx.put(CONTAINERS, rec.id.as_str(), rec)?;
-        tx.set(CONTAINER_NAMES, &rec.name_key(), rec.id.as_str()).map(drop)
-    })
+    store.write_lazily(|tx| put_in(tx, rec))
+}
+
+fn put_in(tx: &store::Tx<'_>, rec: &ContainerRecord) -> Result<(), store::Error> {
+    tx.put(CONTAINERS, rec.id.as_str(), rec)?;
+    tx.set(CONTAINER_NAMES, &rec.name_key(), rec.id.as_str()).map(drop)
 }
 
 pub(super) fn delete(store: &Store, rec: &ContainerRecord) -> Result<(), store::Error> {
