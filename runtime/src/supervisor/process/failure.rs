@@ -44,6 +44,8 @@ pub enum Failed {
     Misrouted(&'static str),
     #[error("the pod's init process exited")]
     PodInitGone,
+    #[error("the pod's init process could not confine itself: {0}")]
+    PodInitUnconfined(String),
     #[error("the supervisor exited before reporting; see {}", .0.display())]
     NoReport(PathBuf),
     #[error("{}: {reason}", .path.display())]

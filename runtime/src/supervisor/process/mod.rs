@@ -343,22 +343,37 @@ fn start_pod_init(made: Option<File>, view: Option<BorrowedFd<'_>>) -> Result<Id
         None => unshare(CloneFlags::CLONE_NEWPID).map_err(Failed::sys("unshare pid namespace"))?,
     }
     let parent = getpid();
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
     let child = match fork::fork().map_err(Failed::sys("fork pod init"))? {
-        ForkResult::Child => pod_init(parent, view),
+        ForkResult::Child => pod_init(parent, view, File::from(report_w)),
         ForkResult::Parent { child } => child,
     };
+    drop(report_w);
     // Children forked from here on (containers with their own PID mode) belong to the
     // node's PID namespace again.
     setns(&own, CloneFlags::CLONE_NEWPID).map_err(Failed::sys("return to the node's pid ns"))?;
+    // Its answer: nothing (confined; the pipe closes with its other descriptors) or why not.
+    let mut why = String::new();
+    let _ = std::io::Read::read_to_string(&mut File::from(report_r), &mut why);
+    if !why.is_empty() {
+        let _ = kill(child, Signal::SIGKILL);
+        return Err(Failed::PodInitUnconfined(why));
+    }
     Identity::of(child.as_raw() as u32).map_err(Failed::io("pod init identity from", "/proc"))
 }
 
 /// PID 1 of the pod's PID namespace: reaps every zombie handed to it, dies with the
 /// supervisor. Confined first (see [`confine_pod_init`]); if it cannot be, it exits.
-fn pod_init(parent: Pid, view: Option<BorrowedFd<'_>>) -> ! {
+fn pod_init(parent: Pid, view: Option<BorrowedFd<'_>>, mut report: File) -> ! {
     let _ = prctl::set_name(c"pod-init");
     if let Err(e) = confine_pod_init(view) {
-        eprintln!("pod-init: cannot confine itself: {e}");
+        let _ = report.write_all(e.as_bytes());
+        fork::exit_child(1);
+    }
+    // The report pipe goes with the rest: the supervisor reads its end as "confined".
+    if fork::close_from(3).is_err() {
+        let _ = report.write_all(b"close descriptors");
         fork::exit_child(1);
     }
     // After the uid change, which clears it.
@@ -382,7 +397,8 @@ fn pod_init(parent: Pid, view: Option<BorrowedFd<'_>>) -> ! {
 
 /// Every container of a pod that shares its PID namespace sees the pod init as PID 1, and
 /// one with CAP_SYS_PTRACE may open its `/proc/1/root`, `cwd` and `fd/*` and attach to it.
-/// So it keeps nothing of the node's: no descriptors but /dev/null; a mount namespace of
+/// So it keeps nothing of the node's: no descriptors but /dev/null (the others are closed
+/// once it has reported, by closing its report pipe with them); a mount namespace of
 /// its own (from the view when there is one, so it is small and receives nothing)
 /// holding only an empty read-only tmpfs, its root; the nobody user, with no
 /// capabilities and no supplementary groups (a uid change from 0 clears them all).
@@ -402,7 +418,6 @@ fn confine_pod_init(view: Option<BorrowedFd<'_>>) -> Result<(), String> {
         // once pivoted.
         let _ = setns(view, CloneFlags::CLONE_NEWNS);
     }
-    fork::close_from(3).map_err(sys("close descriptors"))?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare mount namespace"))?;
     let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
     mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(sys("make / private"))?;
