@@ -155,14 +155,18 @@ fn prepare_view(parents: &[PathBuf]) -> io::Result<OwnedFd> {
 /// the node makes later propagates to a slave copy of it.
 fn all_shared(table: &str, parents: &[PathBuf]) -> bool {
     table.lines().all(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(point) = fields.get(4).map(|p| PathBuf::from(unescape(p))) else {
-            return false;
-        };
-        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
-        parents.iter().any(|p| point.starts_with(p))
-            || optional.into_iter().any(|f| f.starts_with("shared:"))
+        mount_sharing(line)
+            .is_some_and(|(point, shared)| shared || parents.iter().any(|p| point.starts_with(p)))
     })
+}
+
+/// A mountinfo line's mount point, and whether the mount is shared (a `shared:N` among its
+/// optional fields).
+pub fn mount_sharing(line: &str) -> Option<(PathBuf, bool)> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let point = PathBuf::from(unescape(fields.get(4)?));
+    let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+    Some((point, optional.into_iter().any(|f| f.starts_with("shared:"))))
 }
 
 /// Moves the calling process (single-threaded: a forked child) into a mount namespace of

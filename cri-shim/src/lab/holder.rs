@@ -74,11 +74,10 @@ pub fn spawn(stderr: Stdio, own_session: bool) -> anyhow::Result<Spawned> {
 /// Whether the root mount of a process's mount namespace is shared.
 fn root_is_shared(pid: u32) -> bool {
     let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    table.lines().any(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        fields.get(4) == Some(&"/")
-            && fields.iter().skip(6).take_while(|f| **f != "-").any(|f| f.starts_with("shared:"))
-    })
+    table
+        .lines()
+        .filter_map(podbay_runtime::view::mount_sharing)
+        .any(|(point, shared)| shared && point == Path::new("/"))
 }
 
 /// Start time of a process (field 22 of /proc/PID/stat), to recognise it later.
