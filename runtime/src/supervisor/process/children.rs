@@ -212,10 +212,7 @@ impl Children {
             return Ok(StartContainerResponse { started_at: ctr.started_at });
         }
         let dir = ctr.state_root.join(id);
-        helper::run(move || {
-            Container::load(dir)?.start()?;
-            Ok(0)
-        })?;
+        start_init(id, &dir)?;
         ctr.started_at = now_ns();
         Ok(StartContainerResponse { started_at: ctr.started_at })
     }
@@ -721,6 +718,37 @@ impl Drop for Console {
 /// container's stdio.
 /// A streamed exec's stdin: the command reads a blocking end, the daemon writes a
 /// non-blocking one.
+/// What libcontainer's `Container::start` does for a container without poststart hooks
+/// (a CRI container has none), done here instead of in a forked helper: its state file
+/// says Running (the tenant builder of ExecSync and Exec requires it), then the init,
+/// waiting in `accept` on the container's `notify.sock`, gets a connection that says
+/// so and ends, and execs the container's program. The socket is reached through the
+/// state dir's descriptor, so the length of the state root does not matter (a socket
+/// path is limited to 107 bytes). Nothing here changes the supervisor (no chdir, as
+/// libcontainer's notify does).
+fn start_init(id: &str, dir: &Path) -> Result<(), Failed> {
+    let state = |e: libcontainer::error::LibcontainerError| Failed::State {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    };
+    Container::load(dir.to_owned())
+        .map_err(state)?
+        .set_status(libcontainer::container::ContainerStatus::Running)
+        .save()
+        .map_err(state)?;
+    let dir_fd = File::open(dir).map_err(Failed::io("the container's state dir", dir))?;
+    let socket = format!(
+        "/proc/self/fd/{}/{}",
+        dir_fd.as_raw_fd(),
+        libcontainer::notify_socket::NOTIFY_FILE
+    );
+    let mut stream = UnixStream::connect(&socket)
+        .map_err(Failed::io("the container init's start socket", dir.join("notify.sock")))?;
+    stream
+        .write_all(b"start container")
+        .map_err(Failed::io("the container init's start socket", dir.join("notify.sock")))
+}
+
 fn stdin_pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
     fcntl(&w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(Failed::sys("pipe"))?;
