@@ -51,12 +51,14 @@ async fn create_start(
     Ok((id, created, t.elapsed()))
 }
 
-/// A whole pod: sandbox and one running container.
-async fn whole_pod(c: &mut Client, name: &str) -> anyhow::Result<String> {
+/// A whole pod: sandbox and one running container; the RunPodSandbox part's time.
+async fn whole_pod(c: &mut Client, name: &str) -> anyhow::Result<(String, Duration)> {
     let config = pod_config(name);
+    let t = Instant::now();
     let pod = run_pod(c, config.clone()).await?;
+    let sandbox = t.elapsed();
     create_start(c, &pod, &config, sleeper("app", false)).await?;
-    Ok(pod)
+    Ok((pod, sandbox))
 }
 
 async fn teardown(c: &mut Client, pod: &str) -> anyhow::Result<()> {
@@ -72,14 +74,16 @@ struct Column {
     mounts: usize,
     rows: Vec<Vec<Duration>>,
     steps: String,
+    pod_steps: String,
 }
 
-const ROWS: [(&str, f64); 6] = [
+const ROWS: [(&str, f64); 7] = [
     ("CreateContainer + StartContainer", 6.0),
     ("  CreateContainer alone", 0.0),
     ("  StartContainer alone", 0.0),
     ("  create + start, seccomp Unconfined", 0.0),
     ("whole pod start", 10.0),
+    ("  its RunPodSandbox", 0.0),
     ("StopPodSandbox + RemovePodSandbox", 0.0),
 ];
 
@@ -99,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm-up: page in the binaries, the image's layers and the kernel's caches.
     for i in 0..10 {
-        let pod = whole_pod(&mut c, &format!("warm{i}")).await?;
+        let (pod, _) = whole_pod(&mut c, &format!("warm{i}")).await?;
         teardown(&mut c, &pod).await?;
     }
     memory(&node, &mut c).await?;
@@ -111,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let mut columns = Vec::new();
     for &level in &levels {
         while background.len() + 1 < level {
-            background.push(whole_pod(&mut c, &format!("bg{}", background.len())).await?);
+            background.push(whole_pod(&mut c, &format!("bg{}", background.len())).await?.0);
         }
         let log_start = node.log().len();
         let mut rows = vec![Vec::with_capacity(count); ROWS.len()];
@@ -128,15 +132,18 @@ async fn main() -> anyhow::Result<()> {
             rows[3].push(cr + st);
             teardown(&mut c, &pod).await?;
             let t = Instant::now();
-            let pod = whole_pod(&mut c, &format!("w{level}-{i}")).await?;
+            let (pod, sandbox) = whole_pod(&mut c, &format!("w{level}-{i}")).await?;
             rows[4].push(t.elapsed());
+            rows[5].push(sandbox);
             let t = Instant::now();
             teardown(&mut c, &pod).await?;
-            rows[5].push(t.elapsed());
+            rows[6].push(t.elapsed());
         }
         let log = node.log();
-        let steps = step_medians_in(log.get(log_start..).unwrap_or_default(), "container created");
-        columns.push(Column { pods: level, mounts: mount_count(&node), rows, steps });
+        let log = log.get(log_start..).unwrap_or_default();
+        let steps = step_medians_in(log, "container created");
+        let pod_steps = step_medians_in(log, "sandbox ready");
+        columns.push(Column { pods: level, mounts: mount_count(&node), rows, steps, pod_steps });
     }
     print_columns(&mut columns, count);
     for pod in &background {
@@ -189,6 +196,9 @@ fn print_columns(columns: &mut [Column], count: usize) {
     for col in columns.iter() {
         println!("CreateContainer step medians at {} pods (ms): {}", col.pods, col.steps);
     }
+    for col in columns.iter() {
+        println!("RunPodSandbox step medians at {} pods (ms): {}", col.pods, col.pod_steps);
+    }
 }
 
 /// Runtime memory per pod with 100 one-container pods: the supervisor's PSS (the only
@@ -198,7 +208,7 @@ async fn memory(node: &Node, c: &mut Client) -> anyhow::Result<()> {
     let daemon_before = smaps_kb(node, daemon, "Pss:");
     let (mut ids, mut sups) = (vec![], vec![]);
     for i in 0..100 {
-        let id = whole_pod(c, &format!("m{i}")).await?;
+        let (id, _) = whole_pod(c, &format!("m{i}")).await?;
         sups.push(pod_info(c, &id).await?["pid"].as_u64().unwrap_or(0));
         ids.push(id);
     }

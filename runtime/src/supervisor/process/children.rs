@@ -212,7 +212,7 @@ impl Children {
             return Ok(StartContainerResponse { started_at: ctr.started_at });
         }
         let dir = ctr.state_root.join(id);
-        start_init(id, &dir)?;
+        start_init(&dir)?;
         ctr.started_at = now_ns();
         Ok(StartContainerResponse { started_at: ctr.started_at })
     }
@@ -718,35 +718,25 @@ impl Drop for Console {
 /// container's stdio.
 /// A streamed exec's stdin: the command reads a blocking end, the daemon writes a
 /// non-blocking one.
-/// What libcontainer's `Container::start` does for a container without poststart hooks
-/// (a CRI container has none), done here instead of in a forked helper: its state file
-/// says Running (the tenant builder of ExecSync and Exec requires it), then the init,
-/// waiting in `accept` on the container's `notify.sock`, gets a connection that says
-/// so and ends, and execs the container's program. The socket is reached through the
-/// state dir's descriptor, so the length of the state root does not matter (a socket
-/// path is limited to 107 bytes). Nothing here changes the supervisor (no chdir, as
-/// libcontainer's notify does).
-fn start_init(id: &str, dir: &Path) -> Result<(), Failed> {
-    let state = |e: libcontainer::error::LibcontainerError| Failed::State {
-        id: id.to_owned(),
-        reason: e.to_string(),
-    };
-    Container::load(dir.to_owned())
-        .map_err(state)?
-        .set_status(libcontainer::container::ContainerStatus::Running)
-        .save()
-        .map_err(state)?;
+/// libcontainer's `Container::start`, for a container without poststart hooks (a CRI
+/// container has none), done here instead of in a forked helper: the init, waiting in
+/// `accept` on the container's `notify.sock`, gets a connection that says so, ends it,
+/// and execs the container's program. The socket is reached through the state dir's
+/// descriptor, so the length of the state root does not matter (a socket path is
+/// limited to 107 bytes), and nothing changes the supervisor (libcontainer's notify
+/// changes the cwd). libcontainer's state file still says Created: the helper of the
+/// first exec records Running (`exec_process`), so the supervisor never parses it.
+fn start_init(dir: &Path) -> Result<(), Failed> {
+    let what = "the container init's start socket";
     let dir_fd = File::open(dir).map_err(Failed::io("the container's state dir", dir))?;
     let socket = format!(
         "/proc/self/fd/{}/{}",
         dir_fd.as_raw_fd(),
         libcontainer::notify_socket::NOTIFY_FILE
     );
-    let mut stream = UnixStream::connect(&socket)
-        .map_err(Failed::io("the container init's start socket", dir.join("notify.sock")))?;
-    stream
-        .write_all(b"start container")
-        .map_err(Failed::io("the container init's start socket", dir.join("notify.sock")))
+    let path = || dir.join(libcontainer::notify_socket::NOTIFY_FILE);
+    let mut stream = UnixStream::connect(&socket).map_err(Failed::io(what, path()))?;
+    stream.write_all(b"start container").map_err(Failed::io(what, path()))
 }
 
 fn stdin_pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
@@ -905,7 +895,12 @@ fn exec_process(
     args: Vec<String>,
     tty: bool,
 ) -> Result<tempfile::TempPath, Box<dyn std::error::Error>> {
-    let container = Container::load(root.join(id))?;
+    let mut container = Container::load(root.join(id))?;
+    // The supervisor starts a container without touching this state (`start_init`), and
+    // runs an exec only in a started one; the tenant builder wants it Running.
+    if container.status() == libcontainer::container::ContainerStatus::Created {
+        container.set_status(libcontainer::container::ContainerStatus::Running).save()?;
+    }
     let spec = Spec::load(container.bundle().join("config.json"))?;
     join_user_namespace(&spec)?;
     let mut process = spec.process().clone().ok_or("the container's spec has no process")?;

@@ -28,8 +28,6 @@ pub enum Failed {
     Sys { what: &'static str, source: Errno },
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("libcontainer's state of container {id}: {reason}")]
-    State { id: String, reason: String },
     #[error("bad pod interface: {0}")]
     Interface(String),
     #[error("pod network: {0}")]
