@@ -109,11 +109,19 @@ pub struct Children {
     unclaimed: HashMap<i32, WaitStatus>,
     /// The spawner's view namespace (`crate::view`), if it made one.
     view: Option<OwnedFd>,
+    /// libcontainer helpers not reaped yet.
+    helpers: helper::Exiting,
 }
 
 impl Children {
     pub fn new(view: Option<OwnedFd>) -> Self {
-        Self { ctrs: Vec::new(), execs: Vec::new(), unclaimed: HashMap::new(), view }
+        Self {
+            ctrs: Vec::new(),
+            execs: Vec::new(),
+            unclaimed: HashMap::new(),
+            view,
+            helpers: helper::Exiting::default(),
+        }
     }
 
     fn find(&mut self, id: &str) -> Result<&mut Held, Failed> {
@@ -159,7 +167,7 @@ impl Children {
         let console_path = console.as_ref().map(|c| c.path.clone());
         let narrow = narrow_views(&req.narrow);
         let view = self.view.as_ref().map(AsFd::as_fd);
-        let pid = helper::run(move || {
+        let pid = helper::run(&mut self.helpers, move || {
             crate::view::narrow(&narrow, view)?;
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)?
@@ -232,7 +240,7 @@ impl Children {
             let dir = ctr.state_root.join(id);
             // Every process of the container's cgroup (PID mode POD or NODE leaves others
             // behind when only init dies); libcontainer freezes the cgroup while it kills.
-            let _ = helper::run(move || {
+            let _ = helper::run(&mut self.helpers, move || {
                 let sig = libcontainer::signal::Signal::try_from(signo)?;
                 Container::load(dir)?.kill(sig, true)?;
                 Ok(0)
@@ -349,7 +357,7 @@ impl Children {
             let (id, args) = (req.id.clone(), req.args.clone());
             let console_path = console.as_ref().map(|c| c.path.clone());
             let narrow = narrow_views(&req.narrow);
-            let pid = helper::run(move || {
+            let pid = helper::run(&mut self.helpers, move || {
                 crate::view::narrow(&narrow, view)?;
                 let process = exec_process(&root, &id, args, tty)?;
                 let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
@@ -513,6 +521,9 @@ impl Children {
             WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, sig as i32),
             _ => return,
         };
+        if self.helpers.claim(pid) {
+            return;
+        }
         if let Some(ctr) = self
             .ctrs
             .iter_mut()
