@@ -361,13 +361,13 @@ impl Images {
         let rootfs = records::rootfs_records(store)?;
         let keep_blobs: HashSet<&str> =
             images.iter().flat_map(|i| i.blobs()).filter_map(sha256_hex).collect();
-        let mounted = mounted_layers(&layout.layers_dir());
+        let mounted = mounted_layers(&layout.layers_dir(), &layout.containers_dir());
         let keep_layers: HashSet<&str> = images
             .iter()
             .flat_map(|i| i.layers.iter().map(|l| l.chain_id.as_str()))
             .chain(rootfs.iter().flat_map(|(_, r)| r.chain_ids.iter().map(String::as_str)))
             .filter_map(sha256_hex)
-            .chain(mounted.iter().map(String::as_str))
+            .chain(mounted.layers.iter().map(String::as_str))
             .collect();
         for (name, path) in dir_entries(&layout.blobs_dir())? {
             if !keep_blobs.contains(name.as_str()) {
@@ -376,7 +376,8 @@ impl Images {
             }
         }
         for (name, path) in dir_entries(&layout.layers_dir())? {
-            if !keep_layers.contains(name.as_str()) {
+            let idmapped = mounted.idmapped.contains(idmapped_name(Path::new(&name)).as_str());
+            if !keep_layers.contains(name.as_str()) && !idmapped {
                 tracing::debug!(layer = %name, "collecting unused layer");
                 // Out of sight first, so a crash mid-delete leaves no half layer behind.
                 let doomed = layout.image_tmp_dir().join(format!("gc-{name}"));
@@ -491,18 +492,34 @@ impl Images {
     }
 }
 
-/// The layers some mounted overlay uses as a lower dir, by the name of their directory:
-/// they are never collected, whatever the records say (a record lost to a damaged
-/// database must not take a running container's files).
-fn mounted_layers(layers_dir: &Path) -> HashSet<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    overlay_lowers(&mountinfo, layers_dir)
+/// What mounted overlays use as lower dirs: layers by the name of their directory, and the
+/// idmapped clones of layers (pods with their own user namespace) by their dir's name
+/// (`idmapped_name`). Such layers are never collected, whatever the records say (a record
+/// lost to a damaged database must not take a running container's files).
+#[derive(Debug, Default)]
+struct Lowers {
+    layers: HashSet<String>,
+    idmapped: HashSet<String>,
 }
 
-/// The directories below `layers_dir` that overlays in `mountinfo` use as lower dirs.
-fn overlay_lowers(mountinfo: &str, layers_dir: &Path) -> HashSet<String> {
+fn mounted_layers(layers_dir: &Path, containers_dir: &Path) -> Lowers {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    overlay_lowers(&mountinfo, layers_dir, containers_dir)
+}
+
+/// The name of a layer's idmapped clone in a container's `idmapped/` dir: the first 16
+/// characters of the layer dir's name (a sha256 in hex).
+pub(crate) fn idmapped_name(layer: &Path) -> String {
+    let name = layer.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    name.chars().take(16).collect()
+}
+
+/// The lower dirs of the overlays in `mountinfo`: below `layers_dir`, or idmapped clones
+/// in a container's dir below `containers_dir`.
+fn overlay_lowers(mountinfo: &str, layers_dir: &Path, containers_dir: &Path) -> Lowers {
     let prefix = format!("{}/", layers_dir.display());
-    let mut out = HashSet::new();
+    let containers = format!("{}/", containers_dir.display());
+    let mut out = Lowers::default();
     for line in mountinfo.lines() {
         let Some((_, tail)) = line.split_once(" - ") else { continue };
         let mut fields = tail.split_whitespace();
@@ -513,8 +530,13 @@ fn overlay_lowers(mountinfo: &str, layers_dir: &Path) -> HashSet<String> {
         for option in options.split(',') {
             let Some(lower) = option.strip_prefix("lowerdir=") else { continue };
             for dir in lower.split(':') {
+                let dir = dir.trim_end_matches('/');
                 if let Some(name) = dir.strip_prefix(&prefix) {
-                    out.insert(name.trim_end_matches('/').to_owned());
+                    out.layers.insert(name.to_owned());
+                } else if let Some(rest) = dir.strip_prefix(&containers)
+                    && let Some((_, name)) = rest.split_once("/idmapped/")
+                {
+                    out.idmapped.insert(name.to_owned());
                 }
             }
         }
@@ -546,11 +568,19 @@ mod tests {
 36 25 0:31 / /r/containers/c1/rootfs rw - overlay overlay rw,lowerdir=/r/layers/bbb:/r/layers/aaa,upperdir=/r/containers/c1/upper,workdir=/r/containers/c1/work
 37 25 0:32 / /other rw - overlay overlay rw,lowerdir=/elsewhere/x,upperdir=/u,workdir=/w
 38 25 0:33 / /r/layers/ccc rw - ext4 /dev/sda1 rw,lowerdir=/r/layers/ccc
+39 25 0:34 / /r/containers/c2/rootfs rw - overlay overlay rw,lowerdir=/r/containers/c2/idmapped/0123456789abcdef:/r/containers/c2/idmapped/fedcba9876543210,upperdir=/r/containers/c2/upper,workdir=/r/containers/c2/work
 ";
-        let mut got: Vec<String> =
-            overlay_lowers(info, Path::new("/r/layers")).into_iter().collect();
-        got.sort();
-        assert_eq!(got, ["aaa", "bbb"]);
+        let got = overlay_lowers(info, Path::new("/r/layers"), Path::new("/r/containers"));
+        let sorted = |set: HashSet<String>| {
+            let mut v: Vec<String> = set.into_iter().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(got.layers), ["aaa", "bbb"]);
+        assert_eq!(sorted(got.idmapped), ["0123456789abcdef", "fedcba9876543210"]);
+        let layer =
+            Path::new("/r/layers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        assert_eq!(idmapped_name(layer), "0123456789abcdef");
     }
 
     #[test]

@@ -155,8 +155,12 @@ fn mount_overlay(
             let idmapped = dirs.idmapped();
             std::fs::create_dir(&idmapped).map_err(Error::io("create", &idmapped))?;
             let mut out = Vec::with_capacity(lowers.len());
-            for (n, layer) in lowers.iter().enumerate() {
-                let at = idmapped.join(format!("layer-{n}"));
+            for layer in lowers {
+                // Named by the start of the layer's name, so the overlay's `lowerdir` in
+                // mountinfo still says which layers it holds (image GC reads it; the
+                // clones themselves are detached once the overlay holds them). Short,
+                // so as many layers fit the mount's options as without idmapping.
+                let at = idmapped.join(super::idmapped_name(layer));
                 std::fs::create_dir(&at).map_err(Error::io("create", &at))?;
                 crate::mount_attr::attach_idmapped(layer, &at, &u.ns, false).map_err(|e| {
                     Error::Rootfs {
