@@ -25,7 +25,9 @@ pub fn spdyforward() -> anyhow::Result<PathBuf> {
 }
 
 fn build(name: &str) -> anyhow::Result<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go").join(name);
+    // A GOPATH of its own (the two clients and the package they share) before Debian's.
+    let gopath = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
+    let src = gopath.join("src").join(name);
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go");
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(name);
@@ -35,7 +37,7 @@ fn build(name: &str) -> anyhow::Result<PathBuf> {
         .arg(&tmp)
         .arg(".")
         .current_dir(&src)
-        .env("GOPATH", "/usr/share/gocode")
+        .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
         .env("GO111MODULE", "off")
         .env("GOCACHE", out_dir.join("cache"))
         .env("GOFLAGS", "")

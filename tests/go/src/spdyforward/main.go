@@ -12,74 +12,30 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"io/ioutil"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/docker/spdystream"
+	"spdyclient"
 )
-
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func fail(format string, args ...interface{}) {
-	fmt.Fprintf(os.Stderr, "spdyforward: "+format+"\n", args...)
-	os.Exit(2)
-}
 
 func main() {
 	n := flag.Int("n", 1, "connections at once")
 	noID := flag.Bool("norequestid", false, "send no requestID header (old clients)")
 	ports := flag.String("ports", "", "comma-separated ports, connection i to the i-th (cycling) instead of PORT")
 	flag.Parse()
-	u, err := url.Parse(flag.Arg(0))
-	if err != nil {
-		fail("url: %v", err)
-	}
 	portFor := func(i int) string { return flag.Arg(1) }
 	if *ports != "" {
 		list := strings.Split(*ports, ",")
 		portFor = func(i int) string { return list[i%len(list)] }
 	}
 	request, _ := ioutil.ReadAll(os.Stdin)
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		fail("dial: %v", err)
-	}
-	req, _ := http.NewRequest("POST", u.String(), nil)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "SPDY/3.1")
-	req.Header.Add("X-Stream-Protocol-Version", "portforward.k8s.io")
-	if err := req.Write(conn); err != nil {
-		fail("request: %v", err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		fail("response: %v", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		body, _ := ioutil.ReadAll(resp.Body)
-		fmt.Fprintf(os.Stderr, "status %d: %s", resp.StatusCode, body)
-		os.Exit(3)
-	}
-	sc, err := spdystream.NewConnection(&bufferedConn{conn, br}, false)
-	if err != nil {
-		fail("spdy: %v", err)
-	}
-	go sc.Serve(spdystream.NoOpStreamHandler)
+	sc, _ := spdyclient.Dial(flag.Arg(0), "portforward.k8s.io", "")
 	var mu sync.Mutex // stream creation in pairs, as kubectl's
 	results := make([]string, *n)
 	var wg sync.WaitGroup

@@ -11,34 +11,17 @@
 package main
 
 import (
-	"bufio"
-	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
 	"io/ioutil"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"sync"
 
 	"github.com/docker/spdystream"
+	"spdyclient"
 )
-
-// bufferedConn reads what the HTTP response reader already buffered first.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func fail(format string, args ...interface{}) {
-	fmt.Fprintf(os.Stderr, "spdyexec: "+format+"\n", args...)
-	os.Exit(2)
-}
 
 func main() {
 	withStdin := flag.Bool("stdin", false, "send stdin")
@@ -52,56 +35,12 @@ func main() {
 	width := flag.Int("width", 80, "terminal columns")
 	height := flag.Int("height", 24, "terminal rows")
 	flag.Parse()
-	u, err := url.Parse(flag.Arg(0))
-	if err != nil {
-		fail("url: %v", err)
-	}
-	var conn net.Conn
-	if u.Scheme == "https" {
-		pool := x509.NewCertPool()
-		pem, err := ioutil.ReadFile(*ca)
-		if err != nil || !pool.AppendCertsFromPEM(pem) {
-			fail("-ca %q: %v", *ca, err)
-		}
-		conn, err = tls.Dial("tcp", u.Host, &tls.Config{RootCAs: pool, ServerName: u.Hostname()})
-		if err != nil {
-			fail("tls: %v", err)
-		}
-	} else {
-		conn, err = net.Dial("tcp", u.Host)
-		if err != nil {
-			fail("dial: %v", err)
-		}
-	}
-	req, _ := http.NewRequest("POST", u.String(), nil)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "SPDY/3.1")
-	if *proto != "" {
-		req.Header.Add("X-Stream-Protocol-Version", *proto)
-	}
-	if err := req.Write(conn); err != nil {
-		fail("request: %v", err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		fail("response: %v", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		body, _ := ioutil.ReadAll(resp.Body)
-		fmt.Fprintf(os.Stderr, "status %d: %s", resp.StatusCode, body)
-		os.Exit(3)
-	}
-	fmt.Fprintf(os.Stderr, "protocol: %s\n", resp.Header.Get("X-Stream-Protocol-Version"))
-	sc, err := spdystream.NewConnection(&bufferedConn{conn, br}, false)
-	if err != nil {
-		fail("spdy: %v", err)
-	}
-	go sc.Serve(spdystream.NoOpStreamHandler)
+	sc, chosen := spdyclient.Dial(flag.Arg(0), *proto, *ca)
+	fmt.Fprintf(os.Stderr, "protocol: %s\n", chosen)
 	open := func(kind string) *spdystream.Stream {
 		s, err := sc.CreateStream(http.Header{"streamType": {kind}}, nil, false)
 		if err != nil {
-			fail("stream %s: %v", kind, err)
+			spdyclient.Fail("stream %s: %v", kind, err)
 		}
 		return s
 	}
