@@ -725,10 +725,6 @@ impl Drop for Console {
     }
 }
 
-/// A pipe whose read end is non-blocking and close-on-exec; the write end is for a
-/// container's stdio.
-/// A streamed exec's stdin: the command reads a blocking end, the daemon writes a
-/// non-blocking one.
 /// libcontainer's `Container::start`, for a container without poststart hooks (a CRI
 /// container has none), done here instead of in a forked helper: the init, waiting in
 /// `accept` on the container's `notify.sock`, gets a connection that says so, ends it,
@@ -747,9 +743,15 @@ fn start_init(dir: &Path) -> Result<(), Failed> {
     );
     let path = || dir.join(libcontainer::notify_socket::NOTIFY_FILE);
     let mut stream = UnixStream::connect(&socket).map_err(Failed::io(what, path()))?;
-    stream.write_all(b"start container").map_err(Failed::io(what, path()))
+    // The connection itself starts the container: the init goes on when it ends, whatever
+    // it carried. So a failed write (an init that just died, whose exit the reaper
+    // records) is still a start, not a failure that a retry would repeat in vain.
+    let _ = stream.write_all(b"start container");
+    Ok(())
 }
 
+/// A streamed exec's stdin: the command reads a blocking end, the daemon writes a
+/// non-blocking one.
 fn stdin_pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
     fcntl(&w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(Failed::sys("pipe"))?;
@@ -768,6 +770,8 @@ fn send_fds(sock: &UnixStream, byte: u8, fds: &[RawFd]) -> Result<(), nix::errno
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(drop)
 }
 
+/// A pipe whose read end is non-blocking and close-on-exec; the write end is for a
+/// container's stdio.
 fn pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(Failed::sys("pipe"))?;
