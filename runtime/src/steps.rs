@@ -46,6 +46,11 @@ impl StepTimer {
         self.last = now;
     }
 
+    /// A step that ran alongside the next one `done` names (its time is not the call's).
+    pub(crate) fn alongside(&mut self, step: &'static str, took: Duration) {
+        self.steps.push((step, took));
+    }
+
     /// Observes every step into `into`.
     pub(crate) fn observe(&self, into: &StepHistograms) {
         for (step, took) in &self.steps {

@@ -55,12 +55,14 @@ fn state(c: &cri::Container) -> cri::ContainerState {
     cri::ContainerState::try_from(c.state).unwrap()
 }
 
-/// The failpoint steps of CreateContainer, in order (`runtime/src/container/create.rs`).
-const CREATE_STEPS: [&str; 4] = [
+/// The failpoint steps of CreateContainer, in order (`runtime/src/container/create.rs`);
+/// `libcontainer` and `commit` (and its end, `committed`) run alongside each other.
+const CREATE_STEPS: [&str; 5] = [
     "container.create.rootfs",
     "container.create.spec",
     "container.create.libcontainer",
     "container.create.commit",
+    "container.create.committed",
 ];
 
 #[tokio::test]
@@ -85,19 +87,28 @@ async fn injected_failure_at_each_create_step_leaves_nothing() {
 async fn crash_at_each_create_step_is_all_or_nothing() {
     require_root!();
     let mut node = Node::with_busybox().unwrap();
-    let steps = CREATE_STEPS.iter().chain(&["container.create.reply"]);
-    for (i, step) in steps.enumerate() {
+    // The last: the record is committed while libcontainer has not made the container
+    // (its step failed), then the daemon crashes; the supervisor never made it, so the
+    // record goes.
+    let steps = CREATE_STEPS
+        .iter()
+        .map(|s| format!("{s}=crash"))
+        .chain(["container.create.reply=crash".into()])
+        .chain(["container.create.libcontainer,container.create.committed=crash".into()]);
+    for (i, failpoints) in steps.enumerate() {
+        let step = failpoints.as_str();
         let mut c = restart(&mut node, "").await;
         let config = pod_config(&format!("crash{i}"));
         let pod = run_pod(&mut c, config.clone()).await.unwrap();
-        let mut c = restart(&mut node, &format!("{step}=crash")).await;
+        let mut c = restart(&mut node, step).await;
         assert!(ctr::create(&mut c, &pod, &config, sleeper("app")).await.is_err(), "{step}");
 
         let mut c = restart(&mut node, "").await;
         assert!(is_ready(&mut c, &pod).await.unwrap(), "{step}: the pod survives");
         let listed = containers(&mut c).await;
-        if *step == "container.create.reply" {
-            // Committed before the crash: it is there, and starts.
+        if step == "container.create.reply=crash" || step == "container.create.committed=crash" {
+            // Committed before the crash, and made by the supervisor (which the restarted
+            // daemon asks for its init): it is there, and starts.
             assert_eq!(listed.len(), 1, "{step}");
             assert_eq!(state(&listed[0]), cri::ContainerState::ContainerCreated, "{step}");
             ctr::start(&mut c, &listed[0].id).await.unwrap();

@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::spec::{self, ImageConfig, Inputs, PodFiles, User, UserDb};
 use super::{
     ContainerRecord, ContainerSpec, ContainerState, Containers, Error, EventKind, PidMode,
-    SeccompProfile, name_key,
+    SeccompProfile, name_key, records,
 };
 use crate::cgroups;
 use crate::ids::ContainerId;
@@ -38,6 +38,8 @@ enum UndoStep {
         id: ContainerId,
         cgroup: String,
     },
+    /// The committed record.
+    Record(Box<ContainerRecord>),
 }
 
 /// The image a container runs, as found for it.
@@ -152,17 +154,10 @@ impl Containers {
             .map_err(Error::io("create", &pod.containers()))?;
         timer.done("spec");
 
-        fp.check("container.create.libcontainer")?;
         undo.push(UndoStep::Runtime { pod: pod.clone(), id: id.clone(), cgroup: cgroup.clone() });
         let req = CreateContainerRequest {
             id: id.to_string(),
-            bundle: self
-                .inner
-                .layout
-                .container(id.as_str())
-                .bundle()
-                .to_string_lossy()
-                .into_owned(),
+            bundle: dirs.bundle().to_string_lossy().into_owned(),
             state_root: pod.containers().to_string_lossy().into_owned(),
             log_path: if log_path.as_os_str().is_empty() {
                 String::new()
@@ -180,15 +175,7 @@ impl Containers {
             stdin_once: spec.stdin_once,
             narrow: self.narrow_views(&sandbox.id, id.as_str(), spec.has_bidirectional_mount()),
         };
-        let created = Client::new(&pod).create_container(req, CREATE_TIMEOUT).await;
-        if userns.is_some() {
-            // The container's mount namespace holds its own copies now.
-            detach_idmapped(&dirs);
-        }
-        let init = created.map_err(Error::supervisor(id))?;
-        timer.done("libcontainer");
-
-        let rec = ContainerRecord {
+        let mut rec = ContainerRecord {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
             spec: ContainerSpec {
@@ -213,16 +200,42 @@ impl Containers {
             exit_code: 0,
             reason: None,
             message: String::new(),
-            init: Some(init),
+            // Known when libcontainer is done; recovery asks the supervisor for it
+            // (`exits.rs`), so the record is committed while libcontainer works.
+            init: None,
             log_path,
             cgroup,
             stop_signal: stop_signal(&image.config.stop_signal),
             user: Some(user),
             oom_score_adj: Some(oom_score_adj),
         };
-        fp.check("container.create.commit")?;
-        self.persist(&rec).await?;
-        timer.done("persist");
+        undo.push(UndoStep::Record(Box::new(rec.clone())));
+        // Both run to the end (a commit left running could land after its undo).
+        let supervisor = Client::new(&pod);
+        let (created, committed) = tokio::join!(
+            async {
+                fp.check("container.create.libcontainer")?;
+                supervisor
+                    .create_container(req, CREATE_TIMEOUT)
+                    .await
+                    .map_err(Error::supervisor(id))
+            },
+            async {
+                fp.check("container.create.commit")?;
+                let t = std::time::Instant::now();
+                self.persist(&rec).await?;
+                fp.check("container.create.committed")?;
+                Ok::<_, Error>(t.elapsed())
+            }
+        );
+        if userns.is_some() {
+            // The container's mount namespace holds its own copies now.
+            detach_idmapped(&dirs);
+        }
+        let init = created?;
+        rec.init = Some(init);
+        timer.alongside("commit", committed?);
+        timer.done("libcontainer");
         fp.check("container.create.reply")?;
         timer.observe(&self.inner.steps);
         debug!(pid = init.pid, steps = %timer.summary(), "container created");
@@ -333,6 +346,13 @@ impl Containers {
             UndoStep::Rootfs(id) => Ok(self.inner.images.unmount_rootfs(id.as_str()).await?),
             UndoStep::Runtime { pod, id, cgroup } => {
                 destroy_runtime_state(&pod, &id, &cgroup, None).await
+            }
+            UndoStep::Record(rec) => {
+                let store = self.inner.store.clone();
+                tokio::task::spawn_blocking(move || records::delete(&store, &rec))
+                    .await
+                    .expect("state store task panicked")
+                    .map_err(Error::from)
             }
         }
     }

@@ -3,16 +3,16 @@
 //! supervisor when it reaped the process, also while the daemon was away). At daemon
 //! start every record is loaded and the containers of live pods are refreshed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
 use super::spec::SANDBOX_ANNOTATION;
-use super::{Container, ContainerState, Containers, Error, ExitReason, records};
+use super::{Container, ContainerRecord, ContainerState, Containers, Error, ExitReason, records};
 use crate::cgroups;
 use crate::ids::SandboxId;
-use crate::supervisor::{Client, Proc};
+use crate::supervisor::{Client, Identity, Proc};
 
 impl Containers {
     /// Waits for a running container's process to exit and records how it ended.
@@ -152,6 +152,13 @@ impl Containers {
             if let (Some(cgroup), Some(sandbox), Ok(cid)) =
                 (cgroup, sandbox, crate::ids::ContainerId::parse(&id))
             {
+                // First: the supervisor answers after a create still in flight (the
+                // crash came while libcontainer worked), so its init is in the cgroup
+                // before the cgroup is emptied.
+                let pod = self.inner.layout.pod(&sandbox);
+                if pod.dir().is_dir() {
+                    let _ = Client::new(&pod).forget_container(&cid).await;
+                }
                 let cgroup = cgroup.to_string_lossy().into_owned();
                 let removed = tokio::task::spawn_blocking({
                     let cgroup = cgroup.clone();
@@ -165,15 +172,70 @@ impl Containers {
                 if let Err(e) = removed {
                     warn!(container.id = %id, error = %e, "cgroup of an orphan container left");
                 }
-                let pod = self.inner.layout.pod(&sandbox);
                 let _ = std::fs::remove_dir_all(pod.containers().join(&id));
-                if pod.dir().is_dir() {
-                    let _ = Client::new(&pod).forget_container(&cid).await;
-                }
             }
             self.inner.images.unmount_rootfs(&id).await?;
         }
         Ok(())
+    }
+
+    /// A CreateContainer commits its record while libcontainer works, so a crash can leave
+    /// one that names no init (also when the lazy commit of its start was lost). A live
+    /// pod's supervisor decides: it made the container (its create is synchronous, so it
+    /// answers after any create in flight) and the record gets the init it names, or it
+    /// did not, and the record goes; the orphan sweep then removes the rest, as for a
+    /// create interrupted before its commit. In a pod whose supervisor is gone the record
+    /// stays, to be recorded as exited with the pod's other containers.
+    async fn complete_creates(
+        &self,
+        recs: Vec<ContainerRecord>,
+        live: &HashSet<SandboxId>,
+    ) -> Vec<ContainerRecord> {
+        let mut out = Vec::with_capacity(recs.len());
+        let mut states = HashMap::new();
+        for mut rec in recs {
+            let pod = &rec.sandbox_id;
+            if rec.init.is_some() || !live.contains(pod) {
+                out.push(rec);
+                continue;
+            }
+            if !states.contains_key(pod) {
+                let known = match self.pod_of(pod) {
+                    Ok(layout) => Client::new(&layout).container_states().await.ok(),
+                    Err(_) => None,
+                };
+                states.insert(pod.clone(), known);
+            }
+            let Some(known) = &states[pod] else {
+                out.push(rec);
+                continue;
+            };
+            let init = known
+                .iter()
+                .find(|s| s.id == rec.id.as_str())
+                .and_then(|s| Identity::from_proto(s.init));
+            let store = self.inner.store.clone();
+            let r = rec.clone();
+            let done = match init {
+                Some(init) => {
+                    info!(container.id = %rec.id, pid = init.pid, "init of an interrupted create found");
+                    rec.init = Some(init);
+                    out.push(rec);
+                    tokio::task::spawn_blocking(move || {
+                        records::put(&store, &ContainerRecord { init: Some(init), ..r })
+                    })
+                }
+                None => {
+                    warn!(container.id = %r.id, "removing the record of an interrupted create");
+                    tokio::task::spawn_blocking(move || records::delete(&store, &r))
+                }
+            };
+            // Failed, the next start decides again.
+            if let Err(e) = done.await.expect("state store task panicked") {
+                warn!(error = %e, "record an interrupted create");
+            }
+        }
+        out
     }
 
     /// Loads container records at start; containers of live pods (`live`) are refreshed
@@ -185,7 +247,7 @@ impl Containers {
             .await
             .expect("state store task panicked")?;
         let mut pods = BTreeSet::new();
-        for rec in recs {
+        for rec in self.complete_creates(recs, live).await {
             pods.insert(rec.sandbox_id.clone());
             let c = Arc::new(self.container(rec.clone()));
             self.inner.map.write().expect("containers lock").insert(rec.id.clone(), c);
