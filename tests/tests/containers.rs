@@ -276,8 +276,10 @@ async fn hardening_defaults_and_security_context() {
         &mut c,
         &plain,
         "for f in /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max \
-         /sys/fs/cgroup/memory.max; do [ -e $f ] && { echo 1 > $f || exit 9; }; done; \
-         mkdir /sys/fs/cgroup/memory/escape",
+         /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/memory.max; do \
+         [ -e $f ] && echo 1 > $f && exit 8; done; \
+         mkdir /sys/fs/cgroup/memory/escape && exit 7; mkdir /sys/fs/cgroup/escape && exit 6; \
+         exit 9",
     )
     .await;
     assert_eq!(code, 9, "{out}");

@@ -690,10 +690,12 @@ fn readonly_paths(i: &Inputs<'_>) -> Vec<String> {
     } else {
         sec.readonly_paths.clone()
     };
-    // libcontainer bind-mounts each cgroup v1 hierarchy read-write whatever the mount's
-    // options say: each is made read-only here, so a container cannot raise its limits.
+    // The tmpfs of a v1 tree is made read-only once the hierarchies are bound on it (a
+    // container cannot create cgroups there); each hierarchy's bind is read-only by its
+    // own options (libcontainer sets the attribute on the clone before it attaches it),
+    // so the container cannot raise its limits. Not listed again here: each entry costs
+    // the init two more mounts.
     paths.push("/sys/fs/cgroup".into());
-    paths.extend(i.node.cgroup_v1_hierarchies.iter().map(|h| format!("/sys/fs/cgroup/{h}")));
     paths
 }
 
@@ -980,11 +982,11 @@ mod tests {
         let masked = v["linux"]["maskedPaths"].as_array().unwrap();
         assert!(masked.iter().any(|p| p == "/proc/kcore"));
         let ro = v["linux"]["readonlyPaths"].as_array().unwrap();
-        for p in
-            ["/proc/sys", "/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu,cpuacct"]
-        {
+        for p in ["/proc/sys", "/sys/fs/cgroup"] {
             assert!(ro.iter().any(|x| x == p), "{p}");
         }
+        // Each hierarchy's bind is read-only by its options (below), not listed again.
+        assert!(!ro.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with("/sys/fs/cgroup/"))));
         assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         // cgroup v1: the container's own cgroup of each controller, read-only.
         let memory = v["mounts"]
