@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use podbay_tests::bench::{daemon_ns_pid, ms, percentile, report, smaps_kb, step_medians_in};
 use podbay_tests::*;
 
+/// A busybox `sleep` with the RuntimeDefault seccomp profile, or Unconfined (a request
+/// that names none gets Unconfined too, as the CRI defines, so both are named).
 fn sleeper(name: &str, unconfined: bool) -> cri::ContainerConfig {
-    let seccomp = unconfined.then(|| cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::Unconfined as i32,
-        ..Default::default()
-    });
+    use cri::security_profile::ProfileType;
+    let profile = if unconfined { ProfileType::Unconfined } else { ProfileType::RuntimeDefault };
+    let seccomp = Some(cri::SecurityProfile { profile_type: profile as i32, ..Default::default() });
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
         image: Some(cri::ImageSpec { image: BUSYBOX.into(), ..Default::default() }),
