@@ -116,12 +116,6 @@ impl Containers {
         }
         let fp = &self.inner.failpoints;
         let mut timer = StepTimer::new("create_container");
-        // The pod's cgroup first (a mkdir waits while a migration holds the cgroup mutex),
-        // then the migration that lets libcontainer's own go through at once.
-        let pod_cgroup =
-            cgroups::pod_cgroup(sandbox.spec.cgroup_parent.as_deref(), sandbox.id.as_str());
-        cgroups::ensure_pod(&pod_cgroup, &self.inner.node.cgroup_v1_hierarchies)?;
-        cgroups::prime_migration(&self.inner.node.cgroup_v1_hierarchies);
         let pod_userns = sandbox.spec.namespaces.user.as_ref();
         check_userns(spec, pod_userns)?;
         let userns = match (pod_userns, sandbox.namespaces.get(&NsKind::User)) {
@@ -132,8 +126,29 @@ impl Containers {
             }),
             _ => None,
         };
-        fp.check("container.create.rootfs")?;
-        let image = self.image_rootfs(id, &spec.image, userns.clone(), undo).await?;
+        let pod_cgroup =
+            cgroups::pod_cgroup(sandbox.spec.cgroup_parent.as_deref(), sandbox.id.as_str());
+        // The pod's cgroup (made by its first container: a mkdir per hierarchy) while the
+        // rootfs is mounted: first the cgroup (a mkdir waits while a migration holds the
+        // cgroup mutex), then the migration that lets libcontainer's own go through at
+        // once.
+        let pod_cgroup_made = tokio::task::spawn_blocking({
+            let (pod_cgroup, hierarchies) =
+                (pod_cgroup.clone(), self.inner.node.cgroup_v1_hierarchies.clone());
+            move || {
+                let t = std::time::Instant::now();
+                cgroups::ensure_pod(&pod_cgroup, &hierarchies)?;
+                cgroups::prime_migration(&hierarchies);
+                Ok::<_, cgroups::Error>(t.elapsed())
+            }
+        });
+        let image = match fp.check("container.create.rootfs") {
+            Ok(()) => self.image_rootfs(id, &spec.image, userns.clone(), undo).await,
+            Err(e) => Err(e.into()),
+        };
+        let pod_cgroup_made = pod_cgroup_made.await.expect("pod cgroup task panicked");
+        let image = image?;
+        timer.alongside("cgroup", pod_cgroup_made?);
         timer.done("rootfs");
 
         let pod = self.inner.layout.pod(&sandbox.id);
