@@ -160,6 +160,12 @@ impl ContainerLayout {
     }
 }
 
+/// In a container's bundle: its seccomp filter compiled by the daemon, which the init
+/// installs itself, and the profile it was compiled from (for the execs), when
+/// `config.json` has none.
+pub const SECCOMP_BPF: &str = "seccomp.bpf";
+pub const SECCOMP_PROFILE: &str = "seccomp.json";
+
 /// Paths inside one pod's run directory.
 #[derive(Debug, Clone)]
 pub struct PodLayout {

@@ -317,6 +317,28 @@ async fn hardening_defaults_and_security_context() {
     let (_, out) = sh(&mut c, &locked, "grep CapEff /proc/self/status").await;
     assert!(out.contains("0000000000000000"), "a non-root user has no effective caps: {out}");
 
+    // no_new_privs with RuntimeDefault (Pod Security "restricted"): the init installs the
+    // filter the daemon compiled; the init and an exec are both filtered.
+    let mut restricted = sleeper("restricted");
+    let s = security(&mut restricted);
+    s.no_new_privs = true;
+    s.seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let restricted = run(&mut c, &pod, &pc, restricted).await;
+    let bundle = node.root().join("containers").join(&restricted);
+    assert!(bundle.join("seccomp.bpf").is_file(), "the filter was compiled ahead");
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+    assert!(!config.contains("\"seccomp\""), "libcontainer does not compile it again");
+    let (_, out) = sh(&mut c, &restricted, "grep -E '^(Seccomp|NoNewPrivs):' /proc/1/status").await;
+    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"), "init: {out}");
+    let (_, out) = sh(&mut c, &restricted, "grep -E '^Seccomp:' /proc/self/status").await;
+    assert!(out.contains("Seccomp:\t2"), "exec: {out}");
+    let (code, out) = sh(&mut c, &restricted, "unshare -U true").await;
+    assert_ne!(code, 0, "the exec's filter blocks unshare: {out}");
+    assert!(out.contains("not permitted"), "{out}");
+
     let mut named = sleeper("named");
     security(&mut named).run_as_username = "app".into();
     let named = run(&mut c, &pod, &pc, named).await;

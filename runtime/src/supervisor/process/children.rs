@@ -169,6 +169,11 @@ impl Children {
         let view = self.view.as_ref().map(AsFd::as_fd);
         let pid = helper::run(&mut self.helpers, move || {
             crate::view::narrow(&narrow, view)?;
+            let filter = match std::fs::read(bundle.join(crate::layout::SECCOMP_BPF)) {
+                Ok(bpf) => Some(bpf),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            };
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)?
                 .with_console_socket(console_path);
@@ -179,7 +184,7 @@ impl Children {
                 builder = builder.with_stdin(r);
             }
             let container = builder
-                .with_executor(DieWithSupervisor)
+                .with_executor(DieWithSupervisor { filter })
                 .as_init(bundle)
                 .with_systemd(false)
                 .with_detach(true)
@@ -370,7 +375,7 @@ impl Children {
                     builder = builder.with_stdin(r);
                 }
                 let pid = builder
-                    .with_executor(DieWithSupervisor)
+                    .with_executor(DieWithSupervisor { filter: None })
                     .as_tenant()
                     .with_process(Some(&*process))
                     .with_detach(true)
@@ -785,18 +790,50 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
 /// mode POD or NODE), the daemon kills from the container's cgroup when it sees the
 /// supervisor gone. (A supervisor that dies in the instant between the clone and this call
 /// leaves the init to the daemon as well.)
+///
+/// With `filter`, it also installs the container's seccomp filter, compiled by the daemon
+/// (`SECCOMP_BPF`, only for a container with no_new_privs, which libcontainer set at the
+/// start of the init, so no capability is needed for it), right before `execve`: the
+/// same program libcontainer would have compiled in this process.
 #[derive(Clone)]
-struct DieWithSupervisor;
+struct DieWithSupervisor {
+    filter: Option<Vec<u8>>,
+}
 
 impl libcontainer::workload::Executor for DieWithSupervisor {
     fn exec(&self, spec: &Spec) -> Result<(), libcontainer::workload::ExecutorError> {
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        if let Some(bpf) = &self.filter {
+            install_filter(bpf).map_err(|e| {
+                libcontainer::workload::ExecutorError::Other(format!("install seccomp filter: {e}"))
+            })?;
+        }
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
         libcontainer::workload::default::get_executor().validate(spec)
     }
+}
+
+/// Installs a seccomp filter given as `struct sock_filter` entries (libseccomp's export).
+fn install_filter(bpf: &[u8]) -> Result<(), nix::errno::Errno> {
+    let len = u16::try_from(bpf.len() / 8).map_err(|_| nix::errno::Errno::E2BIG)?;
+    if len == 0 || !bpf.len().is_multiple_of(8) {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    let prog = libc::sock_fprog { len, filter: bpf.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: `prog` describes `len` entries of `bpf`, which outlives the call; the kernel
+    // copies the program (no alignment needed for that copy).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
 }
 
 /// Where a container's CRI log goes: kubelet's log directory (trusted, made if missing)
@@ -923,7 +960,13 @@ fn exec_process(
     let file =
         tempfile::Builder::new().prefix(".exec-").suffix(".json").tempfile_in(root.join(id))?;
     serde_json::to_writer(file.as_file(), &process)?;
-    if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+    // A precompiled filter's profile is beside config.json, not in it.
+    let kept = match std::fs::read(container.bundle().join(crate::layout::SECCOMP_PROFILE)) {
+        Ok(json) => Some(serde_json::from_slice(&json)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()).or(kept) {
         let mut seccomp = seccomp;
         if seccomp.default_action() != LinuxSeccompAction::ScmpActAllow {
             let setns = LinuxSyscallBuilder::default()
