@@ -11,11 +11,25 @@ use std::time::{Duration, Instant};
 use podbay_tests::bench::{daemon_ns_pid, ms, percentile, report, smaps_kb, step_medians_in};
 use podbay_tests::*;
 
-/// A busybox `sleep` with the RuntimeDefault seccomp profile, or Unconfined (a request
-/// that names none gets Unconfined too, as the CRI defines, so both are named).
-fn sleeper(name: &str, unconfined: bool) -> cri::ContainerConfig {
+/// How a bench container is confined.
+#[derive(Clone, Copy, PartialEq)]
+enum Confined {
+    /// The RuntimeDefault seccomp profile (a request that names none gets Unconfined, as
+    /// the CRI defines, so each is named).
+    RuntimeDefault,
+    Unconfined,
+    /// RuntimeDefault with no_new_privs (Pod Security "restricted"): its filter is
+    /// compiled once by the daemon.
+    Restricted,
+}
+
+/// A busybox `sleep`.
+fn sleeper(name: &str, confined: Confined) -> cri::ContainerConfig {
     use cri::security_profile::ProfileType;
-    let profile = if unconfined { ProfileType::Unconfined } else { ProfileType::RuntimeDefault };
+    let profile = match confined {
+        Confined::Unconfined => ProfileType::Unconfined,
+        _ => ProfileType::RuntimeDefault,
+    };
     let seccomp = Some(cri::SecurityProfile { profile_type: profile as i32, ..Default::default() });
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
@@ -24,6 +38,7 @@ fn sleeper(name: &str, unconfined: bool) -> cri::ContainerConfig {
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {
                 seccomp,
+                no_new_privs: confined == Confined::Restricted,
                 ..Default::default()
             }),
             ..Default::default()
@@ -58,7 +73,7 @@ async fn whole_pod(c: &mut Client, name: &str) -> anyhow::Result<(String, Durati
     let t = Instant::now();
     let pod = run_pod(c, config.clone()).await?;
     let sandbox = t.elapsed();
-    create_start(c, &pod, &config, sleeper("app", false)).await?;
+    create_start(c, &pod, &config, sleeper("app", Confined::RuntimeDefault)).await?;
     Ok((pod, sandbox))
 }
 
@@ -78,11 +93,12 @@ struct Column {
     pod_steps: String,
 }
 
-const ROWS: [(&str, f64); 7] = [
+const ROWS: [(&str, f64); 8] = [
     ("CreateContainer + StartContainer", 6.0),
     ("  CreateContainer alone", 0.0),
     ("  StartContainer alone", 0.0),
     ("  create + start, seccomp Unconfined", 0.0),
+    ("  create + start, + no_new_privs", 0.0),
     ("whole pod start", 10.0),
     ("  its RunPodSandbox", 0.0),
     ("StopPodSandbox + RemovePodSandbox", 0.0),
@@ -123,28 +139,36 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..count {
             let config = pod_config(&format!("c{level}-{i}"));
             let pod = run_pod(&mut c, config.clone()).await?;
-            // Which goes first alternates: a pod's first container costs more than its
-            // second (about 1.4 ms here), which would otherwise count as seccomp's.
-            for unconfined in [i % 2 == 1, i % 2 == 0] {
-                let name = if unconfined { "unconfined" } else { "default" };
+            // Which goes first rotates: a pod's first container costs more than the next
+            // (about 1.4 ms here), which would otherwise count as seccomp's.
+            let mut order = [Confined::RuntimeDefault, Confined::Unconfined, Confined::Restricted];
+            order.rotate_left(i % 3);
+            for confined in order {
+                let name = match confined {
+                    Confined::RuntimeDefault => "default",
+                    Confined::Unconfined => "unconfined",
+                    Confined::Restricted => "restricted",
+                };
                 let (_, cr, st) =
-                    create_start(&mut c, &pod, &config, sleeper(name, unconfined)).await?;
-                if unconfined {
-                    rows[3].push(cr + st);
-                } else {
-                    rows[0].push(cr + st);
-                    rows[1].push(cr);
-                    rows[2].push(st);
+                    create_start(&mut c, &pod, &config, sleeper(name, confined)).await?;
+                match confined {
+                    Confined::RuntimeDefault => {
+                        rows[0].push(cr + st);
+                        rows[1].push(cr);
+                        rows[2].push(st);
+                    }
+                    Confined::Unconfined => rows[3].push(cr + st),
+                    Confined::Restricted => rows[4].push(cr + st),
                 }
             }
             teardown(&mut c, &pod).await?;
             let t = Instant::now();
             let (pod, sandbox) = whole_pod(&mut c, &format!("w{level}-{i}")).await?;
-            rows[4].push(t.elapsed());
-            rows[5].push(sandbox);
+            rows[5].push(t.elapsed());
+            rows[6].push(sandbox);
             let t = Instant::now();
             teardown(&mut c, &pod).await?;
-            rows[6].push(t.elapsed());
+            rows[7].push(t.elapsed());
         }
         let log = node.log();
         let log = log.get(log_start..).unwrap_or_default();
