@@ -458,7 +458,8 @@ pub fn runtime_default(caps: &[String]) -> Value {
 /// A RuntimeDefault filter as BPF (`struct sock_filter` entries), compiled once per
 /// profile (one per set of capabilities): libseccomp takes about 1.5 ms to add this
 /// profile's rules and generate the program, which a container whose init installs the
-/// program itself does not pay (see `create.rs`).
+/// program itself does not pay (see `create.rs`). Requests choose the capabilities, so
+/// at most `CACHED_PROFILES` programs are kept; past that each is compiled again.
 pub fn precompiled(profile: &Value) -> Result<Arc<Vec<u8>>, String> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = OnceLock::new();
     let key = profile.to_string();
@@ -467,9 +468,16 @@ pub fn precompiled(profile: &Value) -> Result<Arc<Vec<u8>>, String> {
         return Ok(bpf.clone());
     }
     let bpf = Arc::new(compile(profile)?);
-    cache.lock().expect("seccomp cache lock").insert(key, bpf.clone());
+    let mut cache = cache.lock().expect("seccomp cache lock");
+    if cache.len() < CACHED_PROFILES {
+        cache.insert(key, bpf.clone());
+    }
     Ok(bpf)
 }
+
+/// Distinct RuntimeDefault programs kept (a node's pods use a handful of capability sets;
+/// each program is about 2.5 KiB and its key about 6 KiB).
+const CACHED_PROFILES: usize = 64;
 
 /// Compiles an OCI profile to BPF as libcontainer's `initialize_seccomp` builds it for
 /// its own load (the same actions, architectures, skipped rules and argument
@@ -574,15 +582,7 @@ mod tests {
             nix::unistd::ForkResult::Child => {
                 let outcome = (|| {
                     nix::sys::prctl::set_no_new_privs().ok()?;
-                    let prog = libc::sock_fprog {
-                        len: (bpf.len() / 8) as u16,
-                        filter: bpf.as_ptr() as *mut libc::sock_filter,
-                    };
-                    // SAFETY: `prog` describes `bpf`, alive for the call.
-                    let r = unsafe {
-                        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog)
-                    };
-                    (r == 0).then_some(())?;
+                    crate::supervisor::process::install_filter(&bpf).ok()?;
                     let errno = |r: libc::c_long| (r < 0).then(nix::errno::Errno::last_raw);
                     // SAFETY: plain system calls with no pointers.
                     let unshare = errno(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as _);

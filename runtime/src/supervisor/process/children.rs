@@ -169,11 +169,7 @@ impl Children {
         let view = self.view.as_ref().map(AsFd::as_fd);
         let pid = helper::run(&mut self.helpers, move || {
             crate::view::narrow(&narrow, view)?;
-            let filter = match std::fs::read(bundle.join(crate::layout::SECCOMP_BPF)) {
-                Ok(bpf) => Some(bpf),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e.into()),
-            };
+            let filter = read_optional(&bundle.join(crate::layout::SECCOMP_BPF))?;
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)?
                 .with_console_socket(console_path);
@@ -816,8 +812,18 @@ impl libcontainer::workload::Executor for DieWithSupervisor {
     }
 }
 
-/// Installs a seccomp filter given as `struct sock_filter` entries (libseccomp's export).
-fn install_filter(bpf: &[u8]) -> Result<(), nix::errno::Errno> {
+/// A file's content, or None when there is no such file.
+fn read_optional(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Installs a seccomp filter given as `struct sock_filter` entries (libseccomp's export)
+/// in the calling thread; it needs no_new_privs or CAP_SYS_ADMIN.
+pub(crate) fn install_filter(bpf: &[u8]) -> Result<(), nix::errno::Errno> {
     let len = u16::try_from(bpf.len() / 8).map_err(|_| nix::errno::Errno::E2BIG)?;
     if len == 0 || !bpf.len().is_multiple_of(8) {
         return Err(nix::errno::Errno::EINVAL);
@@ -961,10 +967,9 @@ fn exec_process(
         tempfile::Builder::new().prefix(".exec-").suffix(".json").tempfile_in(root.join(id))?;
     serde_json::to_writer(file.as_file(), &process)?;
     // A precompiled filter's profile is beside config.json, not in it.
-    let kept = match std::fs::read(container.bundle().join(crate::layout::SECCOMP_PROFILE)) {
-        Ok(json) => Some(serde_json::from_slice(&json)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
+    let kept = match read_optional(&container.bundle().join(crate::layout::SECCOMP_PROFILE))? {
+        Some(json) => Some(serde_json::from_slice(&json)?),
+        None => None,
     };
     if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()).or(kept) {
         let mut seccomp = seccomp;

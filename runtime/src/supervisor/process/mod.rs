@@ -25,6 +25,8 @@
 //! Every failure is a [`Failed`], which reaches the daemon as a typed `Failure`.
 
 mod children;
+#[cfg(test)]
+pub(crate) use children::install_filter;
 pub mod crilog;
 mod failure;
 mod fork;
