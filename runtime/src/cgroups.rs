@@ -144,17 +144,8 @@ pub fn pod_cgroup(cgroup_parent: Option<&str>, sandbox_id: &str) -> String {
 pub fn ensure_pod(pod: &str, v1_hierarchies: &[String]) -> Result<(), Error> {
     let rel = pod.trim_start_matches('/');
     let root = Path::new(ROOT);
-    let dirs: Vec<PathBuf> = if v1_hierarchies.is_empty() {
-        vec![root.join(rel)]
-    } else {
-        v1_hierarchies
-            .iter()
-            .filter(|h| V1_CONTROLLERS.contains(&h.as_str()))
-            .map(|h| root.join(h).join(rel))
-            .collect()
-    };
     let _parent = PARENT_LOCK.lock().expect("cgroup parent lock");
-    for dir in dirs {
+    for dir in placed_dirs(pod, v1_hierarchies) {
         // Tried again when something outside podbay dropped an empty parent meanwhile.
         let mut made = std::fs::create_dir_all(&dir);
         for _ in 0..2 {
@@ -167,6 +158,56 @@ pub fn ensure_pod(pod: &str, v1_hierarchies: &[String]) -> Result<(), Error> {
     }
     if v1_hierarchies.iter().any(|h| h == "cpuset") {
         clone_cpusets(&root.join("cpuset"), rel).map_err(|e| Error::new(pod, e))?;
+    }
+    Ok(())
+}
+
+/// A cgroup's directory in each hierarchy podbay places processes in: every v1 hierarchy
+/// of [`V1_CONTROLLERS`], or the unified one on a cgroup v2 node.
+fn placed_dirs(cgroup: &str, v1_hierarchies: &[String]) -> Vec<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    let root = Path::new(ROOT);
+    if v1_hierarchies.is_empty() {
+        return vec![root.join(rel)];
+    }
+    v1_hierarchies
+        .iter()
+        .filter(|h| V1_CONTROLLERS.contains(&h.as_str()))
+        .map(|h| root.join(h).join(rel))
+        .collect()
+}
+
+/// Puts the calling process, which must be single-threaded, in a new container's cgroup
+/// with its limits, on a cgroup v1 node, so that whatever it clones from now on starts
+/// there (what libcontainer's intermediate process does before it clones the container's
+/// init).
+///
+/// The cgroup is made in each hierarchy, the limits written (libcgroups), and `0` (the
+/// caller itself) written to each hierarchy's `tasks` file: the kernel moves the one
+/// calling thread without taking the global `cgroup_threadgroup_rwsem`, whose write lock
+/// first waits for an RCU grace period (10–15 ms here after a quiet moment). A pid
+/// written to `cgroup.procs`, as libcgroups does, always takes it. (On cgroup v2 a thread
+/// of a domain cgroup cannot move alone; containers there are made by libcontainer.)
+pub fn enter_new(
+    cgroup: &str,
+    v1_hierarchies: &[String],
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+) -> Result<(), Error> {
+    if v1_hierarchies.is_empty() {
+        return Err(Error::new(cgroup, "not a cgroup v1 node"));
+    }
+    let dirs = placed_dirs(cgroup, v1_hierarchies);
+    for dir in &dirs {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::new(cgroup, format!("create {}: {e}", dir.display())))?;
+    }
+    if let Some(r) = resources {
+        apply_with(&manager(cgroup)?, cgroup, r)?;
+    }
+    for dir in &dirs {
+        let tasks = dir.join("tasks");
+        std::fs::write(&tasks, "0")
+            .map_err(|e| Error::new(cgroup, format!("write {}: {e}", tasks.display())))?;
     }
     Ok(())
 }
@@ -332,12 +373,24 @@ fn kill_procs(dir: &Path) {
 
 /// Applies new limits to an existing cgroup.
 pub fn apply(cgroup: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
-    let manager = create_cgroup_manager(CgroupConfig {
+    apply_with(&manager(cgroup)?, cgroup, resources)
+}
+
+/// libcgroups' manager of a cgroup (cgroupfs driver).
+fn manager(cgroup: &str) -> Result<libcgroups::common::AnyCgroupManager, Error> {
+    create_cgroup_manager(CgroupConfig {
         cgroup_path: PathBuf::from(cgroup),
         systemd_cgroup: false,
         container_name: String::new(),
     })
-    .map_err(|e| Error::new(cgroup, e))?;
+    .map_err(|e| Error::new(cgroup, e))
+}
+
+fn apply_with(
+    manager: &libcgroups::common::AnyCgroupManager,
+    cgroup: &str,
+    resources: &oci_spec::runtime::LinuxResources,
+) -> Result<(), Error> {
     manager
         .apply(&ControllerOpt {
             resources,

@@ -129,16 +129,20 @@ impl Containers {
         let pod_cgroup =
             cgroups::pod_cgroup(sandbox.spec.cgroup_parent.as_deref(), sandbox.id.as_str());
         // The pod's cgroup (made by its first container: a mkdir per hierarchy) while the
-        // rootfs is mounted: first the cgroup (a mkdir waits while a migration holds the
-        // cgroup mutex), then the migration that lets libcontainer's own go through at
-        // once.
+        // rootfs is mounted. The supervisor's helper puts a container in its cgroup
+        // without the kernel's global migration lock on a cgroup v1 node, except one in
+        // a user namespace, which libcontainer makes: for that one (and on cgroup v2) a
+        // migration is started now, so that libcontainer's own goes through at once.
         let pod_cgroup_made = tokio::task::spawn_blocking({
             let (pod_cgroup, hierarchies) =
                 (pod_cgroup.clone(), self.inner.node.cgroup_v1_hierarchies.clone());
+            let by_libcontainer = userns.is_some() || hierarchies.is_empty();
             move || {
                 let t = std::time::Instant::now();
                 cgroups::ensure_pod(&pod_cgroup, &hierarchies)?;
-                cgroups::prime_migration(&hierarchies);
+                if by_libcontainer {
+                    cgroups::prime_migration(&hierarchies);
+                }
                 Ok::<_, cgroups::Error>(t.elapsed())
             }
         });

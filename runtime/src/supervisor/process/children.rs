@@ -32,7 +32,7 @@ use podbay_proto::supervisor::v1::{
 
 use super::crilog::{LogStream, timestamp};
 use super::failure::Failed;
-use super::{fork, helper};
+use super::{fork, helper, launch};
 use crate::clock::now_ns;
 use crate::supervisor::Identity;
 
@@ -170,17 +170,31 @@ impl Children {
         let pid = helper::run(&mut self.helpers, move || {
             crate::view::narrow(&narrow, view)?;
             let filter = read_optional(&bundle.join(crate::layout::SECCOMP_BPF))?;
+            let executor = DieWithSupervisor { filter };
+            let (stdout, stderr) = match pipes {
+                Some((out_w, err_w)) => (Some(out_w), Some(err_w)),
+                None => (None, None),
+            };
+            if let Some(fit) = launch::spec_for_launch(&bundle)? {
+                let stdio = launch::Stdio { stdin: stdin_r, stdout, stderr };
+                let console = console_path;
+                let executor = Box::new(executor);
+                return launch::launch(
+                    fit,
+                    launch::Launch { id, bundle, root, console, stdio, executor },
+                );
+            }
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)?
                 .with_console_socket(console_path);
-            if let Some((out_w, err_w)) = pipes {
+            if let (Some(out_w), Some(err_w)) = (stdout, stderr) {
                 builder = builder.with_stdout(out_w).with_stderr(err_w);
             }
             if let Some(r) = stdin_r {
                 builder = builder.with_stdin(r);
             }
             let container = builder
-                .with_executor(DieWithSupervisor { filter })
+                .with_executor(executor)
                 .as_init(bundle)
                 .with_systemd(false)
                 .with_detach(true)

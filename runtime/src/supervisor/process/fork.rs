@@ -43,3 +43,27 @@ pub fn close_from(first: u32) -> Result<(), Errno> {
     // again (it leaves through exit_child without dropping its parent's owners).
     Errno::result(unsafe { libc::close_range(first, u32::MAX, 0) }).map(drop)
 }
+
+/// Clones the calling process as a sibling (`CLONE_PARENT`): the child is a child of the
+/// caller's parent, which reaps it, and gets the caller's exit signal. Like [`fork`]
+/// otherwise; the child must leave through [`exit_child`] or `execve`.
+pub fn clone_sibling() -> Result<ForkResult, Errno> {
+    // SAFETY: as fork: every caller is single-threaded, and with no stack given clone
+    // continues the child on a copy of the caller's. libc's fork bookkeeping (atfork
+    // handlers, the cached thread id) is skipped as in libcontainer's own clone3 call;
+    // the child uses no pthread state of the parent.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_PARENT as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match Errno::result(ret)? {
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent { child: nix::unistd::Pid::from_raw(pid as i32) }),
+    }
+}

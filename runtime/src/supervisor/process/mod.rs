@@ -31,6 +31,7 @@ pub mod crilog;
 mod failure;
 mod fork;
 mod helper;
+mod launch;
 mod userns;
 
 use std::fs::File;

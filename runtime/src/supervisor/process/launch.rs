@@ -1,0 +1,223 @@
+//! podbay's own launch of a container's init: libcontainer's init process does the
+//! container's setup (namespaces, rootfs, pivot_root, masks, capabilities, seccomp), and
+//! the helper itself does what libcontainer's builder, main and intermediate processes
+//! did before it.
+//!
+//! Why (docs/architecture.md, "podbay launches the init"): libcontainer's intermediate
+//! process made a libcgroups manager, which looks up each of the 12 v1 controllers'
+//! mount point in `/proc/self/mountinfo` (about 700 system calls, 0.9 ms), and wrote its
+//! pid to `cgroup.procs`, which waits for an RCU grace period (10–15 ms after a quiet
+//! moment). Here the helper, single-threaded, moves itself into the container's cgroup
+//! by writing `0` to each v1 hierarchy's `tasks` (no grace period), and clones the init
+//! itself: one process fewer per container.
+//!
+//! Only on a cgroup v1 node (on v2 a thread cannot move alone, so the lock is taken
+//! either way) and for what a CRI container needs: a spec with a user or time namespace, hooks, a
+//! seccomp listener, network devices, Intel RDT or an AppArmor profile goes through
+//! libcontainer's builder as before ([`fits`]).
+
+use std::error::Error;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use libcgroups::common::CgroupConfig;
+use libcontainer::config::YoukiConfig;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::namespaces::Namespaces;
+use libcontainer::notify_socket::{NOTIFY_FILE, NotifyListener};
+use libcontainer::process::args::{ContainerArgs, ContainerType};
+use libcontainer::process::channel;
+use libcontainer::process::init::process::container_init_process;
+use libcontainer::syscall::syscall::{SyscallType, create_syscall};
+use libcontainer::workload::Executor;
+use nix::sys::signal::{Signal, kill};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::fork::{self, ForkResult};
+
+/// The container's stdio when it has no terminal.
+pub(super) struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// What the helper needs to launch one container's init.
+pub(super) struct Launch {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The pod's container state dir (libcontainer's root path).
+    pub root: PathBuf,
+    /// Where the init sends its terminal's master, with a terminal.
+    pub console: Option<PathBuf>,
+    pub stdio: Stdio,
+    pub executor: Box<dyn Executor>,
+}
+
+/// A container [`launch`] can make.
+pub(super) struct Fit {
+    spec: Spec,
+    v1_hierarchies: Vec<String>,
+}
+
+/// The bundle's spec, validated as libcontainer's builder validates it, and the node's v1
+/// hierarchies, when [`launch`] can make this container; `None` when libcontainer's
+/// builder must (a cgroup v2 node, or a spec that does not [`fit`](fits)).
+pub(super) fn spec_for_launch(bundle: &Path) -> Result<Option<Fit>, Box<dyn Error>> {
+    let v1_hierarchies = crate::cgroups::v1_hierarchies();
+    if v1_hierarchies.is_empty() {
+        return Ok(None);
+    }
+    let mut spec = Spec::load(bundle.join("config.json"))?;
+    if !fits(&spec) {
+        return Ok(None);
+    }
+    if !spec.version().starts_with("1.") {
+        return Err(format!("runtime spec version {} is not 1.x", spec.version()).into());
+    }
+    libcontainer::validator::Validator::validate_spec(&spec)?;
+    if let Some(mounts) = spec.mounts() {
+        libcontainer::utils::validate_mount_options(mounts)?;
+    }
+    spec.canonicalize_rootfs(bundle)?;
+    Ok(Some(Fit { spec, v1_hierarchies }))
+}
+
+/// Whether the spec asks for nothing beyond what [`launch`] does: everything past the
+/// cgroup and the PID namespace is libcontainer's init's, which reads the same spec.
+fn fits(spec: &Spec) -> bool {
+    let Some(linux) = spec.linux() else { return false };
+    let namespaces = linux.namespaces().as_deref().unwrap_or_default();
+    let other_ns = namespaces
+        .iter()
+        .any(|n| matches!(n.typ(), LinuxNamespaceType::User | LinuxNamespaceType::Time));
+    let notify = linux.seccomp().as_ref().is_some_and(libcontainer::seccomp::is_notify);
+    let idmapped = spec.mounts().as_deref().unwrap_or_default().iter().any(|m| {
+        m.uid_mappings().as_ref().is_some_and(|v| !v.is_empty())
+            || m.gid_mappings().as_ref().is_some_and(|v| !v.is_empty())
+    });
+    let apparmor = spec.process().as_ref().is_some_and(|p| p.apparmor_profile().is_some());
+    spec.hooks().is_none()
+        && !other_ns
+        && !notify
+        && !idmapped
+        && !apparmor
+        && linux.net_devices().is_none()
+        && linux.intel_rdt().is_none()
+        && linux.cgroups_path().is_some()
+        && spec.process().is_some()
+}
+
+/// Makes the container's state (libcontainer's `state.json`, as its builder writes it, so
+/// that its tenant builder, kill and delete find the container), puts this process in the
+/// container's cgroup, and clones the init as a sibling (the supervisor's child). Returns
+/// once the init waits for StartContainer. On failure the state dir goes and an init
+/// already cloned is killed; the cgroup is the daemon's to remove (its undo does).
+pub(super) fn launch(Fit { spec, v1_hierarchies }: Fit, l: Launch) -> Result<u32, Box<dyn Error>> {
+    let dir = l.root.join(&l.id);
+    if dir.exists() {
+        return Err(format!("container state {} exists", dir.display()).into());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let mut init = None;
+    let made = launch_in(spec, &v1_hierarchies, l, &dir, &mut init);
+    if made.is_err() {
+        if let Some(pid) = init {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    made
+}
+
+fn launch_in(
+    spec: Spec,
+    v1_hierarchies: &[String],
+    l: Launch,
+    dir: &Path,
+    init: &mut Option<nix::unistd::Pid>,
+) -> Result<u32, Box<dyn Error>> {
+    let mut container = Container::new(&l.id, ContainerStatus::Creating, None, &l.bundle, dir)?;
+    container.set_systemd(false).set_annotations(spec.annotations().clone()).save()?;
+    let notify_listener = NotifyListener::new(&dir.join(NOTIFY_FILE))?;
+    let console = match &l.console {
+        Some(path) => Some(libcontainer::tty::setup_console_socket(dir, path, "console-socket")?),
+        None => None,
+    };
+    YoukiConfig::from_spec(&spec, &l.id)?.save(dir)?;
+    let linux = spec.linux().as_ref().ok_or("the spec has no linux section")?;
+    let process = spec.process().as_ref().ok_or("the spec has no process")?;
+    let cgroup = linux.cgroups_path().clone().ok_or("the spec has no cgroupsPath")?;
+    let namespaces = Namespaces::try_from(linux.namespaces().as_ref())?;
+
+    // As libcontainer's builder: the score is inherited by the init; not dumpable while
+    // this process joins the pod's namespaces.
+    if let Some(score) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string())?;
+    }
+    nix::sys::prctl::set_dumpable(false)?;
+    // As libcontainer's intermediate: cgroup (with limits), rlimits, PID namespace.
+    let cgroup_name = cgroup.to_string_lossy().into_owned();
+    crate::cgroups::enter_new(&cgroup_name, v1_hierarchies, linux.resources().as_ref())?;
+    let syscall = create_syscall();
+    for rlimit in process.rlimits().as_deref().unwrap_or_default() {
+        syscall.set_rlimit(rlimit)?;
+    }
+    if let Some(pid_ns) = namespaces.get(LinuxNamespaceType::Pid)? {
+        namespaces.unshare_or_setns(pid_ns)?;
+    }
+
+    let rootfs = spec.root().as_ref().ok_or("the spec has no root")?.path().clone();
+    let args = ContainerArgs {
+        container_type: ContainerType::InitContainer,
+        syscall: SyscallType::Linux,
+        spec: Rc::new(spec),
+        rootfs,
+        console_socket: console.as_ref().map(AsRawFd::as_raw_fd),
+        notify_listener,
+        preserve_fds: 0,
+        container: Some(container.clone()),
+        user_ns_config: None,
+        cgroup_config: CgroupConfig {
+            cgroup_path: cgroup,
+            systemd_cgroup: false,
+            container_name: l.id.clone(),
+        },
+        detached: true,
+        executor: l.executor,
+        no_pivot: false,
+        stdin: l.stdio.stdin.as_ref().map(AsRawFd::as_raw_fd),
+        stdout: l.stdio.stdout.as_ref().map(AsRawFd::as_raw_fd),
+        stderr: l.stdio.stderr.as_ref().map(AsRawFd::as_raw_fd),
+        as_sibling: true,
+        pid_file: None,
+    };
+    let (mut main_sender, mut main_receiver) = channel::main_channel()?;
+    let (init_sender, mut init_receiver) = channel::init_channel()?;
+    let pid = match fork::clone_sibling()? {
+        ForkResult::Child => {
+            let _ = nix::sys::prctl::set_name(c"podbay:[INIT]");
+            let _ = init_sender.close();
+            if let Err(e) = container_init_process(&args, &mut main_sender, &mut init_receiver) {
+                tracing::error!("failed to initialize container process: {e}");
+                let _ = main_sender.exec_failed(e.to_string());
+            }
+            fork::exit_child(255)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    *init = Some(pid);
+    main_sender.close()?;
+    // The init asks nothing of this process (no hooks, seccomp listener or devices).
+    init_sender.close()?;
+    main_receiver.wait_for_init_ready()?;
+    main_receiver.close()?;
+    init_receiver.close()?;
+    container
+        .set_status(ContainerStatus::Created)
+        .set_creator(nix::unistd::geteuid().as_raw())
+        .set_pid(pid.as_raw())
+        .save()?;
+    Ok(pid.as_raw() as u32)
+}
