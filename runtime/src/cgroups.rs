@@ -212,6 +212,24 @@ pub fn enter_new(
     Ok(())
 }
 
+/// Puts the calling process, which must be single-threaded, in a running container's
+/// cgroup, as [`enter_new`] does (`0` to each hierarchy's `tasks`, no grace period to
+/// wait for), in each hierarchy where the cgroup exists (a container that libcontainer
+/// made has none in the hierarchies libcgroups does not place in).
+pub fn enter_existing(cgroup: &str, v1_hierarchies: &[String]) -> Result<(), Error> {
+    if v1_hierarchies.is_empty() {
+        return Err(Error::new(cgroup, "not a cgroup v1 node"));
+    }
+    for dir in placed_dirs(cgroup, v1_hierarchies) {
+        let tasks = dir.join("tasks");
+        match std::fs::write(&tasks, "0") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => {}
+            r => r.map_err(|e| Error::new(cgroup, format!("write {}: {e}", tasks.display())))?,
+        }
+    }
+    Ok(())
+}
+
 /// Has the kernel give each new child of the pod's v1 cpuset cgroup its parent's CPUs and
 /// memory nodes as it is made (`cgroup.clone_children`), the pod's own filled in first
 /// from the nearest parent that has them.

@@ -1035,6 +1035,22 @@ async fn a_container_is_in_its_cgroups_before_its_first_instruction() {
         let path = seen.iter().find(|(c, _)| c == controllers).map(|(_, p)| p.as_str());
         assert_eq!(path, Some(want.as_str()), "exec, controller {controllers:?}: {printed}");
     }
+    // Each exec's notify socket goes with it (libcontainer's tenant builder left one per
+    // exec in the container's state dir, which kubelet's exec probes would fill).
+    for _ in 0..3 {
+        assert_eq!(exec(&mut c, &app, &["true"], 10).await.unwrap().exit_code, 0);
+    }
+    // A command that cannot run is an error that names it, and leaves nothing either.
+    let e = exec(&mut c, &app, &["/no/such/program"], 10).await.unwrap_err();
+    assert!(e.message().contains("/no/such/program"), "{e:?}");
+    let state = node.run_dir().join(format!("pods/{pod}/c/{app}"));
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tenant-"))
+        .collect();
+    assert!(left.is_empty(), "{}: {left:?}", state.display());
     remove_pod(&mut c, &pod).await.unwrap();
     assert_no_cgroups(&[&pod]);
 }

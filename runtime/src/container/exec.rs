@@ -33,8 +33,7 @@ impl Containers {
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
-        // libcontainer's tenant moves itself into the container's cgroups too.
-        crate::cgroups::prime_migration(&self.inner.node.cgroup_v1_hierarchies);
+        self.prime_for_libcontainer(&pod);
         let req = ExecRequest {
             id: rec.id.to_string(),
             args,
@@ -95,7 +94,7 @@ impl Containers {
         if args.is_empty() {
             return Err(Error::invalid("cmd", "empty"));
         }
-        crate::cgroups::prime_migration(&self.inner.node.cgroup_v1_hierarchies);
+        self.prime_for_libcontainer(&pod);
         let req = ExecRequest {
             id: rec.id.to_string(),
             args,
@@ -111,6 +110,18 @@ impl Containers {
     }
 
     /// A running container's record and its pod's layout; any other state is `what`.
+    /// Starts a migration that moves nothing when libcontainer's tenant builder will run
+    /// the exec (a pod in a user namespace, or a cgroup v2 node): its process moves into
+    /// the container's cgroup by pid, and waits less when one has just gone through. The
+    /// supervisor's helper moves the others without the global lock, and a migration in
+    /// flight (which holds the cgroup mutex while it waits) would hold them up.
+    fn prime_for_libcontainer(&self, pod: &crate::layout::PodLayout) {
+        let v1 = &self.inner.node.cgroup_v1_hierarchies;
+        if v1.is_empty() || pod.ns(crate::layout::NsKind::User).exists() {
+            crate::cgroups::prime_migration(v1);
+        }
+    }
+
     fn running(
         &self,
         id: &str,

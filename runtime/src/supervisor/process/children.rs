@@ -374,7 +374,19 @@ impl Children {
             let narrow = narrow_views(&req.narrow);
             let pid = helper::run(&mut self.helpers, move || {
                 crate::view::narrow(&narrow, view)?;
-                let process = exec_process(&root, &id, args, tty)?;
+                let (container, spec, process) = exec_process(&root, &id, args, tty)?;
+                let executor = DieWithSupervisor { filter: None };
+                if let Some(v1_hierarchies) = launch::tenant_fits(&spec) {
+                    let (stdout, stderr) =
+                        if tty { (None, None) } else { (Some(out_w), Some(err_w)) };
+                    let stdio = launch::Stdio { stdin: in_r, stdout, stderr };
+                    let console = console_path;
+                    let executor = Box::new(executor);
+                    let tenant =
+                        launch::Tenant { container, spec, process, console, stdio, executor };
+                    return launch::launch_tenant(tenant, &v1_hierarchies);
+                }
+                let process = process_file(&root, &id, &process)?;
                 let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                     .with_root_path(root)?
                     .with_console_socket(console_path);
@@ -385,7 +397,7 @@ impl Children {
                     builder = builder.with_stdin(r);
                 }
                 let pid = builder
-                    .with_executor(DieWithSupervisor { filter: None })
+                    .with_executor(executor)
                     .as_tenant()
                     .with_process(Some(&*process))
                     .with_detach(true)
@@ -952,21 +964,21 @@ fn join_user_namespace(spec: &Spec) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Prepares the helper for an ExecSync command: the container's own process spec (user,
-/// groups, capabilities, cwd, env, no_new_privs, rlimits) with `args`, written for
-/// libcontainer's tenant builder, and the container's seccomp filter, installed here.
+/// Prepares the helper for an exec: the container's libcontainer state (Running) and
+/// spec, its own process spec (user, groups, capabilities, cwd, env, no_new_privs,
+/// rlimits) with `args`, and the container's seccomp filter, installed here.
 ///
 /// libcontainer's tenant builder applies neither by itself: without a process file the
 /// command runs as root with the container's capabilities, and it never installs the
 /// spec's seccomp filter. The filter installed in the helper is inherited by the exec'd
-/// process; it also allows `setns`, which libcontainer needs to join the container's
+/// process; it also allows `setns`, which the tenant needs to join the container's
 /// namespaces (and which fails with EPERM anyway without CAP_SYS_ADMIN).
 fn exec_process(
     root: &Path,
     id: &str,
     args: Vec<String>,
     tty: bool,
-) -> Result<tempfile::TempPath, Box<dyn std::error::Error>> {
+) -> Result<(Container, Spec, oci_spec::runtime::Process), Box<dyn std::error::Error>> {
     let mut container = Container::load(root.join(id))?;
     // The supervisor starts a container without touching this state (`start_init`), and
     // runs an exec only in a started one; the tenant builder wants it Running.
@@ -977,9 +989,6 @@ fn exec_process(
     join_user_namespace(&spec)?;
     let mut process = spec.process().clone().ok_or("the container's spec has no process")?;
     process.set_args(Some(args)).set_terminal(Some(tty));
-    let file =
-        tempfile::Builder::new().prefix(".exec-").suffix(".json").tempfile_in(root.join(id))?;
-    serde_json::to_writer(file.as_file(), &process)?;
     // A precompiled filter's profile is beside config.json, not in it.
     let kept = match read_optional(&container.bundle().join(crate::layout::SECCOMP_PROFILE))? {
         Some(json) => Some(serde_json::from_slice(&json)?),
@@ -998,5 +1007,18 @@ fn exec_process(
         }
         libcontainer::seccomp::initialize_seccomp(&seccomp)?;
     }
+    Ok((container, spec, process))
+}
+
+/// An exec's process spec as a file in the container's state dir, for libcontainer's
+/// tenant builder; it goes when the returned path is dropped.
+fn process_file(
+    root: &Path,
+    id: &str,
+    process: &oci_spec::runtime::Process,
+) -> Result<tempfile::TempPath, Box<dyn std::error::Error>> {
+    let file =
+        tempfile::Builder::new().prefix(".exec-").suffix(".json").tempfile_in(root.join(id))?;
+    serde_json::to_writer(file.as_file(), process)?;
     Ok(file.into_temp_path())
 }

@@ -17,6 +17,7 @@
 //! libcontainer's builder as before ([`fits`]).
 
 use std::error::Error;
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -25,14 +26,15 @@ use libcgroups::common::CgroupConfig;
 use libcontainer::config::YoukiConfig;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::namespaces::Namespaces;
-use libcontainer::notify_socket::{NOTIFY_FILE, NotifyListener};
+use libcontainer::notify_socket::{NOTIFY_FILE, NotifyListener, NotifySocket};
 use libcontainer::process::args::{ContainerArgs, ContainerType};
 use libcontainer::process::channel;
 use libcontainer::process::init::process::container_init_process;
 use libcontainer::syscall::syscall::{SyscallType, create_syscall};
 use libcontainer::workload::Executor;
 use nix::sys::signal::{Signal, kill};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Process, Spec};
 
 use super::fork::{self, ForkResult};
 
@@ -73,13 +75,7 @@ pub(super) fn spec_for_launch(bundle: &Path) -> Result<Option<Fit>, Box<dyn Erro
     if !fits(&spec) {
         return Ok(None);
     }
-    if !spec.version().starts_with("1.") {
-        return Err(format!("runtime spec version {} is not 1.x", spec.version()).into());
-    }
-    libcontainer::validator::Validator::validate_spec(&spec)?;
-    if let Some(mounts) = spec.mounts() {
-        libcontainer::utils::validate_mount_options(mounts)?;
-    }
+    validate(&spec)?;
     spec.canonicalize_rootfs(bundle)?;
     Ok(Some(Fit { spec, v1_hierarchies }))
 }
@@ -136,7 +132,7 @@ fn launch_in(
     v1_hierarchies: &[String],
     l: Launch,
     dir: &Path,
-    init: &mut Option<nix::unistd::Pid>,
+    init: &mut Option<Pid>,
 ) -> Result<u32, Box<dyn Error>> {
     let mut container = Container::new(&l.id, ContainerStatus::Creating, None, &l.bundle, dir)?;
     container.set_systemd(false).set_annotations(spec.annotations().clone()).save()?;
@@ -147,33 +143,16 @@ fn launch_in(
     };
     YoukiConfig::from_spec(&spec, &l.id)?.save(dir)?;
     let linux = spec.linux().as_ref().ok_or("the spec has no linux section")?;
-    let process = spec.process().as_ref().ok_or("the spec has no process")?;
     let cgroup = linux.cgroups_path().clone().ok_or("the spec has no cgroupsPath")?;
-    let namespaces = Namespaces::try_from(linux.namespaces().as_ref())?;
-
-    // As libcontainer's builder: the score is inherited by the init; not dumpable while
-    // this process joins the pod's namespaces.
-    if let Some(score) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", score.to_string())?;
-    }
-    nix::sys::prctl::set_dumpable(false)?;
-    // As libcontainer's intermediate: cgroup (with limits), rlimits, PID namespace.
     let cgroup_name = cgroup.to_string_lossy().into_owned();
-    crate::cgroups::enter_new(&cgroup_name, v1_hierarchies, linux.resources().as_ref())?;
-    let syscall = create_syscall();
-    for rlimit in process.rlimits().as_deref().unwrap_or_default() {
-        syscall.set_rlimit(rlimit)?;
-    }
-    if let Some(pid_ns) = namespaces.get(LinuxNamespaceType::Pid)? {
-        namespaces.unshare_or_setns(pid_ns)?;
-    }
+    let resources = linux.resources().as_ref();
+    prepare(&spec, || crate::cgroups::enter_new(&cgroup_name, v1_hierarchies, resources))?;
 
-    let rootfs = spec.root().as_ref().ok_or("the spec has no root")?.path().clone();
     let args = ContainerArgs {
         container_type: ContainerType::InitContainer,
         syscall: SyscallType::Linux,
+        rootfs: spec.root().as_ref().ok_or("the spec has no root")?.path().clone(),
         spec: Rc::new(spec),
-        rootfs,
         console_socket: console.as_ref().map(AsRawFd::as_raw_fd),
         notify_listener,
         preserve_fds: 0,
@@ -193,14 +172,63 @@ fn launch_in(
         as_sibling: true,
         pid_file: None,
     };
+    let pid = clone_init(&args, None, init)?;
+    container
+        .set_status(ContainerStatus::Created)
+        .set_creator(nix::unistd::geteuid().as_raw())
+        .set_pid(pid.as_raw())
+        .save()?;
+    Ok(pid.as_raw() as u32)
+}
+
+/// What libcontainer's builder and intermediate process do to themselves before the init
+/// is cloned, in this process: the score (inherited by the init), not dumpable while it
+/// joins the container's namespaces, the cgroup (`join`), the rlimits, and the PID
+/// namespace the init is to be made in.
+fn prepare(
+    spec: &Spec,
+    join: impl FnOnce() -> Result<(), crate::cgroups::Error>,
+) -> Result<(), Box<dyn Error>> {
+    let process = spec.process().as_ref().ok_or("the spec has no process")?;
+    let linux = spec.linux().as_ref().ok_or("the spec has no linux section")?;
+    if let Some(score) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string())?;
+    }
+    nix::sys::prctl::set_dumpable(false)?;
+    join()?;
+    let syscall = create_syscall();
+    for rlimit in process.rlimits().as_deref().unwrap_or_default() {
+        syscall.set_rlimit(rlimit)?;
+    }
+    let namespaces = Namespaces::try_from(linux.namespaces().as_ref())?;
+    if let Some(pid_ns) = namespaces.get(LinuxNamespaceType::Pid)? {
+        namespaces.unshare_or_setns(pid_ns)?;
+    }
+    Ok(())
+}
+
+/// Clones the init as a sibling of this process (the supervisor's child), which runs
+/// libcontainer's `container_init_process`, and waits until it is ready: waiting for
+/// StartContainer (a container) or for the start this process then gives (an exec).
+/// A failing init reports on the channel, and a tenant also on `exec_notify`, as in
+/// libcontainer's intermediate process.
+fn clone_init(
+    args: &ContainerArgs,
+    exec_notify: Option<&OwnedFd>,
+    init: &mut Option<Pid>,
+) -> Result<Pid, Box<dyn Error>> {
     let (mut main_sender, mut main_receiver) = channel::main_channel()?;
     let (init_sender, mut init_receiver) = channel::init_channel()?;
     let pid = match fork::clone_sibling()? {
         ForkResult::Child => {
             let _ = nix::sys::prctl::set_name(c"podbay:[INIT]");
             let _ = init_sender.close();
-            if let Err(e) = container_init_process(&args, &mut main_sender, &mut init_receiver) {
+            if let Err(e) = container_init_process(args, &mut main_sender, &mut init_receiver) {
                 tracing::error!("failed to initialize container process: {e}");
+                // A tenant fails after its start, when nobody reads the channel any more.
+                if let Some(fd) = exec_notify {
+                    let _ = nix::unistd::write(fd, e.to_string().as_bytes());
+                }
                 let _ = main_sender.exec_failed(e.to_string());
             }
             fork::exit_child(255)
@@ -214,10 +242,141 @@ fn launch_in(
     main_receiver.wait_for_init_ready()?;
     main_receiver.close()?;
     init_receiver.close()?;
-    container
-        .set_status(ContainerStatus::Created)
-        .set_creator(nix::unistd::geteuid().as_raw())
-        .set_pid(pid.as_raw())
-        .save()?;
-    Ok(pid.as_raw() as u32)
+    Ok(pid)
+}
+
+/// An exec's process, to join a running container (libcontainer's tenant).
+pub(super) struct Tenant {
+    /// The container's libcontainer state (Running).
+    pub container: Container,
+    /// The container's spec (its `config.json`).
+    pub spec: Spec,
+    /// What to run: the container's process with the command's args.
+    pub process: Process,
+    pub console: Option<PathBuf>,
+    pub stdio: Stdio,
+    pub executor: Box<dyn Executor>,
+}
+
+/// The node's v1 hierarchies, when [`launch_tenant`] can run an exec in a container of
+/// this spec; `None` when libcontainer's tenant builder must (the same cases as for the
+/// container itself; a container in a user namespace is one).
+pub(super) fn tenant_fits(spec: &Spec) -> Option<Vec<String>> {
+    let v1_hierarchies = crate::cgroups::v1_hierarchies();
+    (!v1_hierarchies.is_empty() && fits(spec)).then_some(v1_hierarchies)
+}
+
+/// Starts an exec's process in a running container, as libcontainer's tenant builder
+/// does (the spec narrowed to the process, the init's namespaces by `/proc/<pid>/ns`, the
+/// container's cgroup), with this process as its main and intermediate process: it joins
+/// the container's cgroup by writing `0` to `tasks` (no grace period to wait for), clones
+/// the tenant, tells it to start and waits until it has run `execve` (or failed: its
+/// error is the answer). Its notify socket and terminal link go afterwards (libcontainer
+/// leaves them in the state dir, one per exec).
+pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32, Box<dyn Error>> {
+    let Tenant { container, mut spec, process, console, stdio, executor } = t;
+    if container.status() != ContainerStatus::Running {
+        return Err(format!("cannot exec: the container is {:?}", container.status()).into());
+    }
+    let dir = container.root.clone();
+    let init_pid = container.pid().ok_or("the container's state names no init")?.as_raw();
+    validate(&spec)?;
+    spec.canonicalize_rootfs(container.bundle())?;
+    let linux = spec.linux().clone().ok_or("the spec has no linux section")?;
+    let cgroup = linux.cgroups_path().clone().ok_or("the spec has no cgroupsPath")?;
+    let declared: Vec<LinuxNamespaceType> =
+        linux.namespaces().as_deref().unwrap_or_default().iter().map(|n| n.typ()).collect();
+    // The init's namespaces, in the order libcontainer's tenant builder lists them.
+    let mut namespaces = Vec::new();
+    for (typ, name) in [
+        (LinuxNamespaceType::Ipc, "ipc"),
+        (LinuxNamespaceType::Uts, "uts"),
+        (LinuxNamespaceType::Network, "net"),
+        (LinuxNamespaceType::Pid, "pid"),
+        (LinuxNamespaceType::Mount, "mnt"),
+        (LinuxNamespaceType::Cgroup, "cgroup"),
+    ] {
+        if declared.contains(&typ) {
+            let path = PathBuf::from(format!("/proc/{init_pid}/ns/{name}"));
+            namespaces.push(LinuxNamespaceBuilder::default().typ(typ).path(path).build()?);
+        }
+    }
+    let mut narrowed = LinuxBuilder::default().namespaces(namespaces).cgroups_path(cgroup.clone());
+    if let Some(personality) = linux.personality() {
+        narrowed = narrowed.personality(personality.clone());
+    }
+    spec.set_process(Some(process)).set_linux(Some(narrowed.build()?));
+
+    // Named after this helper, the one process using them; a stale one (a helper of the
+    // same pid killed before it removed them) goes first.
+    let me = std::process::id();
+    let notify_path = dir.join(format!("tenant-notify-{me}.sock"));
+    let tty_name = format!("tenant-tty-{me}.sock");
+    let _ = std::fs::remove_file(&notify_path);
+    let _ = std::fs::remove_file(dir.join(&tty_name));
+    let mut init = None;
+    let started = (|| {
+        let notify_listener = NotifyListener::new(&notify_path)?;
+        let console = match &console {
+            Some(path) => Some(libcontainer::tty::setup_console_socket(&dir, path, &tty_name)?),
+            None => None,
+        };
+        let cgroup_name = cgroup.to_string_lossy().into_owned();
+        prepare(&spec, || crate::cgroups::enter_existing(&cgroup_name, v1_hierarchies))?;
+        let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let args = ContainerArgs {
+            container_type: ContainerType::TenantContainer { exec_notify_fd: notify_w.as_raw_fd() },
+            syscall: SyscallType::Linux,
+            rootfs: spec.root().as_ref().ok_or("the spec has no root")?.path().clone(),
+            spec: Rc::new(spec),
+            console_socket: console.as_ref().map(AsRawFd::as_raw_fd),
+            notify_listener,
+            preserve_fds: 0,
+            container: None,
+            user_ns_config: None,
+            cgroup_config: CgroupConfig {
+                cgroup_path: cgroup,
+                systemd_cgroup: false,
+                container_name: container.id().to_owned(),
+            },
+            detached: true,
+            executor,
+            no_pivot: false,
+            stdin: stdio.stdin.as_ref().map(AsRawFd::as_raw_fd),
+            stdout: stdio.stdout.as_ref().map(AsRawFd::as_raw_fd),
+            stderr: stdio.stderr.as_ref().map(AsRawFd::as_raw_fd),
+            as_sibling: true,
+            pid_file: None,
+        };
+        let pid = clone_init(&args, Some(&notify_w), &mut init)?;
+        NotifySocket::new(&notify_path).notify_container_start()?;
+        // The tenant holds the other copy until its execve closes it.
+        drop(notify_w);
+        let mut failure = Vec::new();
+        std::fs::File::from(notify_r).read_to_end(&mut failure)?;
+        if !failure.is_empty() {
+            return Err(String::from_utf8_lossy(&failure).into_owned().into());
+        }
+        Ok::<_, Box<dyn Error>>(pid.as_raw() as u32)
+    })();
+    if started.is_err()
+        && let Some(pid) = init
+    {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let _ = std::fs::remove_file(&notify_path);
+    let _ = std::fs::remove_file(dir.join(&tty_name));
+    started
+}
+
+/// What libcontainer's builders check of a spec before they use it.
+fn validate(spec: &Spec) -> Result<(), Box<dyn Error>> {
+    if !spec.version().starts_with("1.") {
+        return Err(format!("runtime spec version {} is not 1.x", spec.version()).into());
+    }
+    libcontainer::validator::Validator::validate_spec(spec)?;
+    if let Some(mounts) = spec.mounts() {
+        libcontainer::utils::validate_mount_options(mounts)?;
+    }
+    Ok(())
 }
