@@ -181,7 +181,12 @@ impl Children {
                 let executor = Box::new(executor);
                 return launch::launch(
                     fit,
-                    launch::Launch { id, bundle, root, console, stdio, executor },
+                    launch::Launch {
+                        id,
+                        bundle,
+                        root,
+                        io: launch::Io { console, stdio, executor },
+                    },
                 );
             }
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
@@ -382,8 +387,12 @@ impl Children {
                     let stdio = launch::Stdio { stdin: in_r, stdout, stderr };
                     let console = console_path;
                     let executor = Box::new(executor);
-                    let tenant =
-                        launch::Tenant { container, spec, process, console, stdio, executor };
+                    let tenant = launch::Tenant {
+                        container,
+                        spec,
+                        process,
+                        io: launch::Io { console, stdio, executor },
+                    };
                     return launch::launch_tenant(tenant, &v1_hierarchies);
                 }
                 let process = process_file(&root, &id, &process)?;

@@ -45,16 +45,22 @@ pub(super) struct Stdio {
     pub stderr: Option<OwnedFd>,
 }
 
+/// The launched process's terminal or stdio, and how its setup ends.
+pub(super) struct Io {
+    /// Where the process sends its terminal's master, with a terminal.
+    pub console: Option<PathBuf>,
+    pub stdio: Stdio,
+    /// What runs last in the process (its `execve`).
+    pub executor: Box<dyn Executor>,
+}
+
 /// What the helper needs to launch one container's init.
 pub(super) struct Launch {
     pub id: String,
     pub bundle: PathBuf,
     /// The pod's container state dir (libcontainer's root path).
     pub root: PathBuf,
-    /// Where the init sends its terminal's master, with a terminal.
-    pub console: Option<PathBuf>,
-    pub stdio: Stdio,
-    pub executor: Box<dyn Executor>,
+    pub io: Io,
 }
 
 /// A container [`launch`] can make.
@@ -137,7 +143,7 @@ fn launch_in(
     let mut container = Container::new(&l.id, ContainerStatus::Creating, None, &l.bundle, dir)?;
     container.set_systemd(false).set_annotations(spec.annotations().clone()).save()?;
     let notify_listener = NotifyListener::new(&dir.join(NOTIFY_FILE))?;
-    let console = match &l.console {
+    let console = match &l.io.console {
         Some(path) => Some(libcontainer::tty::setup_console_socket(dir, path, "console-socket")?),
         None => None,
     };
@@ -148,30 +154,10 @@ fn launch_in(
     let resources = linux.resources().as_ref();
     prepare(&spec, || crate::cgroups::enter_new(&cgroup_name, v1_hierarchies, resources))?;
 
-    let args = ContainerArgs {
-        container_type: ContainerType::InitContainer,
-        syscall: SyscallType::Linux,
-        rootfs: spec.root().as_ref().ok_or("the spec has no root")?.path().clone(),
-        spec: Rc::new(spec),
-        console_socket: console.as_ref().map(AsRawFd::as_raw_fd),
-        notify_listener,
-        preserve_fds: 0,
-        container: Some(container.clone()),
-        user_ns_config: None,
-        cgroup_config: CgroupConfig {
-            cgroup_path: cgroup,
-            systemd_cgroup: false,
-            container_name: l.id.clone(),
-        },
-        detached: true,
-        executor: l.executor,
-        no_pivot: false,
-        stdin: l.stdio.stdin.as_ref().map(AsRawFd::as_raw_fd),
-        stdout: l.stdio.stdout.as_ref().map(AsRawFd::as_raw_fd),
-        stderr: l.stdio.stderr.as_ref().map(AsRawFd::as_raw_fd),
-        as_sibling: true,
-        pid_file: None,
-    };
+    let kind = ContainerType::InitContainer;
+    let owner = Some(container.clone());
+    let (args, _stdio) =
+        container_args(kind, spec, &l.id, console.as_ref(), notify_listener, owner, l.io)?;
     let pid = clone_init(&args, None, init)?;
     container
         .set_status(ContainerStatus::Created)
@@ -253,9 +239,7 @@ pub(super) struct Tenant {
     pub spec: Spec,
     /// What to run: the container's process with the command's args.
     pub process: Process,
-    pub console: Option<PathBuf>,
-    pub stdio: Stdio,
-    pub executor: Box<dyn Executor>,
+    pub io: Io,
 }
 
 /// The node's v1 hierarchies, when [`launch_tenant`] can run an exec in a container of
@@ -274,7 +258,7 @@ pub(super) fn tenant_fits(spec: &Spec) -> Option<Vec<String>> {
 /// error is the answer). Its notify socket and terminal link go afterwards (libcontainer
 /// leaves them in the state dir, one per exec).
 pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32, Box<dyn Error>> {
-    let Tenant { container, mut spec, process, console, stdio, executor } = t;
+    let Tenant { container, mut spec, process, io } = t;
     if container.status() != ContainerStatus::Running {
         return Err(format!("cannot exec: the container is {:?}", container.status()).into());
     }
@@ -317,37 +301,23 @@ pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32,
     let mut init = None;
     let started = (|| {
         let notify_listener = NotifyListener::new(&notify_path)?;
-        let console = match &console {
+        let console = match &io.console {
             Some(path) => Some(libcontainer::tty::setup_console_socket(&dir, path, &tty_name)?),
             None => None,
         };
         let cgroup_name = cgroup.to_string_lossy().into_owned();
         prepare(&spec, || crate::cgroups::enter_existing(&cgroup_name, v1_hierarchies))?;
         let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let args = ContainerArgs {
-            container_type: ContainerType::TenantContainer { exec_notify_fd: notify_w.as_raw_fd() },
-            syscall: SyscallType::Linux,
-            rootfs: spec.root().as_ref().ok_or("the spec has no root")?.path().clone(),
-            spec: Rc::new(spec),
-            console_socket: console.as_ref().map(AsRawFd::as_raw_fd),
+        let kind = ContainerType::TenantContainer { exec_notify_fd: notify_w.as_raw_fd() };
+        let (args, _stdio) = container_args(
+            kind,
+            spec,
+            container.id(),
+            console.as_ref(),
             notify_listener,
-            preserve_fds: 0,
-            container: None,
-            user_ns_config: None,
-            cgroup_config: CgroupConfig {
-                cgroup_path: cgroup,
-                systemd_cgroup: false,
-                container_name: container.id().to_owned(),
-            },
-            detached: true,
-            executor,
-            no_pivot: false,
-            stdin: stdio.stdin.as_ref().map(AsRawFd::as_raw_fd),
-            stdout: stdio.stdout.as_ref().map(AsRawFd::as_raw_fd),
-            stderr: stdio.stderr.as_ref().map(AsRawFd::as_raw_fd),
-            as_sibling: true,
-            pid_file: None,
-        };
+            None,
+            io,
+        )?;
         let pid = clone_init(&args, Some(&notify_w), &mut init)?;
         NotifySocket::new(&notify_path).notify_container_start()?;
         // The tenant holds the other copy until its execve closes it.
@@ -367,6 +337,51 @@ pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32,
     let _ = std::fs::remove_file(&notify_path);
     let _ = std::fs::remove_file(dir.join(&tty_name));
     started
+}
+
+/// libcontainer's arguments for an init or a tenant, as its builders fill them in for a
+/// detached sibling (cgroupfs, no user namespace: [`fits`]). The returned stdio must live
+/// until the process is cloned: the arguments hold its descriptors' numbers.
+fn container_args(
+    container_type: ContainerType,
+    spec: Spec,
+    id: &str,
+    console: Option<&OwnedFd>,
+    notify_listener: NotifyListener,
+    container: Option<Container>,
+    io: Io,
+) -> Result<(ContainerArgs, Stdio), Box<dyn Error>> {
+    let cgroup_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .ok_or("the spec has no cgroupsPath")?;
+    let raw = |fd: &Option<OwnedFd>| fd.as_ref().map(AsRawFd::as_raw_fd);
+    let args = ContainerArgs {
+        container_type,
+        syscall: SyscallType::Linux,
+        rootfs: spec.root().as_ref().ok_or("the spec has no root")?.path().clone(),
+        spec: Rc::new(spec),
+        console_socket: console.map(AsRawFd::as_raw_fd),
+        notify_listener,
+        preserve_fds: 0,
+        container,
+        user_ns_config: None,
+        cgroup_config: CgroupConfig {
+            cgroup_path,
+            systemd_cgroup: false,
+            container_name: id.to_owned(),
+        },
+        detached: true,
+        executor: io.executor,
+        no_pivot: false,
+        stdin: raw(&io.stdio.stdin),
+        stdout: raw(&io.stdio.stdout),
+        stderr: raw(&io.stdio.stderr),
+        as_sibling: true,
+        pid_file: None,
+    };
+    Ok((args, io.stdio))
 }
 
 /// What libcontainer's builders check of a spec before they use it.
