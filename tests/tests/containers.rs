@@ -271,6 +271,23 @@ async fn hardening_defaults_and_security_context() {
     assert_ne!(code, 0, "/proc/sysrq-trigger is read-only");
     let (_, out) = sh(&mut c, &plain, "grep NoNewPrivs /proc/self/status").await;
     assert!(out.contains('0'), "{out}");
+    // Without no_new_privs too, the filter was compiled ahead and the init installed it
+    // with a CAP_SYS_ADMIN it then dropped: the program has exactly the spec's caps.
+    let bundle = node.root().join("containers").join(&plain);
+    assert!(bundle.join("seccomp.bpf").is_file(), "the filter was compiled ahead");
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+    assert!(!config.contains("\"seccomp\""), "libcontainer does not compile it again");
+    let (_, out) =
+        sh(&mut c, &plain, "grep -E '^(Seccomp|NoNewPrivs|Cap...):' /proc/1/status").await;
+    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t0"), "init: {out}");
+    let caps: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("CapEff") || l.starts_with("CapPrm") || l.starts_with("CapBnd"))
+        .map(|l| u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap())
+        .collect();
+    assert_eq!(caps.len(), 3, "{out}");
+    assert!(caps.iter().all(|c| *c == caps[0]), "effective = permitted = bounding: {out}");
+    assert_eq!(caps[0] & (1 << 21), 0, "no CAP_SYS_ADMIN: {out}");
     // cgroupfs is read-only: a root container cannot raise its own limits.
     let (code, out) = sh(
         &mut c,

@@ -334,7 +334,14 @@ impl Containers {
             idmapped_mounts,
         })?;
         let dirs = self.inner.layout.container(id.as_str());
-        if spec.security.no_new_privs && spec.security.seccomp == SeccompProfile::RuntimeDefault {
+        // Without no_new_privs only the supervisor's own launch can install it (cgroup v1,
+        // no user namespace: `supervisor/process/launch.rs`); libcontainer compiles it
+        // for the others.
+        let launched = !self.inner.node.cgroup_v1_hierarchies.is_empty()
+            && sandbox.spec.namespaces.user.is_none();
+        if spec.security.seccomp == SeccompProfile::RuntimeDefault
+            && (spec.security.no_new_privs || launched)
+        {
             precompile_seccomp(&mut oci, dirs.bundle())?;
         }
         let config = dirs.config();
@@ -509,13 +516,14 @@ fn idmap_mounts(
     Ok(out)
 }
 
-/// RuntimeDefault for a container with no_new_privs: the filter compiled once (see
-/// `seccomp::precompiled`) goes beside `config.json`, for the container's init to install
-/// right before `execve` (it needs no capability for that with no_new_privs), and the
+/// RuntimeDefault: the filter compiled once (see `seccomp::precompiled`) goes beside
+/// `config.json`, for the container's init to install right before `execve`, and the
 /// profile with it, for the execs; `config.json` then names none, so libcontainer does
-/// not compile it again (about 1.5 ms per container). Without no_new_privs libcontainer
-/// must load the filter while the init still holds CAP_SYS_ADMIN, before anything of
-/// podbay's runs there, so it compiles it.
+/// not compile it again (about 1.5–1.9 ms per container). With no_new_privs that needs
+/// no capability. Without, it needs CAP_SYS_ADMIN, which only the supervisor's own
+/// launch keeps for it (and drops after); a container libcontainer's builder makes (a
+/// user namespace, cgroup v2) has it compiled by libcontainer, which loads it before it
+/// drops the capability.
 fn precompile_seccomp(oci: &mut oci_spec::runtime::Spec, bundle: &Path) -> Result<(), Error> {
     let Some(linux) = oci.linux_mut().as_mut() else { return Ok(()) };
     let Some(profile) = linux.seccomp().clone() else { return Ok(()) };

@@ -33,10 +33,20 @@ impl Containers {
         Ok(self.resolve(id)?.snapshot())
     }
 
-    /// The OCI spec a container was created with (ContainerStatus verbose info).
+    /// The OCI spec a container was created with (ContainerStatus verbose info), with its
+    /// seccomp profile back in `linux.seccomp` where the daemon compiled it ahead (the
+    /// profile is then kept beside `config.json`, which names none).
     pub fn oci_spec(&self, rec: &ContainerRecord) -> Option<serde_json::Value> {
-        let path = self.inner.layout.container(rec.id.as_str()).config();
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        let dirs = self.inner.layout.container(rec.id.as_str());
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dirs.config()).ok()?).ok()?;
+        let kept = std::fs::read(dirs.bundle().join(crate::layout::SECCOMP_PROFILE));
+        if let Some(profile) = kept.ok().and_then(|p| serde_json::from_slice(&p).ok())
+            && let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut())
+        {
+            linux.insert("seccomp".to_owned(), profile);
+        }
+        Some(spec)
     }
 
     pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {

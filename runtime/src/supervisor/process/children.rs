@@ -170,12 +170,13 @@ impl Children {
         let pid = helper::run(&mut self.helpers, move || {
             crate::view::narrow(&narrow, view)?;
             let filter = read_optional(&bundle.join(crate::layout::SECCOMP_BPF))?;
-            let executor = DieWithSupervisor { filter };
             let (stdout, stderr) = match pipes {
                 Some((out_w, err_w)) => (Some(out_w), Some(err_w)),
                 None => (None, None),
             };
-            if let Some(fit) = launch::spec_for_launch(&bundle)? {
+            if let Some(mut fit) = launch::spec_for_launch(&bundle)? {
+                let drop_sys_admin = filter.is_some() && fit.raise_sys_admin_for_filter();
+                let executor = DieWithSupervisor { filter, drop_sys_admin };
                 let stdio = launch::Stdio { stdin: stdin_r, stdout, stderr };
                 let console = console_path;
                 let executor = Box::new(executor);
@@ -189,6 +190,7 @@ impl Children {
                     },
                 );
             }
+            let executor = DieWithSupervisor { filter, drop_sys_admin: false };
             let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
                 .with_root_path(root)?
                 .with_console_socket(console_path);
@@ -380,7 +382,7 @@ impl Children {
             let pid = helper::run(&mut self.helpers, move || {
                 crate::view::narrow(&narrow, view)?;
                 let (container, spec, process) = exec_process(&root, &id, args, tty)?;
-                let executor = DieWithSupervisor { filter: None };
+                let executor = DieWithSupervisor { filter: None, drop_sys_admin: false };
                 if let Some(v1_hierarchies) = launch::tenant_fits(&spec) {
                     let (stdout, stderr) =
                         if tty { (None, None) } else { (Some(out_w), Some(err_w)) };
@@ -823,21 +825,32 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Failed> {
 /// leaves the init to the daemon as well.)
 ///
 /// With `filter`, it also installs the container's seccomp filter, compiled by the daemon
-/// (`SECCOMP_BPF`, only for a container with no_new_privs, which libcontainer set at the
-/// start of the init, so no capability is needed for it), right before `execve`: the
-/// same program libcontainer would have compiled in this process.
+/// (`SECCOMP_BPF`), right before `execve`: the same program libcontainer would have
+/// compiled in this process. With no_new_privs (libcontainer set it at the start of the
+/// init) that needs no capability; without, CAP_SYS_ADMIN, which the helper's launch then
+/// left in the init's effective and permitted sets for this (`drop_sys_admin`;
+/// `launch::Fit::raise_sys_admin_for_filter`), and which goes again once the filter is in.
 #[derive(Clone)]
 struct DieWithSupervisor {
     filter: Option<Vec<u8>>,
+    drop_sys_admin: bool,
 }
 
 impl libcontainer::workload::Executor for DieWithSupervisor {
     fn exec(&self, spec: &Spec) -> Result<(), libcontainer::workload::ExecutorError> {
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            libcontainer::workload::ExecutorError::Other(format!("{what}: {e}"))
+        };
         if let Some(bpf) = &self.filter {
-            install_filter(bpf).map_err(|e| {
-                libcontainer::workload::ExecutorError::Other(format!("install seccomp filter: {e}"))
-            })?;
+            install_filter(bpf).map_err(|e| failed("install seccomp filter", &e))?;
+        }
+        if self.drop_sys_admin {
+            use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+            let mut sets = capabilities(None).map_err(|e| failed("read capabilities", &e))?;
+            sets.effective.remove(CapabilitySet::SYS_ADMIN);
+            sets.permitted.remove(CapabilitySet::SYS_ADMIN);
+            set_capabilities(None, sets).map_err(|e| failed("drop CAP_SYS_ADMIN", &e))?;
         }
         libcontainer::workload::default::get_executor().exec(spec)
     }

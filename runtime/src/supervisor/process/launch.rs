@@ -69,6 +69,39 @@ pub(super) struct Fit {
     v1_hierarchies: Vec<String>,
 }
 
+impl Fit {
+    /// Lets the init install a precompiled seccomp filter right before `execve` although
+    /// the container has no no_new_privs: the kernel then wants CAP_SYS_ADMIN, so it is
+    /// added to the init's effective and permitted sets (not to the bounding, inheritable
+    /// or ambient ones), for the executor to drop again once the filter is in
+    /// ([`DieWithSupervisor`](super::children)). Neither set survives `execve`: the
+    /// program's capabilities come from the bounding, inheritable and ambient sets (and
+    /// its file's), so it starts with exactly the spec's. Nothing of the image runs before
+    /// that. False (nothing changed) with no_new_privs or when the spec grants
+    /// CAP_SYS_ADMIN itself.
+    pub(super) fn raise_sys_admin_for_filter(&mut self) -> bool {
+        let Some(process) = self.spec.process_mut() else { return false };
+        if process.no_new_privileges() == Some(true) {
+            return false;
+        }
+        // Without capabilities in the spec libcontainer drops none: CAP_SYS_ADMIN stays.
+        let Some(mut caps) = process.capabilities().clone() else { return false };
+        let admin = oci_spec::runtime::Capability::SysAdmin;
+        if caps.effective().as_ref().is_some_and(|e| e.contains(&admin)) {
+            return false;
+        }
+        let with_admin = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut set = set.clone().unwrap_or_default();
+            set.insert(admin);
+            Some(set)
+        };
+        let (effective, permitted) = (with_admin(caps.effective()), with_admin(caps.permitted()));
+        caps.set_effective(effective).set_permitted(permitted);
+        process.set_capabilities(Some(caps));
+        true
+    }
+}
+
 /// The bundle's spec, validated as libcontainer's builder validates it, and the node's v1
 /// hierarchies, when [`launch`] can make this container; `None` when libcontainer's
 /// builder must (a cgroup v2 node, or a spec that does not [`fit`](fits)).
