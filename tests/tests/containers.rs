@@ -334,6 +334,22 @@ async fn hardening_defaults_and_security_context() {
     let (_, out) = sh(&mut c, &locked, "grep CapEff /proc/self/status").await;
     assert!(out.contains("0000000000000000"), "a non-root user has no effective caps: {out}");
 
+    // A non-root user without no_new_privs: the init installs the filter after its uid
+    // change, with the CAP_SYS_ADMIN it kept for that, and the program has no capability.
+    let mut user = sleeper("user");
+    let s = security(&mut user);
+    s.run_as_user = Some(cri::Int64Value { value: 1234 });
+    s.seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let user = run(&mut c, &pod, &pc, user).await;
+    let (_, out) =
+        sh(&mut c, &user, "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm):' /proc/1/status").await;
+    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t0"), "init: {out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "init: {out}");
+    assert!(out.contains("CapPrm:\t0000000000000000"), "init: {out}");
+
     // no_new_privs with RuntimeDefault (Pod Security "restricted"): the init installs the
     // filter the daemon compiled; the init and an exec are both filtered.
     let mut restricted = sleeper("restricted");

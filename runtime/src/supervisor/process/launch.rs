@@ -1,20 +1,20 @@
-//! podbay's own launch of a container's init: libcontainer's init process does the
-//! container's setup (namespaces, rootfs, pivot_root, masks, capabilities, seccomp), and
-//! the helper itself does what libcontainer's builder, main and intermediate processes
-//! did before it.
+//! podbay's own launch of a container's init and of an exec's process: libcontainer's
+//! init process does the container's setup (namespaces, rootfs, pivot_root, masks,
+//! capabilities, seccomp), and the helper itself does what libcontainer's builders, main
+//! and intermediate processes did before it.
 //!
-//! Why (docs/architecture.md, "podbay launches the init"): libcontainer's intermediate
-//! process made a libcgroups manager, which looks up each of the 12 v1 controllers'
-//! mount point in `/proc/self/mountinfo` (about 700 system calls, 0.9 ms), and wrote its
-//! pid to `cgroup.procs`, which waits for an RCU grace period (10–15 ms after a quiet
-//! moment). Here the helper, single-threaded, moves itself into the container's cgroup
-//! by writing `0` to each v1 hierarchy's `tasks` (no grace period), and clones the init
-//! itself: one process fewer per container.
+//! Why (docs/architecture.md, "The helper launches the container's init itself"):
+//! libcontainer's intermediate process wrote its pid to `cgroup.procs`, which waits for an
+//! RCU grace period (10–15 ms after a quiet moment), and was one more process per
+//! container and per exec. Here the helper, single-threaded, moves itself into the
+//! container's cgroup by writing `0` to each v1 hierarchy's `tasks` (no grace period) and
+//! clones the init itself. It also lets the init install a precompiled seccomp filter
+//! without no_new_privs ([`Fit::raise_sys_admin_for_filter`]).
 //!
 //! Only on a cgroup v1 node (on v2 a thread cannot move alone, so the lock is taken
-//! either way) and for what a CRI container needs: a spec with a user or time namespace, hooks, a
-//! seccomp listener, network devices, Intel RDT or an AppArmor profile goes through
-//! libcontainer's builder as before ([`fits`]).
+//! either way) and for what a CRI container needs: a spec with a user or time namespace,
+//! hooks, a seccomp listener, network devices, Intel RDT, idmapped mounts or an AppArmor
+//! profile goes through libcontainer's builders as before ([`fits`]).
 
 use std::error::Error;
 use std::io::Read;
