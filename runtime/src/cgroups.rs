@@ -204,12 +204,7 @@ pub fn enter_new(
     if let Some(r) = resources {
         apply_with(&manager(cgroup)?, cgroup, r)?;
     }
-    for dir in &dirs {
-        let tasks = dir.join("tasks");
-        std::fs::write(&tasks, "0")
-            .map_err(|e| Error::new(cgroup, format!("write {}: {e}", tasks.display())))?;
-    }
-    Ok(())
+    dirs.iter().try_for_each(|dir| join_self(cgroup, dir, false))
 }
 
 /// Puts the calling process, which must be single-threaded, in a running container's
@@ -220,14 +215,17 @@ pub fn enter_existing(cgroup: &str, v1_hierarchies: &[String]) -> Result<(), Err
     if v1_hierarchies.is_empty() {
         return Err(Error::new(cgroup, "not a cgroup v1 node"));
     }
-    for dir in placed_dirs(cgroup, v1_hierarchies) {
-        let tasks = dir.join("tasks");
-        match std::fs::write(&tasks, "0") {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => {}
-            r => r.map_err(|e| Error::new(cgroup, format!("write {}: {e}", tasks.display())))?,
-        }
+    placed_dirs(cgroup, v1_hierarchies).iter().try_for_each(|dir| join_self(cgroup, dir, true))
+}
+
+/// Writes `0` to a v1 cgroup dir's `tasks`: the calling thread moves there. With
+/// `if_exists`, a dir that does not exist is passed over.
+fn join_self(cgroup: &str, dir: &Path, if_exists: bool) -> Result<(), Error> {
+    let tasks = dir.join("tasks");
+    match std::fs::write(&tasks, "0") {
+        Err(e) if if_exists && e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => Ok(()),
+        r => r.map_err(|e| Error::new(cgroup, format!("write {}: {e}", tasks.display()))),
     }
-    Ok(())
 }
 
 /// Has the kernel give each new child of the pod's v1 cpuset cgroup its parent's CPUs and

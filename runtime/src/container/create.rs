@@ -129,14 +129,13 @@ impl Containers {
         let pod_cgroup =
             cgroups::pod_cgroup(sandbox.spec.cgroup_parent.as_deref(), sandbox.id.as_str());
         // The pod's cgroup (made by its first container: a mkdir per hierarchy) while the
-        // rootfs is mounted. The supervisor's helper puts a container in its cgroup
-        // without the kernel's global migration lock on a cgroup v1 node, except one in
-        // a user namespace, which libcontainer makes: for that one (and on cgroup v2) a
-        // migration is started now, so that libcontainer's own goes through at once.
+        // rootfs is mounted. A container the supervisor launches joins its cgroup without
+        // the kernel's global migration lock; for one libcontainer makes, a migration is
+        // started now, so that libcontainer's own goes through at once.
+        let by_libcontainer = !self.inner.node.supervisor_launches(pod_userns.is_some());
         let pod_cgroup_made = tokio::task::spawn_blocking({
             let (pod_cgroup, hierarchies) =
                 (pod_cgroup.clone(), self.inner.node.cgroup_v1_hierarchies.clone());
-            let by_libcontainer = userns.is_some() || hierarchies.is_empty();
             move || {
                 let t = std::time::Instant::now();
                 cgroups::ensure_pod(&pod_cgroup, &hierarchies)?;
@@ -334,11 +333,9 @@ impl Containers {
             idmapped_mounts,
         })?;
         let dirs = self.inner.layout.container(id.as_str());
-        // Without no_new_privs only the supervisor's own launch can install it (cgroup v1,
-        // no user namespace: `supervisor/process/launch.rs`); libcontainer compiles it
-        // for the others.
-        let launched = !self.inner.node.cgroup_v1_hierarchies.is_empty()
-            && sandbox.spec.namespaces.user.is_none();
+        // Without no_new_privs only the supervisor's own launch can install it;
+        // libcontainer compiles it for the others.
+        let launched = self.inner.node.supervisor_launches(sandbox.spec.namespaces.user.is_some());
         if spec.security.seccomp == SeccompProfile::RuntimeDefault
             && (spec.security.no_new_privs || launched)
         {

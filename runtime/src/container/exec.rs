@@ -109,19 +109,19 @@ impl Containers {
         Client::new(&pod).exec_stream(req).await.map_err(Error::supervisor(&rec.id))
     }
 
-    /// A running container's record and its pod's layout; any other state is `what`.
     /// Starts a migration that moves nothing when libcontainer's tenant builder will run
-    /// the exec (a pod in a user namespace, or a cgroup v2 node): its process moves into
-    /// the container's cgroup by pid, and waits less when one has just gone through. The
-    /// supervisor's helper moves the others without the global lock, and a migration in
-    /// flight (which holds the cgroup mutex while it waits) would hold them up.
+    /// the exec: its process moves into the container's cgroup by pid, and waits less
+    /// when one has just gone through. An exec the supervisor launches joins without the
+    /// global lock, and a migration in flight (which holds the cgroup mutex while it
+    /// waits) would hold it up.
     fn prime_for_libcontainer(&self, pod: &crate::layout::PodLayout) {
-        let v1 = &self.inner.node.cgroup_v1_hierarchies;
-        if v1.is_empty() || pod.ns(crate::layout::NsKind::User).exists() {
-            crate::cgroups::prime_migration(v1);
+        let pod_userns = pod.ns(crate::layout::NsKind::User).exists();
+        if !self.inner.node.supervisor_launches(pod_userns) {
+            crate::cgroups::prime_migration(&self.inner.node.cgroup_v1_hierarchies);
         }
     }
 
+    /// A running container's record and its pod's layout; any other state is `what`.
     fn running(
         &self,
         id: &str,

@@ -6,6 +6,17 @@ use std::path::Path;
 use super::spec::{ALL_CAPABILITIES, HostDevice, NodeFacts};
 use crate::cgroups;
 
+impl NodeFacts {
+    /// Whether the pod's supervisor launches a container (and its execs) itself
+    /// (`supervisor/process/launch.rs`): on a cgroup v1 node, for a pod without a user
+    /// namespace. libcontainer's builders make the others, and move their processes into
+    /// the container's cgroup by pid (which waits for an RCU grace period); only the
+    /// launch can install a precompiled seccomp filter without no_new_privs.
+    pub(super) fn supervisor_launches(&self, pod_userns: bool) -> bool {
+        !self.cgroup_v1_hierarchies.is_empty() && !pod_userns
+    }
+}
+
 pub(super) fn facts() -> NodeFacts {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status

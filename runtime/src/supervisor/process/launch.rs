@@ -355,8 +355,9 @@ pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32,
         NotifySocket::new(&notify_path).notify_container_start()?;
         // The tenant holds the other copy until its execve closes it.
         drop(notify_w);
+        // libcontainer's error message, if any (at most 4 KiB of it is kept).
         let mut failure = Vec::new();
-        std::fs::File::from(notify_r).read_to_end(&mut failure)?;
+        std::fs::File::from(notify_r).take(4096).read_to_end(&mut failure)?;
         if !failure.is_empty() {
             return Err(String::from_utf8_lossy(&failure).into_owned().into());
         }
