@@ -37,6 +37,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Process, Spec};
 
 use super::fork::{self, ForkResult};
+use super::premount::premount;
 
 /// The container's stdio when it has no terminal.
 pub(super) struct Stdio {
@@ -189,9 +190,9 @@ fn launch_in(
 
     let kind = ContainerType::InitContainer;
     let owner = Some(container.clone());
-    let (args, _stdio) =
+    let (mut args, _stdio) =
         container_args(kind, spec, &l.id, console.as_ref(), notify_listener, owner, l.io)?;
-    let pid = clone_init(&args, None, init)?;
+    let pid = clone_init(&mut args, None, init)?;
     container
         .set_status(ContainerStatus::Created)
         .set_creator(nix::unistd::geteuid().as_raw())
@@ -229,10 +230,11 @@ fn prepare(
 /// Clones the init as a sibling of this process (the supervisor's child), which runs
 /// libcontainer's `container_init_process`, and waits until it is ready: waiting for
 /// StartContainer (a container) or for the start this process then gives (an exec).
-/// A failing init reports on the channel, and a tenant also on `exec_notify`, as in
-/// libcontainer's intermediate process.
+/// A container's init makes its mounts first ([`premount`]). A failing init reports on
+/// the channel, and a tenant also on `exec_notify`, as in libcontainer's intermediate
+/// process.
 fn clone_init(
-    args: &ContainerArgs,
+    args: &mut ContainerArgs,
     exec_notify: Option<&OwnedFd>,
     init: &mut Option<Pid>,
 ) -> Result<Pid, Box<dyn Error>> {
@@ -242,7 +244,11 @@ fn clone_init(
         ForkResult::Child => {
             let _ = nix::sys::prctl::set_name(c"podbay:[INIT]");
             let _ = init_sender.close();
-            if let Err(e) = container_init_process(args, &mut main_sender, &mut init_receiver) {
+            let ran = premount_into(args).and_then(|()| {
+                container_init_process(args, &mut main_sender, &mut init_receiver)
+                    .map_err(Into::into)
+            });
+            if let Err(e) = ran {
                 tracing::error!("failed to initialize container process: {e}");
                 // A tenant fails after its start, when nobody reads the channel any more.
                 if let Some(fd) = exec_notify {
@@ -262,6 +268,17 @@ fn clone_init(
     main_receiver.close()?;
     init_receiver.close()?;
     Ok(pid)
+}
+
+/// The container init's mounts, made by [`premount`] in this (the init) process;
+/// libcontainer's init then gets the spec with the rest.
+fn premount_into(args: &mut ContainerArgs) -> Result<(), Box<dyn Error>> {
+    if matches!(args.container_type, ContainerType::InitContainer)
+        && let Some(spec) = premount(&args.spec, &args.rootfs)?
+    {
+        args.spec = Rc::new(spec);
+    }
+    Ok(())
 }
 
 /// An exec's process, to join a running container (libcontainer's tenant).
@@ -342,7 +359,7 @@ pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32,
         prepare(&spec, || crate::cgroups::enter_existing(&cgroup_name, v1_hierarchies))?;
         let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let kind = ContainerType::TenantContainer { exec_notify_fd: notify_w.as_raw_fd() };
-        let (args, _stdio) = container_args(
+        let (mut args, _stdio) = container_args(
             kind,
             spec,
             container.id(),
@@ -351,7 +368,7 @@ pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32,
             None,
             io,
         )?;
-        let pid = clone_init(&args, Some(&notify_w), &mut init)?;
+        let pid = clone_init(&mut args, Some(&notify_w), &mut init)?;
         NotifySocket::new(&notify_path).notify_container_start()?;
         // The tenant holds the other copy until its execve closes it.
         drop(notify_w);

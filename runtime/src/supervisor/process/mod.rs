@@ -32,6 +32,7 @@ mod failure;
 mod fork;
 mod helper;
 mod launch;
+mod premount;
 mod userns;
 
 use std::fs::File;

@@ -1,0 +1,370 @@
+//! podbay's own mounts of a container's spec into its rootfs, made in the init right
+//! before libcontainer's init process runs, which then finds them done.
+//!
+//! Why (docs/architecture.md, "The init's mounts are podbay's"): libcontainer resolves
+//! each mount's destination through pathrs, which re-checks its procfs handle on every
+//! step: about 80 system calls per mount, 1,300 of the init's 1,700 for a pod's 17
+//! standard mounts (8 of them the cgroup v1 binds). Here each destination is one
+//! `openat2` below the rootfs with `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS` (a missing
+//! one is made a component at a time below an already open directory, never through a
+//! symlink), and the mount itself is made as libcontainer makes it: the same options
+//! parsed by libcontainer's own `parse_mount`, the same new-mount-API calls through its
+//! `Syscall`, attached with `move_mount` onto the resolved descriptor.
+//!
+//! Whatever is not plainly that goes to libcontainer as before, from that mount on (so
+//! the order of the mounts is kept): a destination reached through a symlink (which
+//! pathrs follows inside the rootfs), one of another type than its mount's, one under
+//! `/proc` other than procfs itself, `..` in a destination, a cgroup mount (v2
+//! nodes, which never get here), a mount label, and any mount that fails here (nothing
+//! of it is attached; libcontainer retries it and reports its own error). Nothing is
+//! done at all for a root with shared propagation or a mount namespace given by path.
+//!
+//! The namespaces are entered here as libcontainer's init enters them (the mounts of
+//! sysfs, mqueue and procfs belong to the namespaces of the process that makes them),
+//! and libcontainer is handed the spec with the remaining mounts and with the namespaces
+//! this process made named by `/proc/self/ns` paths, so it joins them again (a no-op)
+//! instead of making new ones.
+
+use std::error::Error;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use libcontainer::namespaces::Namespaces;
+use libcontainer::rootfs::utils::{is_bind, parse_mount};
+use libcontainer::syscall::Syscall;
+use libcontainer::syscall::linux::{
+    AT_EMPTY_PATH, AT_RECURSIVE, FSCONFIG_CMD_CREATE, FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING,
+    MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME,
+    MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOUNT_ATTR_STRICTATIME,
+    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, MountAttr,
+};
+use libcontainer::syscall::syscall::create_syscall;
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// Enters the spec's namespaces (as libcontainer's init would), makes the root's mounts
+/// slaves (or private) and makes what it can of the spec's mounts. Returns the spec for
+/// libcontainer's init: the mounts left to it and the made namespaces by path. `None`
+/// (nothing done) when the spec is not one this does ([`premount`]'s module doc).
+pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<dyn Error>> {
+    let Some(linux) = spec.linux() else { return Ok(None) };
+    let propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("slave" | "unbindable") => MsFlags::MS_SLAVE,
+        Some("private") => MsFlags::MS_PRIVATE,
+        _ => return Ok(None),
+    };
+    let declared = linux.namespaces().clone().unwrap_or_default();
+    let own_mount_ns =
+        declared.iter().any(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_none());
+    if !own_mount_ns || linux.mount_label().is_some() {
+        return Ok(None);
+    }
+    let entered = |t: LinuxNamespaceType| {
+        !matches!(t, LinuxNamespaceType::User | LinuxNamespaceType::Pid | LinuxNamespaceType::Time)
+    };
+    let namespaces = Namespaces::try_from(Some(&declared))?;
+    namespaces.apply_namespaces(|flag| {
+        let flag = flag.bits();
+        flag != libc::CLONE_NEWUSER && flag != libc::CLONE_NEWPID && flag != libc::CLONE_NEWTIME
+    })?;
+    if declared.iter().any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none()) {
+        // libcontainer names a new UTS namespace only when it makes it.
+        if let Some(name) = spec.hostname() {
+            nix::unistd::sethostname(name)?;
+        }
+        if let Some(name) = spec.domainname() {
+            set_domainname(name)?;
+        }
+    }
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | propagation,
+        None::<&str>,
+    )?;
+    let syscall = create_syscall();
+
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let mut done = 0;
+    for m in &mounts {
+        if !mount_one(syscall.as_ref(), &root, m) {
+            break;
+        }
+        done += 1;
+    }
+
+    let mut narrowed = spec.clone();
+    narrowed.set_mounts(Some(mounts[done..].to_vec()));
+    let mut linux = linux.clone();
+    let pinned = declared
+        .into_iter()
+        .map(|mut n| {
+            if n.path().is_none() && entered(n.typ()) {
+                n.set_path(Some(PathBuf::from(format!("/proc/self/ns/{}", ns_file(n.typ())))));
+            }
+            n
+        })
+        .collect();
+    linux.set_namespaces(Some(pinned));
+    narrowed.set_linux(Some(linux));
+    Ok(Some(narrowed))
+}
+
+/// The name of a namespace's file in `/proc/<pid>/ns`.
+fn ns_file(typ: LinuxNamespaceType) -> &'static str {
+    match typ {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+fn set_domainname(name: &str) -> nix::Result<()> {
+    // SAFETY: setdomainname reads `name.len()` bytes from the pointer, which lives across
+    // the call.
+    nix::errno::Errno::result(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) })
+        .map(drop)
+}
+
+/// Makes one mount as libcontainer's `mount_into_container` makes it, with its
+/// destination resolved here; false (nothing attached) when it is left to libcontainer.
+fn mount_one(syscall: &dyn Syscall, root: &OwnedFd, m: &Mount) -> bool {
+    let Some(dest) = plain_relative(m.destination()) else { return false };
+    let typ = m.typ().as_deref();
+    if typ == Some("cgroup") {
+        return false;
+    }
+    if dest.starts_with("proc") && !(typ == Some("proc") && dest == Path::new("proc")) {
+        return false;
+    }
+    let Ok(options) = parse_mount(m) else { return false };
+    // libcontainer's nix is another version than podbay's: the flags go over as bits.
+    let mut flags = MsFlags::from_bits_retain(options.flags.bits());
+    if m.destination() == Path::new("/dev") {
+        flags &= !MsFlags::MS_RDONLY;
+    }
+    let attr = flags_to_attr(flags);
+    let made = if is_bind(m) {
+        if !options.data.is_empty() {
+            return false;
+        }
+        let recursive = m.options().as_deref().unwrap_or_default().iter().any(|o| o == "rbind");
+        bind(syscall, root, m, &dest, recursive)
+    } else {
+        new_fs(syscall, root, m, &dest, &options.data)
+    };
+    let Some((tree, target)) = made else { return false };
+    let attached = (|| {
+        syscall.mount_setattr(
+            tree.as_fd(),
+            Path::new(""),
+            AT_EMPTY_PATH,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )?;
+        if let Some(rec) = &options.rec_attr {
+            syscall.mount_setattr(
+                tree.as_fd(),
+                Path::new(""),
+                AT_EMPTY_PATH | AT_RECURSIVE,
+                rec,
+                std::mem::size_of::<MountAttr>(),
+            )?;
+        }
+        syscall.move_mount(
+            tree.as_fd(),
+            None,
+            target.as_fd(),
+            None,
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })();
+    attached.is_ok()
+}
+
+/// The bind's source as a detached tree and its destination (a directory or a file, as
+/// the source is).
+fn bind(
+    syscall: &dyn Syscall,
+    root: &OwnedFd,
+    m: &Mount,
+    dest: &Path,
+    recursive: bool,
+) -> Option<(OwnedFd, OwnedFd)> {
+    let source = m.source().as_ref()?.to_str()?;
+    let mut flags = libc::OPEN_TREE_CLOEXEC | libc::OPEN_TREE_CLONE | AT_EMPTY_PATH;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    let tree = syscall.open_tree(libc::AT_FDCWD, Some(source), flags).ok()?;
+    let is_dir = rustix::fs::fstat(&tree).ok()?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let target = if is_dir { directory(root, dest)? } else { file(root, dest)? };
+    Some((tree, target))
+}
+
+/// A new filesystem of the mount's type with its data options, and its directory.
+fn new_fs(
+    syscall: &dyn Syscall,
+    root: &OwnedFd,
+    m: &Mount,
+    dest: &Path,
+    data: &[String],
+) -> Option<(OwnedFd, OwnedFd)> {
+    let source = m.source().as_ref()?.to_str()?;
+    let target = directory(root, dest)?;
+    let fs = syscall.fsopen(m.typ().as_deref(), 0).ok()?;
+    let set = |cmd: u64, key: Option<&str>, value: Option<&str>| {
+        syscall.fsconfig(fs.as_fd(), cmd as u32, key, value, 0).ok()
+    };
+    set(FSCONFIG_SET_STRING, Some("source"), Some(source))?;
+    for option in data.iter().filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some((key, value)) => set(FSCONFIG_SET_STRING, Some(key), Some(value))?,
+            None => set(FSCONFIG_SET_FLAG, Some(option), None)?,
+        }
+    }
+    set(FSCONFIG_CMD_CREATE, None, None)?;
+    let tree = syscall.fsmount(fs.as_fd(), 0, None).ok()?;
+    Some((tree, target))
+}
+
+/// The destination relative to the rootfs, when it is absolute and has nothing but
+/// plain names (no `..`; `Path` drops a `.` inside a path).
+fn plain_relative(dest: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    let mut components = dest.components();
+    if components.next() != Some(Component::RootDir) {
+        return None;
+    }
+    for c in components {
+        match c {
+            Component::Normal(name) => out.push(name),
+            _ => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Resolution below the rootfs: inside it, and through no symlink at all.
+fn in_root() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+fn open_path(dir: &OwnedFd, path: &Path, extra: OFlags) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW | extra;
+    rustix::fs::openat2(dir, path, flags, Mode::empty(), in_root())
+}
+
+/// The directory at `dest`, made (0755, as libcontainer makes them) a component at a time
+/// where missing; `None` when a component is a symlink or not a directory.
+fn directory(root: &OwnedFd, dest: &Path) -> Option<OwnedFd> {
+    match open_path(root, dest, OFlags::DIRECTORY) {
+        Ok(fd) => return Some(fd),
+        Err(Errno::NOENT) => {}
+        Err(_) => return None,
+    }
+    let mut dir = rustix::io::dup(root).ok()?;
+    for name in dest.iter() {
+        let name = Path::new(name);
+        dir = match open_path(&dir, name, OFlags::DIRECTORY) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(_) => return None,
+                }
+                open_path(&dir, name, OFlags::DIRECTORY).ok()?
+            }
+            Err(_) => return None,
+        };
+    }
+    Some(dir)
+}
+
+/// The file at `dest` (not a directory or a symlink), made empty (0644) where missing in
+/// its parent, which is made as by [`directory`].
+fn file(root: &OwnedFd, dest: &Path) -> Option<OwnedFd> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => directory(root, p)?,
+        _ => rustix::io::dup(root).ok()?,
+    };
+    let name = Path::new(dest.file_name()?);
+    let create = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(&parent, name, create, Mode::from_raw_mode(0o644)) {
+        Ok(_) | Err(Errno::EXIST) => {}
+        Err(_) => return None,
+    }
+    let fd = open_path(&parent, name, OFlags::empty()).ok()?;
+    let kind = rustix::fs::fstat(&fd).ok()?.st_mode & libc::S_IFMT;
+    (kind != libc::S_IFDIR && kind != libc::S_IFLNK).then_some(fd)
+}
+
+/// `mount_setattr`'s attributes for the mount's flags, as libcontainer sets them: the
+/// flags that are attributes, and an access-time mode replacing the inherited one.
+fn flags_to_attr(flags: MsFlags) -> MountAttr {
+    let mut set = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ] {
+        if flags.contains(flag) {
+            set |= attr;
+        }
+    }
+    // MOUNT_ATTR_RELATIME is 0, so libcontainer leaves the inherited mode for relatime.
+    let atime = if flags.contains(MsFlags::MS_STRICTATIME) {
+        Some(MOUNT_ATTR_STRICTATIME)
+    } else if flags.contains(MsFlags::MS_NOATIME) {
+        Some(MOUNT_ATTR_NOATIME)
+    } else {
+        None
+    };
+    let (set, clear) = match atime {
+        Some(mode) => (set | mode, MOUNT_ATTR__ATIME),
+        None => (set, 0),
+    };
+    MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_plain_names_below_the_root() {
+        assert_eq!(plain_relative(Path::new("/etc/hosts")), Some(PathBuf::from("etc/hosts")));
+        assert_eq!(plain_relative(Path::new("/dev/")), Some(PathBuf::from("dev")));
+        // Path drops a `.` inside a path itself: the same destination.
+        assert_eq!(plain_relative(Path::new("/./proc")), Some(PathBuf::from("proc")));
+        for refused in ["/", "etc/hosts", "/etc/../hosts", "/..", ""] {
+            assert_eq!(plain_relative(Path::new(refused)), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn attributes_follow_libcontainers_mapping() {
+        let a = flags_to_attr(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!(a.attr_set, MOUNT_ATTR_NOSUID | MOUNT_ATTR_STRICTATIME);
+        assert_eq!(a.attr_clr, MOUNT_ATTR__ATIME);
+        let a = flags_to_attr(MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_RELATIME);
+        assert_eq!((a.attr_set, a.attr_clr), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, 0));
+        let a = flags_to_attr(MsFlags::MS_NOEXEC);
+        assert_eq!((a.attr_set, a.attr_clr), (MOUNT_ATTR_NOEXEC, 0));
+    }
+}
