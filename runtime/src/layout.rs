@@ -8,6 +8,8 @@
 //!     blobs/sha256/<hex>       content by digest: manifests, configs, compressed layers
 //!     layers/<chain id hex>/   one unpacked layer (an overlayfs lowerdir)
 //!     tmp/                     downloads and unpacks in progress; emptied at start
+//!     mountpoints/             every rootfs's lowest layer: proc/ dev/ sys/ and
+//!                              etc/{hostname,hosts,resolv.conf}, empty (mount points)
 //!   containers/<id>/           a container's writable layer (upper/, work/, rootfs/) and
 //!                              its OCI bundle (config.json)
 //! <run>/                       volatile (default /run/podbay), empty after a reboot
@@ -91,6 +93,11 @@ impl Layout {
 
     pub fn layers_dir(&self) -> PathBuf {
         self.images_dir().join("layers")
+    }
+
+    /// The lowest layer of every rootfs: the spec's mount points an image may lack.
+    pub fn mountpoints_dir(&self) -> PathBuf {
+        self.images_dir().join("mountpoints")
     }
 
     /// An unpacked layer by the hex part of its chain id.

@@ -73,6 +73,15 @@ impl Tar {
         self
     }
 
+    /// A directory with `mode`, owned by `uid`:`gid`.
+    pub fn owned_dir(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Self {
+        let mut h = header(tar::EntryType::Directory, 0, mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.0.append_data(&mut h, path, std::io::empty()).unwrap();
+        self
+    }
+
     pub fn file(mut self, path: &str, data: &[u8], mode: u32) -> Self {
         let mut h = header(tar::EntryType::Regular, data.len() as u64, mode);
         self.0.append_data(&mut h, path, data).unwrap();

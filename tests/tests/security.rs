@@ -505,6 +505,89 @@ async fn mounts_may_not_replace_proc_sys_or_dev() {
     node.assert_clean().unwrap();
 }
 
+/// The init's own mounts (podbay's, before libcontainer's init) resolve each destination
+/// inside the rootfs: a destination reached through an image's symlink, even one aimed
+/// out of the rootfs, is left to libcontainer, which follows it inside the rootfs; the
+/// node's file it names is untouched. The mount point layer below every image fills in
+/// what an image lacks without changing what it has.
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_points_stay_in_the_rootfs_and_keep_the_images_attributes() {
+    require_root!();
+    let node = Node::start().unwrap();
+    let victim = node.dir().join("victim");
+    std::fs::write(&victim, "node's own\n").unwrap();
+    // /etc is 0750 and uid 7's; /etc/hosts leads out of the rootfs to the node's file.
+    // (libcontainer refuses a link that leads nowhere, so the image has a file at the
+    // node's path.)
+    let escape = format!("/../../../../../../..{}", victim.display());
+    let mut t = Tar::default().owned_dir("etc/", 0o750, 7, 7).symlink("etc/hosts", &escape);
+    let mut at = String::new();
+    for part in victim.parent().unwrap().iter().skip(1) {
+        at.push_str(&format!("{}/", part.to_string_lossy()));
+        t = t.dir(&at);
+    }
+    t = t.file(&format!("{at}victim"), b"the image's\n", 0o644);
+    podbay_tests::attack::import_tar(&node, "localhost/etclinks:1", t).unwrap();
+    // An image of nothing but busybox: no /proc, /dev, /sys or /etc.
+    let bin = std::fs::read(podbay_tests::images::BUSYBOX).unwrap();
+    let mut bare = Tar::default().dir("bin/").file("bin/busybox", &bin, 0o755);
+    for applet in ["sh", "cat", "stat", "sleep", "ls", "touch"] {
+        bare = bare.symlink(&format!("bin/{applet}"), "/bin/busybox");
+    }
+    let image =
+        Image::new(vec![layer(bare.bytes(), Compression::Gzip)], "amd64", serde_json::json!({}));
+    let layout = node.dir().join("bare-layout");
+    write_layout(&layout, &[("localhost/bare:1", &Entry::Image(image))]).unwrap();
+    assert!(node.cli(&["image", "import", &layout.to_string_lossy()]).unwrap().status.success());
+
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "points");
+    let mounts_before = node.mounts().unwrap();
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let hostname = pc.hostname.clone();
+    let mut config = ctr("links", &["sleep", "3600"]);
+    config.image =
+        Some(cri::ImageSpec { image: "localhost/etclinks:1".into(), ..Default::default() });
+    let links = run(&mut c, &pod, &pc, config).await;
+    let (code, out) =
+        sh(&mut c, &links, "stat -c '%a %u' /etc; cat /etc/hostname /etc/hosts").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with(&format!("750 7\n{hostname}\n")), "{out}");
+    assert!(out.contains("localhost"), "the pod's hosts file is not behind the link: {out}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "node's own\n");
+    let victim_name = victim.to_string_lossy().into_owned();
+    assert!(
+        !node.mounts().unwrap().iter().any(|m| m.contains(&victim_name)),
+        "something was mounted on the node's file"
+    );
+
+    let mut config = ctr("bare", &["sleep", "3600"]);
+    config.image = Some(cri::ImageSpec { image: "localhost/bare:1".into(), ..Default::default() });
+    let bare = run(&mut c, &pod, &pc, config).await;
+    let script = "stat -c '%n %a %u %F' /etc /proc /dev /sys; cat /etc/hostname; ls /etc; touch /etc/new && echo made";
+    let (code, out) = sh(&mut c, &bare, script).await;
+    assert_eq!(code, 0, "{out}");
+    let want = format!(
+        "/etc 755 0 directory\n/proc 555 0 directory\n/dev 755 0 directory\n/sys 555 0 directory\n{hostname}\nhostname\nhosts\nresolv.conf\nmade\n"
+    );
+    assert_eq!(out, want);
+    // The layer itself is unchanged by what the container wrote.
+    let layer = node.root().join("images/mountpoints/etc");
+    let mut names: Vec<String> = std::fs::read_dir(&layer)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            assert_eq!(e.metadata().unwrap().len(), 0, "{:?} was written", e.path());
+            e.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["hostname", "hosts", "resolv.conf"]);
+    remove_pod(&mut c, &pod).await.unwrap();
+    assert_eq!(node.mounts().unwrap(), mounts_before);
+    node.assert_clean().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pods_pid_1_gives_a_container_with_ptrace_nothing_of_the_node() {
     require_root!();

@@ -235,6 +235,9 @@ struct Inner {
     usage: tokio::sync::Mutex<Option<(u64, std::time::Instant, FsUsage)>>,
     /// Turns whenever the store's files may have changed (a pull or import ended, GC).
     usage_generation: std::sync::atomic::AtomicU64,
+    /// The rootfs's lowest layer of mount points, made at the first mount; `None` when it
+    /// could not be made as it must be ([`rootfs::mountpoints`]).
+    mountpoints: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 /// How long a walk of the image store answers ImageFsInfo while the store does not change
@@ -270,6 +273,7 @@ impl Images {
             unpack_slots: tokio::sync::Semaphore::new(cores),
             usage: tokio::sync::Mutex::new(None),
             usage_generation: std::sync::atomic::AtomicU64::new(0),
+            mountpoints: std::sync::OnceLock::new(),
         };
         Self { inner: Arc::new(inner) }
     }

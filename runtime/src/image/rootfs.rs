@@ -33,7 +33,7 @@ impl Images {
         let Some((rec, _)) = self.find(image).await? else {
             return Err(Error::NotFound(image.to_owned()));
         };
-        let (container, lowers) = (
+        let (container, mut lowers) = (
             container.to_owned(),
             rec.layers.iter().rev().map(|l| self.layer_path(&l.chain_id)).collect::<Vec<_>>(),
         );
@@ -47,6 +47,15 @@ impl Images {
                 return Err(Error::Rootfs { container, reason: "already has a rootfs".into() });
             }
             records::put_rootfs(&img.inner.store, &container, &record)?;
+            // Not through a user namespace's maps: its entries are the node's root's.
+            if userns.is_none()
+                && let Some(dir) = img
+                    .inner
+                    .mountpoints
+                    .get_or_init(|| mountpoints(&img.inner.layout.mountpoints_dir()))
+            {
+                lowers.push(dir.clone());
+            }
             let mounted = mount_overlay(&container, &dirs, &lowers, userns.as_ref());
             if userns.is_some() {
                 detach_idmapped(&dirs);
@@ -112,6 +121,70 @@ impl Images {
             self.collect_garbage().await?;
         }
         Ok(())
+    }
+}
+
+/// The mount points the spec's mounts need, below every image's layers (overlayfs shows
+/// an entry of the lowest layer only where no layer above has that name, and a directory
+/// with the attributes of the highest layer that has it): `/proc`, `/dev`, `/sys` and
+/// `/etc` (0755) and `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` (empty, 0644),
+/// all root's. Without it the init makes those an image lacks in the container's upper
+/// dir, and each such write to the overlay (a new directory, or a file whose directory
+/// is copied up first) cost 0.1–0.25 ms here. Made where missing, so a crash halfway
+/// leaves nothing that is not completed at the next mount; `None` (not used) when an
+/// entry is not what it must be, which the log says.
+pub(super) fn mountpoints(dir: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    const DIRS: [&str; 5] = ["", "proc", "dev", "sys", "etc"];
+    const FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+    let me = nix::unistd::geteuid().as_raw();
+    let made = (|| -> std::io::Result<bool> {
+        for d in DIRS {
+            let path = dir.join(d);
+            match std::fs::DirBuilder::new().mode(0o755).create(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+            let meta = std::fs::symlink_metadata(&path)?;
+            if !meta.is_dir() || meta.uid() != me {
+                return Ok(false);
+            }
+            if meta.mode() & 0o7777 != 0o755 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        for f in FILES {
+            let path = dir.join(f);
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            match created {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+            let meta = std::fs::symlink_metadata(&path)?;
+            if !meta.is_file() || meta.uid() != me || meta.len() != 0 {
+                return Ok(false);
+            }
+            if meta.mode() & 0o7777 != 0o644 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            }
+        }
+        Ok(true)
+    })();
+    match made {
+        Ok(true) => Some(dir.to_owned()),
+        Ok(false) => {
+            tracing::warn!(dir = %dir.display(), "mount point layer not as made; not used");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "mount point layer: {e}; not used");
+            None
+        }
     }
 }
 
