@@ -506,10 +506,11 @@ async fn mounts_may_not_replace_proc_sys_or_dev() {
 }
 
 /// The init's own mounts (podbay's, before libcontainer's init) resolve each destination
-/// inside the rootfs: a destination reached through an image's symlink, even one aimed
-/// out of the rootfs, is left to libcontainer, which follows it inside the rootfs; the
-/// node's file it names is untouched. The mount point layer below every image fills in
-/// what an image lacks without changing what it has.
+/// inside the rootfs: a file's destination reached through an image's symlink, even one
+/// aimed out of the rootfs, is followed inside it, and the node's file it names is
+/// untouched; one that leads nowhere yet is made where it leads, inside the rootfs (as
+/// runc does). The mount point layer below every image fills in what an image lacks
+/// without changing what it has.
 #[tokio::test(flavor = "multi_thread")]
 async fn mount_points_stay_in_the_rootfs_and_keep_the_images_attributes() {
     require_root!();
@@ -517,8 +518,7 @@ async fn mount_points_stay_in_the_rootfs_and_keep_the_images_attributes() {
     let victim = node.dir().join("victim");
     std::fs::write(&victim, "node's own\n").unwrap();
     // /etc is 0750 and uid 7's; /etc/hosts leads out of the rootfs to the node's file.
-    // (libcontainer refuses a link that leads nowhere, so the image has a file at the
-    // node's path.)
+    // (The image has a file at the node's path, which the bind must land on.)
     let escape = format!("/../../../../../../..{}", victim.display());
     let mut t = Tar::default().owned_dir("etc/", 0o750, 7, 7).symlink("etc/hosts", &escape);
     let mut at = String::new();
@@ -528,6 +528,10 @@ async fn mount_points_stay_in_the_rootfs_and_keep_the_images_attributes() {
     }
     t = t.file(&format!("{at}victim"), b"the image's\n", 0o644);
     podbay_tests::attack::import_tar(&node, "localhost/etclinks:1", t).unwrap();
+    // /etc/resolv.conf leads where nothing is yet (as on images built for systemd):
+    // made there, inside the rootfs, as runc makes it.
+    let t = Tar::default().symlink("etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf");
+    podbay_tests::attack::import_tar(&node, "localhost/dangling:1", t).unwrap();
     // An image of nothing but busybox: no /proc, /dev, /sys or /etc.
     let bin = std::fs::read(podbay_tests::images::BUSYBOX).unwrap();
     let mut bare = Tar::default().dir("bin/").file("bin/busybox", &bin, 0o755);
@@ -560,6 +564,17 @@ async fn mount_points_stay_in_the_rootfs_and_keep_the_images_attributes() {
         !node.mounts().unwrap().iter().any(|m| m.contains(&victim_name)),
         "something was mounted on the node's file"
     );
+
+    let mut config = ctr("dangling", &["sleep", "3600"]);
+    config.image =
+        Some(cri::ImageSpec { image: "localhost/dangling:1".into(), ..Default::default() });
+    let dangling = run(&mut c, &pod, &pc, config).await;
+    let (code, theirs) = sh(&mut c, &dangling, "cat /etc/resolv.conf").await;
+    assert_eq!(code, 0, "{theirs}");
+    let (_, ours) = sh(&mut c, &links, "cat /etc/resolv.conf").await;
+    assert_eq!(theirs, ours, "the pod's resolv.conf is not behind the link");
+    let (_, table) = sh(&mut c, &dangling, "cat /proc/self/mountinfo").await;
+    assert!(table.contains(" /run/systemd/resolve/stub-resolv.conf "), "{table}");
 
     let mut config = ctr("bare", &["sleep", "3600"]);
     config.image = Some(cri::ImageSpec { image: "localhost/bare:1".into(), ..Default::default() });

@@ -11,9 +11,13 @@
 //! parsed by libcontainer's own `parse_mount`, the same new-mount-API calls through its
 //! `Syscall`, attached with `move_mount` onto the resolved descriptor.
 //!
+//! A file's destination is followed through the image's symlinks inside the rootfs
+//! (`RESOLVE_IN_ROOT`, as pathrs follows them); one that leads nowhere yet gets its
+//! target made inside the rootfs, as runc does (libcontainer refuses it).
+//!
 //! Whatever is not plainly that goes to libcontainer as before, from that mount on (so
-//! the order of the mounts is kept): a destination reached through a symlink (which
-//! pathrs follows inside the rootfs), one of another type than its mount's, one under
+//! the order of the mounts is kept): a directory's destination reached through a symlink
+//! (which pathrs follows inside the rootfs), one of another type than its mount's, one under
 //! `/proc` other than procfs itself, `..` in a destination, a cgroup mount (v2
 //! nodes, which never get here), a mount label, and any mount that fails here (nothing
 //! of it is attached; libcontainer retries it and reports its own error). Nothing is
@@ -294,22 +298,85 @@ fn directory(root: &OwnedFd, dest: &Path) -> Option<OwnedFd> {
     Some(dir)
 }
 
-/// The file at `dest` (not a directory or a symlink), made empty (0644) where missing in
-/// its parent, which is made as by [`directory`].
+/// The file at `dest` (anything but a directory), through symlinks followed inside the
+/// rootfs as pathrs follows them (`RESOLVE_IN_ROOT`). Where nothing is there yet, an
+/// empty file (0644) is made where `dest` leads: at `dest`, or, for a symlink that leads
+/// nowhere yet (an image's `/etc/resolv.conf` pointing into `/run`), at its target inside
+/// the rootfs, as runc makes it (libcontainer refuses those); missing directories are
+/// made as by [`directory`].
 fn file(root: &OwnedFd, dest: &Path) -> Option<OwnedFd> {
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => directory(root, p)?,
-        _ => rustix::io::dup(root).ok()?,
+    let follow = |path: &Path| {
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        rustix::fs::openat2(root, path, flags, Mode::empty(), how)
     };
-    let name = Path::new(dest.file_name()?);
-    let create = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match rustix::fs::openat(&parent, name, create, Mode::from_raw_mode(0o644)) {
-        Ok(_) | Err(Errno::EXIST) => {}
+    let fd = match follow(dest) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => {
+            let at = leads_to(root, dest)?;
+            let parent = match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => directory(root, p)?,
+                _ => rustix::io::dup(root).ok()?,
+            };
+            let create = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            rustix::fs::openat(&parent, at.file_name()?, create, Mode::from_raw_mode(0o644))
+                .ok()?;
+            follow(dest).ok()?
+        }
         Err(_) => return None,
-    }
-    let fd = open_path(&parent, name, OFlags::empty()).ok()?;
+    };
     let kind = rustix::fs::fstat(&fd).ok()?.st_mode & libc::S_IFMT;
-    (kind != libc::S_IFDIR && kind != libc::S_IFLNK).then_some(fd)
+    (kind != libc::S_IFDIR).then_some(fd)
+}
+
+/// Where `dest` (relative) leads inside the rootfs: each symlink replaced by its text as
+/// `RESOLVE_IN_ROOT` reads it (an absolute target starts again at the root, `..` stops
+/// there), also through components that do not exist yet, which are taken as they are.
+/// `None` past 40 symlinks, or where a component is not a directory.
+fn leads_to(root: &OwnedFd, dest: &Path) -> Option<PathBuf> {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStrExt;
+    let mut todo: Vec<OsString> = dest.iter().rev().map(ToOwned::to_owned).collect();
+    let mut at = PathBuf::new();
+    let (mut links, mut exists) = (0, true);
+    while let Some(name) = todo.pop() {
+        if name == "/" || name == "." {
+            continue;
+        }
+        if name == ".." {
+            at.pop();
+            continue;
+        }
+        if exists {
+            let dir = if at.as_os_str().is_empty() {
+                rustix::io::dup(root).ok()?
+            } else {
+                let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                rustix::fs::openat2(root, &at, flags, Mode::empty(), how).ok()?
+            };
+            match rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new()) {
+                Ok(target) => {
+                    links += 1;
+                    if links > 40 {
+                        return None;
+                    }
+                    let target = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                    if target.is_absolute() {
+                        at.clear();
+                    }
+                    todo.extend(target.iter().rev().map(ToOwned::to_owned));
+                    continue;
+                }
+                Err(Errno::NOENT) => exists = false,
+                // Not a symlink.
+                Err(Errno::INVAL) => {}
+                Err(_) => return None,
+            }
+        }
+        at.push(name);
+    }
+    (!at.as_os_str().is_empty()).then_some(at)
 }
 
 /// `mount_setattr`'s attributes for the mount's flags, as libcontainer sets them: the
@@ -355,6 +422,37 @@ mod tests {
         for refused in ["/", "etc/hosts", "/etc/../hosts", "/..", ""] {
             assert_eq!(plain_relative(Path::new(refused)), None, "{refused}");
         }
+    }
+
+    #[test]
+    fn symlinks_lead_somewhere_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |p: &str| dir.path().join(p);
+        std::fs::create_dir_all(at("etc")).unwrap();
+        let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, at(name)).unwrap();
+        link("../run/systemd/resolve/stub-resolv.conf", "etc/resolv.conf");
+        link("/etc", "abs");
+        link("../../../../etc/passwd", "escape");
+        link("loop", "loop");
+        let root =
+            rustix::fs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let leads = |p: &str| leads_to(&root, Path::new(p)).map(|p| p.display().to_string());
+        assert_eq!(
+            leads("etc/resolv.conf").as_deref(),
+            Some("run/systemd/resolve/stub-resolv.conf")
+        );
+        assert_eq!(
+            leads("abs/resolv.conf").as_deref(),
+            Some("run/systemd/resolve/stub-resolv.conf")
+        );
+        assert_eq!(leads("escape").as_deref(), Some("etc/passwd"));
+        assert_eq!(leads("etc/hosts").as_deref(), Some("etc/hosts"));
+        assert_eq!(leads("loop"), None);
+        // Made there, the file is what the link leads to.
+        let made = file(&root, Path::new("etc/resolv.conf")).expect("made through the link");
+        assert!(at("run/systemd/resolve/stub-resolv.conf").is_file());
+        assert!(rustix::fs::fstat(&made).unwrap().st_mode & libc::S_IFMT == libc::S_IFREG);
+        assert!(file(&root, Path::new("etc")).is_none(), "a directory is no file's destination");
     }
 
     #[test]
