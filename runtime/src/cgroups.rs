@@ -182,7 +182,8 @@ fn placed_dirs(cgroup: &str, v1_hierarchies: &[String]) -> Vec<PathBuf> {
 /// there (what libcontainer's intermediate process does before it clones the container's
 /// init).
 ///
-/// The cgroup is made in each hierarchy, the limits written (libcgroups), and `0` (the
+/// The cgroup is made in each hierarchy, the limits written (as libcgroups writes them:
+/// [`crate::cgroup_limits`], or libcgroups itself for what that does not write), and `0` (the
 /// caller itself) written to each hierarchy's `tasks` file: the kernel moves the one
 /// calling thread without taking the global `cgroup_threadgroup_rwsem`, whose write lock
 /// first waits for an RCU grace period (10–15 ms here after a quiet moment). A pid
@@ -202,7 +203,11 @@ pub fn enter_new(
             .map_err(|e| Error::new(cgroup, format!("create {}: {e}", dir.display())))?;
     }
     if let Some(r) = resources {
-        apply_with(&manager(cgroup)?, cgroup, r)?;
+        let written = crate::cgroup_limits::write_new(Path::new(ROOT), cgroup, v1_hierarchies, r)
+            .map_err(|e| Error::new(cgroup, e))?;
+        if !written {
+            apply_with(&manager(cgroup)?, cgroup, r)?;
+        }
     }
     dirs.iter().try_for_each(|dir| join_self(cgroup, dir, false))
 }

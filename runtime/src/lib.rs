@@ -17,6 +17,7 @@
 //! calls that span parts (StopPodSandbox stops the pod's containers before the pod).
 //! Calls within one part go to the part itself (`runtime.containers().start(id)`).
 
+mod cgroup_limits;
 pub mod cgroups;
 pub mod clock;
 pub mod container;

@@ -603,6 +603,33 @@ async fn mount_points_stay_in_the_rootfs_and_keep_the_images_attributes() {
     node.assert_clean().unwrap();
 }
 
+/// A new container's devices allow-list (written by podbay as libcgroups writes it): the
+/// spec's rules and libcgroups' defaults, nothing more; a node made for /dev/mem cannot
+/// be opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_containers_devices_are_the_allowed_ones_only() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "devices");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let id = run(&mut c, &pod, &pc, ctr("d", &["sleep", "3600"])).await;
+    let (_, list) = sh(&mut c, &id, "cat /sys/fs/cgroup/devices/devices.list").await;
+    let rules: Vec<&str> = list.lines().collect();
+    for rule in
+        ["c 1:3 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 136:* rwm", "c 10:200 rwm", "c *:* m", "b *:* m"]
+    {
+        assert!(rules.contains(&rule), "{rule} missing: {list}");
+    }
+    assert!(!rules.contains(&"a *:* rwm"), "everything allowed: {list}");
+    let (code, out) = sh(&mut c, &id, "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem").await;
+    assert_ne!(code, 0, "/dev/mem was read: {out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert_eq!(sh(&mut c, &id, "echo x > /dev/null && echo ok").await, (0, "ok\n".into()));
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.assert_clean().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pods_pid_1_gives_a_container_with_ptrace_nothing_of_the_node() {
     require_root!();
