@@ -63,6 +63,31 @@ pub fn mount_shm(target: &Path, size: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Makes a pod's dir a mount point of its own: a bind onto itself, private as the pods
+/// dir is. A container's helper clones the pod's dir for its small mount table
+/// (`crate::view`), and a clone of a dir inside the pods dir's mount walks every pod's
+/// mounts to find the few below it (the kernel's `copy_tree`): 29 µs with one pod,
+/// 178 µs with 250 here. A clone of the pod's own mount walks its own.
+pub fn bind_pod_dir(dir: &Path) -> Result<(), Error> {
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| Error::CreateDir { path: dir.into(), source: e.into() })
+}
+
+/// Removes a pod's dir and everything in it, its own mount ([`bind_pod_dir`]) detached
+/// first where it is one. A dir already gone counts as removed.
+pub fn remove_pod_dir(dir: &Path) -> Result<(), Error> {
+    match umount2(dir, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => {}
+        Err(source) => return Err(Error::Unmount { path: dir.into(), source }),
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::RemoveDir { path: dir.into(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Detaches a mount and removes its mount point. A path that is already gone, or no
 /// longer a mount point, counts as done.
 pub fn unmount(target: &Path) -> Result<(), Error> {

@@ -134,5 +134,5 @@ async fn remove_orphan(dir: &Path) -> Result<(), Error> {
     {
         warn!(dir = %dir.display(), error = %e, "cgroup of an orphan pod left");
     }
-    std::fs::remove_dir_all(dir).map_err(|source| Error::RemoveDir { path: dir.into(), source })
+    mounts::remove_pod_dir(dir)
 }

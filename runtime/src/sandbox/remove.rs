@@ -7,12 +7,7 @@ impl Sandboxes {
     /// Removes a stopped sandbox whose lock ([`Sandbox::lock`]) the caller holds.
     pub async fn remove_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
         let rec = sandbox.snapshot();
-        match std::fs::remove_dir_all(&rec.pod_dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::RemoveDir { path: rec.pod_dir.clone(), source: e });
-            }
-            _ => {}
-        }
+        super::mounts::remove_pod_dir(&rec.pod_dir)?;
         let store = self.inner.store.clone();
         let doomed = rec.clone();
         tokio::task::spawn_blocking(move || records::delete(&store, &doomed))

@@ -115,12 +115,7 @@ impl Sandboxes {
                 kill_and_wait(id).await;
                 Ok(())
             }
-            UndoStep::RemoveDir(path) => match std::fs::remove_dir_all(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::RemoveDir { path, source: e })
-                }
-                _ => Ok(()),
-            },
+            UndoStep::RemoveDir(path) => mounts::remove_pod_dir(&path),
         }
     }
 
@@ -143,6 +138,9 @@ impl Sandboxes {
         fp.check("sandbox.run.dirs")?;
         create_dir(pod.dir())?;
         undo.push(UndoStep::RemoveDir(pod.dir().to_path_buf()));
+        if !self.inner.settings.view_parents.is_empty() {
+            mounts::bind_pod_dir(pod.dir())?;
+        }
         create_dir(&pod.ns_dir())?;
         if let Some(userns) = &spec.namespaces.user {
             // Its containers join the pinned namespaces from inside its user namespace.
