@@ -36,8 +36,9 @@ pub(crate) struct StepTimer {
 }
 
 impl StepTimer {
-    pub(crate) fn new(operation: &'static str) -> Self {
-        Self { operation, last: Instant::now(), steps: Vec::new() }
+    /// A timer whose first step started at `start` (the call's arrival).
+    pub(crate) fn since(operation: &'static str, start: Instant) -> Self {
+        Self { operation, last: start, steps: Vec::new() }
     }
 
     pub(crate) fn done(&mut self, step: &'static str) {

@@ -84,7 +84,9 @@ async fn metrics_are_scraped_and_move_as_pods_run() {
             &[("operation", operation), ("step", step)],
         )
     };
+    assert_eq!(step("run_pod_sandbox", "queue"), Some(1.0));
     assert_eq!(step("run_pod_sandbox", "spawn"), Some(1.0));
+    assert_eq!(step("create_container", "queue"), Some(1.0));
     assert_eq!(step("create_container", "libcontainer"), Some(1.0));
     assert!(value(&after, "podbay_db_commit_seconds_count", &[]).unwrap() >= 2.0);
     assert_eq!(value(&after, "podbay_supervisor_exits_total", &[]), Some(0.0));

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use podbay_proto::supervisor::v1::CreateContainerRequest;
 use tracing::{Instrument, debug, info_span, warn};
@@ -17,7 +17,7 @@ use super::{
     SeccompProfile, name_key, records,
 };
 use crate::cgroups;
-use crate::ids::ContainerId;
+use crate::ids::{ContainerId, SandboxId};
 use crate::image::ImageRecord;
 use crate::image::rootfs::{RootfsUserns, detach_idmapped};
 use crate::layout::{ContainerLayout, NsKind, PodLayout};
@@ -59,13 +59,18 @@ impl Containers {
         spec: ContainerSpec,
     ) -> Result<ContainerId, Error> {
         let containers = self.clone();
+        let arrived = Instant::now();
         tokio::spawn(async move {
             let key = name_key(&sandbox.id, &spec.metadata);
-            let _reserved = containers.reserve_name(&key, &spec)?;
+            let _reserved = containers.reserve_name(&key, &sandbox.id, &spec)?;
             let id = ContainerId::generate();
             let span = info_span!("create_container", container.id = %id, sandbox.id = %sandbox.id);
             let mut undo = Undo::default();
-            match containers.create_steps(&id, &sandbox, &spec, &mut undo).instrument(span).await {
+            match containers
+                .create_steps(&id, &sandbox, &spec, &mut undo, arrived)
+                .instrument(span)
+                .await
+            {
                 Ok(rec) => {
                     let c = Arc::new(containers.container(rec));
                     containers
@@ -85,10 +90,20 @@ impl Containers {
     }
 
     /// Holds the container's name in its pod while it is created; refuses a name taken.
-    fn reserve_name(&self, key: &str, spec: &ContainerSpec) -> Result<NameGuard, Error> {
+    fn reserve_name(
+        &self,
+        key: &str,
+        sandbox: &SandboxId,
+        spec: &ContainerSpec,
+    ) -> Result<NameGuard, Error> {
+        // Fields compared, nothing formatted: every create looks at every container.
+        let (name, attempt) = (&spec.metadata.name, spec.metadata.attempt);
         let existing = self.inner.map.read().expect("containers lock").values().find_map(|c| {
             let r = c.record.lock().expect("container record lock");
-            (r.name_key() == key).then(|| r.id.clone())
+            let same = r.sandbox_id == *sandbox
+                && r.spec.metadata.name == *name
+                && r.spec.metadata.attempt == attempt;
+            same.then(|| r.id.clone())
         });
         let mut names = self.inner.creating.lock().expect("creating lock");
         if let Some(id) = existing {
@@ -110,12 +125,15 @@ impl Containers {
         sandbox: &SandboxRecord,
         spec: &ContainerSpec,
         undo: &mut Undo<UndoStep>,
+        arrived: Instant,
     ) -> Result<ContainerRecord, Error> {
         if !sandbox.state.is_ready() {
             return Err(Error::SandboxNotReady { id: sandbox.id.clone() });
         }
         let fp = &self.inner.failpoints;
-        let mut timer = StepTimer::new("create_container");
+        // The first step is the wait for the task and the name's reservation.
+        let mut timer = StepTimer::since("create_container", arrived);
+        timer.done("queue");
         let pod_userns = sandbox.spec.namespaces.user.as_ref();
         check_userns(spec, pod_userns)?;
         let userns = match (pod_userns, sandbox.namespaces.get(&NsKind::User)) {

@@ -10,13 +10,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use podbay_netplug::pod::PodInterface;
 use tracing::{Instrument, debug, info_span};
 
 use super::{
-    Error, NamespaceMode, Sandbox, SandboxRecord, SandboxSpec, SandboxState, Sandboxes, files,
-    mounts,
+    Error, NamespaceMode, PodMetadata, Sandbox, SandboxRecord, SandboxSpec, SandboxState,
+    Sandboxes, files, mounts,
 };
 use crate::ids::SandboxId;
 use crate::layout::{NsKind, PodLayout};
@@ -56,12 +57,13 @@ impl Sandboxes {
                 .unwrap_or(spec.hostname);
         }
         let sandboxes = self.clone();
-        tokio::spawn(async move { sandboxes.run_detached(spec).await })
+        let arrived = Instant::now();
+        tokio::spawn(async move { sandboxes.run_detached(spec, arrived).await })
             .await
             .expect("RunPodSandbox task panicked")
     }
 
-    async fn run_detached(&self, spec: SandboxSpec) -> Result<SandboxId, Error> {
+    async fn run_detached(&self, spec: SandboxSpec, arrived: Instant) -> Result<SandboxId, Error> {
         let key = spec.metadata.name_key();
         let reservation = {
             let mut map = self.inner.reservations.lock().expect("reservations lock");
@@ -69,7 +71,7 @@ impl Sandboxes {
         };
         let result = {
             let _held = reservation.lock().await;
-            self.run_reserved(spec).await
+            self.run_reserved(spec, arrived).await
         };
         drop(reservation);
         // The last request for this pod attempt removes the entry; one that cloned it
@@ -81,8 +83,8 @@ impl Sandboxes {
         result
     }
 
-    async fn run_reserved(&self, spec: SandboxSpec) -> Result<SandboxId, Error> {
-        if let Some(existing) = self.find_by_name(&spec.metadata.name_key()) {
+    async fn run_reserved(&self, spec: SandboxSpec, arrived: Instant) -> Result<SandboxId, Error> {
+        if let Some(existing) = self.find_by_name(&spec.metadata) {
             return if existing.state.is_ready() {
                 Ok(existing.id)
             } else {
@@ -92,7 +94,7 @@ impl Sandboxes {
         let id = SandboxId::generate();
         let span = info_span!("run_pod_sandbox", sandbox.id = %id, pod = %spec.metadata.name);
         let mut undo = Undo::default();
-        match self.run_steps(&id, &spec, &mut undo).instrument(span).await {
+        match self.run_steps(&id, &spec, &mut undo, arrived).instrument(span).await {
             Ok(record) => {
                 let sandbox = Arc::new(Sandbox::new(record));
                 self.insert(sandbox.clone());
@@ -124,6 +126,7 @@ impl Sandboxes {
         id: &SandboxId,
         spec: &SandboxSpec,
         undo: &mut Undo<UndoStep>,
+        arrived: Instant,
     ) -> Result<SandboxRecord, Error> {
         let fp = &self.inner.failpoints;
         let pod = self.inner.layout.pod(id);
@@ -133,7 +136,9 @@ impl Sandboxes {
             pid: spec.namespaces.pid == NamespaceMode::Pod,
             user: spec.namespaces.user.is_some(),
         };
-        let mut timer = StepTimer::new("run_pod_sandbox");
+        // The first step is the wait for the task and for the pod attempt's reservation.
+        let mut timer = StepTimer::since("run_pod_sandbox", arrived);
+        timer.done("queue");
 
         fp.check("sandbox.run.dirs")?;
         create_dir(pod.dir())?;
@@ -271,11 +276,13 @@ impl Sandboxes {
         Ok(Attachment { ip: grant.ip, host_veth: iface.host_veth.clone() })
     }
 
-    fn find_by_name(&self, key: &str) -> Option<SandboxRecord> {
+    /// The sandbox of this pod attempt, if there is one (fields compared, nothing formatted:
+    /// every RunPodSandbox looks at every pod).
+    fn find_by_name(&self, metadata: &PodMetadata) -> Option<SandboxRecord> {
         let map = self.inner.map.read().expect("sandboxes lock");
         map.values().find_map(|s| {
             let rec = s.record.lock().expect("sandbox record lock");
-            (rec.spec.metadata.name_key() == key).then(|| rec.clone())
+            (rec.spec.metadata == *metadata).then(|| rec.clone())
         })
     }
 }
