@@ -73,13 +73,19 @@ pub fn bind_pod_dir(dir: &Path) -> Result<(), Error> {
         .map_err(|e| Error::CreateDir { path: dir.into(), source: e.into() })
 }
 
+/// Detaches a pod dir's own mount ([`bind_pod_dir`]), with anything still below it; the
+/// dir stays. A dir that is no mount point of its own, or is gone, counts as done.
+pub fn unbind_pod_dir(dir: &Path) -> Result<(), Error> {
+    match umount2(dir, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(()),
+        Err(source) => Err(Error::Unmount { path: dir.into(), source }),
+    }
+}
+
 /// Removes a pod's dir and everything in it, its own mount ([`bind_pod_dir`]) detached
 /// first where it is one. A dir already gone counts as removed.
 pub fn remove_pod_dir(dir: &Path) -> Result<(), Error> {
-    match umount2(dir, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => {}
-        Err(source) => return Err(Error::Unmount { path: dir.into(), source }),
-    }
+    unbind_pod_dir(dir)?;
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(Error::RemoveDir { path: dir.into(), source: e })

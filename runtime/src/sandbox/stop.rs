@@ -1,6 +1,7 @@
 //! StopPodSandbox: stop the supervisor (SIGTERM, SIGKILL after the grace period), unmount
 //! /dev/shm and unpin the namespaces (the kernel then removes the pod's veth pair in the
-//! background), remove the pod's hostPorts and free its IP lease (as containerd does).
+//! background), detach the pod dir's own mount, remove the pod's hostPorts and free its IP
+//! lease (as containerd does).
 //! Idempotent. The runtime stops the pod's containers first, under the same lock.
 
 use std::sync::Arc;
@@ -105,6 +106,11 @@ pub(super) async fn teardown(rec: &SandboxRecord, grace: Duration) -> Vec<Error>
         if let Err(e) = mounts::unmount(path) {
             errors.push(e);
         }
+    }
+    // A stopped pod holds no mount: its dir's own goes last (no container is made in it
+    // again; RemovePodSandbox removes the dir).
+    if let Err(e) = mounts::unbind_pod_dir(&rec.pod_dir) {
+        errors.push(e);
     }
     errors
 }
