@@ -23,8 +23,15 @@ async fn lifecycle_and_idempotence() {
     assert_eq!(status.labels["app"], "web");
     assert!(status.created_at > 0);
 
+    // The pod's dir is a mount point of its own while it runs (containers' helpers clone
+    // it); a stopped pod holds no mount at all.
+    let pod_dir = node.pods_dir().join(&id).display().to_string();
+    let under_pod = |m: &String| m == &pod_dir || m.starts_with(&format!("{pod_dir}/"));
+    assert!(node.mounts().unwrap().contains(&pod_dir), "{pod_dir} is no mount point");
     stop_pod(&mut c, &id).await.unwrap();
     assert!(!is_ready(&mut c, &id).await.unwrap());
+    let left: Vec<String> = node.mounts().unwrap().into_iter().filter(under_pod).collect();
+    assert!(left.is_empty(), "a stopped pod holds {left:?}");
     stop_pod(&mut c, &id).await.unwrap();
     // A stopped attempt is not silently reused.
     let again = run_pod(&mut c, pod_config("web")).await.unwrap_err();
