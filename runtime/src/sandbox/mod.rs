@@ -395,6 +395,8 @@ pub enum Error {
     Pin { ns: &'static str, path: PathBuf, source: nix::Error },
     #[error("mount pod /dev/shm at {path}: {source}")]
     MountShm { path: PathBuf, source: nix::Error },
+    #[error("bind the pod dir {path} onto itself: {source}")]
+    BindPodDir { path: PathBuf, source: nix::Error },
     #[error("unmount {path}: {source}")]
     Unmount { path: PathBuf, source: nix::Error },
     #[error("remove {path}: {source}")]

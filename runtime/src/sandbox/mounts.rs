@@ -70,7 +70,7 @@ pub fn mount_shm(target: &Path, size: u64) -> Result<(), Error> {
 /// 178 µs with 250 here. A clone of the pod's own mount walks its own.
 pub fn bind_pod_dir(dir: &Path) -> Result<(), Error> {
     mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| Error::CreateDir { path: dir.into(), source: e.into() })
+        .map_err(|source| Error::BindPodDir { path: dir.into(), source })
 }
 
 /// Detaches a pod dir's own mount ([`bind_pod_dir`]), with anything still below it; the
