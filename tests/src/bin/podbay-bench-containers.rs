@@ -67,7 +67,6 @@ async fn create_start(
     Ok((id, created, t.elapsed()))
 }
 
-/// A whole pod: sandbox and one running container; the RunPodSandbox part's time.
 /// The daemon's `container created` lines split in two: each pod's first container (the
 /// first after a `sandbox ready`), then the others.
 fn first_containers(log: &str) -> (String, String) {
@@ -86,6 +85,7 @@ fn first_containers(log: &str) -> (String, String) {
     (first, later)
 }
 
+/// A whole pod: sandbox and one running container; the RunPodSandbox part's time.
 async fn whole_pod(c: &mut Client, name: &str) -> anyhow::Result<(String, Duration)> {
     let config = pod_config(name);
     let t = Instant::now();
