@@ -177,8 +177,12 @@ impl Node {
     }
 
     /// Enslaves a pod's node-side veth to the bridge and sets it up, with hairpin mode if
-    /// configured.
+    /// configured; a bridge port needs no IPv6 of its own (`netns::disable_ipv6`).
     pub async fn attach(&self, host_veth: &str) -> Result<(), Error> {
+        crate::netns::disable_ipv6(host_veth).map_err(|source| Error::Sysctl {
+            path: format!("/proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6").into(),
+            source,
+        })?;
         let master =
             LinkUnspec::new_with_name(host_veth).controller(self.bridge_index).up().build();
         let what = format!("attach {host_veth} to {}", self.cfg.bridge);

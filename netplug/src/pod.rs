@@ -4,7 +4,9 @@
 //! One request creates the veth pair: `eth0` here (up), and its peer `veth<hash>` directly
 //! in the node's namespace (given as an fd), both with the MTU. Nothing is ever moved
 //! between namespaces (a move costs 15–55 ms). Then the address and the default route via
-//! the bridge's gateway. The daemon attaches the peer to the bridge.
+//! the bridge's gateway. The daemon attaches the peer to the bridge. Neither end sends
+//! IPv6: eth0 gets no link-local address (`no_link_local`), the peer has IPv6 turned off
+//! (`netns::disable_ipv6`); the pod's `lo` keeps `::1`.
 //!
 //! Teardown is the kernel's: when the namespace's last reference goes (the supervisor
 //! exits and the pin is unmounted), the pair is destroyed in the background.
@@ -14,7 +16,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+};
 use rtnetlink::{
     AddressMessageBuilder, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -91,6 +95,8 @@ pub fn setup_here(
             what: "look up eth0",
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
+    // No carrier until the daemon sets the peer up, so IPv6 has sent nothing yet.
+    no_link_local(&mut rtnl, index)?;
     let addr = AddressMessageBuilder::<Ipv4Addr>::new()
         .index(index)
         .address(iface.address, iface.prefix_len)
@@ -102,6 +108,26 @@ pub fn setup_here(
         .build();
     rtnl.request("add default route", RouteNetlinkMessage::NewRoute(route), create)?;
     Ok(())
+}
+
+/// Gives eth0 no IPv6 link-local address. podbay's pod network is IPv4: the address
+/// would only send multicast (DAD, MLD reports, router solicitations for as long as the
+/// pod lives) that the bridge floods to every other pod of the node. Without an address
+/// eth0 sends no IPv6 at all; the pod's `lo` keeps `::1`, and a pod that wants IPv6 on
+/// eth0 may still add an address. A kernel without IPv6 has nothing to turn off.
+fn no_link_local(rtnl: &mut Rtnl, index: u32) -> Result<(), netns::Error> {
+    let spec = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+    let link = LinkUnspec::new_with_index(index)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![spec]))
+        .build();
+    match rtnl.request("turn off eth0's IPv6 link-local", RouteNetlinkMessage::SetLink(link), 0) {
+        Err(netns::Error::Request { source, .. })
+            if source.raw_os_error() == Some(nix::libc::EAFNOSUPPORT) =>
+        {
+            Ok(())
+        }
+        other => other.map(drop),
+    }
 }
 
 #[cfg(test)]

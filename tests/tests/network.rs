@@ -82,6 +82,19 @@ async fn two_pods_ping_each_other_over_cni0() {
     // hairpin is on for the pod's bridge port.
     let detail = node.sh(&format!("ip -d link show veth{}", &a[..8])).unwrap();
     assert!(detail.contains("hairpin on"), "{detail}");
+    // No IPv6 on either end of the pair: the pod's eth0 has no link-local address and sent
+    // no IPv6 multicast (which the bridge would flood to every pod), the node-side port has
+    // IPv6 off; the pod's lo keeps ::1.
+    let v6 = String::from_utf8(node.in_pod(&a, "ip -6 -o addr show").unwrap().stdout).unwrap();
+    assert!(v6.contains("::1/128") && !v6.contains("eth0"), "{v6}");
+    let sent = node.in_pod(&a, "grep -E '^Ip6Out(Requests|McastPkts) ' /proc/net/snmp6").unwrap();
+    let sent = String::from_utf8(sent.stdout).unwrap();
+    assert!(
+        sent.lines().count() == 2 && sent.lines().all(|l| l.split_whitespace().last() == Some("0")),
+        "{sent}"
+    );
+    let off = format!("cat /proc/sys/net/ipv6/conf/veth{}/disable_ipv6", &a[..8]);
+    assert_eq!(node.sh(&off).unwrap().trim(), "1");
 
     // Stop tears the network down: the IP goes from the status and the veth from cni0.
     stop_pod(&mut c, &a).await.unwrap();
