@@ -211,6 +211,43 @@ async fn crash_during_start_stop_and_remove_is_all_or_nothing() {
     remove_and_check(&node, &mut c, &pod, "end").await;
 }
 
+/// The daemon killed inside a StopPodSandbox, before it detached the pod dir's own mount:
+/// after the restart the stopped pod holds no mount, whether the record still said Ready
+/// (recovery tears it down) or NotReady already (its supervisor had exited on its own).
+#[tokio::test]
+async fn a_crash_inside_stop_pod_sandbox_leaves_no_mount() {
+    require_root!();
+    let mut node = Node::start().unwrap();
+    for exited_first in [false, true] {
+        let what = if exited_first { "supervisor exited first" } else { "ready" };
+        let mut c = restart(&mut node, "sandbox.stop.unbind=crash").await;
+        let pod = run_pod(&mut c, pod_config(&format!("stop{exited_first}"))).await.unwrap();
+        let pod_dir = node.pods_dir().join(&pod).display().to_string();
+        if exited_first {
+            node.sh("pkill -KILL -x podbay-pod").unwrap();
+            // The daemon sees its supervisor exit and records the pod NotReady.
+            for tries in 0.. {
+                if !is_ready(&mut c, &pod).await.unwrap() {
+                    break;
+                }
+                assert!(tries < 500, "{what}: still ready 5 s after its supervisor died");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let stop = cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() };
+        assert!(c.stop_pod_sandbox(stop.clone()).await.is_err(), "{what}: the daemon died");
+        let mut c = restart(&mut node, "").await;
+        let held: Vec<String> =
+            node.mounts().unwrap().into_iter().filter(|m| m.starts_with(&pod_dir)).collect();
+        assert!(held.is_empty(), "{what}: the stopped pod holds {held:?}");
+        assert!(!is_ready(&mut c, &pod).await.unwrap(), "{what}");
+        // kubelet's retry of the stop, then the remove.
+        c.stop_pod_sandbox(stop).await.unwrap();
+        remove_pod(&mut c, &pod).await.unwrap();
+        node.assert_clean().unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
 /// Sleeps 50 ms, then exits 0 on SIGTERM: a program stopped before it installed its
 /// handler (the kernel drops a PID-namespace init's unhandled signals).
 const LATE_HANDLER: &str = r#"

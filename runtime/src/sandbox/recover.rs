@@ -6,6 +6,8 @@
 //!   is empty) becomes NotReady; its leftover mounts are released, and its network (the
 //!   namespace and the veth went with the supervisor) is dropped from the record with
 //!   its lease.
+//! - A record that was not Ready (its supervisor exited, or it was stopped) has whatever
+//!   a StopPodSandbox the daemon died in left released: a stopped pod holds no mount.
 //! - A pod dir that no record explains (a crash between start and commit) is torn down:
 //!   its supervisor is stopped, its mounts released, the dir removed.
 //!
@@ -61,11 +63,19 @@ impl Sandboxes {
             return Ok(rec);
         }
         let was = rec.clone();
+        let fp = &self.inner.failpoints;
         if rec.state == SandboxState::Ready {
             info!(sandbox.id = %rec.id, "supervisor gone; sandbox not ready");
-            let errors = teardown(&rec, Duration::ZERO).await;
+            let errors = teardown(&rec, Duration::ZERO, fp).await;
             rec.state =
                 if errors.is_empty() { SandboxState::NotReady } else { SandboxState::Unknown };
+        } else {
+            // Not ready already (its supervisor exited, or a StopPodSandbox ran): whatever
+            // that stop had left when the daemon died goes now, so a stopped pod holds no
+            // mount after a restart either.
+            for e in teardown(&rec, Duration::ZERO, fp).await {
+                warn!(sandbox.id = %rec.id, error = %e, "release a stopped pod's mounts");
+            }
         }
         // Its namespace, and with it the veth, is gone: so is the lease.
         let released = rec.network.take().map(|n| n.ip);

@@ -11,13 +11,15 @@ use rustix::process::Signal;
 use tracing::{info, warn};
 
 use super::{Error, Sandbox, SandboxRecord, SandboxState, Sandboxes, mounts};
+use crate::failpoint::Failpoints;
 use crate::supervisor::{Proc, kill_and_wait};
 
 impl Sandboxes {
     /// Stops a sandbox whose lock ([`Sandbox::lock`]) the caller holds.
     pub async fn stop_locked(&self, sandbox: &Sandbox) -> Result<(), Error> {
         let rec = sandbox.snapshot();
-        let mut errors = teardown(&rec, self.inner.settings.stop_grace).await;
+        let fp = &self.inner.failpoints;
+        let mut errors = teardown(&rec, self.inner.settings.stop_grace, fp).await;
         let mut released = None;
         if let Some(net) = &rec.network {
             match self.inner.network.teardown(&rec.id, net, &rec.spec.port_mappings).await {
@@ -76,7 +78,7 @@ impl Sandboxes {
 
 /// Ordered, best-effort teardown of a sandbox's processes and mounts. Keeps going past
 /// failures and returns them all; things already gone count as done.
-pub(super) async fn teardown(rec: &SandboxRecord, grace: Duration) -> Vec<Error> {
+pub(super) async fn teardown(rec: &SandboxRecord, grace: Duration, fp: &Failpoints) -> Vec<Error> {
     let mut errors = Vec::new();
     if let Some(proc) = rec.supervisor.and_then(Proc::open) {
         info!(sandbox.id = %rec.id, pid = proc.identity().pid, "stopping pod supervisor");
@@ -109,7 +111,9 @@ pub(super) async fn teardown(rec: &SandboxRecord, grace: Duration) -> Vec<Error>
     }
     // A stopped pod holds no mount: its dir's own goes last (no container is made in it
     // again; RemovePodSandbox removes the dir).
-    if let Err(e) = mounts::unbind_pod_dir(&rec.pod_dir) {
+    if let Err(e) = fp.check("sandbox.stop.unbind") {
+        errors.push(e.into());
+    } else if let Err(e) = mounts::unbind_pod_dir(&rec.pod_dir) {
         errors.push(e);
     }
     errors
