@@ -1,4 +1,4 @@
-//! Step timing of RunPodSandbox and CreateContainer: logged at debug level when a call is
+//! Step timing of RunPodSandbox, CreateContainer and StartContainer: logged at debug level when a call is
 //! done (the per-step breakdowns the benchmarks print) and observed into a histogram per
 //! step for the daemon's `/metrics`.
 
@@ -15,7 +15,7 @@ pub struct StepLabels {
     pub step: &'static str,
 }
 
-/// Step durations of every successful RunPodSandbox and CreateContainer.
+/// Step durations of every successful RunPodSandbox, CreateContainer and StartContainer.
 pub type StepHistograms = Family<StepLabels, Histogram, fn() -> Histogram>;
 
 /// Buckets from 50 µs to ~26 s: a step takes from tens of microseconds (a directory) to

@@ -88,6 +88,8 @@ async fn metrics_are_scraped_and_move_as_pods_run() {
     assert_eq!(step("run_pod_sandbox", "spawn"), Some(1.0));
     assert_eq!(step("create_container", "queue"), Some(1.0));
     assert_eq!(step("create_container", "libcontainer"), Some(1.0));
+    assert_eq!(step("start_container", "supervisor"), Some(1.0));
+    assert_eq!(step("start_container", "commit"), Some(1.0));
     assert!(value(&after, "podbay_db_commit_seconds_count", &[]).unwrap() >= 2.0);
     assert_eq!(value(&after, "podbay_supervisor_exits_total", &[]), Some(0.0));
     assert_eq!(value(&after, "podbay_image_pulls_total", &[("result", "success")]), None);

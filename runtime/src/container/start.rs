@@ -4,16 +4,20 @@
 use tracing::Instrument;
 
 use super::{ContainerState, Containers, Error, ExitReason};
+use crate::steps::StepTimer;
 use crate::supervisor::{self, Client};
 
 impl Containers {
     pub async fn start(&self, id: &str) -> Result<(), Error> {
+        let arrived = std::time::Instant::now();
         let c = self.resolve(id)?;
         let containers = self.clone();
         let span = tracing::info_span!("start_container", container.id = %id);
         tokio::spawn(
             async move {
                 let _op = c.op.lock().await;
+                let mut timer = StepTimer::since("start_container", arrived);
+                timer.done("queue");
                 let rec = c.snapshot();
                 // The retry of a start a daemon crash interrupted (the process runs).
                 if rec.state == ContainerState::Running
@@ -47,14 +51,19 @@ impl Containers {
                     }
                     Err(e) => return Err(Error::Supervisor { id: rec.id, source: e }),
                 };
+                timer.done("supervisor");
                 fp.check("container.start.commit")?;
                 let rec = c.update(|r| {
                     r.state = ContainerState::Running;
                     r.started_at = started_at;
                 });
                 containers.persist_started(&rec).await?;
+                timer.done("commit");
                 containers.watch(c.clone());
+                timer.done("watch");
                 fp.check("container.start.reply")?;
+                timer.observe(&containers.inner.steps);
+                tracing::debug!(steps = %timer.summary(), "container started");
                 Ok(())
             }
             .instrument(span),

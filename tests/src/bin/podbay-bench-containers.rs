@@ -109,6 +109,7 @@ struct Column {
     rows: Vec<Vec<Duration>>,
     steps: String,
     pod_steps: String,
+    start_steps: String,
 }
 
 const ROWS: [(&str, f64); 8] = [
@@ -142,6 +143,14 @@ async fn main() -> anyhow::Result<()> {
         teardown(&mut c, &pod).await?;
     }
     memory(&node, &mut c).await?;
+    // The floor under every call's figure: a gRPC round trip that does nothing (Version).
+    let mut calls = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        c.version(cri::VersionRequest::default()).await?;
+        calls.push(t.elapsed());
+    }
+    podbay_tests::bench::report("Version (a CRI call's round trip)", calls, 1.0);
 
     // Each column: the node holds that many running one-container pods while the samples
     // are taken (each sample's pods go again, so the count stays). Default and
@@ -197,7 +206,9 @@ async fn main() -> anyhow::Result<()> {
             step_medians_in(&first, "container created")
         );
         let pod_steps = step_medians_in(log, "sandbox ready");
-        columns.push(Column { pods: level, mounts: mount_count(&node), rows, steps, pod_steps });
+        let start_steps = step_medians_in(log, "container started");
+        let mounts = mount_count(&node);
+        columns.push(Column { pods: level, mounts, rows, steps, pod_steps, start_steps });
     }
     print_columns(&mut columns, count);
     for pod in &background {
@@ -252,6 +263,7 @@ fn print_columns(columns: &mut [Column], count: usize) {
     }
     for col in columns.iter() {
         println!("RunPodSandbox step medians at {} pods (ms): {}", col.pods, col.pod_steps);
+        println!("StartContainer step medians at {} pods (ms): {}", col.pods, col.start_steps);
     }
 }
 
