@@ -1,5 +1,10 @@
 //! StartContainer: the pod's supervisor starts the created container (libcontainer's
 //! start), and a task watches it until it exits.
+//!
+//! The call is answered as soon as the supervisor has started the process; the record's
+//! commit (lazy: never fsynced, as the supervisor's word is the truth after a restart,
+//! see `exits.rs`) and the exit watch follow under the container's lock, so the next call
+//! on the container sees them done. Answering after them cost 0.2–0.35 ms per start.
 
 use tracing::Instrument;
 
@@ -13,7 +18,8 @@ impl Containers {
         let c = self.resolve(id)?;
         let containers = self.clone();
         let span = tracing::info_span!("start_container", container.id = %id);
-        tokio::spawn(
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(
             async move {
                 let _op = c.op.lock().await;
                 let mut timer = StepTimer::since("start_container", arrived);
@@ -57,18 +63,24 @@ impl Containers {
                     r.state = ContainerState::Running;
                     r.started_at = started_at;
                 });
-                containers.persist_started(&rec).await?;
+                fp.check("container.start.reply")?;
+                let _ = answer.send(());
+                if let Err(e) = containers.persist_started(&rec).await {
+                    // It runs: memory says so, and a restart learns it from the supervisor.
+                    tracing::warn!(container.id = %rec.id, error = %e, "record a start");
+                }
                 timer.done("commit");
                 containers.watch(c.clone());
                 timer.done("watch");
-                fp.check("container.start.reply")?;
                 timer.observe(&containers.inner.steps);
                 tracing::debug!(steps = %timer.summary(), "container started");
                 Ok(())
             }
             .instrument(span),
-        )
-        .await
-        .expect("StartContainer task panicked")
+        );
+        if answered.await.is_ok() {
+            return Ok(());
+        }
+        task.await.expect("StartContainer task panicked")
     }
 }
