@@ -114,9 +114,11 @@ pub(crate) fn set_lo_up(rtnl: &mut Rtnl) -> Result<(), Error> {
 /// send its own DAD, MLD and router solicitations to the pod). A kernel without IPv6
 /// has nothing to turn off.
 pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
+    use std::io::Write;
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    match std::fs::write(path, "1") {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut f) => f.write_all(b"1"),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
+        Err(e) => Err(e),
     }
 }

@@ -1,6 +1,6 @@
-//! Step timing of RunPodSandbox, CreateContainer and StartContainer: logged at debug level when a call is
-//! done (the per-step breakdowns the benchmarks print) and observed into a histogram per
-//! step for the daemon's `/metrics`.
+//! Step timing of RunPodSandbox, CreateContainer and StartContainer: logged at debug
+//! level when a call is done (the per-step breakdowns the benchmarks print) and observed
+//! into a histogram per step for the daemon's `/metrics`.
 
 use std::time::{Duration, Instant};
 
