@@ -107,18 +107,3 @@ pub(crate) fn set_lo_up(rtnl: &mut Rtnl) -> Result<(), Error> {
     link.header.change_mask = LinkFlags::Up;
     rtnl.request("set lo up", RouteNetlinkMessage::SetLink(link), 0).map(drop)
 }
-
-/// Turns IPv6 off on an interface of the caller's network namespace (a pod's node-side
-/// veth before it is attached: a bridge port needs no address of its own, and each one
-/// would otherwise add its link-local address and routes to the node's IPv6 tables and
-/// send its own DAD, MLD and router solicitations to the pod). A kernel without IPv6
-/// has nothing to turn off.
-pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
-    use std::io::Write;
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(mut f) => f.write_all(b"1"),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}

@@ -177,12 +177,15 @@ impl Node {
     }
 
     /// Enslaves a pod's node-side veth to the bridge and sets it up, with hairpin mode if
-    /// configured; a bridge port needs no IPv6 of its own (`netns::disable_ipv6`).
+    /// configured. IPv6 is turned off on it first: a bridge port needs no address of its
+    /// own, and each one would otherwise add its link-local address and routes to the
+    /// node's IPv6 tables and send its own DAD, MLD and router solicitations to the pod.
+    /// A kernel without IPv6 has no such sysctl.
     pub async fn attach(&self, host_veth: &str) -> Result<(), Error> {
-        crate::netns::disable_ipv6(host_veth).map_err(|source| Error::Sysctl {
-            path: format!("/proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6").into(),
-            source,
-        })?;
+        match sysctl(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"), "1") {
+            Err(Error::Sysctl { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
         let master =
             LinkUnspec::new_with_name(host_veth).controller(self.bridge_index).up().build();
         let what = format!("attach {host_veth} to {}", self.cfg.bridge);

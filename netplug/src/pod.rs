@@ -6,7 +6,7 @@
 //! between namespaces (a move costs 15–55 ms). Then the address and the default route via
 //! the bridge's gateway. The daemon attaches the peer to the bridge. Neither end sends
 //! IPv6: eth0 gets no link-local address (`no_link_local`), the peer has IPv6 turned off
-//! (`netns::disable_ipv6`); the pod's `lo` keeps `::1`.
+//! (`Node::attach`); the pod's `lo` keeps `::1`.
 //!
 //! Teardown is the kernel's: when the namespace's last reference goes (the supervisor
 //! exits and the pin is unmounted), the pair is destroyed in the background.
