@@ -168,10 +168,13 @@ impl ContainerLayout {
 }
 
 /// In a container's bundle: its seccomp filter compiled by the daemon, which the init
-/// installs itself, and the profile it was compiled from (for the execs), when
-/// `config.json` has none.
+/// installs itself, and the profile it was compiled from (for the status, and for the
+/// execs of a container made before `SECCOMP_EXEC_BPF`), when `config.json` has none.
 pub const SECCOMP_BPF: &str = "seccomp.bpf";
 pub const SECCOMP_PROFILE: &str = "seccomp.json";
+/// The same filter with `setns` allowed, which the helper installs in itself before it
+/// joins the container for an exec (`children.rs`).
+pub const SECCOMP_EXEC_BPF: &str = "seccomp-exec.bpf";
 
 /// Paths inside one pod's run directory.
 #[derive(Debug, Clone)]

@@ -331,7 +331,8 @@ impl Containers {
             PidMode::Target(target) => Some(self.target_pid_ns(target)?),
             _ => None,
         };
-        let mut oci = spec::build(&Inputs {
+        let ahead = self.seccomp_ahead(sandbox, spec);
+        let oci = spec::build(&Inputs {
             id,
             spec,
             sandbox,
@@ -342,6 +343,7 @@ impl Containers {
             node: &self.inner.node,
             target_pid_ns,
             seccomp_profile,
+            seccomp_ahead: ahead.is_some(),
             pod_files: PodFiles {
                 hostname: pod.hostname(),
                 hosts: pod.hosts(),
@@ -351,18 +353,50 @@ impl Containers {
             idmapped_mounts,
         })?;
         let dirs = self.inner.layout.container(id.as_str());
-        // Without no_new_privs only the supervisor's own launch can install it;
-        // libcontainer compiles it for the others.
-        let launched = self.inner.node.supervisor_launches(sandbox.spec.namespaces.user.is_some());
-        if spec.security.seccomp == SeccompProfile::RuntimeDefault
-            && (spec.security.no_new_privs || launched)
-        {
-            precompile_seccomp(&mut oci, dirs.bundle())?;
+        if let Some(ahead) = ahead {
+            for (name, data) in [
+                (crate::layout::SECCOMP_BPF, &ahead.bpf),
+                (crate::layout::SECCOMP_PROFILE, &ahead.profile),
+                (crate::layout::SECCOMP_EXEC_BPF, &ahead.exec_bpf),
+            ] {
+                let path = dirs.bundle().join(name);
+                std::fs::write(&path, data).map_err(Error::io("write", &path))?;
+            }
         }
         let config = dirs.config();
         let json = serde_json::to_vec(&oci).expect("an OCI spec serialises");
         std::fs::write(&config, json).map_err(Error::io("write", &config))?;
         Ok(user)
+    }
+
+    /// RuntimeDefault's filter, compiled once (`seccomp::runtime_default_ahead`), for the
+    /// container's init to install right before `execve`, with the profile beside it for
+    /// the execs; `config.json` then names none, so libcontainer does not compile it again
+    /// (about 1.5–1.9 ms per container). With no_new_privs that needs no capability.
+    /// Without, it needs CAP_SYS_ADMIN, which only the supervisor's own launch keeps for
+    /// it (and drops after); a container libcontainer's builder makes (a user namespace,
+    /// cgroup v2) has it compiled by libcontainer, which loads it before it drops the
+    /// capability. None: the spec carries the profile, if any.
+    fn seccomp_ahead(
+        &self,
+        sandbox: &SandboxRecord,
+        spec: &ContainerSpec,
+    ) -> Option<Arc<super::seccomp::Ahead>> {
+        let sec = &spec.security;
+        let launched = self.inner.node.supervisor_launches(sandbox.spec.namespaces.user.is_some());
+        if sec.privileged
+            || sec.seccomp != SeccompProfile::RuntimeDefault
+            || !(sec.no_new_privs || launched)
+        {
+            return None;
+        }
+        let caps = spec::capabilities(spec, &self.inner.node);
+        super::seccomp::runtime_default_ahead(&caps)
+            .inspect_err(|e| {
+                // libcontainer compiles it, as for any other profile.
+                warn!(error = %e, "RuntimeDefault seccomp not compiled ahead");
+            })
+            .ok()
     }
 
     /// The oom_score_adj the container gets; a request podbay cannot honour (below its own
@@ -529,37 +563,6 @@ fn idmap_mounts(
         out.insert(n, at);
     }
     Ok(out)
-}
-
-/// RuntimeDefault: the filter compiled once (see `seccomp::precompiled`) goes beside
-/// `config.json`, for the container's init to install right before `execve`, and the
-/// profile with it, for the execs; `config.json` then names none, so libcontainer does
-/// not compile it again (about 1.5–1.9 ms per container). With no_new_privs that needs
-/// no capability. Without, it needs CAP_SYS_ADMIN, which only the supervisor's own
-/// launch keeps for it (and drops after); a container libcontainer's builder makes (a
-/// user namespace, cgroup v2) has it compiled by libcontainer, which loads it before it
-/// drops the capability.
-fn precompile_seccomp(oci: &mut oci_spec::runtime::Spec, bundle: &Path) -> Result<(), Error> {
-    let Some(linux) = oci.linux_mut().as_mut() else { return Ok(()) };
-    let Some(profile) = linux.seccomp().clone() else { return Ok(()) };
-    let json = serde_json::to_value(&profile).expect("a seccomp profile serialises");
-    let bpf = match super::seccomp::precompiled(&json) {
-        Ok(bpf) => bpf,
-        Err(e) => {
-            // libcontainer compiles it, as for any other profile.
-            warn!(error = %e, "RuntimeDefault seccomp not compiled ahead");
-            return Ok(());
-        }
-    };
-    for (name, data) in [
-        (crate::layout::SECCOMP_BPF, bpf.as_slice()),
-        (crate::layout::SECCOMP_PROFILE, &serde_json::to_vec(&json).expect("serialises")),
-    ] {
-        let path = bundle.join(name);
-        std::fs::write(&path, data).map_err(Error::io("write", &path))?;
-    }
-    linux.set_seccomp(None);
-    Ok(())
 }
 
 fn read_in_root(root: &Path, path: &str) -> Option<String> {

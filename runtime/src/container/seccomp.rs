@@ -455,28 +455,56 @@ pub fn runtime_default(caps: &[String]) -> Value {
     })
 }
 
-/// A RuntimeDefault filter as BPF (`struct sock_filter` entries), compiled once per
-/// profile (one per set of capabilities): libseccomp takes about 1.5 ms to add this
-/// profile's rules and generate the program, which a container whose init installs the
-/// program itself does not pay (see `create.rs`). Requests choose the capabilities, so
-/// at most `CACHED_PROFILES` programs are kept; past that each is compiled again.
-pub fn precompiled(profile: &Value) -> Result<Arc<Vec<u8>>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = OnceLock::new();
-    let key = profile.to_string();
+/// RuntimeDefault for one set of capabilities, compiled ahead: the BPF program (`struct
+/// sock_filter` entries) and the profile as OCI JSON, both for files beside `config.json`
+/// (`create.rs`).
+pub struct Ahead {
+    pub bpf: Vec<u8>,
+    pub profile: Vec<u8>,
+    /// The program an exec's helper installs in itself: the profile with `setns` allowed
+    /// (to join the container's namespaces, which fails with EPERM anyway without
+    /// CAP_SYS_ADMIN), as `children.rs` adds it when it compiles a profile itself.
+    pub exec_bpf: Vec<u8>,
+}
+
+/// RuntimeDefault for a container holding `caps`, made once per set of capabilities:
+/// libseccomp takes about 1.5 ms to add this profile's rules and generate the program,
+/// which a container whose init (or an exec whose helper) installs the program itself
+/// does not pay, and the profile's own JSON (a few hundred names, built, parsed as OCI
+/// and written out again) took another 0.2 ms per container. Requests choose the
+/// capabilities, so at most `CACHED_PROFILES` are kept; past that each is made again.
+pub fn runtime_default_ahead(caps: &[String]) -> Result<Arc<Ahead>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<Vec<String>, Arc<Ahead>>>> = OnceLock::new();
+    let mut key = caps.to_vec();
+    key.sort_unstable();
+    key.dedup();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(bpf) = cache.lock().expect("seccomp cache lock").get(&key) {
-        return Ok(bpf.clone());
+    if let Some(ahead) = cache.lock().expect("seccomp cache lock").get(&key) {
+        return Ok(ahead.clone());
     }
-    let bpf = Arc::new(compile(profile)?);
+    // What libcontainer would have been given: the profile as OCI reads it.
+    let oci: oci_spec::runtime::LinuxSeccomp =
+        serde_json::from_value(runtime_default(caps)).map_err(|e| e.to_string())?;
+    let profile = serde_json::to_value(&oci).map_err(|e| e.to_string())?;
+    let mut exec = profile.clone();
+    exec["syscalls"]
+        .as_array_mut()
+        .ok_or("a RuntimeDefault profile without rules")?
+        .push(json!({ "names": ["setns"], "action": "SCMP_ACT_ALLOW" }));
+    let ahead = Arc::new(Ahead {
+        bpf: compile(&profile)?,
+        profile: serde_json::to_vec(&profile).map_err(|e| e.to_string())?,
+        exec_bpf: compile(&exec)?,
+    });
     let mut cache = cache.lock().expect("seccomp cache lock");
     if cache.len() < CACHED_PROFILES {
-        cache.insert(key, bpf.clone());
+        cache.insert(key, ahead.clone());
     }
-    Ok(bpf)
+    Ok(ahead)
 }
 
 /// Distinct RuntimeDefault programs kept (a node's pods use a handful of capability sets;
-/// each program is about 2.5 KiB and its key about 6 KiB).
+/// each program is about 2.5 KiB and its profile about 6 KiB).
 const CACHED_PROFILES: usize = 64;
 
 /// Compiles an OCI profile to BPF as libcontainer's `initialize_seccomp` builds it for
@@ -572,9 +600,13 @@ mod tests {
 
     #[test]
     fn the_precompiled_filter_denies_what_the_profile_denies() {
-        let plain = runtime_default(&["CAP_CHOWN".into()]);
-        let bpf = precompiled(&plain).unwrap();
-        assert!(Arc::ptr_eq(&bpf, &precompiled(&plain).unwrap()), "compiled once");
+        let caps = ["CAP_KILL".to_string(), "CAP_CHOWN".into()];
+        let ahead = runtime_default_ahead(&caps).unwrap();
+        let again = runtime_default_ahead(&[caps[1].clone(), caps[0].clone(), caps[0].clone()]);
+        assert!(Arc::ptr_eq(&ahead, &again.unwrap()), "made once per set of capabilities");
+        let profile: Value = serde_json::from_slice(&ahead.profile).unwrap();
+        assert!(!allows(&profile, "unshare") && allows(&profile, "read"));
+        let bpf = &ahead.bpf;
         // In a child: install it as the init does (no_new_privs, no capability needed),
         // then try what it allows and what it denies.
         // SAFETY: the child only makes system calls and exits.
@@ -582,7 +614,7 @@ mod tests {
             nix::unistd::ForkResult::Child => {
                 let outcome = (|| {
                     nix::sys::prctl::set_no_new_privs().ok()?;
-                    crate::supervisor::process::install_filter(&bpf).ok()?;
+                    crate::supervisor::process::install_filter(bpf).ok()?;
                     let errno = |r: libc::c_long| (r < 0).then(nix::errno::Errno::last_raw);
                     // SAFETY: plain system calls with no pointers.
                     let unshare = errno(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as _);

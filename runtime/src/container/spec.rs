@@ -429,6 +429,9 @@ pub struct Inputs<'a> {
     pub target_pid_ns: Option<PathBuf>,
     /// The Localhost seccomp profile's contents.
     pub seccomp_profile: Option<Value>,
+    /// RuntimeDefault's filter goes beside `config.json`, compiled ahead (`create.rs`):
+    /// the spec names none.
+    pub seccomp_ahead: bool,
     /// The pod's hostname, hosts, resolv.conf and /dev/shm.
     pub pod_files: PodFiles,
     /// Where the idmapped clone of `spec.mounts[n]` is, for the mounts that ask for one.
@@ -511,9 +514,10 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
     }
     if !sec.privileged {
         match &sec.seccomp {
-            SeccompProfile::RuntimeDefault => {
+            SeccompProfile::RuntimeDefault if !i.seccomp_ahead => {
                 linux["seccomp"] = super::seccomp::runtime_default(&caps);
             }
+            SeccompProfile::RuntimeDefault => {}
             SeccompProfile::Localhost(_) => {
                 linux["seccomp"] = i.seccomp_profile.clone().unwrap_or(Value::Null);
             }
@@ -893,6 +897,7 @@ mod tests {
             node,
             target_pid_ns: None,
             seccomp_profile: None,
+            seccomp_ahead: false,
             pod_files: PodFiles {
                 hostname: "/pod/hostname".into(),
                 hosts: "/pod/hosts".into(),

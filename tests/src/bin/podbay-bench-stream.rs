@@ -131,6 +131,24 @@ async fn bench(node: &Node) -> anyhow::Result<()> {
         spaced.push(t.elapsed());
     }
     report("ExecSync `true`, 200 ms apart (probes)", spaced, 20.0);
+    // An exec into a container under the RuntimeDefault seccomp profile, which the
+    // exec's process inherits from its helper (kubelet's seccompDefault, and what the
+    // restricted Pod Security Standard asks for).
+    let mut confined = podbay_tests::ctr::sleeper("confined");
+    podbay_tests::ctr::security(&mut confined).seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let confined = podbay_tests::ctr::run(&mut c, &pod, &pc, confined).await;
+    let mut execs = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let cmd = vec!["true".into()];
+        c.exec_sync(cri::ExecSyncRequest { container_id: confined.clone(), cmd, timeout: 0 })
+            .await?;
+        execs.push(t.elapsed());
+    }
+    report("ExecSync `true`, RuntimeDefault seccomp", execs, 20.0);
 
     // Attach: from the call to the first byte of output.
     let mut first = Vec::new();

@@ -1011,6 +1011,11 @@ fn exec_process(
     join_user_namespace(&spec)?;
     let mut process = spec.process().clone().ok_or("the container's spec has no process")?;
     process.set_args(Some(args)).set_terminal(Some(tty));
+    // RuntimeDefault comes compiled for execs too (`seccomp::Ahead`).
+    if let Some(bpf) = read_optional(&container.bundle().join(crate::layout::SECCOMP_EXEC_BPF))? {
+        install_filter(&bpf)?;
+        return Ok((container, spec, process));
+    }
     // A precompiled filter's profile is beside config.json, not in it.
     let kept = match read_optional(&container.bundle().join(crate::layout::SECCOMP_PROFILE))? {
         Some(json) => Some(serde_json::from_slice(&json)?),
