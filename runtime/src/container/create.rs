@@ -286,15 +286,14 @@ impl Containers {
         userns: Option<RootfsUserns>,
         undo: &mut Undo<UndoStep>,
     ) -> Result<Image, Error> {
-        let images = &self.inner.images;
-        let Some((record, name)) = images.find(image).await? else {
+        let mounted = self.inner.images.mount_image(id.as_str(), image, userns).await?;
+        let Some(m) = mounted else {
             return Err(Error::ImageNotFound { image: image.to_owned() });
         };
         undo.push(UndoStep::Rootfs(id.clone()));
-        let rootfs = images.mount_rootfs(id.as_str(), &record.id, userns).await?;
-        let config = ImageConfig::parse(&images.config(&record).await?)
-            .map_err(|e| Error::invalid("image config", e))?;
-        Ok(Image { record, name, config, rootfs })
+        let config =
+            ImageConfig::parse(&m.config).map_err(|e| Error::invalid("image config", e))?;
+        Ok(Image { record: m.record, name: m.name, config, rootfs: m.rootfs })
     }
 
     /// Builds the OCI spec and writes it as the bundle's config.json.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{Error, Images, RootfsRecord, records};
+use super::{Error, ImageRecord, Images, RootfsRecord, records};
 use crate::layout::ContainerLayout;
 
 /// A rootfs for a pod with its own user namespace: the layers are shown through the
@@ -20,6 +20,16 @@ pub struct RootfsUserns {
     pub root_gid: u32,
 }
 
+/// What [`Images::mount_image`] found and made.
+pub struct MountedImage {
+    pub record: ImageRecord,
+    /// The name the image was found by, if any.
+    pub name: Option<String>,
+    pub rootfs: PathBuf,
+    /// The image's config blob.
+    pub config: Vec<u8>,
+}
+
 impl Images {
     /// Mounts the rootfs of `container` from `image` and returns the mountpoint.
     pub async fn mount_rootfs(
@@ -30,44 +40,74 @@ impl Images {
     ) -> Result<PathBuf, Error> {
         check_id(container)?;
         let _gc = self.inner.gc.read().await;
-        let Some((rec, _)) = self.find(image).await? else {
-            return Err(Error::NotFound(image.to_owned()));
-        };
-        let (container, mut lowers) = (
-            container.to_owned(),
-            rec.layers.iter().rev().map(|l| self.layer_path(&l.chain_id)).collect::<Vec<_>>(),
-        );
+        let (container, image) = (container.to_owned(), image.to_owned());
+        self.blocking(move |img| {
+            let (rec, _) = img.find_blocking(&image)?.ok_or(Error::NotFound(image))?;
+            img.mount_blocking(container, &rec, userns)
+        })
+        .await
+    }
+
+    /// A container's image and rootfs in one go: finds the image as `find` does, reads its
+    /// config blob and mounts the rootfs, all in one task on the blocking pool under the
+    /// collector's lock (three hops to the pool before, one for each). None: there is no
+    /// such image, and nothing was made; an error leaves nothing either.
+    pub async fn mount_image(
+        &self,
+        container: &str,
+        spec: &str,
+        userns: Option<RootfsUserns>,
+    ) -> Result<Option<MountedImage>, Error> {
+        check_id(container)?;
+        let _gc = self.inner.gc.read().await;
+        let (container, spec) = (container.to_owned(), spec.to_owned());
+        self.blocking(move |img| {
+            let Some((record, name)) = img.find_blocking(&spec)? else { return Ok(None) };
+            let path = img.blob_path(&record.id)?;
+            let config = std::fs::read(&path).map_err(Error::io("read image config", &path))?;
+            let rootfs = img.mount_blocking(container, &record, userns)?;
+            Ok(Some(MountedImage { record, name, rootfs, config }))
+        })
+        .await
+    }
+
+    /// The rootfs's record, then its overlay; a failed mount takes both away again.
+    fn mount_blocking(
+        &self,
+        container: String,
+        rec: &ImageRecord,
+        userns: Option<RootfsUserns>,
+    ) -> Result<PathBuf, Error> {
+        let mut lowers: Vec<PathBuf> =
+            rec.layers.iter().rev().map(|l| self.layer_path(&l.chain_id)).collect();
         let record = RootfsRecord {
             image: rec.id.clone(),
             chain_ids: rec.layers.iter().map(|l| l.chain_id.clone()).collect(),
         };
-        self.blocking(move |img| {
-            let dirs = img.inner.layout.container(&container);
-            if records::has_rootfs(&img.inner.store, &container)? {
-                return Err(Error::Rootfs { container, reason: "already has a rootfs".into() });
-            }
-            records::put_rootfs(&img.inner.store, &container, &record)?;
-            // Not through a user namespace's maps: its entries are the node's root's.
-            if userns.is_none()
-                && let Some(dir) = img
-                    .inner
-                    .mountpoints
-                    .get_or_init(|| mountpoints(&img.inner.layout.mountpoints_dir()))
-            {
-                lowers.push(dir.clone());
-            }
-            let mounted = mount_overlay(&container, &dirs, &lowers, userns.as_ref());
-            if userns.is_some() {
-                detach_idmapped(&dirs);
-            }
-            if let Err(e) = mounted {
-                let _ = std::fs::remove_dir_all(dirs.dir());
-                let _ = records::delete_rootfs(&img.inner.store, &container);
-                return Err(e);
-            }
-            Ok(dirs.rootfs())
-        })
-        .await
+        let dirs = self.inner.layout.container(&container);
+        if records::has_rootfs(&self.inner.store, &container)? {
+            return Err(Error::Rootfs { container, reason: "already has a rootfs".into() });
+        }
+        records::put_rootfs(&self.inner.store, &container, &record)?;
+        // Not through a user namespace's maps: its entries are the node's root's.
+        if userns.is_none()
+            && let Some(dir) = self
+                .inner
+                .mountpoints
+                .get_or_init(|| mountpoints(&self.inner.layout.mountpoints_dir()))
+        {
+            lowers.push(dir.clone());
+        }
+        let mounted = mount_overlay(&container, &dirs, &lowers, userns.as_ref());
+        if userns.is_some() {
+            detach_idmapped(&dirs);
+        }
+        if let Err(e) = mounted {
+            let _ = std::fs::remove_dir_all(dirs.dir());
+            let _ = records::delete_rootfs(&self.inner.store, &container);
+            return Err(e);
+        }
+        Ok(dirs.rootfs())
     }
 
     /// Every container that has a rootfs: a record, or a directory (a create interrupted
