@@ -95,6 +95,20 @@ async fn two_pods_ping_each_other_over_cni0() {
     );
     let off = format!("cat /proc/sys/net/ipv6/conf/veth{}/disable_ipv6", &a[..8]);
     assert_eq!(node.sh(&off).unwrap().trim(), "1");
+    // Each pod has a network namespace of its own: the spawner makes the next pod's ahead
+    // and hands each out once; what it holds now is none of the pods'.
+    let mut pids = Vec::new();
+    for id in [&a, &b] {
+        pids.push(pod_info(&mut c, id).await.unwrap()["pid"].as_u64().unwrap());
+    }
+    let ns = node
+        .sh(&format!("readlink /proc/{}/ns/net /proc/{}/ns/net /proc/1/ns/net", pids[0], pids[1]));
+    let ns: Vec<String> = ns.unwrap().lines().map(str::to_owned).collect();
+    assert!(ns.len() == 3 && ns[0] != ns[1] && ns[0] != ns[2] && ns[1] != ns[2], "{ns:?}");
+    let spawner = node.sh(&format!("cut -d' ' -f4 /proc/{}/stat", pids[0])).unwrap();
+    let held = node.sh(&format!("readlink /proc/{}/fd/*", spawner.trim())).unwrap();
+    assert!(held.contains("net:["), "the next pod's namespace, made ahead: {held}");
+    assert!(!held.contains(&ns[0]) && !held.contains(&ns[1]), "{held} {ns:?}");
 
     // Stop tears the network down: the IP goes from the status and the veth from cni0.
     stop_pod(&mut c, &a).await.unwrap();

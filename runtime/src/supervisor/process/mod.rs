@@ -37,7 +37,7 @@ mod userns;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -81,7 +81,25 @@ pub fn spawner_main() -> i32 {
     let mut stdout = std::io::stdout().lock();
     // Made once, at the first request that names podbay's directories (crate::view).
     let mut view: Option<Option<OwnedFd>> = None;
+    let node_netns = match File::open("/proc/self/ns/net") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            eprintln!("podbay-spawner: open /proc/self/ns/net: {e}");
+            return 1;
+        }
+    };
+    let mut ahead = None;
     loop {
+        // The next pod's network namespace, made while no request waits (`netns_ahead`).
+        if ahead.is_none() {
+            match netns_ahead(node_netns.as_fd()) {
+                Ok(made) => ahead = made,
+                Err(e) => {
+                    eprintln!("podbay-spawner: {e}");
+                    return 1;
+                }
+            }
+        }
         let req = match frame::read::<SpawnRequest, _>(&mut stdin) {
             Ok(Some(req)) => req,
             Ok(None) => return 0,
@@ -100,8 +118,15 @@ pub fn spawner_main() -> i32 {
             });
         }
         let view = view.as_ref().and_then(|v| v.as_ref().map(AsFd::as_fd));
-        let result =
-            spawn_one(&req, view).unwrap_or_else(|e| started::Result::Failure(e.to_failure()));
+        // Only a namespace of the node's user namespace: a pod with its own makes its
+        // network namespace in it.
+        let netns = match req.new_net && req.uid_mappings.is_empty() {
+            true => ahead.take(),
+            false => None,
+        };
+        let inherited = Inherited { node_netns: node_netns.as_fd(), view };
+        let result = spawn_one(&req, inherited, netns)
+            .unwrap_or_else(|e| started::Result::Failure(e.to_failure()));
         if frame::write(&mut stdout, &Started { result: Some(result) })
             .and_then(|()| stdout.flush())
             .is_err()
@@ -128,9 +153,53 @@ fn view_namespace(parents: &[String]) -> Result<Option<OwnedFd>, String> {
     }))
 }
 
+/// A network namespace for the next pod, made by the spawner between requests: the
+/// kernel's setup of a new network namespace (0.36 ms of a pod's spawn here, `unshare -n`
+/// against plain `unshare`) then happens while the daemon finishes the previous pod
+/// instead of inside the next one's RunPodSandbox. `lo` is up already. The spawner makes
+/// it in its own thread's namespace and goes back to the node's; it holds one such
+/// namespace at a time and nothing else of a pod, so a spawner that dies leaves nothing
+/// (the kernel frees the namespace with the last fd). None where it cannot be made (the
+/// pod's supervisor then makes its own, as before); an error means the spawner may not be
+/// back in the node's network namespace: it must exit.
+fn netns_ahead(node: BorrowedFd<'_>) -> Result<Option<OwnedFd>, String> {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        eprintln!("podbay-spawner: no network namespace made ahead: {e}");
+        return Ok(None);
+    }
+    let made = File::open("/proc/self/ns/net").map(OwnedFd::from);
+    let lo = podbay_netplug::netns::set_lo_up_here();
+    setns(node, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("back to the node's network namespace: {e}"))?;
+    match (made, lo) {
+        (Ok(ns), Ok(())) => Ok(Some(ns)),
+        (Err(e), _) => {
+            eprintln!("podbay-spawner: no network namespace made ahead: {e}");
+            Ok(None)
+        }
+        (_, Err(e)) => {
+            eprintln!("podbay-spawner: no network namespace made ahead: lo: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// The spawner's fds a forked supervisor must not keep (it closes them first: a fork
+/// shares every fd and runs no destructor) or gets a duplicate of.
+#[derive(Clone, Copy)]
+struct Inherited<'a> {
+    node_netns: BorrowedFd<'a>,
+    view: Option<BorrowedFd<'a>>,
+}
+
 /// Forks a supervisor and returns its start-up report.
-fn spawn_one(req: &SpawnRequest, view: Option<BorrowedFd<'_>>) -> Result<started::Result, Failed> {
-    let view = view
+fn spawn_one(
+    req: &SpawnRequest,
+    inherited: Inherited<'_>,
+    netns: Option<OwnedFd>,
+) -> Result<started::Result, Failed> {
+    let view = inherited
+        .view
         .map(|v| v.try_clone_to_owned())
         .transpose()
         .map_err(Failed::io("duplicate", "the view namespace's fd"))?;
@@ -138,9 +207,13 @@ fn spawn_one(req: &SpawnRequest, view: Option<BorrowedFd<'_>>) -> Result<started
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Failed::sys("pipe"))?;
     if let ForkResult::Child = fork::fork().map_err(Failed::sys("fork supervisor"))? {
         drop(read_end);
-        fork::exit_child(supervisor_main(req, write_end, view));
+        let _ = nix::unistd::close(inherited.node_netns.as_raw_fd());
+        if let Some(v) = inherited.view {
+            let _ = nix::unistd::close(v.as_raw_fd());
+        }
+        fork::exit_child(supervisor_main(req, write_end, view, netns));
     }
-    drop(write_end);
+    drop((write_end, netns));
     let mut report = File::from(read_end);
     match frame::read::<Started, _>(&mut report) {
         Ok(Some(Started { result: Some(result) })) => Ok(result),
@@ -150,10 +223,15 @@ fn spawn_one(req: &SpawnRequest, view: Option<BorrowedFd<'_>>) -> Result<started
 }
 
 /// Runs in the forked child: becomes the pod's supervisor. Returns the exit code.
-fn supervisor_main(req: &SpawnRequest, report_fd: OwnedFd, view: Option<OwnedFd>) -> i32 {
+fn supervisor_main(
+    req: &SpawnRequest,
+    report_fd: OwnedFd,
+    view: Option<OwnedFd>,
+    netns: Option<OwnedFd>,
+) -> i32 {
     let mut report_pipe = File::from(report_fd);
     detach_stdio(req);
-    match start(req, view) {
+    match start(req, view, netns) {
         Ok((mut sup, ready)) => {
             // Nobody to report to means nobody will ever own this pod (the spawner was
             // killed after a timeout and the daemon undid the pod): shut down, do not linger.
@@ -202,11 +280,12 @@ struct Supervisor {
 fn start(
     req: &SpawnRequest,
     view: Option<OwnedFd>,
+    netns: Option<OwnedFd>,
 ) -> Result<(Supervisor, started::Result), Failed> {
     // The spawner ignores SIGCHLD; a supervisor reaps its children itself.
     fork::reap_children_automatically(false).map_err(Failed::sys("reset SIGCHLD"))?;
     setsid().map_err(Failed::sys("setsid"))?;
-    let pod_pid_ns = enter_pod_namespaces(req)?;
+    let pod_pid_ns = enter_pod_namespaces(req, netns)?;
     // /proc/sys/net and the IPC sysctls are those of the writer's namespaces.
     for (key, value) in &req.sysctls {
         std::fs::write(sysctl_path(key), value).map_err(|source| Failed::Sysctl {
@@ -258,8 +337,12 @@ fn start(
 /// Unshares the namespaces the pod owns and sets them up: `lo` up, the pod's interface
 /// (its veth peer placed in the node's namespace), the hostname. With a user namespace of
 /// its own, the namespaces are made by a helper inside it and joined (`userns.rs`); the
-/// PID namespace made there is returned for the pod's PID 1.
-fn enter_pod_namespaces(req: &SpawnRequest) -> Result<Option<File>, Failed> {
+/// PID namespace made there is returned for the pod's PID 1. `netns`: the network
+/// namespace the spawner made ahead (`netns_ahead`), joined instead of a new one.
+fn enter_pod_namespaces(
+    req: &SpawnRequest,
+    netns: Option<OwnedFd>,
+) -> Result<Option<File>, Failed> {
     // The node's namespace, for the veth peer; closed once the pod is wired.
     let node_netns = match &req.interface {
         Some(_) => {
@@ -295,8 +378,15 @@ fn enter_pod_namespaces(req: &SpawnRequest) -> Result<Option<File>, Failed> {
             }
         }
         pid_ns = made.pid;
-    } else if !flags.is_empty() {
-        unshare(flags).map_err(Failed::sys("unshare namespaces"))?;
+    } else {
+        if let Some(ns) = netns.filter(|_| req.new_net) {
+            setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(Failed::sys("join the network namespace made ahead"))?;
+            flags.remove(CloneFlags::CLONE_NEWNET);
+        }
+        if !flags.is_empty() {
+            unshare(flags).map_err(Failed::sys("unshare namespaces"))?;
+        }
     }
     if req.new_net {
         let iface = req.interface.as_ref().map(pod_interface).transpose()?;
