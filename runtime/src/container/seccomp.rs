@@ -461,9 +461,7 @@ pub fn runtime_default(caps: &[String]) -> Value {
 pub struct Ahead {
     pub bpf: Vec<u8>,
     pub profile: Vec<u8>,
-    /// The program an exec's helper installs in itself: the profile with `setns` allowed
-    /// (to join the container's namespaces, which fails with EPERM anyway without
-    /// CAP_SYS_ADMIN), as `children.rs` adds it when it compiles a profile itself.
+    /// The program an exec's helper installs in itself (`for_exec`).
     pub exec_bpf: Vec<u8>,
 }
 
@@ -486,11 +484,7 @@ pub fn runtime_default_ahead(caps: &[String]) -> Result<Arc<Ahead>, String> {
     let oci: oci_spec::runtime::LinuxSeccomp =
         serde_json::from_value(runtime_default(caps)).map_err(|e| e.to_string())?;
     let profile = serde_json::to_value(&oci).map_err(|e| e.to_string())?;
-    let mut exec = profile.clone();
-    exec["syscalls"]
-        .as_array_mut()
-        .ok_or("a RuntimeDefault profile without rules")?
-        .push(json!({ "names": ["setns"], "action": "SCMP_ACT_ALLOW" }));
+    let exec = serde_json::to_value(for_exec(oci)?).map_err(|e| e.to_string())?;
     let ahead = Arc::new(Ahead {
         bpf: compile(&profile)?,
         profile: serde_json::to_vec(&profile).map_err(|e| e.to_string())?,
@@ -501,6 +495,26 @@ pub fn runtime_default_ahead(caps: &[String]) -> Result<Arc<Ahead>, String> {
         cache.insert(key, ahead.clone());
     }
     Ok(ahead)
+}
+
+/// The filter an exec's helper installs in itself, inherited by the command: the
+/// container's, with `setns` allowed where the default denies, for the helper to join
+/// the container's namespaces (which fails with EPERM anyway without CAP_SYS_ADMIN).
+pub fn for_exec(
+    mut profile: oci_spec::runtime::LinuxSeccomp,
+) -> Result<oci_spec::runtime::LinuxSeccomp, String> {
+    use oci_spec::runtime::{LinuxSeccompAction, LinuxSyscallBuilder};
+    if profile.default_action() != LinuxSeccompAction::ScmpActAllow {
+        let setns = LinuxSyscallBuilder::default()
+            .names(vec!["setns".to_owned()])
+            .action(LinuxSeccompAction::ScmpActAllow)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut rules = profile.syscalls().clone().unwrap_or_default();
+        rules.push(setns);
+        profile.set_syscalls(Some(rules));
+    }
+    Ok(profile)
 }
 
 /// Distinct RuntimeDefault programs kept (a node's pods use a handful of capability sets;

@@ -479,8 +479,14 @@ impl Images {
 
     /// The image's config JSON (verbose status, container specs).
     pub async fn config(&self, rec: &ImageRecord) -> Result<Vec<u8>, Error> {
-        let path = self.blob_path(&rec.id)?;
-        tokio::fs::read(&path).await.map_err(Error::io("read image config", &path))
+        let id = rec.id.clone();
+        self.blocking(move |img| img.read_config(&id)).await
+    }
+
+    /// The config blob of the image `id`, read here (a task on the blocking pool).
+    fn read_config(&self, id: &str) -> Result<Vec<u8>, Error> {
+        let path = self.blob_path(id)?;
+        std::fs::read(&path).map_err(Error::io("read image config", &path))
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf, Error> {

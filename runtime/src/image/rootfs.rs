@@ -50,8 +50,8 @@ impl Images {
 
     /// A container's image and rootfs in one go: finds the image as `find` does, reads its
     /// config blob and mounts the rootfs, all in one task on the blocking pool under the
-    /// collector's lock (three hops to the pool before, one for each). None: there is no
-    /// such image, and nothing was made; an error leaves nothing either.
+    /// collector's lock (four hops to the pool before, the image looked up twice). None:
+    /// there is no such image, and nothing was made; an error leaves nothing either.
     pub async fn mount_image(
         &self,
         container: &str,
@@ -63,8 +63,7 @@ impl Images {
         let (container, spec) = (container.to_owned(), spec.to_owned());
         self.blocking(move |img| {
             let Some((record, name)) = img.find_blocking(&spec)? else { return Ok(None) };
-            let path = img.blob_path(&record.id)?;
-            let config = std::fs::read(&path).map_err(Error::io("read image config", &path))?;
+            let config = img.read_config(&record.id)?;
             let rootfs = img.mount_blocking(container, &record, userns)?;
             Ok(Some(MountedImage { record, name, rootfs, config }))
         })

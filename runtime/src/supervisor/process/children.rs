@@ -24,7 +24,7 @@ use nix::poll::PollTimeout;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, pipe2};
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, LinuxSyscallBuilder, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use podbay_proto::supervisor::v1::{
     AttachRequest, ContainerState, CreateContainerRequest, CreateContainerResponse, ExecRequest,
     ExecResponse, NarrowView, StartContainerResponse,
@@ -1022,16 +1022,7 @@ fn exec_process(
         None => None,
     };
     if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()).or(kept) {
-        let mut seccomp = seccomp;
-        if seccomp.default_action() != LinuxSeccompAction::ScmpActAllow {
-            let setns = LinuxSyscallBuilder::default()
-                .names(vec!["setns".to_owned()])
-                .action(LinuxSeccompAction::ScmpActAllow)
-                .build()?;
-            let mut rules = seccomp.syscalls().clone().unwrap_or_default();
-            rules.push(setns);
-            seccomp.set_syscalls(Some(rules));
-        }
+        let seccomp = crate::container::seccomp::for_exec(seccomp)?;
         libcontainer::seccomp::initialize_seccomp(&seccomp)?;
     }
     Ok((container, spec, process))

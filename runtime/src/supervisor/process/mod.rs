@@ -186,7 +186,6 @@ fn netns_ahead(node: BorrowedFd<'_>) -> Result<Option<OwnedFd>, String> {
 
 /// The spawner's fds a forked supervisor must not keep (it closes them first: a fork
 /// shares every fd and runs no destructor) or gets a duplicate of.
-#[derive(Clone, Copy)]
 struct Inherited<'a> {
     node_netns: BorrowedFd<'a>,
     view: Option<BorrowedFd<'a>>,
