@@ -190,6 +190,13 @@ impl Node {
             LinkUnspec::new_with_name(host_veth).controller(self.bridge_index).up().build();
         let what = format!("attach {host_veth} to {}", self.cfg.bridge);
         self.nl.set_link(master, &what).await?;
+        self.hairpin(host_veth).await
+    }
+
+    /// Turns on hairpin mode on a bridge port if configured (a pod then reaches itself
+    /// through its Service IP). Idempotent: a restarted daemon applies it again to ports
+    /// whose attach a crash may have cut short.
+    pub async fn hairpin(&self, host_veth: &str) -> Result<(), Error> {
         if self.cfg.hairpin {
             let port = LinkBridgePort::new(0).name(host_veth.to_owned()).hairpin(true).build();
             self.nl.set_port(port, &format!("hairpin on {host_veth}")).await?;

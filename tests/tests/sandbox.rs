@@ -336,16 +336,18 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     node.assert_clean().unwrap();
 }
 
-/// The failpoint steps of RunPodSandbox, in order (`runtime/src/sandbox/run.rs`).
-const RUN_STEPS: [&str; 8] = [
+/// The failpoint steps of RunPodSandbox, in order (`runtime/src/sandbox/run.rs`); `attach`
+/// and `commit` (and its end, `committed`) run alongside each other.
+const RUN_STEPS: [&str; 9] = [
     "sandbox.run.dirs",
     "sandbox.run.files",
     "sandbox.run.network",
     "sandbox.run.spawn",
     "sandbox.run.pin",
-    "sandbox.run.attach",
     "sandbox.run.shm",
+    "sandbox.run.attach",
     "sandbox.run.commit",
+    "sandbox.run.committed",
 ];
 
 #[tokio::test]
@@ -490,10 +492,17 @@ async fn a_killed_spawner_is_replaced() {
 async fn crash_at_each_step_is_reconciled_at_start() {
     require_root!();
     let mut node = Node::empty().unwrap();
-    let steps = RUN_STEPS.iter().chain(&["sandbox.run.reply"]);
-    for (i, step) in steps.enumerate() {
+    // The last: the record is committed while the attach failed (it never reached the
+    // kernel), then the daemon dies; the restarted daemon attaches the live pod's veth.
+    let steps = RUN_STEPS
+        .iter()
+        .map(|s| format!("{s}=crash"))
+        .chain(["sandbox.run.reply=crash".into()])
+        .chain(["sandbox.run.attach,sandbox.run.committed=crash".into()]);
+    for (i, failpoints) in steps.enumerate() {
+        let step = failpoints.as_str();
         // The daemon dies (SIGKILL) at this step, half-way through a RunPodSandbox.
-        node.set_env(&[("PODBAY_FAILPOINTS", &format!("{step}=crash"))]);
+        node.set_env(&[("PODBAY_FAILPOINTS", step)]);
         node.start_daemon().unwrap();
         let mut c = node.client().await.unwrap();
         let config = with_pid_mode(pod_config(&format!("crash{i}")), cri::NamespaceMode::Pod);
@@ -505,11 +514,17 @@ async fn crash_at_each_step_is_reconciled_at_start() {
         node.start_daemon().unwrap();
         let mut c = node.client().await.unwrap();
         let pods = list_pods(&mut c).await.unwrap();
-        if step == &"sandbox.run.reply" {
-            // Committed before the crash: the pod is there and running.
+        if step.ends_with("committed=crash") || step == "sandbox.run.reply=crash" {
+            // Committed before the crash: the pod is there and running, its veth on the
+            // bridge with hairpin mode, and the node reaches it.
             assert_eq!(pods.len(), 1, "{step}");
-            assert!(is_ready(&mut c, &pods[0].id).await.unwrap(), "{step}");
-            remove_pod(&mut c, &pods[0].id).await.unwrap();
+            let id = pods[0].id.clone();
+            assert!(is_ready(&mut c, &id).await.unwrap(), "{step}");
+            let port = node.sh(&format!("ip -d link show veth{}", &id[..8])).unwrap();
+            assert!(port.contains("master cni0") && port.contains("hairpin on"), "{step}: {port}");
+            let ip = pod_ip(&mut c, &id).await.unwrap();
+            node.sh(&format!("ping -c1 -W2 {ip}")).unwrap_or_else(|e| panic!("{step}: {e}"));
+            remove_pod(&mut c, &id).await.unwrap();
         } else {
             assert!(pods.is_empty(), "{step}: {pods:?}");
         }

@@ -162,6 +162,13 @@ pub(crate) struct Grant {
     pub(crate) ports: Vec<PortMapping>,
 }
 
+impl Grant {
+    /// The hostPort map elements of the grant.
+    pub(crate) fn port_maps(&self) -> Vec<PortMap> {
+        self.ports.iter().map(|p| p.to_port_map(self.ip)).collect()
+    }
+}
+
 impl PodNetwork {
     pub(crate) fn new(cfg: NetworkConfig, store: Arc<Store>) -> Self {
         let node = RwLock::new(Err("the node network has not been set up yet".into()));
@@ -463,12 +470,21 @@ impl PodNetwork {
                 }
                 // A bridge made again (it was deleted) has lost its ports: the live pods'
                 // veths are attached again, hairpin included.
+                // A pod's record is committed while its veth is attached (`sandbox/run.rs`),
+                // so a crash may also have left a veth unattached, or attached without its
+                // hairpin mode.
                 let attached: HashSet<&str> = found.iter().map(|p| p.name.as_str()).collect();
-                for p in pods.iter().filter(|p| !attached.contains(p.attachment.host_veth.as_str()))
-                {
-                    info!(link = %p.attachment.host_veth, pod = %p.name, "attaching a pod's veth to the bridge again");
-                    if let Err(e) = node.attach(&p.attachment.host_veth).await {
-                        warn!(link = %p.attachment.host_veth, error = %e, "re-attach a pod's veth");
+                for p in &pods {
+                    let veth = &p.attachment.host_veth;
+                    if attached.contains(veth.as_str()) {
+                        if let Err(e) = node.hairpin(veth).await {
+                            warn!(link = %veth, error = %e, "hairpin on a pod's veth");
+                        }
+                        continue;
+                    }
+                    info!(link = %veth, pod = %p.name, "attaching a pod's veth to the bridge again");
+                    if let Err(e) = node.attach(veth).await {
+                        warn!(link = %veth, error = %e, "re-attach a pod's veth");
                     }
                 }
             }

@@ -1,9 +1,9 @@
-//! RunPodSandbox: lease the pod an IP (and its hostPorts), start its supervisor (which
-//! creates the pod's eth0 with its veth peer on the node, the address, the route and `lo`
-//! up), pin its namespaces, attach the veth to the bridge, add the hostPort map elements,
-//! set up its files and /dev/shm, then commit its record together with the lease. Every
-//! step registers its undo before the next one starts; a failure runs the undos in reverse
-//! and returns the cause (and any undo failure). The work runs in its own task, so a
+//! RunPodSandbox: set up the pod's dir and files, lease the pod an IP (and its hostPorts),
+//! start its supervisor (which creates the pod's eth0 with its veth peer on the node, the
+//! address, the route and `lo` up), pin its namespaces, mount its /dev/shm, then attach
+//! the veth to the bridge and add the hostPort map elements while its record is committed
+//! together with the lease. Every step registers its undo before the next one starts; a
+//! failure runs the undos in reverse and returns the cause (and any undo failure). The work runs in its own task, so a
 //! caller that goes away (kubelet's timeout, a dropped connection) neither cancels it
 //! half-way nor skips undos; kubelet's retry then gets the finished sandbox.
 
@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info_span};
 
 use super::{
     Error, NamespaceMode, PodMetadata, Sandbox, SandboxRecord, SandboxSpec, SandboxState,
-    Sandboxes, files, mounts,
+    Sandboxes, files, mounts, records,
 };
 use crate::ids::SandboxId;
 use crate::layout::{NsKind, PodLayout};
@@ -35,6 +35,8 @@ enum UndoStep {
     /// namespace and veth, is gone).
     Release(Grant),
     RemovePorts(Vec<podbay_netplug::PortMap>),
+    /// Delete the committed record (and its lease).
+    Record(Box<SandboxRecord>),
 }
 
 /// Which of the pod's namespaces are its own.
@@ -118,6 +120,13 @@ impl Sandboxes {
                 Ok(())
             }
             UndoStep::RemoveDir(path) => mounts::remove_pod_dir(&path),
+            UndoStep::Record(rec) => {
+                let store = self.inner.store.clone();
+                tokio::task::spawn_blocking(move || records::delete(&store, &rec))
+                    .await
+                    .expect("state store task panicked")
+                    .map_err(Error::from)
+            }
         }
     }
 
@@ -174,13 +183,6 @@ impl Sandboxes {
         let namespaces = pin_namespaces(&pod, &own, &launched, undo)?;
         timer.done("pin");
 
-        fp.check("sandbox.run.attach")?;
-        let network = match &lease {
-            Some((grant, iface)) => Some(self.attach(grant, iface, undo).await?),
-            None => None,
-        };
-        timer.done("attach");
-
         fp.check("sandbox.run.shm")?;
         let shm = if own.ipc {
             mounts::mount_shm(&pod.shm(), self.inner.settings.shm_size)?;
@@ -191,7 +193,11 @@ impl Sandboxes {
         };
         timer.done("shm");
 
-        fp.check("sandbox.run.commit")?;
+        // The record is committed while the veth is attached: the commit waits for the
+        // disk, the attach for the kernel's bridge. A crash after the commit leaves a pod
+        // whose supervisor lives and whose veth the restarted daemon attaches (again, with
+        // its hairpin mode, `network::try_start`) and whose hostPorts it maps, as for
+        // every live pod; a failed attach deletes the record again.
         let record = SandboxRecord {
             id: id.clone(),
             spec: spec.clone(),
@@ -202,10 +208,42 @@ impl Sandboxes {
             shm,
             supervisor: Some(launched.supervisor),
             pod_init: launched.pod_init,
-            network,
+            network: lease.as_ref().map(|(grant, iface)| Attachment {
+                ip: grant.ip,
+                host_veth: iface.host_veth.clone(),
+            }),
         };
-        self.persist(record.clone(), None).await?;
-        timer.done("commit");
+        // Both run to the end (a commit left running could land after its undo).
+        let mut stored = false;
+        let (attached, committed) = tokio::join!(
+            async {
+                fp.check("sandbox.run.attach")?;
+                if let Some((grant, iface)) = &lease {
+                    self.attach(grant, iface).await?;
+                }
+                Ok::<_, Error>(())
+            },
+            async {
+                fp.check("sandbox.run.commit")?;
+                let t = Instant::now();
+                self.persist(record.clone(), None).await?;
+                stored = true;
+                fp.check("sandbox.run.committed")?;
+                Ok::<_, Error>(t.elapsed())
+            }
+        );
+        // Only a stored record is deleted again: a delete is a write too, and one that
+        // succeeds would report a failing database as healthy again.
+        if stored {
+            undo.push(UndoStep::Record(Box::new(record.clone())));
+        }
+        if let Some((grant, _)) = lease.as_ref().filter(|(grant, _)| !grant.ports.is_empty()) {
+            // Whether or not their add got as far as the kernel.
+            undo.push(UndoStep::RemovePorts(grant.port_maps()));
+        }
+        attached?;
+        timer.alongside("commit", committed?);
+        timer.done("attach");
         fp.check("sandbox.run.reply")?;
         timer.observe(&self.inner.steps);
         debug!(pid = launched.supervisor.pid, steps = %timer.summary(), "sandbox ready");
@@ -260,20 +298,13 @@ impl Sandboxes {
     }
 
     /// Attaches the pod's veth to the bridge and maps its hostPorts.
-    async fn attach(
-        &self,
-        grant: &Grant,
-        iface: &PodInterface,
-        undo: &mut Undo<UndoStep>,
-    ) -> Result<Attachment, Error> {
+    async fn attach(&self, grant: &Grant, iface: &PodInterface) -> Result<(), Error> {
         let network = &self.inner.network;
         network.node()?.attach(&iface.host_veth).await.map_err(crate::network::Error::from)?;
         if !grant.ports.is_empty() {
-            let ports: Vec<_> = grant.ports.iter().map(|p| p.to_port_map(grant.ip)).collect();
-            undo.push(UndoStep::RemovePorts(ports.clone()));
-            network.add_ports(ports).await?;
+            network.add_ports(grant.port_maps()).await?;
         }
-        Ok(Attachment { ip: grant.ip, host_veth: iface.host_veth.clone() })
+        Ok(())
     }
 
     /// The sandbox of this pod attempt, if there is one (fields compared, nothing formatted:
