@@ -373,6 +373,15 @@ impl Sandboxes {
             .await
             .expect("state store task panicked")
     }
+
+    /// Deletes a record, its name and its lease from the state database off the async
+    /// worker threads.
+    async fn unpersist(&self, rec: SandboxRecord) -> Result<(), store::Error> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || records::delete(&store, &rec))
+            .await
+            .expect("state store task panicked")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

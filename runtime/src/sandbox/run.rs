@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info_span};
 
 use super::{
     Error, NamespaceMode, PodMetadata, Sandbox, SandboxRecord, SandboxSpec, SandboxState,
-    Sandboxes, files, mounts, records,
+    Sandboxes, files, mounts,
 };
 use crate::ids::SandboxId;
 use crate::layout::{NsKind, PodLayout};
@@ -120,13 +120,7 @@ impl Sandboxes {
                 Ok(())
             }
             UndoStep::RemoveDir(path) => mounts::remove_pod_dir(&path),
-            UndoStep::Record(rec) => {
-                let store = self.inner.store.clone();
-                tokio::task::spawn_blocking(move || records::delete(&store, &rec))
-                    .await
-                    .expect("state store task panicked")
-                    .map_err(Error::from)
-            }
+            UndoStep::Record(rec) => Ok(self.unpersist(*rec).await?),
         }
     }
 
