@@ -245,9 +245,9 @@ impl Containers {
             user: Some(user),
             oom_score_adj: Some(oom_score_adj),
         };
-        undo.push(UndoStep::Record(Box::new(rec.clone())));
         // Both run to the end (a commit left running could land after its undo).
         let supervisor = Client::new(&pod);
+        let mut stored = false;
         let (created, committed) = tokio::join!(
             async {
                 fp.check("container.create.libcontainer")?;
@@ -260,10 +260,16 @@ impl Containers {
                 fp.check("container.create.commit")?;
                 let t = std::time::Instant::now();
                 self.persist(&rec).await?;
+                stored = true;
                 fp.check("container.create.committed")?;
                 Ok::<_, Error>(t.elapsed())
             }
         );
+        // Only a stored record is deleted again: a delete is a write too, and one that
+        // succeeds would report a failing database as healthy again.
+        if stored {
+            undo.push(UndoStep::Record(Box::new(rec.clone())));
+        }
         if userns.is_some() {
             // The container's mount namespace holds its own copies now.
             detach_idmapped(&dirs);
