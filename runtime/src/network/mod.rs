@@ -468,11 +468,10 @@ impl PodNetwork {
                         warn!(link = %port.name, error = %e, "stale bridge port left behind");
                     }
                 }
-                // A bridge made again (it was deleted) has lost its ports: the live pods'
-                // veths are attached again, hairpin included.
-                // A pod's record is committed while its veth is attached (`sandbox/run.rs`),
-                // so a crash may also have left a veth unattached, or attached without its
-                // hairpin mode.
+                // A bridge made again (it was deleted) has lost its ports, and a pod's
+                // record is committed while its veth is attached (`sandbox/run.rs`), so a
+                // crash may have left a veth unattached, or attached without its hairpin
+                // mode: the live pods' veths are attached again, or get hairpin again.
                 let attached: HashSet<&str> = found.iter().map(|p| p.name.as_str()).collect();
                 for p in &pods {
                     let veth = &p.attachment.host_veth;

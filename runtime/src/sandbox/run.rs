@@ -3,9 +3,10 @@
 //! address, the route and `lo` up), pin its namespaces, mount its /dev/shm, then attach
 //! the veth to the bridge and add the hostPort map elements while its record is committed
 //! together with the lease. Every step registers its undo before the next one starts; a
-//! failure runs the undos in reverse and returns the cause (and any undo failure). The work runs in its own task, so a
-//! caller that goes away (kubelet's timeout, a dropped connection) neither cancels it
-//! half-way nor skips undos; kubelet's retry then gets the finished sandbox.
+//! failure runs the undos in reverse and returns the cause (and any undo failure). The
+//! work runs in its own task, so a caller that goes away (kubelet's timeout, a dropped
+//! connection) neither cancels it half-way nor skips undos; kubelet's retry then gets the
+//! finished sandbox.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
