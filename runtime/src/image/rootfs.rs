@@ -38,14 +38,8 @@ impl Images {
         image: &str,
         userns: Option<RootfsUserns>,
     ) -> Result<PathBuf, Error> {
-        check_id(container)?;
-        let _gc = self.inner.gc.read().await;
-        let (container, image) = (container.to_owned(), image.to_owned());
-        self.blocking(move |img| {
-            let (rec, _) = img.find_blocking(&image)?.ok_or(Error::NotFound(image))?;
-            img.mount_blocking(container, &rec, userns)
-        })
-        .await
+        let mounted = self.mount_image(container, image, userns).await?;
+        mounted.map(|m| m.rootfs).ok_or_else(|| Error::NotFound(image.to_owned()))
     }
 
     /// A container's image and rootfs in one go: finds the image as `find` does, reads its
