@@ -28,6 +28,35 @@ pub fn report(name: &str, mut samples: Vec<Duration>, target_p50_ms: f64) {
     );
 }
 
+/// Waits until the machine is quiet: two 100 ms windows in a row with the CPUs under
+/// 10 % busy (`/proc/stat`), at most `limit`; returns how long it waited. Pods torn down
+/// leave the kernel work for a while after the calls have answered (their network
+/// namespaces' cleanup, their memory cgroups' offline), which the next figures would
+/// otherwise pay.
+pub async fn settle(limit: Duration) -> Duration {
+    fn busy_idle() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu = stat.lines().next()?.split_whitespace().skip(1);
+        let ticks: Vec<u64> = cpu.take(8).filter_map(|v| v.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = ticks.get(3)? + ticks.get(4)?;
+        Some((ticks.iter().sum::<u64>() - idle, idle))
+    }
+    let start = std::time::Instant::now();
+    let mut quiet = 0;
+    let mut last = busy_idle();
+    while quiet < 2 && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = busy_idle();
+        quiet = match (last, now) {
+            (Some((b0, i0)), Some((b1, i1))) if (b1 - b0) * 10 < (b1 - b0) + (i1 - i0) => quiet + 1,
+            _ => 0,
+        };
+        last = now;
+    }
+    start.elapsed()
+}
+
 /// Pss or Rss (kB) of a node process, read from the host through the node's /proc.
 pub fn smaps_kb(node: &Node, ns_pid: u64, field: &str) -> u64 {
     let path = format!("/proc/{}/root/proc/{ns_pid}/smaps_rollup", node.init_pid());

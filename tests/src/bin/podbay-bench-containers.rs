@@ -1,14 +1,17 @@
 //! `scripts/bench containers`: app containers through the CRI socket with an in-process
-//! Rust client, in a node namespace of its own: runtime memory per pod with 100
-//! one-container pods; then, with 1, 100 and 250 running pods on the node (one column
-//! each, `BENCH_LEVELS`), CreateContainer + StartContainer in a running pod, the cost of
-//! the RuntimeDefault seccomp filter (interleaved with Unconfined), a whole pod start
-//! (RunPodSandbox + CreateContainer + StartContainer of one busybox `sleep`) and its
-//! teardown, with the node's mount table size and CreateContainer's step medians.
+//! Rust client, in a node namespace of its own. With 1, 100 and 250 running pods on the
+//! node (one column each, `BENCH_LEVELS`, each begun on a quiet machine):
+//! CreateContainer + StartContainer in a running pod, the cost of the RuntimeDefault
+//! seccomp filter (interleaved with Unconfined), a whole pod start (RunPodSandbox +
+//! CreateContainer + StartContainer of one busybox `sleep`) and its teardown, with the
+//! node's mount table size and CreateContainer's step medians. Then runtime memory per
+//! pod with 100 one-container pods.
 
 use std::time::{Duration, Instant};
 
-use podbay_tests::bench::{daemon_ns_pid, ms, percentile, report, smaps_kb, step_medians_in};
+use podbay_tests::bench::{
+    daemon_ns_pid, ms, percentile, report, settle, smaps_kb, step_medians_in,
+};
 use podbay_tests::*;
 
 /// How a bench container is confined.
@@ -142,7 +145,6 @@ async fn main() -> anyhow::Result<()> {
         let (pod, _) = whole_pod(&mut c, &format!("warm{i}")).await?;
         teardown(&mut c, &pod).await?;
     }
-    memory(&node, &mut c).await?;
     // The floor under every call's figure: a gRPC round trip that does nothing (Version).
     let mut calls = Vec::with_capacity(200);
     for _ in 0..200 {
@@ -161,6 +163,9 @@ async fn main() -> anyhow::Result<()> {
         while background.len() + 1 < level {
             background.push(whole_pod(&mut c, &format!("bg{}", background.len())).await?.0);
         }
+        // What the pods torn down before left to the kernel is not this column's.
+        let waited = settle(Duration::from_secs(10)).await;
+        println!("{level} running pods: waited {:.1} s for a quiet machine", waited.as_secs_f64());
         let log_start = node.log().len();
         let mut rows = vec![Vec::with_capacity(count); ROWS.len()];
         for i in 0..count {
@@ -214,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
     for pod in &background {
         teardown(&mut c, pod).await?;
     }
+    memory(&node, &mut c).await?;
     node.assert_clean()
 }
 
