@@ -1216,3 +1216,54 @@ async fn mounts_left_under_the_pods_dir_keep_it_as_it_is() {
     remove_pod(&mut c, &pod).await.unwrap();
     let _ = node.sh(&format!("umount {}", old.display()));
 }
+
+/// A volume with the default propagation (Private) is cut off from the node's mount on
+/// both sides, even where that mount is shared (kubelet's dirs are): the node's later
+/// mounts under it do not reach the container, and a privileged container's mounts do
+/// not reach the node (only Bidirectional may, which kubelet allows privileged pods
+/// alone).
+#[tokio::test(flavor = "multi_thread")]
+async fn private_mount_propagates_nothing_either_way() {
+    require_root!();
+    let node = node_with_busybox();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "private");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let dir = node.dir().join("kubelet");
+    let d = dir.display();
+    node.sh(&format!(
+        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/vol"
+    ))
+    .unwrap();
+    let mut config = sleeper("private");
+    config.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        host_path: dir.join("vol").to_string_lossy().into_owned(),
+        propagation: cri::MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    });
+    security(&mut config).privileged = true;
+    let ctr = run(&mut c, &pod, &pc, config).await;
+    let (code, out) = sh(&mut c, &ctr, "grep ' /vol ' /proc/self/mountinfo").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("shared:") && !out.contains("master:"), "not private: {out}");
+
+    node.sh(&format!(
+        "mkdir {d}/vol/from-node && mount -t tmpfs -o size=1m tmpfs {d}/vol/from-node && touch {d}/vol/from-node/f"
+    ))
+    .unwrap();
+    assert_eq!(sh(&mut c, &ctr, "ls /vol/from-node").await, (0, String::new()));
+    let (code, out) = sh(
+        &mut c,
+        &ctr,
+        "mkdir /vol/from-ctr && mount -t tmpfs -o size=1m tmpfs /vol/from-ctr && touch /vol/from-ctr/f",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(node.sh(&format!("ls {d}/vol/from-ctr")).unwrap(), "");
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.sh(&format!("umount -R {d}")).unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}

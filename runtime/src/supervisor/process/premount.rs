@@ -15,6 +15,10 @@
 //! (`RESOLVE_IN_ROOT`, as pathrs follows them); one that leads nowhere yet gets its
 //! target made inside the rootfs, as runc does (libcontainer refuses it).
 //!
+//! Each mount gets the propagation its options name (`rprivate`, `rslave`, `rshared`…),
+//! set on the detached tree before it is attached ([`propagation`]); libcontainer's own
+//! mounts ignore those options.
+//!
 //! Whatever is not plainly that goes to libcontainer as before, from that mount on (so
 //! the order of the mounts is kept): a directory's destination reached through a symlink
 //! (which pathrs follows inside the rootfs), one of another type than its mount's, one under
@@ -185,6 +189,18 @@ fn mount_one(syscall: &dyn Syscall, root: &OwnedFd, m: &Mount) -> bool {
                 Path::new(""),
                 AT_EMPTY_PATH | AT_RECURSIVE,
                 rec,
+                std::mem::size_of::<MountAttr>(),
+            )?;
+        }
+        if let Some((kind, recursive)) = propagation(m) {
+            let at = if recursive { AT_EMPTY_PATH | AT_RECURSIVE } else { AT_EMPTY_PATH };
+            let attr =
+                MountAttr { attr_set: 0, attr_clr: 0, propagation: kind.bits(), userns_fd: 0 };
+            syscall.mount_setattr(
+                tree.as_fd(),
+                Path::new(""),
+                at,
+                &attr,
                 std::mem::size_of::<MountAttr>(),
             )?;
         }
@@ -379,6 +395,33 @@ fn leads_to(root: &OwnedFd, dest: &Path) -> Option<PathBuf> {
     (!at.as_os_str().is_empty()).then_some(at)
 }
 
+/// The mount's own propagation, from its options as runc reads them (the last of
+/// `private`, `slave`, `shared`, `unbindable` or their recursive `r` forms), and whether
+/// it is recursive; set on the detached tree before it is attached. A bind's clone comes
+/// joined to its source's propagation, so without it a Private volume of a node mount
+/// that propagates (kubelet's dirs are shared) would receive the node's later mounts.
+/// libcontainer's `parse_mount` treats these options as flags to clear (they also clear
+/// `rbind`'s `MS_REC`), so its own mounts keep the propagation they come with.
+fn propagation(m: &Mount) -> Option<(MsFlags, bool)> {
+    let options = m.options().as_deref().unwrap_or_default();
+    options.iter().rev().find_map(|o| {
+        let (recursive, name) = match o.strip_prefix('r') {
+            Some(rest) if ["private", "slave", "shared", "unbindable"].contains(&rest) => {
+                (true, rest)
+            }
+            _ => (false, o.as_str()),
+        };
+        let kind = match name {
+            "private" => MsFlags::MS_PRIVATE,
+            "slave" => MsFlags::MS_SLAVE,
+            "shared" => MsFlags::MS_SHARED,
+            "unbindable" => MsFlags::MS_UNBINDABLE,
+            _ => return None,
+        };
+        Some((kind, recursive))
+    })
+}
+
 /// `mount_setattr`'s attributes for the mount's flags, as libcontainer sets them: the
 /// flags that are attributes, and an access-time mode replacing the inherited one.
 fn flags_to_attr(flags: MsFlags) -> MountAttr {
@@ -412,6 +455,26 @@ fn flags_to_attr(flags: MsFlags) -> MountAttr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn propagation_is_the_last_propagation_option() {
+        let of = |options: &[&str]| {
+            let mount = oci_spec::runtime::MountBuilder::default()
+                .destination("/v")
+                .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap();
+            propagation(&mount)
+        };
+        assert_eq!(of(&["rbind", "rprivate", "rw"]), Some((MsFlags::MS_PRIVATE, true)));
+        assert_eq!(of(&["rbind", "rslave", "ro"]), Some((MsFlags::MS_SLAVE, true)));
+        assert_eq!(of(&["rbind", "rshared"]), Some((MsFlags::MS_SHARED, true)));
+        assert_eq!(of(&["bind", "slave"]), Some((MsFlags::MS_SLAVE, false)));
+        assert_eq!(of(&["runbindable"]), Some((MsFlags::MS_UNBINDABLE, true)));
+        assert_eq!(of(&["rshared", "private"]), Some((MsFlags::MS_PRIVATE, false)));
+        assert_eq!(of(&["rbind", "rw"]), None);
+        assert_eq!(of(&["rprivatex", "rrshared"]), None);
+    }
 
     #[test]
     fn destinations_are_plain_names_below_the_root() {
