@@ -1267,3 +1267,52 @@ async fn private_mount_propagates_nothing_either_way() {
     assert_no_cgroups(&[&pod]);
     node.assert_clean().unwrap();
 }
+
+/// A volume whose destination passes through one of the image's symlinks (most images'
+/// `/var/run` leads to `/run`; kubelet mounts the service account's token below it) is
+/// mounted where the symlink leads, with its own propagation, and so is every mount after
+/// it (podbay's mounts, not libcontainer's, which ignore the propagation they are given).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_through_an_image_symlink_is_mounted_where_it_leads() {
+    require_root!();
+    let node = node_with_busybox();
+    let links = podbay_tests::images::Tar::default().dir("var/").symlink("var/run", "../run");
+    podbay_tests::attack::import_tar(&node, "localhost/varrun:1", links).unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "varrun");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let dir = node.dir().join("kubelet");
+    let d = dir.display();
+    node.sh(&format!(
+        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/token {d}/data && echo t > {d}/token/token"
+    ))
+    .unwrap();
+    let mut config = sleeper("varrun");
+    config.image =
+        Some(cri::ImageSpec { image: "localhost/varrun:1".into(), ..Default::default() });
+    for (path, host) in [("/var/run/secrets/sa", "token"), ("/data", "data")] {
+        config.mounts.push(cri::Mount {
+            container_path: path.into(),
+            host_path: dir.join(host).to_string_lossy().into_owned(),
+            readonly: host == "token",
+            ..Default::default()
+        });
+    }
+    let ctr = run(&mut c, &pod, &pc, config).await;
+    assert_eq!(sh(&mut c, &ctr, "cat /var/run/secrets/sa/token").await, (0, "t\n".into()));
+    let (code, out) = sh(&mut c, &ctr, "cat /proc/self/mountinfo").await;
+    assert_eq!(code, 0, "{out}");
+    for dest in [" /run/secrets/sa ", " /data "] {
+        let line =
+            out.lines().find(|l| l.contains(dest)).unwrap_or_else(|| panic!("{dest}: {out}"));
+        assert!(!line.contains("shared:") && !line.contains("master:"), "not private: {line}");
+    }
+    node.sh(&format!("mkdir {d}/data/sub && mount -t tmpfs -o size=1m tmpfs {d}/data/sub"))
+        .unwrap();
+    assert_eq!(sh(&mut c, &ctr, "grep -c ' /data/sub ' /proc/self/mountinfo").await.1, "0\n");
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.sh(&format!("umount -R {d}")).unwrap();
+    assert_no_cgroups(&[&pod]);
+    node.assert_clean().unwrap();
+}

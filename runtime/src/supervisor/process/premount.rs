@@ -11,18 +11,19 @@
 //! parsed by libcontainer's own `parse_mount`, the same new-mount-API calls through its
 //! `Syscall`, attached with `move_mount` onto the resolved descriptor.
 //!
-//! A file's destination is followed through the image's symlinks inside the rootfs
-//! (`RESOLVE_IN_ROOT`, as pathrs follows them); one that leads nowhere yet gets its
-//! target made inside the rootfs, as runc does (libcontainer refuses it).
+//! A destination is followed through the image's symlinks inside the rootfs
+//! (`RESOLVE_IN_ROOT`, as pathrs follows them) where it has any; a file's that leads
+//! nowhere yet gets its target made inside the rootfs, as runc does (libcontainer refuses
+//! it), and a directory's missing components are made where it leads.
 //!
 //! Each mount gets the propagation its options name (`rprivate`, `rslave`, `rshared`…),
 //! set on the detached tree before it is attached ([`propagation`]); libcontainer's own
 //! mounts ignore those options.
 //!
 //! Whatever is not plainly that goes to libcontainer as before, from that mount on (so
-//! the order of the mounts is kept): a directory's destination reached through a symlink
-//! (which pathrs follows inside the rootfs), one of another type than its mount's, one under
-//! `/proc` other than procfs itself, `..` in a destination, a cgroup mount (v2
+//! the order of the mounts is kept): a destination of another type than its mount's, one
+//! under `/proc` other than procfs itself (or that a symlink leads into `/proc` or
+//! `/sys`), `..` in a destination, a cgroup mount (v2
 //! nodes, which never get here), a mount label, and any mount that fails here (nothing
 //! of it is attached; libcontainer retries it and reports its own error). Nothing is
 //! done at all for a root with shared propagation or a mount namespace given by path.
@@ -288,9 +289,25 @@ fn open_path(dir: &OwnedFd, path: &Path, extra: OFlags) -> Result<OwnedFd, Errno
     rustix::fs::openat2(dir, path, flags, Mode::empty(), in_root())
 }
 
+/// The directory at `dest`, made as by [`plain_directory`]; through the image's symlinks
+/// followed inside the rootfs where `dest` has any (an image's `/var/run` leading to
+/// `/run`, where kubelet mounts the service account's token), as pathrs follows them for
+/// libcontainer. `None` when it leads into `/proc` or `/sys` (the daemon refuses such a
+/// destination before; libcontainer checks it again) or is not a directory.
+fn directory(root: &OwnedFd, dest: &Path) -> Option<OwnedFd> {
+    if let Some(fd) = plain_directory(root, dest) {
+        return Some(fd);
+    }
+    let led = leads_to(root, dest)?;
+    if led == dest || led.starts_with("proc") || led.starts_with("sys") {
+        return None;
+    }
+    plain_directory(root, &led)
+}
+
 /// The directory at `dest`, made (0755, as libcontainer makes them) a component at a time
 /// where missing; `None` when a component is a symlink or not a directory.
-fn directory(root: &OwnedFd, dest: &Path) -> Option<OwnedFd> {
+fn plain_directory(root: &OwnedFd, dest: &Path) -> Option<OwnedFd> {
     match open_path(root, dest, OFlags::DIRECTORY) {
         Ok(fd) => return Some(fd),
         Err(Errno::NOENT) => {}
