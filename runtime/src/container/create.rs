@@ -377,11 +377,11 @@ impl Containers {
     /// RuntimeDefault's filter, compiled once (`seccomp::runtime_default_ahead`), for the
     /// container's init to install right before `execve`, with the execs' program and the
     /// profile (for the status) beside it; `config.json` then names none, so libcontainer
-    /// does not compile it again (about 1.5–1.9 ms per container). With no_new_privs that needs no capability.
-    /// Without, it needs CAP_SYS_ADMIN, which only the supervisor's own launch keeps for
-    /// it (and drops after); a container libcontainer's builder makes (a user namespace,
-    /// cgroup v2) has it compiled by libcontainer, which loads it before it drops the
-    /// capability. None: the spec carries the profile, if any.
+    /// does not compile it again (about 1.5–1.9 ms per container). With no_new_privs that
+    /// needs no capability. Without, it needs CAP_SYS_ADMIN, which only the supervisor's
+    /// own launch keeps for it (and drops after); a container libcontainer's builder makes
+    /// (a user namespace, cgroup v2) has it compiled by libcontainer, which loads it before
+    /// it drops the capability. None: the spec carries the profile, if any.
     fn seccomp_ahead(
         &self,
         sandbox: &SandboxRecord,

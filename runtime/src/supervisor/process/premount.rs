@@ -177,32 +177,19 @@ fn mount_one(syscall: &dyn Syscall, root: &OwnedFd, m: &Mount) -> bool {
     };
     let Some((tree, target)) = made else { return false };
     let attached = (|| {
-        syscall.mount_setattr(
-            tree.as_fd(),
-            Path::new(""),
-            AT_EMPTY_PATH,
-            &attr,
-            std::mem::size_of::<MountAttr>(),
-        )?;
+        let set = |at, attr: &MountAttr| {
+            let size = std::mem::size_of::<MountAttr>();
+            syscall.mount_setattr(tree.as_fd(), Path::new(""), at, attr, size)
+        };
+        set(AT_EMPTY_PATH, &attr)?;
         if let Some(rec) = &options.rec_attr {
-            syscall.mount_setattr(
-                tree.as_fd(),
-                Path::new(""),
-                AT_EMPTY_PATH | AT_RECURSIVE,
-                rec,
-                std::mem::size_of::<MountAttr>(),
-            )?;
+            set(AT_EMPTY_PATH | AT_RECURSIVE, rec)?;
         }
         if let Some((kind, recursive)) = propagation(m) {
             let at = if recursive { AT_EMPTY_PATH | AT_RECURSIVE } else { AT_EMPTY_PATH };
-            let attr =
-                MountAttr { attr_set: 0, attr_clr: 0, propagation: kind.bits(), userns_fd: 0 };
-            syscall.mount_setattr(
-                tree.as_fd(),
-                Path::new(""),
+            set(
                 at,
-                &attr,
-                std::mem::size_of::<MountAttr>(),
+                &MountAttr { attr_set: 0, attr_clr: 0, propagation: kind.bits(), userns_fd: 0 },
             )?;
         }
         syscall.move_mount(
