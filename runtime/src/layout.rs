@@ -20,6 +20,10 @@
 //!     shm/                     the pod's /dev/shm (tmpfs), unless IPC is the node's
 //!     ns/{net,ipc,uts,pid}     namespaces pinned by bind mounts
 //!     c/<container id>/        libcontainer's state of each container
+//!   empty/                     an empty directory (0555), bound read-only over the
+//!                              masked directories of containers without CAP_SYS_ADMIN
+//!   cgroup-v1/<hierarchy>/     empty directories (0755), bound read-only at such a
+//!                              container's /sys/fs/cgroup on a cgroup v1 node
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -123,6 +127,17 @@ impl Layout {
 
     pub fn pod(&self, id: &SandboxId) -> PodLayout {
         PodLayout { dir: self.pods_dir().join(id.as_str()) }
+    }
+
+    /// What masked directories show (`container/node.rs`, `shared_dirs`).
+    pub fn empty_dir(&self) -> PathBuf {
+        self.run.join("empty")
+    }
+
+    /// What a container's /sys/fs/cgroup is on a cgroup v1 node, below the hierarchies'
+    /// binds (`container/node.rs`, `shared_dirs`).
+    pub fn cgroup_v1_dir(&self) -> PathBuf {
+        self.run.join("cgroup-v1")
     }
 }
 

@@ -671,3 +671,72 @@ async fn a_pods_pid_1_gives_a_container_with_ptrace_nothing_of_the_node() {
     remove_pod(&mut c, &pod).await.unwrap();
     node.assert_clean().unwrap();
 }
+
+/// Masked directories (`/proc/acpi`, `/sys/firmware`) and a cgroup v1 node's
+/// `/sys/fs/cgroup` are read-only binds of node directories that every container without
+/// CAP_SYS_ADMIN shares, instead of a tmpfs (a superblock) each: none of them can write
+/// there; a request cannot name another directory for them; and a container with
+/// CAP_SYS_ADMIN, which could make such a bind writable again, gets a tmpfs of its own,
+/// so what it writes there no other container sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn masked_directories_are_shared_read_only_and_nobody_writes_them() {
+    require_root!();
+    let node = Node::with_busybox().unwrap();
+    let secret = node.dir().join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("node-file"), "node").unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "masks");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+
+    // An annotation naming a node directory as the masks' source is not podbay's own.
+    let mut plain = ctr("plain", &["sleep", "3600"]);
+    plain
+        .annotations
+        .insert("io.podbay.masked-dir-source".into(), secret.to_string_lossy().into_owned());
+    let plain = run(&mut c, &pod, &pc, plain).await;
+    let mut admin = ctr("admin", &["sleep", "3600"]);
+    security(&mut admin).capabilities =
+        Some(cri::Capability { add_capabilities: vec!["SYS_ADMIN".into()], ..Default::default() });
+    let admin = run(&mut c, &pod, &pc, admin).await;
+
+    let masked = "for d in /proc/acpi /sys/firmware; do [ -d $d ] || continue; \
+                  [ -z \"$(ls -A $d)\" ] || exit 3; touch $d/x 2>&1 && exit 4; done; \
+                  mkdir /sys/fs/cgroup/escape 2>&1 && exit 5; \
+                  ls /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max \
+                    2>/dev/null | grep -q . || exit 6; echo masked";
+    let (code, out) = sh(&mut c, &plain, masked).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Read-only file system") && out.ends_with("masked\n"), "{out}");
+    let (_, info) =
+        sh(&mut c, &plain, "grep -E ' /(proc/acpi|sys/firmware) ' /proc/self/mountinfo").await;
+    assert!(!info.contains("secret"), "a request named the masks' source: {info}");
+
+    // The container with CAP_SYS_ADMIN makes its masks writable and writes there.
+    let (code, out) = sh(
+        &mut c,
+        &admin,
+        "for d in /proc/acpi /sys/firmware; do [ -d $d ] || continue; \
+         mount -o remount,rw $d && touch $d/from-admin || exit 3; done; \
+         mount -o remount,rw /sys/fs/cgroup 2>/dev/null; mkdir /sys/fs/cgroup/from-admin; echo done",
+    )
+    .await;
+    assert_eq!((code, out.lines().last()), (0, Some("done")), "{out}");
+    let (code, out) = sh(&mut c, &plain, masked).await;
+    assert_eq!(code, 0, "the other container sees what one wrote: {out}");
+    let third = run(&mut c, &pod, &pc, ctr("third", &["sleep", "3600"])).await;
+    let (code, out) = sh(&mut c, &third, masked).await;
+    assert_eq!(code, 0, "a later container sees what one wrote: {out}");
+    let shared = [node.run_dir().join("empty"), node.run_dir().join("cgroup-v1")];
+    for dir in &shared {
+        if dir.exists() {
+            let names: Vec<_> =
+                std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert!(!names.iter().any(|n| n == "from-admin"), "{}: {names:?}", dir.display());
+        }
+    }
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    std::fs::remove_dir_all(&secret).unwrap();
+    node.assert_clean().unwrap();
+}

@@ -493,13 +493,15 @@ impl Containers {
         steps: StepHistograms,
         narrow_views: bool,
     ) -> Self {
+        let mut node = node::facts();
+        node::shared_dirs(&layout, &mut node);
         let inner = Inner {
             map: RwLock::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
             store,
             images,
             layout,
-            node: node::facts(),
+            node,
             failpoints,
             oom_warned: Mutex::new(HashSet::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,

@@ -1,10 +1,13 @@
 //! What podbay finds out about the node once, at start, for the containers' specs:
-//! its capabilities, its oom_score_adj, the cgroup hierarchies and the host's devices.
+//! its capabilities, its oom_score_adj, the cgroup hierarchies and the host's devices;
+//! and the node-level directories containers' specs bind instead of a tmpfs each.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use super::spec::{ALL_CAPABILITIES, HostDevice, NodeFacts};
 use crate::cgroups;
+use crate::layout::Layout;
 
 impl NodeFacts {
     /// Whether the pod's supervisor launches a container (and its execs) itself
@@ -38,7 +41,74 @@ pub(super) fn facts() -> NodeFacts {
     let hugetlb = cgroups::hugetlb_available(cgroup_v1_hierarchies.is_empty());
     let mut host_devices = Vec::new();
     walk_devices(Path::new("/dev"), &mut host_devices);
-    NodeFacts { capabilities, own_oom_score_adj, cgroup_v1_hierarchies, host_devices, hugetlb }
+    NodeFacts {
+        capabilities,
+        own_oom_score_adj,
+        cgroup_v1_hierarchies,
+        host_devices,
+        hugetlb,
+        ..Default::default()
+    }
+}
+
+/// Makes the directories that a container without CAP_SYS_ADMIN gets bound read-only
+/// where it would otherwise get a tmpfs of its own (docs/architecture.md, "A container's
+/// superblocks"): the empty directory for its masked directories, and on cgroup v1 the
+/// directory its hierarchies are bound on at /sys/fs/cgroup. Each tmpfs is a superblock,
+/// and the kernel walks every superblock's lists whenever a memory cgroup goes, so a
+/// superblock per container makes every pod's teardown slower the more pods there are.
+/// What cannot be made is logged and left to the tmpfs.
+pub(super) fn shared_dirs(layout: &Layout, facts: &mut NodeFacts) {
+    let empty = layout.empty_dir();
+    match shared_dir(&empty, 0o555, &[]) {
+        Ok(()) => facts.masked_dir_source = Some(empty),
+        Err(e) => tracing::warn!(path = %empty.display(), error = %e,
+            "no shared empty directory: masked directories get a tmpfs each"),
+    }
+    if facts.cgroup_v1_hierarchies.is_empty() {
+        return;
+    }
+    let dir = layout.cgroup_v1_dir();
+    let names: Vec<&str> = facts
+        .cgroup_v1_hierarchies
+        .iter()
+        .map(String::as_str)
+        .filter(|h| cgroups::V1_CONTROLLERS.contains(h))
+        .collect();
+    match shared_dir(&dir, 0o755, &names) {
+        Ok(()) => facts.cgroup_v1_dir = Some(dir),
+        Err(e) => tracing::warn!(path = %dir.display(), error = %e,
+            "no shared cgroup v1 directory: each container's /sys/fs/cgroup is a tmpfs"),
+    }
+}
+
+/// A directory (not a symlink) with `mode` holding exactly the empty directories `names`
+/// (0755), made or checked.
+fn shared_dir(dir: &Path, mode: u32, names: &[&str]) -> std::io::Result<()> {
+    let plain_dir = |path: &Path, mode: u32| -> std::io::Result<()> {
+        match std::fs::create_dir(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        if !std::fs::symlink_metadata(path)?.is_dir() {
+            return Err(std::io::Error::other("not a directory"));
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    };
+    plain_dir(dir, 0o755)?;
+    for name in names {
+        plain_dir(&dir.join(name), 0o755)?;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let known = names.iter().any(|n| name == *n);
+        let path: PathBuf = entry.path();
+        if !known || std::fs::read_dir(&path)?.next().is_some() {
+            return Err(std::io::Error::other(format!("{} is not podbay's", path.display())));
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
 fn walk_devices(dir: &Path, out: &mut Vec<HostDevice>) {

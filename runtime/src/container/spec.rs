@@ -143,6 +143,12 @@ pub struct NodeFacts {
     /// the pod asks for none) for every page size the kernel has, whether or not the
     /// controller is mounted; without it they are dropped, as containerd does.
     pub hugetlb: bool,
+    /// The node's empty directory, bound read-only over a masked directory of a container
+    /// without CAP_SYS_ADMIN (`node::shared_dirs`); `None`: a tmpfs each, as runc.
+    pub masked_dir_source: Option<PathBuf>,
+    /// The node's cgroup v1 directory (one empty directory per hierarchy), bound
+    /// read-only at /sys/fs/cgroup for such a container; `None`: a tmpfs each, as runc.
+    pub cgroup_v1_dir: Option<PathBuf>,
 }
 
 /// A device node of the host, with the mode and owner it has there.
@@ -415,6 +421,11 @@ pub fn resolve_in_root(rootfs: &Path, path: &str) -> Option<String> {
 /// The annotation naming a container's sandbox in its OCI spec (containerd's).
 pub const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
+/// The annotation naming the node's empty directory, which the supervisor binds
+/// read-only over the container's masked directories in place of a tmpfs each
+/// (`supervisor/process/premount.rs`). Set by podbay alone: a request's is dropped.
+pub const MASKED_DIR_SOURCE: &str = "io.podbay.masked-dir-source";
+
 /// Everything the spec is built from.
 pub struct Inputs<'a> {
     pub id: &'a ContainerId,
@@ -527,6 +538,11 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
     let mut annotations: BTreeMap<String, String> = spec.annotations.clone();
     annotations.insert("io.kubernetes.cri.container-name".into(), spec.metadata.name.clone());
     annotations.insert(SANDBOX_ANNOTATION.into(), i.sandbox.id.to_string());
+    // podbay's own: never the request's (it names a directory the supervisor binds).
+    annotations.remove(MASKED_DIR_SOURCE);
+    if let Some(dir) = masked_dir_source(i) {
+        annotations.insert(MASKED_DIR_SOURCE.into(), dir.to_string_lossy().into_owned());
+    }
     let doc = json!({
         "ociVersion": "1.0.2",
         "process": process,
@@ -698,9 +714,32 @@ fn readonly_paths(i: &Inputs<'_>) -> Vec<String> {
     // container cannot create cgroups there); each hierarchy's bind is read-only by its
     // own options (libcontainer sets the attribute on the clone before it attaches it),
     // so the container cannot raise its limits. Not listed again here: each entry costs
-    // the init two more mounts.
-    paths.push("/sys/fs/cgroup".into());
+    // the init two more mounts. The node's v1 directory is bound read-only to begin
+    // with, and a read-only path is a recursive bind of the whole tree again.
+    if cgroup_v1_dir(i).is_none() {
+        paths.push("/sys/fs/cgroup".into());
+    }
     paths
+}
+
+/// Whether the container may have the node's shared directories bound read-only where it
+/// would otherwise get a tmpfs of its own (`node::shared_dirs`): not when it could make
+/// them writable again (privileged, or holding CAP_SYS_ADMIN), which would let it change
+/// what other containers see.
+fn gets_shared_dirs(i: &Inputs<'_>) -> bool {
+    !i.spec.security.privileged
+        && !capabilities(i.spec, i.node).iter().any(|c| c == "CAP_SYS_ADMIN")
+}
+
+/// The node's cgroup v1 directory, when this container's /sys/fs/cgroup is a bind of it.
+fn cgroup_v1_dir<'a>(i: &Inputs<'a>) -> Option<&'a Path> {
+    i.node.cgroup_v1_dir.as_deref().filter(|_| gets_shared_dirs(i))
+}
+
+/// The node's empty directory, when this container's masked directories are binds of it
+/// (the annotation [`MASKED_DIR_SOURCE`] names it for the supervisor).
+fn masked_dir_source<'a>(i: &Inputs<'a>) -> Option<&'a Path> {
+    i.node.masked_dir_source.as_deref().filter(|_| gets_shared_dirs(i))
 }
 
 /// The root's propagation: libcontainer takes `shared`, `slave`, `private` and
@@ -719,7 +758,8 @@ fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
 /// a tmpfs with the container's own cgroup of each controller bound on it, as runc
 /// mounts them: libcontainer's v1 mount looks the init process up in /proc by its pid
 /// in the container's PID namespace, which fails when that namespace is the pod's
-/// (PID mode POD or TARGET).
+/// (PID mode POD or TARGET). In place of the tmpfs, the node's v1 directory (a mount
+/// point for each hierarchy) bound read-only, where the container may have it.
 fn cgroup_mounts(i: &Inputs<'_>, ro: &str) -> Vec<Value> {
     let common = ["nosuid", "noexec", "nodev"];
     if i.node.cgroup_v1_hierarchies.is_empty() {
@@ -727,9 +767,14 @@ fn cgroup_mounts(i: &Inputs<'_>, ro: &str) -> Vec<Value> {
             json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": [common[0], common[1], common[2], "relatime", ro] }),
         ];
     }
-    let mut out = vec![
-        json!({ "destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs", "options": [common[0], common[1], common[2], "mode=755", "size=64k"] }),
-    ];
+    let mut out = vec![match cgroup_v1_dir(i) {
+        Some(dir) => {
+            json!({ "destination": "/sys/fs/cgroup", "type": "bind", "source": dir, "options": ["bind", "rprivate", common[0], common[1], common[2], "ro"] })
+        }
+        None => {
+            json!({ "destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs", "options": [common[0], common[1], common[2], "mode=755", "size=64k"] })
+        }
+    }];
     for h in i
         .node
         .cgroup_v1_hierarchies
@@ -869,6 +914,7 @@ mod tests {
                 },
             ],
             hugetlb: false,
+            ..Default::default()
         }
     }
 
@@ -979,6 +1025,44 @@ mod tests {
         assert!(capabilities(&s, &node()).is_empty());
         s.security.privileged = true;
         assert_eq!(capabilities(&s, &node()).len(), ALL_CAPABILITIES.len() - 1);
+    }
+
+    #[test]
+    fn shared_dirs_only_for_containers_that_cannot_unlock_them() {
+        let mut n = node();
+        n.cgroup_v1_dir = Some("/run/podbay/cgroup-v1".into());
+        n.masked_dir_source = Some("/run/podbay/empty".into());
+        let mut s = spec();
+        s.annotations.insert(MASKED_DIR_SOURCE.into(), "/".into());
+        let v = built_on(&s, &n).unwrap();
+        let root = &v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys/fs/cgroup")
+            .unwrap();
+        assert_eq!(
+            (&root["type"], &root["source"]),
+            (&json!("bind"), &json!("/run/podbay/cgroup-v1"))
+        );
+        assert!(root["options"].as_array().unwrap().iter().any(|o| o == "ro"));
+        let ro = v["linux"]["readonlyPaths"].as_array().unwrap();
+        assert!(!ro.iter().any(|x| x == "/sys/fs/cgroup"), "bound read-only already");
+        assert_eq!(v["annotations"][MASKED_DIR_SOURCE], "/run/podbay/empty");
+        // CAP_SYS_ADMIN could remount a bind writable: a tmpfs of its own, and no source.
+        s.security.add_capabilities = vec!["SYS_ADMIN".into()];
+        let v = built_on(&s, &n).unwrap();
+        let root = &v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys/fs/cgroup")
+            .unwrap();
+        assert_eq!(root["type"], "tmpfs");
+        assert!(
+            v["linux"]["readonlyPaths"].as_array().unwrap().iter().any(|x| x == "/sys/fs/cgroup")
+        );
+        assert!(v["annotations"].get(MASKED_DIR_SOURCE).is_none(), "the request's is dropped");
     }
 
     #[test]

@@ -49,9 +49,11 @@ use libcontainer::syscall::linux::{
 };
 use libcontainer::syscall::syscall::create_syscall;
 use nix::mount::MsFlags;
-use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use oci_spec::runtime::{Capability, LinuxNamespaceType, Mount, Spec};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
+
+use crate::container::spec::MASKED_DIR_SOURCE;
 
 /// Enters the spec's namespaces (as libcontainer's init would), makes the root's mounts
 /// slaves (or private) and makes what it can of the spec's mounts. Returns the spec for
@@ -113,6 +115,16 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
     let mut narrowed = spec.clone();
     narrowed.set_mounts(Some(mounts[done..].to_vec()));
     let mut linux = linux.clone();
+    if done == mounts.len()
+        && let Some(source) = masked_dir_source(spec)
+    {
+        let masked = linux.masked_paths().clone().unwrap_or_default();
+        let left: Vec<String> = masked
+            .into_iter()
+            .filter(|p| !mask_directory(syscall.as_ref(), &root, source, Path::new(p)))
+            .collect();
+        linux.set_masked_paths(Some(left));
+    }
     let pinned = declared
         .into_iter()
         .map(|mut n| {
@@ -125,6 +137,49 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
     linux.set_namespaces(Some(pinned));
     narrowed.set_linux(Some(linux));
     Ok(Some(narrowed))
+}
+
+/// The node's empty directory the daemon names for masked directories
+/// ([`MASKED_DIR_SOURCE`]), for a container that cannot make a mount writable again (no
+/// CAP_SYS_ADMIN in its bounding set; the daemon checks that too).
+fn masked_dir_source(spec: &Spec) -> Option<&str> {
+    let source = spec.annotations().as_ref()?.get(MASKED_DIR_SOURCE)?;
+    let caps = spec.process().as_ref()?.capabilities().as_ref()?;
+    let bounding = caps.bounding().as_ref()?;
+    (source.starts_with('/') && !bounding.contains(&Capability::SysAdmin)).then_some(source)
+}
+
+/// Masks a directory of the container (`/proc/acpi`, `/sys/firmware`) with a read-only
+/// bind of the node's empty directory, where libcontainer mounts a read-only tmpfs on
+/// each: a superblock of its own per masked directory and container, which the kernel
+/// walks whenever a memory cgroup goes (docs/architecture.md, "A container's
+/// superblocks"). False (nothing attached) when the path is not plainly a directory
+/// below the rootfs (no symlink on the way) or anything fails: libcontainer masks it.
+fn mask_directory(syscall: &dyn Syscall, root: &OwnedFd, source: &str, masked: &Path) -> bool {
+    let Some(dest) = plain_relative(masked) else { return false };
+    let Ok(target) = open_path(root, &dest, OFlags::DIRECTORY) else { return false };
+    let flags = libc::OPEN_TREE_CLOEXEC | libc::OPEN_TREE_CLONE;
+    let Ok(tree) = syscall.open_tree(libc::AT_FDCWD, Some(source), flags) else { return false };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        attr_clr: 0,
+        propagation: MsFlags::MS_PRIVATE.bits(),
+        userns_fd: 0,
+    };
+    let size = std::mem::size_of::<MountAttr>();
+    let is_dir =
+        rustix::fs::fstat(&tree).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    is_dir
+        && syscall.mount_setattr(tree.as_fd(), Path::new(""), AT_EMPTY_PATH, &attr, size).is_ok()
+        && syscall
+            .move_mount(
+                tree.as_fd(),
+                None,
+                target.as_fd(),
+                None,
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+            )
+            .is_ok()
 }
 
 /// The name of a namespace's file in `/proc/<pid>/ns`.
