@@ -243,28 +243,49 @@ fn join_self(cgroup: &str, dir: &Path, if_exists: bool) -> Result<(), Error> {
 /// with the pods on the node. With `clone_children` a container's cgroup is born filled
 /// and libcgroups writes nothing; the pod's cgroup is written once, for its first
 /// container.
+///
+/// A cpuset that gets its CPUs here has its `cpuset.sched_load_balance` cleared first,
+/// while it has none (so clearing it rebuilds nothing), where the root's is set (the
+/// kernel's default): the scheduler then balances over all CPUs whatever any other
+/// cpuset's flag says, and neither the write of its CPUs nor its removal (the kernel
+/// clears the flag of a cpuset that goes, with a rebuild when it was set) rebuilds the
+/// domains, a walk made under the cgroup mutex that every pod's mkdirs wait for.
 fn clone_cpusets(hierarchy: &Path, rel: &str) -> Result<(), String> {
     let pod = hierarchy.join(rel);
     let flag = pod.join("cgroup.clone_children");
     if std::fs::read_to_string(&flag).is_ok_and(|v| v.trim() == "1") {
         return Ok(());
     }
-    for file in ["cpuset.cpus", "cpuset.mems"] {
-        let mut dir = hierarchy.to_path_buf();
-        let mut value = read_trimmed(&dir.join(file))?;
-        for part in Path::new(rel).components() {
-            dir.push(part);
-            let own = read_trimmed(&dir.join(file))?;
+    let balanced =
+        read_trimmed(&hierarchy.join("cpuset.sched_load_balance")).is_ok_and(|v| v == "1");
+    let mut dir = hierarchy.to_path_buf();
+    let mut cpus = read_trimmed(&dir.join("cpuset.cpus"))?;
+    let mut mems = read_trimmed(&dir.join("cpuset.mems"))?;
+    for part in Path::new(rel).components() {
+        dir.push(part);
+        let own_cpus = read_trimmed(&dir.join("cpuset.cpus"))?;
+        if own_cpus.is_empty() && balanced {
+            write_file(&dir.join("cpuset.sched_load_balance"), "0")?;
+        }
+        for (file, own, inherited) in
+            [("cpuset.cpus", Some(own_cpus), &mut cpus), ("cpuset.mems", None, &mut mems)]
+        {
+            let own = match own {
+                Some(own) => own,
+                None => read_trimmed(&dir.join(file))?,
+            };
             if own.is_empty() {
-                let path = dir.join(file);
-                std::fs::write(&path, &value)
-                    .map_err(|e| format!("write {}: {e}", path.display()))?;
+                write_file(&dir.join(file), inherited)?;
             } else {
-                value = own;
+                *inherited = own;
             }
         }
     }
-    std::fs::write(&flag, "1").map_err(|e| format!("write {}: {e}", flag.display()))
+    write_file(&flag, "1")
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 fn read_trimmed(path: &Path) -> Result<String, String> {
@@ -514,16 +535,37 @@ mod tests {
         write("", "0-3\n", "0\n");
         write("kubepods", "2-3\n", "\n");
         write("kubepods/pod1", "\n", "\n");
+        for rel in ["", "kubepods", "kubepods/pod1"] {
+            std::fs::write(h.path().join(rel).join("cpuset.sched_load_balance"), "1\n").unwrap();
+        }
         clone_cpusets(h.path(), "kubepods/pod1").unwrap();
         let read = |rel: &str, file: &str| read_trimmed(&h.path().join(rel).join(file)).unwrap();
         assert_eq!(read("kubepods/pod1", "cpuset.cpus"), "2-3");
         assert_eq!(read("kubepods/pod1", "cpuset.mems"), "0");
         assert_eq!(read("kubepods", "cpuset.mems"), "0");
         assert_eq!(read("kubepods/pod1", "cgroup.clone_children"), "1");
+        // Balancing cleared where CPUs were written, left where they were there already.
+        assert_eq!(read("kubepods/pod1", "cpuset.sched_load_balance"), "0");
+        assert_eq!(read("kubepods", "cpuset.sched_load_balance"), "1");
+        assert_eq!(read("", "cpuset.sched_load_balance"), "1");
         // Set once: a pod whose flag is on is left alone.
         std::fs::write(h.path().join("kubepods/pod1/cpuset.cpus"), "3").unwrap();
         clone_cpusets(h.path(), "kubepods/pod1").unwrap();
         assert_eq!(read("kubepods/pod1", "cpuset.cpus"), "3");
+        // Where the root does not balance (cpusets partition the CPUs), no flag changes.
+        let h2 = tempfile::tempdir().unwrap();
+        for (rel, cpus) in [("", "0-1\n"), ("pod2", "\n")] {
+            let dir = h2.path().join(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, value) in [("cpuset.cpus", cpus), ("cpuset.mems", "0\n")] {
+                std::fs::write(dir.join(file), value).unwrap();
+            }
+            std::fs::write(dir.join("cpuset.sched_load_balance"), "0\n").unwrap();
+        }
+        std::fs::write(h2.path().join("pod2/cpuset.sched_load_balance"), "1\n").unwrap();
+        clone_cpusets(h2.path(), "pod2").unwrap();
+        let balance = read_trimmed(&h2.path().join("pod2/cpuset.sched_load_balance")).unwrap();
+        assert_eq!(balance, "1");
         // A hierarchy without the files is an error naming the file.
         let err = clone_cpusets(h.path(), "missing").unwrap_err();
         assert!(err.contains("missing/cpuset.cpus"), "{err}");

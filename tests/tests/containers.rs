@@ -1073,6 +1073,19 @@ async fn a_container_is_in_its_cgroups_before_its_first_instruction() {
         let path = seen.iter().find(|(c, _)| c == controllers).map(|(_, p)| p.as_str());
         assert_eq!(path, Some(want.as_str()), "exec, controller {controllers:?}: {printed}");
     }
+    // The pod's v1 cpuset got the node's CPUs, its load balancing cleared before (the
+    // root's balances over all CPUs), and the container's cpuset was born with them.
+    let cpuset = std::path::Path::new("/sys/fs/cgroup/cpuset");
+    if v1 && cpuset.join(format!("podbay/{pod}")).exists() {
+        let read =
+            |rel: String| std::fs::read_to_string(cpuset.join(rel)).unwrap().trim().to_owned();
+        let all = read("cpuset.cpus".into());
+        assert_eq!(read(format!("podbay/{pod}/cpuset.cpus")), all);
+        assert_eq!(read(format!("podbay/{pod}/{app}/cpuset.cpus")), all);
+        let balanced = read("cpuset.sched_load_balance".into()) == "1";
+        let pod_flag = read(format!("podbay/{pod}/cpuset.sched_load_balance"));
+        assert_eq!(pod_flag, if balanced { "0" } else { "1" });
+    }
     // Each exec's notify socket goes with it (libcontainer's tenant builder left one per
     // exec in the container's state dir, which kubelet's exec probes would fill).
     for _ in 0..3 {
