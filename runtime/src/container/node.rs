@@ -83,7 +83,8 @@ pub(super) fn shared_dirs(layout: &Layout, facts: &mut NodeFacts) {
 }
 
 /// A directory (not a symlink) with `mode` holding exactly the empty directories `names`
-/// (0755), made or checked.
+/// (0755), made or checked; an empty directory of another name (a hierarchy the node no
+/// longer mounts) is removed, anything else refused.
 fn shared_dir(dir: &Path, mode: u32, names: &[&str]) -> std::io::Result<()> {
     let plain_dir = |path: &Path, mode: u32| -> std::io::Result<()> {
         match std::fs::create_dir(path) {
@@ -102,10 +103,13 @@ fn shared_dir(dir: &Path, mode: u32, names: &[&str]) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let known = names.iter().any(|n| name == *n);
         let path: PathBuf = entry.path();
-        if !known || std::fs::read_dir(&path)?.next().is_some() {
-            return Err(std::io::Error::other(format!("{} is not podbay's", path.display())));
+        let not_ours = || std::io::Error::other(format!("{} is not podbay's", path.display()));
+        if !entry.file_type()?.is_dir() || std::fs::read_dir(&path)?.next().is_some() {
+            return Err(not_ours());
+        }
+        if !names.iter().any(|n| name == *n) {
+            std::fs::remove_dir(&path).map_err(|_| not_ours())?;
         }
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
@@ -191,6 +195,41 @@ fn propagation_in(mountinfo: &str, path: &str) -> MountPropagation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_dir_holds_exactly_its_empty_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("cgroup-v1");
+        shared_dir(&dir, 0o755, &["memory", "cpu,cpuacct"]).unwrap();
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(), ["cpu,cpuacct", "memory"]);
+        // Again, with a hierarchy gone: its directory goes, the rest stays.
+        shared_dir(&dir, 0o755, &["memory"]).unwrap();
+        assert_eq!(names(), ["memory"]);
+        let empty = t.path().join("empty");
+        shared_dir(&empty, 0o555, &[]).unwrap();
+        let mode = std::fs::metadata(&empty).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o555);
+        // Anything in it that podbay did not make is refused, and left alone.
+        std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(empty.join("f"), "x").unwrap();
+        assert!(shared_dir(&empty, 0o555, &[]).is_err());
+        std::fs::create_dir(dir.join("memory/sub")).unwrap();
+        assert!(shared_dir(&dir, 0o755, &["memory"]).is_err());
+        assert!(dir.join("memory/sub").exists());
+        // A symlink in its place is no directory of podbay's.
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(t.path(), &link).unwrap();
+        assert!(shared_dir(&link, 0o555, &[]).is_err());
+    }
 
     #[test]
     fn the_topmost_longest_mount_decides() {
