@@ -183,7 +183,8 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Outcome> {
             let (c, shared, killing, ports) =
                 (node.client().await?, shared.clone(), killing.clone(), ports.clone());
             let seed = rng.next();
-            workers.push(tokio::spawn(churn(w, c, shared, killing, ports, seed)));
+            let worker = Worker { id: w, round: kill };
+            workers.push(tokio::spawn(churn(worker, c, shared, killing, ports, seed)));
         }
         // Uniform in [0, 2 × the mean gap): a kill lands anywhere in an RPC.
         let gap = Duration::from_secs_f64(mean_gap * 2.0 * (rng.below(1_000_000) as f64 / 1e6));
@@ -275,10 +276,17 @@ async fn reconcile(
     Ok(lost)
 }
 
+/// A churning client: its number, and the campaign's round (between two kills) it runs in.
+#[derive(Clone, Copy)]
+struct Worker {
+    id: u32,
+    round: u32,
+}
+
 /// One worker's churn until the daemon is killed: new pods with a container (1 in 4 with
 /// a hostPort), stops and removes of its own pods.
 async fn churn(
-    worker: u32,
+    worker: Worker,
     mut c: Client,
     shared: Arc<Shared>,
     killing: Arc<AtomicBool>,
@@ -294,7 +302,7 @@ async fn churn(
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, a)| a.worker == worker && !a.removing)
+            .filter(|(_, a)| a.worker == worker.id && !a.removing)
             .map(|(id, _)| id.clone())
             .collect();
         let roll = rng.below(10);
@@ -306,7 +314,7 @@ async fn churn(
         };
         if let Err(e) = result {
             if !killing.load(Ordering::SeqCst) {
-                shared.unexpected.lock().unwrap().push(format!("worker {worker}: {e:#}"));
+                shared.unexpected.lock().unwrap().push(format!("worker {}: {e:#}", worker.id));
                 // Let the campaign go on: the next kill ends this worker.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -320,14 +328,17 @@ async fn churn(
 }
 
 async fn new_pod(
-    worker: u32,
+    worker: Worker,
     n: u32,
     c: &mut Client,
     shared: &Shared,
     ports: &AtomicU32,
     rng: &mut Rng,
 ) -> anyhow::Result<()> {
-    let name = format!("w{worker}-{n}-{}", rng.below(1 << 30));
+    // The round in the name: each round's workers draw from seeds of one xorshift
+    // sequence, so a worker's draws can repeat an earlier round's, and a name that did
+    // met that round's pod (AlreadyExists, reported as unexpected).
+    let name = format!("w{}-r{}-{n}-{}", worker.id, worker.round, rng.below(1 << 30));
     let mut config = pod_config(&name);
     if rng.below(4) == 0 {
         let port = ports.fetch_add(1, Ordering::SeqCst);
@@ -335,7 +346,7 @@ async fn new_pod(
     }
     let id = crate::run_pod(c, config.clone()).await?;
     shared.acked_pods.fetch_add(1, Ordering::SeqCst);
-    let acked = Acked { worker, removing: false, containers: Vec::new() };
+    let acked = Acked { worker: worker.id, removing: false, containers: Vec::new() };
     shared.pods.lock().unwrap().insert(id.clone(), acked);
     let ctr = create_start(c, &id, &config, "app").await?;
     shared.acked_containers.fetch_add(1, Ordering::SeqCst);
