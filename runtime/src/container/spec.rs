@@ -1034,13 +1034,12 @@ mod tests {
         n.masked_dir_source = Some("/run/podbay/empty".into());
         let mut s = spec();
         s.annotations.insert(MASKED_DIR_SOURCE.into(), "/".into());
+        let cgroup_root = |v: &Value| {
+            let mounts = v["mounts"].as_array().unwrap();
+            mounts.iter().find(|m| m["destination"] == "/sys/fs/cgroup").unwrap().clone()
+        };
         let v = built_on(&s, &n).unwrap();
-        let root = &v["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["destination"] == "/sys/fs/cgroup")
-            .unwrap();
+        let root = cgroup_root(&v);
         assert_eq!(
             (&root["type"], &root["source"]),
             (&json!("bind"), &json!("/run/podbay/cgroup-v1"))
@@ -1052,13 +1051,7 @@ mod tests {
         // CAP_SYS_ADMIN could remount a bind writable: a tmpfs of its own, and no source.
         s.security.add_capabilities = vec!["SYS_ADMIN".into()];
         let v = built_on(&s, &n).unwrap();
-        let root = &v["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["destination"] == "/sys/fs/cgroup")
-            .unwrap();
-        assert_eq!(root["type"], "tmpfs");
+        assert_eq!(cgroup_root(&v)["type"], "tmpfs");
         assert!(
             v["linux"]["readonlyPaths"].as_array().unwrap().iter().any(|x| x == "/sys/fs/cgroup")
         );
