@@ -62,6 +62,15 @@ impl Rng {
     }
 }
 
+/// A seed of its own for a worker from the campaign's next value (splitmix64's finalizer):
+/// xorshift's successive values as seeds would give the workers shifted copies of one
+/// sequence of choices.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The outcome of a campaign.
 pub struct Outcome {
     pub kills: u32,
@@ -182,7 +191,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Outcome> {
         for w in 0..plan.workers {
             let (c, shared, killing, ports) =
                 (node.client().await?, shared.clone(), killing.clone(), ports.clone());
-            let seed = rng.next();
+            let seed = mix(rng.next());
             let worker = Worker { id: w, round: kill };
             workers.push(tokio::spawn(churn(worker, c, shared, killing, ports, seed)));
         }
@@ -335,9 +344,9 @@ async fn new_pod(
     ports: &AtomicU32,
     rng: &mut Rng,
 ) -> anyhow::Result<()> {
-    // The round in the name: each round's workers draw from seeds of one xorshift
-    // sequence, so a worker's draws can repeat an earlier round's, and a name that did
-    // met that round's pod (AlreadyExists, reported as unexpected).
+    // The round in the name: a worker's draws may repeat one of an earlier round's (they
+    // did while the seeds were successive values of one xorshift sequence), and a name
+    // that came again met that round's pod (AlreadyExists, reported as unexpected).
     let name = format!("w{}-r{}-{n}-{}", worker.id, worker.round, rng.below(1 << 30));
     let mut config = pod_config(&name);
     if rng.below(4) == 0 {
