@@ -477,6 +477,7 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
         return Err(Error::invalid("command", "neither the request nor the image names a command"));
     }
     let caps = capabilities(spec, i.node);
+    let shared = SharedDirs::of(i, &caps);
     let cwd = if !spec.working_dir.is_empty() {
         spec.working_dir.clone()
     } else if !i.image.working_dir.is_empty() {
@@ -513,7 +514,7 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
         "maskedPaths": if sec.privileged { vec![] } else if sec.masked_paths.is_empty() {
             DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect()
         } else { sec.masked_paths.clone() },
-        "readonlyPaths": readonly_paths(i),
+        "readonlyPaths": readonly_paths(i, &shared),
     });
     let mut linux = linux;
     if let Some((uids, gids)) = id_mappings(i) {
@@ -540,14 +541,14 @@ pub fn build(i: &Inputs<'_>) -> Result<oci_spec::runtime::Spec, Error> {
     annotations.insert(SANDBOX_ANNOTATION.into(), i.sandbox.id.to_string());
     // podbay's own: never the request's (it names a directory the supervisor binds).
     annotations.remove(MASKED_DIR_SOURCE);
-    if let Some(dir) = masked_dir_source(i) {
+    if let Some(dir) = shared.masked {
         annotations.insert(MASKED_DIR_SOURCE.into(), dir.to_string_lossy().into_owned());
     }
     let doc = json!({
         "ociVersion": "1.0.2",
         "process": process,
         "root": { "path": i.rootfs, "readonly": sec.readonly_rootfs },
-        "mounts": mounts(i)?,
+        "mounts": mounts(i, &shared)?,
         "annotations": annotations,
         "linux": linux,
     });
@@ -700,7 +701,7 @@ fn devices(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
     Ok(out)
 }
 
-fn readonly_paths(i: &Inputs<'_>) -> Vec<String> {
+fn readonly_paths(i: &Inputs<'_>, shared: &SharedDirs<'_>) -> Vec<String> {
     let sec = &i.spec.security;
     if sec.privileged {
         return Vec::new();
@@ -716,30 +717,33 @@ fn readonly_paths(i: &Inputs<'_>) -> Vec<String> {
     // so the container cannot raise its limits. Not listed again here: each entry costs
     // the init two more mounts. The node's v1 directory is bound read-only to begin
     // with, and a read-only path is a recursive bind of the whole tree again.
-    if cgroup_v1_dir(i).is_none() {
+    if shared.cgroup_v1.is_none() {
         paths.push("/sys/fs/cgroup".into());
     }
     paths
 }
 
-/// Whether the container may have the node's shared directories bound read-only where it
-/// would otherwise get a tmpfs of its own (`node::shared_dirs`): not when it could make
-/// them writable again (privileged, or holding CAP_SYS_ADMIN), which would let it change
-/// what other containers see.
-fn gets_shared_dirs(i: &Inputs<'_>) -> bool {
-    !i.spec.security.privileged
-        && !capabilities(i.spec, i.node).iter().any(|c| c == "CAP_SYS_ADMIN")
+/// The node's shared directories this container gets bound read-only where it would
+/// otherwise get a tmpfs of its own (`node::shared_dirs`). None of them for a container
+/// that could make them writable again (privileged, or holding CAP_SYS_ADMIN), which
+/// would let it change what other containers see.
+struct SharedDirs<'a> {
+    /// The node's cgroup v1 directory, as the container's /sys/fs/cgroup.
+    cgroup_v1: Option<&'a Path>,
+    /// The node's empty directory, over the container's masked directories (the
+    /// annotation [`MASKED_DIR_SOURCE`] names it for the supervisor).
+    masked: Option<&'a Path>,
 }
 
-/// The node's cgroup v1 directory, when this container's /sys/fs/cgroup is a bind of it.
-fn cgroup_v1_dir<'a>(i: &Inputs<'a>) -> Option<&'a Path> {
-    i.node.cgroup_v1_dir.as_deref().filter(|_| gets_shared_dirs(i))
-}
-
-/// The node's empty directory, when this container's masked directories are binds of it
-/// (the annotation [`MASKED_DIR_SOURCE`] names it for the supervisor).
-fn masked_dir_source<'a>(i: &Inputs<'a>) -> Option<&'a Path> {
-    i.node.masked_dir_source.as_deref().filter(|_| gets_shared_dirs(i))
+impl<'a> SharedDirs<'a> {
+    fn of(i: &Inputs<'a>, caps: &[String]) -> Self {
+        let may = !i.spec.security.privileged && !caps.iter().any(|c| c == "CAP_SYS_ADMIN");
+        let node = i.node;
+        SharedDirs {
+            cgroup_v1: node.cgroup_v1_dir.as_deref().filter(|_| may),
+            masked: node.masked_dir_source.as_deref().filter(|_| may),
+        }
+    }
 }
 
 /// The root's propagation: libcontainer takes `shared`, `slave`, `private` and
@@ -760,14 +764,14 @@ fn rootfs_propagation(spec: &ContainerSpec) -> Option<&'static str> {
 /// in the container's PID namespace, which fails when that namespace is the pod's
 /// (PID mode POD or TARGET). In place of the tmpfs, the node's v1 directory (a mount
 /// point for each hierarchy) bound read-only, where the container may have it.
-fn cgroup_mounts(i: &Inputs<'_>, ro: &str) -> Vec<Value> {
+fn cgroup_mounts(i: &Inputs<'_>, shared: &SharedDirs<'_>, ro: &str) -> Vec<Value> {
     let common = ["nosuid", "noexec", "nodev"];
     if i.node.cgroup_v1_hierarchies.is_empty() {
         return vec![
             json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": [common[0], common[1], common[2], "relatime", ro] }),
         ];
     }
-    let mut out = vec![match cgroup_v1_dir(i) {
+    let mut out = vec![match shared.cgroup_v1 {
         Some(dir) => {
             json!({ "destination": "/sys/fs/cgroup", "type": "bind", "source": dir, "options": ["bind", "rprivate", common[0], common[1], common[2], "ro"] })
         }
@@ -791,7 +795,7 @@ fn cgroup_mounts(i: &Inputs<'_>, ro: &str) -> Vec<Value> {
     out
 }
 
-fn mounts(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
+fn mounts(i: &Inputs<'_>, shared: &SharedDirs<'_>) -> Result<Vec<Value>, Error> {
     let spec = i.spec;
     let privileged = spec.security.privileged;
     let ro_sys = if privileged { "rw" } else { "ro" };
@@ -803,7 +807,7 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
         json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] }),
         json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", ro_sys] }),
     ];
-    out.extend(cgroup_mounts(i, ro_sys));
+    out.extend(cgroup_mounts(i, shared, ro_sys));
     let files = &i.pod_files;
     let file_opt = if spec.security.readonly_rootfs { "ro" } else { "rw" };
     for (dest, src) in [
