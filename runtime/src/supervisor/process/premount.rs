@@ -166,20 +166,9 @@ fn mask_directory(syscall: &dyn Syscall, root: &OwnedFd, source: &str, masked: &
         propagation: MsFlags::MS_PRIVATE.bits(),
         userns_fd: 0,
     };
-    let size = std::mem::size_of::<MountAttr>();
     let is_dir =
         rustix::fs::fstat(&tree).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
-    is_dir
-        && syscall.mount_setattr(tree.as_fd(), Path::new(""), AT_EMPTY_PATH, &attr, size).is_ok()
-        && syscall
-            .move_mount(
-                tree.as_fd(),
-                None,
-                target.as_fd(),
-                None,
-                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-            )
-            .is_ok()
+    is_dir && attach(syscall, &tree, &target, &[(AT_EMPTY_PATH, attr)])
 }
 
 /// The name of a namespace's file in `/proc/<pid>/ns`.
@@ -231,31 +220,40 @@ fn mount_one(syscall: &dyn Syscall, root: &OwnedFd, m: &Mount) -> bool {
         new_fs(syscall, root, m, &dest, &options.data)
     };
     let Some((tree, target)) = made else { return false };
-    let attached = (|| {
-        let set = |at, attr: &MountAttr| {
-            let size = std::mem::size_of::<MountAttr>();
-            syscall.mount_setattr(tree.as_fd(), Path::new(""), at, attr, size)
-        };
-        set(AT_EMPTY_PATH, &attr)?;
-        if let Some(rec) = &options.rec_attr {
-            set(AT_EMPTY_PATH | AT_RECURSIVE, rec)?;
-        }
-        if let Some((kind, recursive)) = propagation(m) {
-            let at = if recursive { AT_EMPTY_PATH | AT_RECURSIVE } else { AT_EMPTY_PATH };
-            set(
-                at,
-                &MountAttr { attr_set: 0, attr_clr: 0, propagation: kind.bits(), userns_fd: 0 },
-            )?;
-        }
-        syscall.move_mount(
+    let mut changes = vec![(AT_EMPTY_PATH, attr)];
+    if let Some(rec) = options.rec_attr {
+        changes.push((AT_EMPTY_PATH | AT_RECURSIVE, rec));
+    }
+    if let Some((kind, recursive)) = propagation(m) {
+        let at = if recursive { AT_EMPTY_PATH | AT_RECURSIVE } else { AT_EMPTY_PATH };
+        changes.push((
+            at,
+            MountAttr { attr_set: 0, attr_clr: 0, propagation: kind.bits(), userns_fd: 0 },
+        ));
+    }
+    attach(syscall, &tree, &target, &changes)
+}
+
+/// Sets each attribute change (`mount_setattr` flags, attributes) on the detached tree, in
+/// order, then attaches it onto `target`; false when a step fails (nothing attached).
+fn attach(
+    syscall: &dyn Syscall,
+    tree: &OwnedFd,
+    target: &OwnedFd,
+    changes: &[(u32, MountAttr)],
+) -> bool {
+    let size = std::mem::size_of::<MountAttr>();
+    changes.iter().all(|(at, attr)| {
+        syscall.mount_setattr(tree.as_fd(), Path::new(""), *at, attr, size).is_ok()
+    }) && syscall
+        .move_mount(
             tree.as_fd(),
             None,
             target.as_fd(),
             None,
             MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
-    })();
-    attached.is_ok()
+        .is_ok()
 }
 
 /// The bind's source as a detached tree and its destination (a directory or a file, as
