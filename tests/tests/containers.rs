@@ -909,7 +909,7 @@ async fn mount_propagation_host_to_container_and_bidirectional() {
     let dir = node.dir().join("kubelet");
     let d = dir.display();
     node.sh(&format!(
-        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/h2c {d}/bidi"
+        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/h2c {d}/bidi {d}/priv"
     ))
     .unwrap();
     let with_mount = |name: &str, sub: &str, propagation: cri::MountPropagation| {
@@ -931,6 +931,14 @@ async fn mount_propagation_host_to_container_and_bidirectional() {
     .await;
     let mut bidi = with_mount("bidi", "bidi", cri::MountPropagation::PropagationBidirectional);
     security(&mut bidi).privileged = true;
+    // A Private volume of the same container stays private although the container's root
+    // propagates (shared, for the Bidirectional one).
+    bidi.mounts.push(cri::Mount {
+        container_path: "/priv".into(),
+        host_path: dir.join("priv").to_string_lossy().into_owned(),
+        propagation: cri::MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    });
     let bidi = run(&mut c, &pod, &pc, bidi).await;
 
     // The node mounts after the container started: the container sees it.
@@ -948,6 +956,19 @@ async fn mount_propagation_host_to_container_and_bidirectional() {
     .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(node.sh(&format!("ls {d}/bidi/sub")).unwrap(), "from-ctr\n");
+    // Neither way for its Private volume, nor for a mount elsewhere in its rootfs.
+    let (code, out) = sh(
+        &mut c,
+        &bidi,
+        "mkdir /priv/sub /elsewhere && mount -t tmpfs -o size=1m tmpfs /priv/sub && mount -t tmpfs -o size=1m tmpfs /elsewhere && touch /priv/sub/from-ctr",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(node.sh(&format!("ls {d}/priv/sub")).unwrap(), "");
+    node.sh(&format!("mkdir {d}/priv/later && mount -t tmpfs -o size=1m tmpfs {d}/priv/later && touch {d}/priv/later/from-node")).unwrap();
+    assert_eq!(sh(&mut c, &bidi, "ls /priv/later").await, (0, "".into()));
+    let leaked = node.sh("grep -c elsewhere /proc/self/mountinfo || true").unwrap();
+    assert_eq!(leaked.trim(), "0", "the container's own mount reached the node");
 
     // On a mount that is not shared, either mode is refused, naming the mount.
     let private = node.dir().join("private");

@@ -26,7 +26,8 @@
 //! `/sys`), `..` in a destination, a cgroup mount (v2
 //! nodes, which never get here), a mount label, and any mount that fails here (nothing
 //! of it is attached; libcontainer retries it and reports its own error). Nothing is
-//! done at all for a root with shared propagation or a mount namespace given by path.
+//! done at all for a mount namespace given by path, or for a root with shared
+//! propagation whose rootfs is not a mount of its own.
 //!
 //! The namespaces are entered here as libcontainer's init enters them (the mounts of
 //! sysfs, mqueue and procfs belong to the namespaces of the process that makes them),
@@ -64,6 +65,10 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
     let propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("slave" | "unbindable") => MsFlags::MS_SLAVE,
         Some("private") => MsFlags::MS_PRIVATE,
+        // A shared root (a container with a Bidirectional mount) is done as libcontainer
+        // does it: the rootfs's own mount is made private below, which needs the rootfs
+        // to be a mount of its own (podbay's overlay always is).
+        Some("shared") if is_mount_root(rootfs) => MsFlags::MS_SHARED,
         _ => return Ok(None),
     };
     let declared = linux.namespaces().clone().unwrap_or_default();
@@ -96,6 +101,13 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
         MsFlags::MS_REC | propagation,
         None::<&str>,
     )?;
+    if propagation == MsFlags::MS_SHARED {
+        // The rootfs's mount leaves the peer group it now shares with the namespace the
+        // container's was copied from, so that what is mounted into the rootfs stays in
+        // the container; only a mount whose own propagation is shared (a Bidirectional
+        // volume) still propagates.
+        nix::mount::mount(None::<&str>, rootfs, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)?;
+    }
     let syscall = create_syscall();
 
     let root = rustix::fs::open(
@@ -137,6 +149,15 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
     linux.set_namespaces(Some(pinned));
     narrowed.set_linux(Some(linux));
     Ok(Some(narrowed))
+}
+
+/// Whether `path` is the root of a mount.
+fn is_mount_root(path: &Path) -> bool {
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+    statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS).is_ok_and(|st| {
+        st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+            && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+    })
 }
 
 /// The node's empty directory the daemon names for masked directories
