@@ -23,11 +23,11 @@
 //! Whatever is not plainly that goes to libcontainer as before, from that mount on (so
 //! the order of the mounts is kept): a destination of another type than its mount's, one
 //! under `/proc` other than procfs itself (or that a symlink leads into `/proc` or
-//! `/sys`), `..` in a destination, a cgroup mount (v2
-//! nodes, which never get here), a mount label, and any mount that fails here (nothing
-//! of it is attached; libcontainer retries it and reports its own error). Nothing is
-//! done at all for a mount namespace given by path, or for a root with shared
-//! propagation whose rootfs is not a mount of its own.
+//! `/sys`), `..` in a destination, a mount label, and any mount that fails here (nothing
+//! of it is attached; libcontainer retries it and reports its own error). A cgroup mount
+//! (v2 nodes) goes to libcontainer alone, after the others, where no later mount
+//! overlaps it ([`may_come_last`]). Nothing is done at all for a mount namespace given
+//! by path, or for a root with shared propagation whose rootfs is not a mount of its own.
 //!
 //! The namespaces are entered here as libcontainer's init enters them (the mounts of
 //! sysfs, mqueue and procfs belong to the namespaces of the process that makes them),
@@ -116,20 +116,27 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
         Mode::empty(),
     )?;
     let mounts = spec.mounts().clone().unwrap_or_default();
-    let mut done = 0;
-    for m in &mounts {
-        if !mount_one(syscall.as_ref(), &root, m) {
-            break;
+    // The mounts libcontainer makes, in their order: a cgroup v2 mount that nothing later
+    // overlaps ([`may_come_last`]), then everything from the first other mount not made
+    // here on.
+    let mut left = Vec::new();
+    for (k, m) in mounts.iter().enumerate() {
+        if mount_one(syscall.as_ref(), &root, m) {
+            continue;
         }
-        done += 1;
+        if may_come_last(m, &mounts[k + 1..]) {
+            left.push(m.clone());
+            continue;
+        }
+        left.extend_from_slice(&mounts[k..]);
+        break;
     }
 
     let mut narrowed = spec.clone();
-    narrowed.set_mounts(Some(mounts[done..].to_vec()));
+    let all_made = left.is_empty();
+    narrowed.set_mounts(Some(left));
     let mut linux = linux.clone();
-    if done == mounts.len()
-        && let Some(source) = masked_dir_source(spec)
-    {
+    if all_made && let Some(source) = masked_dir_source(spec) {
         let masked = linux.masked_paths().clone().unwrap_or_default();
         let left: Vec<String> = masked
             .into_iter()
@@ -321,6 +328,21 @@ fn new_fs(
     set(FSCONFIG_CMD_CREATE, None, None)?;
     let tree = syscall.fsmount(fs.as_fd(), 0, None).ok()?;
     Some((tree, target))
+}
+
+/// Whether a mount not made here may be made by libcontainer after the later ones:
+/// a cgroup mount (cgroup v2 nodes; libcontainer's own) whose destination no later mount
+/// covers, lies under, or is, by their plain names. A later mount that gets this far
+/// never leads into `/sys` through a symlink (those are libcontainer's, and stop here),
+/// so the order of what overlaps is kept. Before, the cgroup v2 mount left every mount
+/// after it to libcontainer, which ignores their propagation.
+fn may_come_last(m: &Mount, later: &[Mount]) -> bool {
+    let Some(dest) = plain_relative(m.destination()) else { return false };
+    m.typ().as_deref() == Some("cgroup")
+        && later.iter().all(|l| {
+            plain_relative(l.destination())
+                .is_some_and(|other| !other.starts_with(&dest) && !dest.starts_with(&other))
+        })
 }
 
 /// The destination relative to the rootfs, when it is absolute and has nothing but
@@ -552,6 +574,26 @@ mod tests {
         assert_eq!(of(&["rshared", "private"]), Some((MsFlags::MS_PRIVATE, false)));
         assert_eq!(of(&["rbind", "rw"]), None);
         assert_eq!(of(&["rprivatex", "rrshared"]), None);
+    }
+
+    #[test]
+    fn a_cgroup_mount_comes_last_only_where_nothing_later_overlaps_it() {
+        let mount = |dest: &str, typ: &str| {
+            oci_spec::runtime::MountBuilder::default().destination(dest).typ(typ).build().unwrap()
+        };
+        let cgroup = mount("/sys/fs/cgroup", "cgroup");
+        let later = [mount("/etc/hosts", "bind"), mount("/dev/shm", "bind"), mount("/v", "bind")];
+        assert!(may_come_last(&cgroup, &later));
+        assert!(may_come_last(&cgroup, &[]));
+        for overlapping in ["/sys", "/sys/fs/cgroup", "/sys/fs/cgroup/x", "/sys/fs/cgroup/../x"] {
+            let later = [mount("/v", "bind"), mount(overlapping, "bind")];
+            assert!(!may_come_last(&cgroup, &later), "{overlapping}");
+        }
+        // Only the cgroup mount: another mount left to libcontainer keeps the ones after it.
+        assert!(!may_come_last(&mount("/x", "tmpfs"), &later));
+        assert!(!may_come_last(&mount("/sys/fs/cgroup/../x", "cgroup"), &later));
+        // "/sys/fs/cgroupx" is not below "/sys/fs/cgroup".
+        assert!(may_come_last(&cgroup, &[mount("/sys/fs/cgroupx", "bind")]));
     }
 
     #[test]
