@@ -120,6 +120,7 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
     // overlaps ([`may_come_last`]), then everything from the first other mount not made
     // here on.
     let mut left = Vec::new();
+    let mut stopped = false;
     for (k, m) in mounts.iter().enumerate() {
         if mount_one(syscall.as_ref(), &root, m) {
             continue;
@@ -129,21 +130,26 @@ pub(super) fn premount(spec: &Spec, rootfs: &Path) -> Result<Option<Spec>, Box<d
             continue;
         }
         left.extend_from_slice(&mounts[k..]);
+        stopped = true;
         break;
     }
 
     let mut narrowed = spec.clone();
-    let all_made = left.is_empty();
-    narrowed.set_mounts(Some(left));
     let mut linux = linux.clone();
-    if all_made && let Some(source) = masked_dir_source(spec) {
+    // The masks come after the mounts: here, once every mount is made but a cgroup mount
+    // left to come last, on each masked directory clear of it.
+    if !stopped && let Some(source) = masked_dir_source(spec) {
         let masked = linux.masked_paths().clone().unwrap_or_default();
-        let left: Vec<String> = masked
+        let clear = |p: &str| left.iter().all(|m| !overlaps(Path::new(p), m.destination()));
+        let unmasked: Vec<String> = masked
             .into_iter()
-            .filter(|p| !mask_directory(syscall.as_ref(), &root, source, Path::new(p)))
+            .filter(|p| {
+                !(clear(p) && mask_directory(syscall.as_ref(), &root, source, Path::new(p)))
+            })
             .collect();
-        linux.set_masked_paths(Some(left));
+        linux.set_masked_paths(Some(unmasked));
     }
+    narrowed.set_mounts(Some(left));
     let pinned = declared
         .into_iter()
         .map(|mut n| {
@@ -337,12 +343,18 @@ fn new_fs(
 /// so the order of what overlaps is kept. Before, the cgroup v2 mount left every mount
 /// after it to libcontainer, which ignores their propagation.
 fn may_come_last(m: &Mount, later: &[Mount]) -> bool {
-    let Some(dest) = plain_relative(m.destination()) else { return false };
     m.typ().as_deref() == Some("cgroup")
-        && later.iter().all(|l| {
-            plain_relative(l.destination())
-                .is_some_and(|other| !other.starts_with(&dest) && !dest.starts_with(&other))
-        })
+        && plain_relative(m.destination()).is_some()
+        && later.iter().all(|l| !overlaps(m.destination(), l.destination()))
+}
+
+/// Whether one destination is the other or lies below it, by plain names; true where
+/// either is not plain (`..`), which cannot be told without the rootfs.
+fn overlaps(a: &Path, b: &Path) -> bool {
+    match (plain_relative(a), plain_relative(b)) {
+        (Some(a), Some(b)) => a.starts_with(&b) || b.starts_with(&a),
+        _ => true,
+    }
 }
 
 /// The destination relative to the rootfs, when it is absolute and has nothing but
@@ -594,6 +606,10 @@ mod tests {
         assert!(!may_come_last(&mount("/sys/fs/cgroup/../x", "cgroup"), &later));
         // "/sys/fs/cgroupx" is not below "/sys/fs/cgroup".
         assert!(may_come_last(&cgroup, &[mount("/sys/fs/cgroupx", "bind")]));
+        // The masks clear of it are podbay's.
+        assert!(!overlaps(Path::new("/sys/firmware"), Path::new("/sys/fs/cgroup")));
+        assert!(overlaps(Path::new("/sys/fs/cgroup/x"), Path::new("/sys/fs/cgroup")));
+        assert!(overlaps(Path::new("/sys"), Path::new("/sys/fs/cgroup")));
     }
 
     #[test]
