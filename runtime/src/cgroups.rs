@@ -187,15 +187,25 @@ fn placed_dirs(cgroup: &str, v1_hierarchies: &[String]) -> Vec<PathBuf> {
 /// caller itself) written to each hierarchy's `tasks` file: the kernel moves the one
 /// calling thread without taking the global `cgroup_threadgroup_rwsem`, whose write lock
 /// first waits for an RCU grace period (10–15 ms here after a quiet moment). A pid
-/// written to `cgroup.procs`, as libcgroups does, always takes it. (On cgroup v2 a thread
-/// of a domain cgroup cannot move alone; containers there are made by libcontainer.)
+/// written to `cgroup.procs`, as libcgroups does, always takes it.
+///
+/// On cgroup v2 (no v1 hierarchies) a thread of a domain cgroup cannot move alone, so
+/// this is what libcontainer's intermediate process does to itself: libcgroups makes the
+/// cgroup (enabling the controllers on the way) and moves the caller by its pid, then
+/// writes the limits.
 pub fn enter_new(
     cgroup: &str,
     v1_hierarchies: &[String],
     resources: Option<&oci_spec::runtime::LinuxResources>,
 ) -> Result<(), Error> {
     if v1_hierarchies.is_empty() {
-        return Err(Error::new(cgroup, "not a cgroup v1 node"));
+        let manager = manager(cgroup)?;
+        let me = libcgroups::common::CgroupManager::add_task(
+            &manager,
+            nix_libcgroups::unistd::Pid::from_raw(std::process::id() as i32),
+        );
+        me.map_err(|e| Error::new(cgroup, e))?;
+        return resources.map_or(Ok(()), |r| apply_with(&manager, cgroup, r));
     }
     let dirs = placed_dirs(cgroup, v1_hierarchies);
     for dir in &dirs {

@@ -1350,3 +1350,72 @@ async fn a_volume_through_an_image_symlink_is_mounted_where_it_leads() {
     assert_no_cgroups(&[&pod]);
     node.assert_clean().unwrap();
 }
+
+/// On a cgroup v2 node containers are made by podbay's own launch too (libcontainer's
+/// builder ignored the propagation of every mount): a Private volume of a shared node
+/// mount is private, the masks are the node's shared empty directory and the cgroup
+/// mount comes last. The node
+/// here mounts the host's unified hierarchy at /sys/fs/cgroup; its controllers are
+/// v1's on this machine, so no limit is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
+    require_root!();
+    let mut node = Node::empty().unwrap();
+    node.sh("umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup").unwrap();
+    node.start_daemon().unwrap();
+    node.import_busybox().unwrap();
+    let mut c = node.client().await.unwrap();
+    let pc = logged_pod(&node, "v2");
+    let pod = run_pod(&mut c, pc.clone()).await.unwrap();
+    let dir = node.dir().join("kubelet");
+    let d = dir.display();
+    node.sh(&format!(
+        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/vol"
+    ))
+    .unwrap();
+    let mut config = sleeper("private");
+    config.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        host_path: dir.join("vol").to_string_lossy().into_owned(),
+        propagation: cri::MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    });
+    security(&mut config).seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let ctr = run(&mut c, &pod, &pc, config).await;
+    // The filter is the container's and its execs' (which libcontainer's tenant builder
+    // runs on v2, reading the profile from the spec).
+    let (code, out) = sh(&mut c, &ctr, "grep Seccomp: /proc/1/status /proc/self/status").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("Seccomp:\t2").count(), 2, "{out}");
+    let (code, out) = sh(&mut c, &ctr, "unshare -U true").await;
+    assert_ne!(code, 0, "RuntimeDefault blocks unshare: {out}");
+
+    let (code, mounts) = sh(&mut c, &ctr, "cat /proc/self/mountinfo").await;
+    assert_eq!(code, 0, "{mounts}");
+    let line = |dest: &str| {
+        mounts.lines().find(|l| l.split(' ').nth(4) == Some(dest)).unwrap_or_default().to_owned()
+    };
+    let vol = line("/vol");
+    assert!(!vol.is_empty() && !vol.contains("shared:") && !vol.contains("master:"), "{mounts}");
+    let empty = format!("{}/empty ", node.run_dir().file_name().unwrap().to_string_lossy());
+    for masked in ["/proc/acpi", "/sys/firmware"] {
+        assert!(line(masked).contains(&empty), "{masked}: {mounts}");
+    }
+    let last = mounts.lines().position(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup"));
+    let vol_at = mounts.lines().position(|l| l.split(' ').nth(4) == Some("/vol"));
+    assert!(last > vol_at, "the cgroup mount comes last: {mounts}");
+    node.sh(&format!(
+        "mkdir {d}/vol/from-node && mount -t tmpfs -o size=1m tmpfs {d}/vol/from-node && touch {d}/vol/from-node/f"
+    ))
+    .unwrap();
+    assert_eq!(sh(&mut c, &ctr, "ls /vol/from-node").await, (0, String::new()));
+
+    remove_pod(&mut c, &pod).await.unwrap();
+    node.sh(&format!("umount -R {d}")).unwrap();
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified/podbay").join(&pod);
+    assert!(!unified.exists(), "{} left behind", unified.display());
+    node.assert_clean().unwrap();
+}

@@ -10,11 +10,14 @@ use crate::cgroups;
 use crate::layout::Layout;
 
 impl NodeFacts {
-    /// Whether the pod's supervisor launches a container (and its execs) itself
-    /// (`supervisor/process/launch.rs`): on a cgroup v1 node, for a pod without a user
-    /// namespace. libcontainer's builders make the others, and move their processes into
-    /// the container's cgroup by pid (which waits for an RCU grace period); only the
-    /// launch can install a precompiled seccomp filter without no_new_privs.
+    /// Whether the pod's supervisor launches a container and its execs itself
+    /// (`supervisor/process/launch.rs`) and moves them into their cgroup without the
+    /// global migration lock: on a cgroup v1 node, for a pod without a user namespace.
+    /// Otherwise their processes move by pid (which waits for an RCU grace period, so a
+    /// migration is primed): libcontainer's builders make them, or on v2 the supervisor
+    /// launches the container but its execs are libcontainer's tenant builder's, which
+    /// reads the seccomp profile from the spec, so only here may the filter be
+    /// precompiled and left out of the spec.
     pub(super) fn supervisor_launches(&self, pod_userns: bool) -> bool {
         !self.cgroup_v1_hierarchies.is_empty() && !pod_userns
     }

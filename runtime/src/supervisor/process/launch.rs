@@ -11,10 +11,12 @@
 //! clones the init itself. It also lets the init install a precompiled seccomp filter
 //! without no_new_privs ([`Fit::raise_sys_admin_for_filter`]).
 //!
-//! Only on a cgroup v1 node (on v2 a thread cannot move alone, so the lock is taken
-//! either way) and for what a CRI container needs: a spec with a user or time namespace,
-//! hooks, a seccomp listener, network devices, Intel RDT, idmapped mounts or an AppArmor
-//! profile goes through libcontainer's builders as before ([`fits`]).
+//! On a cgroup v2 node a thread cannot move alone: the helper moves itself by its pid,
+//! as libcontainer's intermediate process did, and the rest is as on v1
+//! ([`crate::cgroups::enter_new`]). Only for what a CRI container needs: a spec with a
+//! user or time namespace, hooks, a seccomp listener, network devices, Intel RDT,
+//! idmapped mounts or an AppArmor profile goes through libcontainer's builders as before
+//! ([`fits`]).
 
 use std::error::Error;
 use std::io::Read;
@@ -104,13 +106,10 @@ impl Fit {
 }
 
 /// The bundle's spec, validated as libcontainer's builder validates it, and the node's v1
-/// hierarchies, when [`launch`] can make this container; `None` when libcontainer's
-/// builder must (a cgroup v2 node, or a spec that does not [`fit`](fits)).
+/// hierarchies (none on a cgroup v2 node), when [`launch`] can make this container;
+/// `None` when libcontainer's builder must (a spec that does not [`fit`](fits)).
 pub(super) fn spec_for_launch(bundle: &Path) -> Result<Option<Fit>, Box<dyn Error>> {
     let v1_hierarchies = crate::cgroups::v1_hierarchies();
-    if v1_hierarchies.is_empty() {
-        return Ok(None);
-    }
     let mut spec = Spec::load(bundle.join("config.json"))?;
     if !fits(&spec) {
         return Ok(None);
