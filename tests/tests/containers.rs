@@ -1353,8 +1353,8 @@ async fn a_volume_through_an_image_symlink_is_mounted_where_it_leads() {
 
 /// On a cgroup v2 node containers are made by podbay's own launch too (libcontainer's
 /// builder ignored the propagation of every mount): a Private volume of a shared node
-/// mount is private, the masks are the node's shared empty directory and the cgroup
-/// mount comes last. The node
+/// mount is private, the masks are the node's shared empty directory, the cgroup mount
+/// comes last, and the container has a cgroup namespace rooted at its own cgroup. The node
 /// here mounts the host's unified hierarchy at /sys/fs/cgroup; its controllers are
 /// v1's on this machine, so no limit is written.
 #[tokio::test(flavor = "multi_thread")]
@@ -1412,6 +1412,17 @@ async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
     ))
     .unwrap();
     assert_eq!(sh(&mut c, &ctr, "ls /vol/from-node").await, (0, String::new()));
+
+    // Its own cgroup, the root of its cgroup namespace (as an exec, which joins both,
+    // reads it), whose limits its cgroup2 mount shows. (The kernel lists the host's v1
+    // hierarchies as well.)
+    let (code, cgroups) = sh(&mut c, &ctr, "cat /proc/self/cgroup").await;
+    assert_eq!(code, 0, "{cgroups}");
+    assert!(cgroups.lines().any(|l| l == "0::/"), "{cgroups}");
+    let procs = node.sh(&format!("cat /sys/fs/cgroup/podbay/{pod}/{ctr}/cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 1, "the sleeper: {procs}");
+    let (code, own) = sh(&mut c, &ctr, "ls /sys/fs/cgroup | grep -c podbay").await;
+    assert_eq!((code, own.trim()), (1, "0"), "the node's tree is not shown");
 
     remove_pod(&mut c, &pod).await.unwrap();
     node.sh(&format!("umount -R {d}")).unwrap();

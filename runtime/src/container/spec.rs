@@ -585,6 +585,14 @@ fn namespaces(i: &Inputs<'_>) -> Result<Vec<Value>, Error> {
     if let Some(path) = pod_ns(NsKind::User) {
         out.push(json!({ "type": "user", "path": path }));
     }
+    // On cgroup v2 a container has a cgroup namespace of its own (rooted at its cgroup),
+    // as containerd and CRI-O give it: `/proc/self/cgroup` says `0::/` and the cgroup2
+    // mount at /sys/fs/cgroup shows its own cgroup (its limits, which runtimes such as
+    // the JVM read there), not the node's whole tree. Not on v1, and not for a privileged
+    // container, as containerd.
+    if i.node.cgroup_v1_hierarchies.is_empty() && !i.spec.security.privileged {
+        out.push(json!({ "type": "cgroup" }));
+    }
     Ok(out)
 }
 
@@ -920,6 +928,19 @@ mod tests {
             hugetlb: false,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_cgroup_namespace_on_cgroup_v2_unless_privileged() {
+        let has_cgroup_ns = |v: &Value| {
+            v["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "cgroup")
+        };
+        let v2 = NodeFacts { cgroup_v1_hierarchies: vec![], ..node() };
+        let mut s = spec();
+        assert!(has_cgroup_ns(&built_on(&s, &v2).unwrap()));
+        assert!(!has_cgroup_ns(&built(&s).unwrap()));
+        s.security.privileged = true;
+        assert!(!has_cgroup_ns(&built_on(&s, &v2).unwrap()));
     }
 
     fn db() -> UserDb {
