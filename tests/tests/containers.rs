@@ -1360,12 +1360,25 @@ async fn a_volume_through_an_image_symlink_is_mounted_where_it_leads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
     require_root!();
+    // A parent of its own in the host's unified hierarchy: the other tests' daemons (v1
+    // nodes) remove an empty `/podbay` in every hierarchy when their last pod goes.
+    let parent = format!("/pbtv2-{}", std::process::id());
+    // Gone also when the test fails half-way: declared before the node, it drops after
+    // the node's teardown has killed the node's processes.
+    struct RemoveTree(String);
+    impl Drop for RemoveTree {
+        fn drop(&mut self) {
+            podbay_tests::remove_cgroup_tree(&self.0);
+        }
+    }
+    let _tree = RemoveTree(parent.clone());
     let mut node = Node::empty().unwrap();
     node.sh("umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup").unwrap();
     node.start_daemon().unwrap();
     node.import_busybox().unwrap();
     let mut c = node.client().await.unwrap();
-    let pc = logged_pod(&node, "v2");
+    let mut pc = logged_pod(&node, "v2");
+    pc.linux.get_or_insert_default().cgroup_parent = parent.clone();
     let pod = run_pod(&mut c, pc.clone()).await.unwrap();
     let dir = node.dir().join("kubelet");
     let d = dir.display();
@@ -1419,14 +1432,14 @@ async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
     let (code, cgroups) = sh(&mut c, &ctr, "cat /proc/self/cgroup").await;
     assert_eq!(code, 0, "{cgroups}");
     assert!(cgroups.lines().any(|l| l == "0::/"), "{cgroups}");
-    let procs = node.sh(&format!("cat /sys/fs/cgroup/podbay/{pod}/{ctr}/cgroup.procs")).unwrap();
+    let procs = node.sh(&format!("cat /sys/fs/cgroup{parent}/{ctr}/cgroup.procs")).unwrap();
     assert_eq!(procs.lines().count(), 1, "the sleeper: {procs}");
-    let (code, own) = sh(&mut c, &ctr, "ls /sys/fs/cgroup | grep -c podbay").await;
+    let (code, own) = sh(&mut c, &ctr, "ls /sys/fs/cgroup | grep -c pbtv2").await;
     assert_eq!((code, own.trim()), (1, "0"), "the node's tree is not shown");
 
     remove_pod(&mut c, &pod).await.unwrap();
     node.sh(&format!("umount -R {d}")).unwrap();
-    let unified = std::path::Path::new("/sys/fs/cgroup/unified/podbay").join(&pod);
-    assert!(!unified.exists(), "{} left behind", unified.display());
+    let unified = format!("/sys/fs/cgroup/unified{parent}");
+    std::fs::remove_dir(&unified).expect("the parent is empty: the container's cgroup went");
     node.assert_clean().unwrap();
 }
