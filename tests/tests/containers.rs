@@ -898,6 +898,33 @@ async fn unset_seccomp_profile_follows_the_config() {
     assert!(err.contains("unset_seccomp_profile") && err.contains("strict"), "{err}");
 }
 
+/// A directory of the node's like kubelet's (a shared mount), with the named
+/// subdirectories made in it.
+fn shared_kubelet_dir(node: &Node, subdirs: &str) -> std::path::PathBuf {
+    let dir = node.dir().join("kubelet");
+    let d = dir.display();
+    node.sh(&format!(
+        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && cd {d} && mkdir {subdirs}"
+    ))
+    .unwrap();
+    dir
+}
+
+/// `config` with the node's `host` mounted at `at` with `propagation`.
+fn with_volume(
+    config: &mut cri::ContainerConfig,
+    host: &std::path::Path,
+    at: &str,
+    propagation: cri::MountPropagation,
+) {
+    config.mounts.push(cri::Mount {
+        container_path: at.into(),
+        host_path: host.to_string_lossy().into_owned(),
+        propagation: propagation as i32,
+        ..Default::default()
+    });
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mount_propagation_host_to_container_and_bidirectional() {
     require_root!();
@@ -906,12 +933,8 @@ async fn mount_propagation_host_to_container_and_bidirectional() {
     let pc = logged_pod(&node, "prop");
     let pod = run_pod(&mut c, pc.clone()).await.unwrap();
     // kubelet's dirs are shared mounts; the node's own (a private mount namespace) are not.
-    let dir = node.dir().join("kubelet");
+    let dir = shared_kubelet_dir(&node, "h2c bidi priv");
     let d = dir.display();
-    node.sh(&format!(
-        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/h2c {d}/bidi {d}/priv"
-    ))
-    .unwrap();
     let with_mount = |name: &str, sub: &str, propagation: cri::MountPropagation| {
         let mut config = sleeper(name);
         config.mounts.push(cri::Mount {
@@ -933,12 +956,7 @@ async fn mount_propagation_host_to_container_and_bidirectional() {
     security(&mut bidi).privileged = true;
     // A Private volume of the same container stays private although the container's root
     // propagates (shared, for the Bidirectional one).
-    bidi.mounts.push(cri::Mount {
-        container_path: "/priv".into(),
-        host_path: dir.join("priv").to_string_lossy().into_owned(),
-        propagation: cri::MountPropagation::PropagationPrivate as i32,
-        ..Default::default()
-    });
+    with_volume(&mut bidi, &dir.join("priv"), "/priv", cri::MountPropagation::PropagationPrivate);
     let bidi = run(&mut c, &pod, &pc, bidi).await;
 
     // The node mounts after the container started: the container sees it.
@@ -1263,19 +1281,10 @@ async fn private_mount_propagates_nothing_either_way() {
     let mut c = node.client().await.unwrap();
     let pc = logged_pod(&node, "private");
     let pod = run_pod(&mut c, pc.clone()).await.unwrap();
-    let dir = node.dir().join("kubelet");
+    let dir = shared_kubelet_dir(&node, "vol");
     let d = dir.display();
-    node.sh(&format!(
-        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/vol"
-    ))
-    .unwrap();
     let mut config = sleeper("private");
-    config.mounts.push(cri::Mount {
-        container_path: "/vol".into(),
-        host_path: dir.join("vol").to_string_lossy().into_owned(),
-        propagation: cri::MountPropagation::PropagationPrivate as i32,
-        ..Default::default()
-    });
+    with_volume(&mut config, &dir.join("vol"), "/vol", cri::MountPropagation::PropagationPrivate);
     security(&mut config).privileged = true;
     let ctr = run(&mut c, &pod, &pc, config).await;
     let (code, out) = sh(&mut c, &ctr, "grep ' /vol ' /proc/self/mountinfo").await;
@@ -1380,19 +1389,10 @@ async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
     let mut pc = logged_pod(&node, "v2");
     pc.linux.get_or_insert_default().cgroup_parent = parent.clone();
     let pod = run_pod(&mut c, pc.clone()).await.unwrap();
-    let dir = node.dir().join("kubelet");
+    let dir = shared_kubelet_dir(&node, "vol");
     let d = dir.display();
-    node.sh(&format!(
-        "mkdir -p {d} && mount --bind {d} {d} && mount --make-rshared {d} && mkdir {d}/vol"
-    ))
-    .unwrap();
     let mut config = sleeper("private");
-    config.mounts.push(cri::Mount {
-        container_path: "/vol".into(),
-        host_path: dir.join("vol").to_string_lossy().into_owned(),
-        propagation: cri::MountPropagation::PropagationPrivate as i32,
-        ..Default::default()
-    });
+    with_volume(&mut config, &dir.join("vol"), "/vol", cri::MountPropagation::PropagationPrivate);
     security(&mut config).seccomp = Some(cri::SecurityProfile {
         profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
         ..Default::default()
