@@ -200,11 +200,8 @@ pub fn enter_new(
 ) -> Result<(), Error> {
     if v1_hierarchies.is_empty() {
         let manager = manager(cgroup)?;
-        let me = libcgroups::common::CgroupManager::add_task(
-            &manager,
-            nix_libcgroups::unistd::Pid::from_raw(std::process::id() as i32),
-        );
-        me.map_err(|e| Error::new(cgroup, e))?;
+        let me = nix_libcgroups::unistd::Pid::from_raw(std::process::id() as i32);
+        manager.add_task(me).map_err(|e| Error::new(cgroup, e))?;
         return resources.map_or(Ok(()), |r| apply_with(&manager, cgroup, r));
     }
     let dirs = placed_dirs(cgroup, v1_hierarchies);
