@@ -247,10 +247,7 @@ async fn hardening_defaults_and_security_context() {
     // Defaults: root with containerd's capability set; RuntimeDefault seccomp, as kubelet
     // asks for it.
     let mut plain = sleeper("plain");
-    security(&mut plain).seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
-        ..Default::default()
-    });
+    security(&mut plain).seccomp = runtime_default();
     let plain = run(&mut c, &pod, &pc, plain).await;
     let (code, out) = sh(&mut c, &plain, "ping -c1 -W2 127.0.0.1").await;
     assert_eq!(code, 0, "NET_RAW is a default capability: {out}");
@@ -339,10 +336,7 @@ async fn hardening_defaults_and_security_context() {
     let mut user = sleeper("user");
     let s = security(&mut user);
     s.run_as_user = Some(cri::Int64Value { value: 1234 });
-    s.seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
-        ..Default::default()
-    });
+    s.seccomp = runtime_default();
     let user = run(&mut c, &pod, &pc, user).await;
     let (_, out) =
         sh(&mut c, &user, "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm):' /proc/1/status").await;
@@ -355,10 +349,7 @@ async fn hardening_defaults_and_security_context() {
     let mut restricted = sleeper("restricted");
     let s = security(&mut restricted);
     s.no_new_privs = true;
-    s.seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
-        ..Default::default()
-    });
+    s.seccomp = runtime_default();
     let restricted = run(&mut c, &pod, &pc, restricted).await;
     let bundle = node.root().join("containers").join(&restricted);
     assert!(bundle.join("seccomp.bpf").is_file(), "the filter was compiled ahead");
@@ -898,6 +889,14 @@ async fn unset_seccomp_profile_follows_the_config() {
     assert!(err.contains("unset_seccomp_profile") && err.contains("strict"), "{err}");
 }
 
+/// The RuntimeDefault seccomp profile, as kubelet asks for it.
+fn runtime_default() -> Option<cri::SecurityProfile> {
+    Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    })
+}
+
 /// A directory of the node's like kubelet's (a shared mount), with the named
 /// subdirectories made in it.
 fn shared_kubelet_dir(node: &Node, subdirs: &str) -> std::path::PathBuf {
@@ -1393,10 +1392,7 @@ async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
     let d = dir.display();
     let mut config = sleeper("private");
     with_volume(&mut config, &dir.join("vol"), "/vol", cri::MountPropagation::PropagationPrivate);
-    security(&mut config).seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
-        ..Default::default()
-    });
+    security(&mut config).seccomp = runtime_default();
     let ctr = run(&mut c, &pod, &pc, config).await;
     // The filter is the container's and its execs' (which libcontainer's tenant builder
     // runs on v2, reading the profile from the spec).
