@@ -189,20 +189,20 @@ fn placed_dirs(cgroup: &str, v1_hierarchies: &[String]) -> Vec<PathBuf> {
 /// first waits for an RCU grace period (10–15 ms here after a quiet moment). A pid
 /// written to `cgroup.procs`, as libcgroups does, always takes it.
 ///
-/// On cgroup v2 (no v1 hierarchies) a thread of a domain cgroup cannot move alone, so
-/// this is what libcontainer's intermediate process does to itself: libcgroups makes the
-/// cgroup (enabling the controllers on the way) and moves the caller by its pid, then
-/// writes the limits.
+/// On cgroup v2 (no v1 hierarchies) a thread of a domain cgroup cannot move alone: the
+/// cgroup is made with its limits and returned open, for the caller's child to be born
+/// in it ([`V2Dir`]), and the caller stays where it is.
 pub fn enter_new(
     cgroup: &str,
     v1_hierarchies: &[String],
     resources: Option<&oci_spec::runtime::LinuxResources>,
-) -> Result<(), Error> {
+) -> Result<Option<V2Dir>, Error> {
     if v1_hierarchies.is_empty() {
-        let manager = manager(cgroup)?;
-        let me = nix_libcgroups::unistd::Pid::from_raw(std::process::id() as i32);
-        manager.add_task(me).map_err(|e| Error::new(cgroup, e))?;
-        return resources.map_or(Ok(()), |r| apply_with(&manager, cgroup, r));
+        let path = make_v2(cgroup)?;
+        if let Some(r) = resources {
+            apply_with(&manager(cgroup)?, cgroup, r)?;
+        }
+        return V2Dir::open(cgroup, path).map(Some);
     }
     let dirs = placed_dirs(cgroup, v1_hierarchies);
     for dir in &dirs {
@@ -216,18 +216,92 @@ pub fn enter_new(
             apply_with(&manager(cgroup)?, cgroup, r)?;
         }
     }
-    dirs.iter().try_for_each(|dir| join_self(cgroup, dir, false))
+    dirs.iter().try_for_each(|dir| join_self(cgroup, dir, false))?;
+    Ok(None)
 }
 
 /// Puts the calling process, which must be single-threaded, in a running container's
 /// cgroup, as [`enter_new`] does (`0` to each hierarchy's `tasks`, no grace period to
 /// wait for), in each hierarchy where the cgroup exists (a container that libcontainer
-/// made has none in the hierarchies libcgroups does not place in).
-pub fn enter_existing(cgroup: &str, v1_hierarchies: &[String]) -> Result<(), Error> {
+/// made has none in the hierarchies libcgroups does not place in). On cgroup v2, the
+/// cgroup opened for a child to be born in, as [`enter_new`] returns it.
+pub fn enter_existing(cgroup: &str, v1_hierarchies: &[String]) -> Result<Option<V2Dir>, Error> {
     if v1_hierarchies.is_empty() {
-        return Err(Error::new(cgroup, "not a cgroup v1 node"));
+        let path = Path::new(ROOT).join(cgroup.trim_start_matches('/'));
+        return V2Dir::open(cgroup, path).map(Some);
     }
-    placed_dirs(cgroup, v1_hierarchies).iter().try_for_each(|dir| join_self(cgroup, dir, true))
+    placed_dirs(cgroup, v1_hierarchies).iter().try_for_each(|dir| join_self(cgroup, dir, true))?;
+    Ok(None)
+}
+
+/// A container's cgroup v2 directory, open for a child to be born in it
+/// (`clone3(CLONE_INTO_CGROUP)`, Linux 5.7): a process that starts in its cgroup never
+/// migrates, so it never waits for the kernel's global `cgroup_threadgroup_rwsem` (an
+/// RCU grace period, 10–15 ms here after a quiet moment).
+pub struct V2Dir {
+    cgroup: String,
+    path: PathBuf,
+    pub fd: std::os::fd::OwnedFd,
+}
+
+impl V2Dir {
+    pub(crate) fn open(cgroup: &str, path: PathBuf) -> Result<V2Dir, Error> {
+        let dir = std::fs::File::open(&path)
+            .map_err(|e| Error::new(cgroup, format!("open {}: {e}", path.display())))?;
+        Ok(V2Dir { cgroup: cgroup.to_owned(), path, fd: dir.into() })
+    }
+
+    /// Moves the calling process in by its pid, as libcgroups does (waiting for the
+    /// global lock): for a kernel, or a seccomp filter around podbay, without
+    /// `CLONE_INTO_CGROUP`.
+    pub fn move_self(&self) -> Result<(), Error> {
+        let procs = self.path.join("cgroup.procs");
+        std::fs::write(&procs, std::process::id().to_string())
+            .map_err(|e| Error::new(&self.cgroup, format!("write {}: {e}", procs.display())))
+    }
+}
+
+/// The controllers libcgroups writes limits for on cgroup v2, which [`make_v2`] enables.
+const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "hugetlb", "io", "memory", "pids"];
+
+/// Makes a container's cgroup on a cgroup v2 node as libcgroups' v2 manager does before it
+/// moves a process in: each directory from the root down, with every controller the root
+/// offers (of those libcgroups knows) enabled in the root's and each parent's
+/// `cgroup.subtree_control`, best effort as there (a limit whose controller could not be
+/// enabled fails when it is written). A `.` or `..` in the path is refused.
+fn make_v2(cgroup: &str) -> Result<PathBuf, Error> {
+    let root = Path::new(ROOT);
+    let offered = std::fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(|e| Error::new(cgroup, format!("read {ROOT}/cgroup.controllers: {e}")))?;
+    let enable: Vec<String> = offered
+        .split_whitespace()
+        .filter(|c| V2_CONTROLLERS.contains(c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    let enable_in = |dir: &Path| {
+        for controller in &enable {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), controller);
+        }
+    };
+    let parts: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(Error::new(cgroup, "not a cgroup path below the root"));
+    }
+    enable_in(root);
+    let mut dir = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::new(cgroup, format!("create {}: {e}", dir.display())));
+            }
+            _ => {}
+        }
+        if i + 1 < parts.len() {
+            enable_in(&dir);
+        }
+    }
+    Ok(dir)
 }
 
 /// Writes `0` to a v1 cgroup dir's `tasks`: the calling thread moves there. With

@@ -1394,8 +1394,8 @@ async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
     with_volume(&mut config, &dir.join("vol"), "/vol", cri::MountPropagation::PropagationPrivate);
     security(&mut config).seccomp = runtime_default();
     let ctr = run(&mut c, &pod, &pc, config).await;
-    // The filter is the container's and its execs' (which libcontainer's tenant builder
-    // runs on v2, reading the profile from the spec).
+    // The filter is the container's and its execs' (which install it themselves, after
+    // their helper's clone3 into the container's cgroup).
     let (code, out) = sh(&mut c, &ctr, "grep Seccomp: /proc/1/status /proc/self/status").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("Seccomp:\t2").count(), 2, "{out}");
@@ -1430,6 +1430,9 @@ async fn a_cgroup_v2_node_makes_containers_with_podbays_mounts() {
     assert!(cgroups.lines().any(|l| l == "0::/"), "{cgroups}");
     let procs = node.sh(&format!("cat /sys/fs/cgroup{parent}/{ctr}/cgroup.procs")).unwrap();
     assert_eq!(procs.lines().count(), 1, "the sleeper: {procs}");
+    // An exec's process is in the container's cgroup too (born there, as the init is).
+    let (code, out) = sh(&mut c, &ctr, "grep -x $$ /sys/fs/cgroup/cgroup.procs && echo in").await;
+    assert_eq!((code, out.lines().last()), (0, Some("in")), "{out}");
     let (code, own) = sh(&mut c, &ctr, "ls /sys/fs/cgroup | grep -c pbtv2").await;
     assert_eq!((code, own.trim()), (1, "0"), "the node's tree is not shown");
 

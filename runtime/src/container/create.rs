@@ -380,7 +380,7 @@ impl Containers {
     /// does not compile it again (about 1.5–1.9 ms per container). With no_new_privs that
     /// needs no capability. Without, it needs CAP_SYS_ADMIN, which only the supervisor's
     /// own launch keeps for it (and drops after); a container libcontainer's builder makes
-    /// (a user namespace, cgroup v2) has it compiled by libcontainer, which loads it before
+    /// (a pod with a user namespace) has it compiled by libcontainer, which loads it before
     /// it drops the capability. None: the spec carries the profile, if any.
     fn seccomp_ahead(
         &self,

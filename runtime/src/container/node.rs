@@ -11,15 +11,14 @@ use crate::layout::Layout;
 
 impl NodeFacts {
     /// Whether the pod's supervisor launches a container and its execs itself
-    /// (`supervisor/process/launch.rs`) and moves them into their cgroup without the
-    /// global migration lock: on a cgroup v1 node, for a pod without a user namespace.
-    /// Otherwise their processes move by pid (which waits for an RCU grace period, so a
-    /// migration is primed): libcontainer's builders make them, or on v2 the supervisor
-    /// launches the container but its execs are libcontainer's tenant builder's, which
-    /// reads the seccomp profile from the spec, so only here may the filter be
+    /// (`supervisor/process/launch.rs`), placing them in their cgroup without the global
+    /// migration lock (v1: the helper joins by `tasks`; v2: they are born in it): for a
+    /// pod without a user namespace. Otherwise libcontainer's builders make them and move
+    /// them by pid (which waits for an RCU grace period, so a migration is primed), and
+    /// they read the seccomp profile from the spec: only here may the filter be
     /// precompiled and left out of the spec.
     pub(super) fn supervisor_launches(&self, pod_userns: bool) -> bool {
-        !self.cgroup_v1_hierarchies.is_empty() && !pod_userns
+        !pod_userns
     }
 }
 

@@ -381,7 +381,7 @@ impl Children {
             let narrow = narrow_views(&req.narrow);
             let pid = helper::run(&mut self.helpers, move || {
                 crate::view::narrow(&narrow, view)?;
-                let (container, spec, process) = exec_process(&root, &id, args, tty)?;
+                let (container, spec, process, filter) = exec_process(&root, &id, args, tty)?;
                 let executor = DieWithSupervisor { filter: None, drop_sys_admin: false };
                 if let Some(v1_hierarchies) = launch::tenant_fits(&spec) {
                     let (stdout, stderr) =
@@ -393,9 +393,14 @@ impl Children {
                         container,
                         spec,
                         process,
+                        filter,
                         io: launch::Io { console, stdio, executor },
                     };
                     return launch::launch_tenant(tenant, &v1_hierarchies);
+                }
+                // libcontainer's tenant inherits the filter from this process.
+                if let Some(bpf) = filter {
+                    install_filter(&bpf)?;
                 }
                 let process = process_file(&root, &id, &process)?;
                 let mut builder = ContainerBuilder::new(id, SyscallType::Linux)
@@ -986,6 +991,11 @@ fn join_user_namespace(spec: &Spec) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// An exec's container state, the container's spec, the exec's process, and the
+/// precompiled seccomp filter for it to install (RuntimeDefault; a profile compiled here
+/// instead is installed in this process, which the exec's process inherits).
+type ExecProcess = (Container, Spec, oci_spec::runtime::Process, Option<Vec<u8>>);
+
 /// Prepares the helper for an exec: the container's libcontainer state (Running) and
 /// spec, its own process spec (user, groups, capabilities, cwd, env, no_new_privs,
 /// rlimits) with `args`, and the container's seccomp filter, installed here.
@@ -1000,7 +1010,7 @@ fn exec_process(
     id: &str,
     args: Vec<String>,
     tty: bool,
-) -> Result<(Container, Spec, oci_spec::runtime::Process), Box<dyn std::error::Error>> {
+) -> Result<ExecProcess, Box<dyn std::error::Error>> {
     let mut container = Container::load(root.join(id))?;
     // The supervisor starts a container without touching this state (`start_init`), and
     // runs an exec only in a started one; the tenant builder wants it Running.
@@ -1013,8 +1023,7 @@ fn exec_process(
     process.set_args(Some(args)).set_terminal(Some(tty));
     // RuntimeDefault comes compiled for execs too (`seccomp::Ahead`).
     if let Some(bpf) = read_optional(&container.bundle().join(crate::layout::SECCOMP_EXEC_BPF))? {
-        install_filter(&bpf)?;
-        return Ok((container, spec, process));
+        return Ok((container, spec, process, Some(bpf)));
     }
     // A precompiled filter's profile is beside config.json, not in it.
     let kept = match read_optional(&container.bundle().join(crate::layout::SECCOMP_PROFILE))? {
@@ -1025,7 +1034,7 @@ fn exec_process(
         let seccomp = crate::container::seccomp::for_exec(seccomp)?;
         libcontainer::seccomp::initialize_seccomp(&seccomp)?;
     }
-    Ok((container, spec, process))
+    Ok((container, spec, process, None))
 }
 
 /// An exec's process spec as a file in the container's state dir, for libcontainer's

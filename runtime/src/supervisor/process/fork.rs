@@ -2,7 +2,7 @@
 //! and descriptors received from the kernel. Every caller is single-threaded (the spawner
 //! and the supervisors have no other threads), which is what makes forking safe.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, Signal, signal};
@@ -60,6 +60,45 @@ pub fn clone_sibling() -> Result<ForkResult, Errno> {
             0usize,
             0usize,
             0usize,
+        )
+    };
+    match Errno::result(ret)? {
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent { child: nix::unistd::Pid::from_raw(pid as i32) }),
+    }
+}
+
+/// `clone3`'s flag for a child born in the cgroup v2 directory `clone_args.cgroup` names
+/// (Linux 5.7; libc's own constant is an overflowing `c_int`).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// As [`clone_sibling`], with the child born in the cgroup v2 directory `cgroup`
+/// (`clone3` with `CLONE_INTO_CGROUP`): nothing migrates, so nothing waits for the
+/// kernel's global `cgroup_threadgroup_rwsem`. ENOSYS, E2BIG or EINVAL: a kernel (or a
+/// seccomp filter around podbay) without it.
+pub fn clone_sibling_into(cgroup: BorrowedFd) -> Result<ForkResult, Errno> {
+    let args = libc::clone_args {
+        flags: libc::CLONE_PARENT as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        // With CLONE_PARENT the child gets the caller's exit signal; clone3 wants 0 here.
+        exit_signal: 0,
+        // No stack: the child continues on a copy of the caller's, as with fork.
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.as_raw_fd() as u64,
+    };
+    // SAFETY: as clone_sibling (single-threaded callers, the child on a copy of the
+    // caller's stack); the kernel reads `args` during the call only.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
         )
     };
     match Errno::result(ret)? {

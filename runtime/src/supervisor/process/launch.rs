@@ -11,16 +11,19 @@
 //! clones the init itself. It also lets the init install a precompiled seccomp filter
 //! without no_new_privs ([`Fit::raise_sys_admin_for_filter`]).
 //!
-//! On a cgroup v2 node a thread cannot move alone: the helper moves itself by its pid,
-//! as libcontainer's intermediate process did, and the rest is as on v1
-//! ([`crate::cgroups::enter_new`]). Only for what a CRI container needs: a spec with a
+//! On a cgroup v2 node a thread cannot move alone: the helper makes the cgroup and clones
+//! the init (or an exec's process) into it with `clone3(CLONE_INTO_CGROUP)`, so nothing
+//! migrates, and stays where it is itself ([`crate::cgroups::enter_new`]). A kernel
+//! without that flag (before 5.7, or a seccomp filter around podbay answering ENOSYS)
+//! has the helper move itself by its pid first, as libcontainer's intermediate process
+//! did. Only for what a CRI container needs: a spec with a
 //! user or time namespace, hooks, a seccomp listener, network devices, Intel RDT,
 //! idmapped mounts or an AppArmor profile goes through libcontainer's builders as before
 //! ([`fits`]).
 
 use std::error::Error;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -34,12 +37,14 @@ use libcontainer::process::channel;
 use libcontainer::process::init::process::container_init_process;
 use libcontainer::syscall::syscall::{SyscallType, create_syscall};
 use libcontainer::workload::Executor;
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Process, Spec};
 
 use super::fork::{self, ForkResult};
 use super::premount::premount;
+use crate::cgroups::V2Dir;
 
 /// The container's stdio when it has no terminal.
 pub(super) struct Stdio {
@@ -185,13 +190,14 @@ fn launch_in(
     let cgroup = linux.cgroups_path().clone().ok_or("the spec has no cgroupsPath")?;
     let cgroup_name = cgroup.to_string_lossy().into_owned();
     let resources = linux.resources().as_ref();
-    prepare(&spec, || crate::cgroups::enter_new(&cgroup_name, v1_hierarchies, resources))?;
+    let into =
+        prepare(&spec, || crate::cgroups::enter_new(&cgroup_name, v1_hierarchies, resources))?;
 
     let kind = ContainerType::InitContainer;
     let owner = Some(container.clone());
     let (mut args, _stdio) =
         container_args(kind, spec, &l.id, console.as_ref(), notify_listener, owner, l.io)?;
-    let pid = clone_init(&mut args, None, init)?;
+    let pid = clone_init(&mut args, None, into.as_ref(), init)?;
     container
         .set_status(ContainerStatus::Created)
         .set_creator(nix::unistd::geteuid().as_raw())
@@ -202,19 +208,20 @@ fn launch_in(
 
 /// What libcontainer's builder and intermediate process do to themselves before the init
 /// is cloned, in this process: the score (inherited by the init), not dumpable while it
-/// joins the container's namespaces, the cgroup (`join`), the rlimits, and the PID
-/// namespace the init is to be made in.
+/// joins the container's namespaces, the cgroup (`join`: on cgroup v2 the cgroup the init
+/// is to be born in, returned), the rlimits, and the PID namespace the init is to be made
+/// in.
 fn prepare(
     spec: &Spec,
-    join: impl FnOnce() -> Result<(), crate::cgroups::Error>,
-) -> Result<(), Box<dyn Error>> {
+    join: impl FnOnce() -> Result<Option<V2Dir>, crate::cgroups::Error>,
+) -> Result<Option<V2Dir>, Box<dyn Error>> {
     let process = spec.process().as_ref().ok_or("the spec has no process")?;
     let linux = spec.linux().as_ref().ok_or("the spec has no linux section")?;
     if let Some(score) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", score.to_string())?;
     }
     nix::sys::prctl::set_dumpable(false)?;
-    join()?;
+    let into = join()?;
     let syscall = create_syscall();
     for rlimit in process.rlimits().as_deref().unwrap_or_default() {
         syscall.set_rlimit(rlimit)?;
@@ -223,35 +230,41 @@ fn prepare(
     if let Some(pid_ns) = namespaces.get(LinuxNamespaceType::Pid)? {
         namespaces.unshare_or_setns(pid_ns)?;
     }
-    Ok(())
+    Ok(into)
 }
 
 /// Clones the init as a sibling of this process (the supervisor's child), which runs
 /// libcontainer's `container_init_process`, and waits until it is ready: waiting for
 /// StartContainer (a container) or for the start this process then gives (an exec).
-/// A container's init makes its mounts first ([`premount`]). A failing init reports on
-/// the channel, and a tenant also on `exec_notify`, as in libcontainer's intermediate
+/// On cgroup v2 the init is born in its cgroup (`into`), or where the kernel cannot do
+/// that, this process moves there first by its pid. A container's init makes its mounts
+/// first ([`premount`]), a tenant installs its filter first. A failing init reports on the
+/// channel, and a tenant also on its notify pipe, as in libcontainer's intermediate
 /// process.
 fn clone_init(
     args: &mut ContainerArgs,
-    exec_notify: Option<&OwnedFd>,
+    tenant: Option<TenantStart>,
+    into: Option<&V2Dir>,
     init: &mut Option<Pid>,
 ) -> Result<Pid, Box<dyn Error>> {
     let (mut main_sender, mut main_receiver) = channel::main_channel()?;
     let (init_sender, mut init_receiver) = channel::init_channel()?;
-    let pid = match fork::clone_sibling()? {
+    let pid = match clone_into(into)? {
         ForkResult::Child => {
             let _ = nix::sys::prctl::set_name(c"podbay:[INIT]");
             let _ = init_sender.close();
-            let ran = premount_into(args).and_then(|()| {
-                container_init_process(args, &mut main_sender, &mut init_receiver)
-                    .map_err(Into::into)
-            });
+            let filter = tenant.as_ref().and_then(|t| t.filter);
+            let filtered = filter.map_or(Ok(()), super::children::install_filter);
+            let ran =
+                filtered.map_err(Into::into).and_then(|()| premount_into(args)).and_then(|()| {
+                    container_init_process(args, &mut main_sender, &mut init_receiver)
+                        .map_err(Into::into)
+                });
             if let Err(e) = ran {
                 tracing::error!("failed to initialize container process: {e}");
                 // A tenant fails after its start, when nobody reads the channel any more.
-                if let Some(fd) = exec_notify {
-                    let _ = nix::unistd::write(fd, e.to_string().as_bytes());
+                if let Some(t) = &tenant {
+                    let _ = nix::unistd::write(t.notify, e.to_string().as_bytes());
                 }
                 let _ = main_sender.exec_failed(e.to_string());
             }
@@ -267,6 +280,32 @@ fn clone_init(
     main_receiver.close()?;
     init_receiver.close()?;
     Ok(pid)
+}
+
+/// Clones a sibling (the caller's parent's child), born in the cgroup v2 directory
+/// `into` if there is one. Where the kernel has no `clone3` with `CLONE_INTO_CGROUP`
+/// (ENOSYS, E2BIG, EINVAL), or a seccomp filter refuses `clone3` (ENOSYS or EPERM: one
+/// around podbay, or an exec's Localhost profile, installed in this process), the caller
+/// moves there by its pid first.
+fn clone_into(into: Option<&V2Dir>) -> Result<ForkResult, Box<dyn Error>> {
+    let cloned = match into {
+        Some(dir) => match fork::clone_sibling_into(dir.fd.as_fd()) {
+            Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM) => {
+                dir.move_self()?;
+                fork::clone_sibling()
+            }
+            cloned => cloned,
+        },
+        None => fork::clone_sibling(),
+    };
+    Ok(cloned?)
+}
+
+/// What a tenant (an exec's process) does apart from a container's init: where it
+/// reports a failure after its start, and the filter it installs first.
+struct TenantStart<'a> {
+    notify: &'a OwnedFd,
+    filter: Option<&'a [u8]>,
 }
 
 /// The container init's mounts, made by [`premount`] in this (the init) process;
@@ -288,26 +327,28 @@ pub(super) struct Tenant {
     pub spec: Spec,
     /// What to run: the container's process with the command's args.
     pub process: Process,
+    /// A precompiled seccomp filter, installed by the tenant as it starts (so that this
+    /// process's `clone3` is not under it: RuntimeDefault answers ENOSYS there).
+    pub filter: Option<Vec<u8>>,
     pub io: Io,
 }
 
-/// The node's v1 hierarchies, when [`launch_tenant`] can run an exec in a container of
-/// this spec; `None` when libcontainer's tenant builder must (the same cases as for the
-/// container itself; a container in a user namespace is one).
+/// The node's v1 hierarchies (none on a cgroup v2 node), when [`launch_tenant`] can run an
+/// exec in a container of this spec; `None` when libcontainer's tenant builder must (the
+/// same cases as for the container itself; a container in a user namespace is one).
 pub(super) fn tenant_fits(spec: &Spec) -> Option<Vec<String>> {
-    let v1_hierarchies = crate::cgroups::v1_hierarchies();
-    (!v1_hierarchies.is_empty() && fits(spec)).then_some(v1_hierarchies)
+    fits(spec).then(crate::cgroups::v1_hierarchies)
 }
 
 /// Starts an exec's process in a running container, as libcontainer's tenant builder
 /// does (the spec narrowed to the process, the init's namespaces by `/proc/<pid>/ns`, the
 /// container's cgroup), with this process as its main and intermediate process: it joins
-/// the container's cgroup by writing `0` to `tasks` (no grace period to wait for), clones
-/// the tenant, tells it to start and waits until it has run `execve` (or failed: its
+/// the container's cgroup by writing `0` to `tasks` (no grace period to wait for; on v2
+/// the tenant is born in it), clones the tenant, tells it to start and waits until it has run `execve` (or failed: its
 /// error is the answer). Its notify socket and terminal link go afterwards (libcontainer
 /// leaves them in the state dir, one per exec).
 pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32, Box<dyn Error>> {
-    let Tenant { container, mut spec, process, io } = t;
+    let Tenant { container, mut spec, process, filter, io } = t;
     if container.status() != ContainerStatus::Running {
         return Err(format!("cannot exec: the container is {:?}", container.status()).into());
     }
@@ -355,7 +396,7 @@ pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32,
             None => None,
         };
         let cgroup_name = cgroup.to_string_lossy().into_owned();
-        prepare(&spec, || crate::cgroups::enter_existing(&cgroup_name, v1_hierarchies))?;
+        let into = prepare(&spec, || crate::cgroups::enter_existing(&cgroup_name, v1_hierarchies))?;
         let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let kind = ContainerType::TenantContainer { exec_notify_fd: notify_w.as_raw_fd() };
         let (mut args, _stdio) = container_args(
@@ -367,7 +408,8 @@ pub(super) fn launch_tenant(t: Tenant, v1_hierarchies: &[String]) -> Result<u32,
             None,
             io,
         )?;
-        let pid = clone_init(&mut args, Some(&notify_w), &mut init)?;
+        let tenant = TenantStart { notify: &notify_w, filter: filter.as_deref() };
+        let pid = clone_init(&mut args, Some(tenant), into.as_ref(), &mut init)?;
         NotifySocket::new(&notify_path).notify_container_start()?;
         // The tenant holds the other copy until its execve closes it.
         drop(notify_w);
@@ -444,4 +486,89 @@ fn validate(spec: &Spec) -> Result<(), Box<dyn Error>> {
         libcontainer::utils::validate_mount_options(mounts)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seccomp program that answers ENOSYS to `clone3` and allows the rest, as
+    /// RuntimeDefault (or a filter around podbay) does.
+    fn no_clone3() -> Vec<u8> {
+        let insn = |code: u16, jt: u8, jf: u8, k: u32| {
+            let mut b = code.to_le_bytes().to_vec();
+            b.extend([jt, jf]);
+            b.extend(k.to_le_bytes());
+            b
+        };
+        [
+            insn(0x20, 0, 0, 0),                                 // ld nr
+            insn(0x15, 0, 1, libc::SYS_clone3 as u32),           // jeq clone3
+            insn(0x06, 0, 0, 0x0005_0000 | libc::ENOSYS as u32), // ret ERRNO
+            insn(0x06, 0, 0, 0x7fff_0000),                       // ret ALLOW
+        ]
+        .concat()
+    }
+
+    /// Whether `pid` is in the cgroup v2 directory `rel` (below the unified root).
+    fn in_cgroup(pid: &str, rel: &str) -> bool {
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        own.lines().any(|l| l.strip_prefix("0::") == Some(rel))
+    }
+
+    /// The sibling is born in the cgroup, its cloner stays where it is; with `clone3`
+    /// refused, the cloner moves there first and the sibling follows.
+    #[test]
+    fn a_sibling_is_born_in_its_v2_cgroup_or_its_cloner_moves_first() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let Some(root) = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .find(|r| Path::new(r).join("cgroup.controllers").exists())
+        else {
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        for refused in [false, true] {
+            let rel = format!("/pbt-clone3-{}-{refused}", std::process::id());
+            let path = PathBuf::from(format!("{root}{rel}"));
+            std::fs::create_dir(&path).unwrap();
+            let dir = V2Dir::open(&rel, path.clone()).unwrap();
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let child = match fork::fork().unwrap() {
+                ForkResult::Child => {
+                    let filtered = !refused
+                        || (nix::sys::prctl::set_no_new_privs().is_ok()
+                            && super::super::children::install_filter(&no_clone3()).is_ok());
+                    let code = match filtered.then(|| clone_into(Some(&dir))) {
+                        Some(Ok(ForkResult::Child)) => {
+                            fork::exit_child(if in_cgroup("self", &rel) { 0 } else { 3 })
+                        }
+                        Some(Ok(ForkResult::Parent { child })) => {
+                            let _ = nix::unistd::write(&w, &child.as_raw().to_le_bytes());
+                            // The cloner moved only where clone3 was refused.
+                            if in_cgroup("self", &rel) == refused { 0 } else { 4 }
+                        }
+                        _ => 5,
+                    };
+                    fork::exit_child(code)
+                }
+                ForkResult::Parent { child } => child,
+            };
+            drop(w);
+            let status = |pid| nix::sys::wait::waitpid(pid, None).unwrap();
+            assert_eq!(status(child), nix::sys::wait::WaitStatus::Exited(child, 0), "{refused}");
+            let mut raw = [0u8; 4];
+            assert_eq!(nix::unistd::read(&r, &mut raw), Ok(4), "no sibling");
+            let sibling = Pid::from_raw(i32::from_le_bytes(raw));
+            assert_eq!(
+                status(sibling),
+                nix::sys::wait::WaitStatus::Exited(sibling, 0),
+                "the sibling is in {rel} (clone3 refused: {refused})"
+            );
+            std::fs::remove_dir(&path).unwrap();
+        }
+    }
 }
