@@ -4,6 +4,19 @@ use std::time::Duration;
 
 use crate::Node;
 
+/// The bench's node with the busybox image: `BENCH_CGROUP=v2` makes it a cgroup v2 node
+/// (its `/sys/fs/cgroup` the host's unified hierarchy), anything else leaves the host's.
+pub fn node() -> anyhow::Result<Node> {
+    if std::env::var("BENCH_CGROUP").as_deref() != Ok("v2") {
+        return Node::with_busybox();
+    }
+    let mut node = Node::empty()?;
+    node.sh("umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup")?;
+    node.start_daemon()?;
+    node.import_busybox()?;
+    Ok(node)
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]

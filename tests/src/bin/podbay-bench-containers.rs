@@ -5,7 +5,8 @@
 //! seccomp filter (interleaved with Unconfined), a whole pod start (RunPodSandbox +
 //! CreateContainer + StartContainer of one busybox `sleep`) and its teardown, with the
 //! node's mount table size and CreateContainer's step medians. Then runtime memory per
-//! pod with 100 one-container pods.
+//! pod with 100 one-container pods. `BENCH_CGROUP=v2`: on a cgroup v2 node
+//! (`podbay_tests::bench::node`).
 
 use std::time::{Duration, Instant};
 
@@ -133,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let count: usize = env("BENCH_CONTAINERS", "40").parse()?;
     let levels: Vec<usize> =
         env("BENCH_LEVELS", "1,100,250").split(',').map(str::parse).collect::<Result<_, _>>()?;
-    let node = Node::with_busybox()?;
+    let node = podbay_tests::bench::node()?;
     let mut c = node.client().await?;
     println!(
         "podbay container bench: {count} per scenario at {levels:?} running pods, binaries from {}",

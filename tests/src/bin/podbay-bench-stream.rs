@@ -2,7 +2,8 @@
 //! (a thread that enters the node's network namespace, where the streaming server
 //! listens on loopback): Exec round trip of `true` against ExecSync on the same container,
 //! Attach first-byte latency, port-forward TCP throughput against a direct connection to
-//! the pod's IP, and the runtime memory each open exec session costs.
+//! the pod's IP, and the runtime memory each open exec session costs. `BENCH_CGROUP=v2`:
+//! on a cgroup v2 node (`podbay_tests::bench::node`).
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ fn env(name: &str, default: usize) -> usize {
 
 fn main() -> anyhow::Result<()> {
     anyhow::ensure!(is_root(), "the bench needs root (node namespaces)");
-    let node = Node::with_busybox()?;
+    let node = podbay_tests::bench::node()?;
     let rt = || tokio::runtime::Builder::new_current_thread().enable_all().build();
     // With BENCH_STREAM_VS=containerd: the same streaming calls on a private containerd,
     // from a thread in its node's network namespace (where its streaming server listens).
