@@ -14,12 +14,13 @@
 //! On a cgroup v2 node a thread cannot move alone: the helper makes the cgroup and clones
 //! the init (or an exec's process) into it with `clone3(CLONE_INTO_CGROUP)`, so nothing
 //! migrates, and stays where it is itself ([`crate::cgroups::enter_new`]). A kernel
-//! without that flag (before 5.7, or a seccomp filter around podbay answering ENOSYS)
-//! has the helper move itself by its pid first, as libcontainer's intermediate process
-//! did. Only for what a CRI container needs: a spec with a
-//! user or time namespace, hooks, a seccomp listener, network devices, Intel RDT,
-//! idmapped mounts or an AppArmor profile goes through libcontainer's builders as before
-//! ([`fits`]).
+//! without that flag (before 5.7), or a seccomp filter refusing `clone3`, has the helper
+//! move itself by its pid first, as libcontainer's intermediate process did
+//! ([`clone_into`]).
+//!
+//! Only for what a CRI container needs: a spec with a user or time namespace, hooks, a
+//! seccomp listener, network devices, Intel RDT, idmapped mounts or an AppArmor profile
+//! goes through libcontainer's builders as before ([`fits`]).
 
 use std::error::Error;
 use std::io::Read;
@@ -253,13 +254,13 @@ fn clone_init(
         ForkResult::Child => {
             let _ = nix::sys::prctl::set_name(c"podbay:[INIT]");
             let _ = init_sender.close();
-            let filter = tenant.as_ref().and_then(|t| t.filter);
-            let filtered = filter.map_or(Ok(()), super::children::install_filter);
-            let ran =
-                filtered.map_err(Into::into).and_then(|()| premount_into(args)).and_then(|()| {
-                    container_init_process(args, &mut main_sender, &mut init_receiver)
-                        .map_err(Into::into)
-                });
+            let ran = (|| -> Result<(), Box<dyn Error>> {
+                if let Some(bpf) = tenant.as_ref().and_then(|t| t.filter) {
+                    super::children::install_filter(bpf)?;
+                }
+                premount_into(args)?;
+                Ok(container_init_process(args, &mut main_sender, &mut init_receiver)?)
+            })();
             if let Err(e) = ran {
                 tracing::error!("failed to initialize container process: {e}");
                 // A tenant fails after its start, when nobody reads the channel any more.
