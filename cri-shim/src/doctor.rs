@@ -56,6 +56,9 @@ pub async fn run(opts: &Options) -> Vec<Check> {
     let etcd = cfg.network.subnet_store == "etcd";
     checks.extend(network_features(etcd));
     checks.push(cgroups());
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        checks.push(cgroup_placement(podbay_runtime::cgroups::clone3_callable()));
+    }
     checks.push(br_netfilter());
     let daemon = daemon(&cfg.socket).await;
     checks.push(ip_forward(daemon.level == Level::Ok));
@@ -280,6 +283,30 @@ fn cgroups() -> Check {
         );
     }
     ok("cgroups", detail)
+}
+
+/// On a cgroup v2 node, whether containers and execs can be born in their cgroup
+/// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7), or each one moves there by its pid and
+/// waits for the kernel's global migration lock (an RCU grace period).
+fn cgroup_placement(clone3: bool) -> Check {
+    let name = "cgroup placement";
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let into_cgroup = kernel_version(&release).is_some_and(|v| v >= (5, 7));
+    match (clone3, into_cgroup) {
+        (false, _) => warn(
+            name,
+            "clone3 refused: a seccomp filter around podbay, or a kernel before 5.3",
+            "each container and exec then waits for the kernel's cgroup migration lock (10–15 ms); run podbay without a filter on clone3",
+        ),
+        (_, false) => warn(
+            name,
+            format!("no CLONE_INTO_CGROUP before Linux 5.7 (this is {release})"),
+            "each container and exec then waits for the kernel's cgroup migration lock (10–15 ms)",
+        ),
+        _ => ok(name, "containers and execs are born in their cgroup (clone3 CLONE_INTO_CGROUP)"),
+    }
 }
 
 fn br_netfilter() -> Check {
@@ -525,6 +552,14 @@ mod tests {
         assert_eq!(fs_name(0x0102_1994), "tmpfs");
         assert_eq!(human(3 << 30), "3.0 GiB");
         assert_eq!(human(512), "512 B");
+    }
+
+    #[test]
+    fn cgroup_placement_wants_clone3() {
+        assert!(matches!(cgroup_placement(false).level, Level::Warn));
+        // This machine's kernel (6.x) has the flag, and nothing filters the test's clone3.
+        assert!(matches!(cgroup_placement(true).level, Level::Ok));
+        assert!(podbay_runtime::cgroups::clone3_callable());
     }
 
     #[test]

@@ -261,6 +261,17 @@ impl V2Dir {
     }
 }
 
+/// Whether this process may call `clone3` at all, which a [`V2Dir`] wants: the kernel has
+/// it (Linux 5.3) and no seccomp filter around podbay refuses it. A call without
+/// arguments is refused with EINVAL by the kernel; anything else (ENOSYS, EPERM) is a
+/// kernel without it or a filter.
+pub fn clone3_callable() -> bool {
+    // SAFETY: with a size of 0 the kernel refuses the call before it reads the (null)
+    // argument pointer; nothing is cloned.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, 0usize, 0usize) };
+    r < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINVAL
+}
+
 /// The controllers libcgroups writes limits for on cgroup v2, which [`make_v2`] enables.
 const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "hugetlb", "io", "memory", "pids"];
 

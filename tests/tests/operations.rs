@@ -333,6 +333,7 @@ fn doctor_passes_a_healthy_node_and_names_what_is_wrong() {
     }
     assert!(checks["daemon"].1.contains("serving on"), "{checks:#?}");
     assert_eq!(checks["run dir"].0, "ok", "the node's run dir is a tmpfs: {checks:#?}");
+    assert!(!checks.contains_key("cgroup placement"), "a cgroup v2 check on v1: {checks:#?}");
     assert!(checks["bridge"].1.contains("podbay's"), "{checks:#?}");
     // Probing made nothing on the node.
     let links = node.sh("ip -o link show | grep -c ' pb[0-9]' || true").unwrap();
@@ -353,6 +354,20 @@ fn doctor_passes_a_healthy_node_and_names_what_is_wrong() {
     assert_eq!(code, 1, "{checks:#?}");
     assert_eq!(checks["root dir"].0, "fail", "{checks:#?}");
     assert!(checks["root dir"].1.contains("0 B free"), "{checks:#?}");
+}
+
+/// On a cgroup v2 node doctor says whether containers can be born in their cgroup
+/// (`clone3` with `CLONE_INTO_CGROUP`).
+#[test]
+fn doctor_checks_cgroup_placement_on_a_v2_node() {
+    require_root!();
+    let node = Node::empty().unwrap();
+    node.sh("umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup").unwrap();
+    let (_, checks) = doctor(&node, &[]);
+    let (level, detail) = &checks["cgroup placement"];
+    assert_eq!(level, "ok", "{checks:#?}");
+    assert!(detail.contains("born in their cgroup"), "{detail}");
+    assert!(checks["cgroups"].1.starts_with("v2"), "{checks:#?}");
 }
 
 #[test]
