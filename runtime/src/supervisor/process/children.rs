@@ -998,11 +998,13 @@ type ExecProcess = (Container, Spec, oci_spec::runtime::Process, Option<Vec<u8>>
 
 /// Prepares the helper for an exec: the container's libcontainer state (Running) and
 /// spec, its own process spec (user, groups, capabilities, cwd, env, no_new_privs,
-/// rlimits) with `args`, and the container's seccomp filter, installed here.
+/// rlimits) with `args`, and the container's seccomp filter: a precompiled one returned
+/// (installed by the helper's caller or the exec's process, see [`ExecProcess`]), a
+/// profile compiled and installed here.
 ///
 /// libcontainer's tenant builder applies neither by itself: without a process file the
 /// command runs as root with the container's capabilities, and it never installs the
-/// spec's seccomp filter. The filter installed in the helper is inherited by the exec'd
+/// spec's seccomp filter. A filter installed in the helper is inherited by the exec'd
 /// process; it also allows `setns`, which the tenant needs to join the container's
 /// namespaces (and which fails with EPERM anyway without CAP_SYS_ADMIN).
 fn exec_process(
