@@ -142,10 +142,15 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-fn kernel() -> Vec<Check> {
-    let release = nix::sys::utsname::uname()
+/// The running kernel's release (`uname -r`), empty if unknown.
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn kernel() -> Vec<Check> {
+    let release = kernel_release();
     let version = kernel_version(&release);
     let kernel = match version {
         Some(v) if v >= (5, 4) => ok("kernel", format!("Linux {release}")),
@@ -176,9 +181,7 @@ fn kernel() -> Vec<Check> {
 
 /// Whether `modules.dep` of the running kernel lists `name`.
 fn module_available(name: &str) -> bool {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = kernel_release();
     let dep = std::fs::read_to_string(format!("/lib/modules/{release}/modules.dep"));
     dep.is_ok_and(|d| {
         d.lines().any(|l| l.split(':').next().is_some_and(|m| m.contains(&format!("/{name}.ko"))))
@@ -290,9 +293,7 @@ fn cgroups() -> Check {
 /// waits for the kernel's global migration lock (an RCU grace period).
 fn cgroup_placement(clone3: bool) -> Check {
     let name = "cgroup placement";
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = kernel_release();
     let into_cgroup = kernel_version(&release).is_some_and(|v| v >= (5, 7));
     match (clone3, into_cgroup) {
         (false, _) => warn(
